@@ -1,0 +1,428 @@
+"""The dispatch engine: schedules in, commands out, every command tracked to an end.
+
+    >>> from coordinator import DispatchEngine, EventBus
+    >>> engine = DispatchEngine(event_bus=EventBus())
+
+Rules that keep a site safe (docs/dispatch.md has the reasoning):
+
+* one command in flight per asset; an asset's commands go out in slot order;
+* when several power setpoints of one asset are due, only the newest is sent, the older
+  ones are CANCELLED as superseded: a setpoint is never applied out of order;
+* commands for an asset whose state machine is FAULTED or UNAVAILABLE are held, not sent,
+  until it recovers;
+* a failed or timed-out attempt is retried after an exponential backoff, at most
+  ``max_retries`` times; a command the adapter cannot express fails at once;
+* a vehicle that unplugs before its session finished cancels its pending commands.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import threading
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+import pandas as pd
+
+from . import schedule as schedule_conversion
+from .adapters.base import ProtocolAdapter, TranslationError
+from .adapters.registry import AdapterRegistry
+from .asset_machines import EARLY_DEPARTURE_STATES, HOLDING_STATES, ChargerTrigger
+from .base import Command, CommandStatus, CommandType
+from .config import CoordinatorConfig
+from .events import EventBus, EventType
+from .schedule import ScheduleError
+from .statemachine import StateMachine
+from .timeutil import require_aware, utcnow
+
+log = logging.getLogger(__name__)
+
+# Commands on one channel overwrite each other on the device, so only the newest matters.
+_CHANNEL = {
+    CommandType.SET_CHARGE_RATE: "power",
+    CommandType.SET_DISCHARGE_RATE: "power",
+    CommandType.SET_POWER_LIMIT: "limit",
+    CommandType.SET_SOC_TARGET: "soc",
+}
+
+
+def command_summary(cmd: Command) -> dict[str, Any]:
+    """The payload of every COMMAND_* event."""
+    return {
+        "command_id": cmd.command_id,
+        "asset_id": cmd.asset_id,
+        "command_type": cmd.command_type.value,
+        "parameters": dict(cmd.parameters),
+        "scheduled_at": cmd.scheduled_at,
+        "status": cmd.status.value,
+        "attempts": cmd.attempts,
+        "schedule_id": cmd.schedule_id,
+        "error": cmd.error,
+    }
+
+
+class _Batch:
+    """Commands not yet due, in slot order, consumed from the front."""
+
+    __slots__ = ("commands", "cursor")
+
+    def __init__(self, commands: list[Command]) -> None:
+        self.commands = commands
+        self.cursor = 0
+
+
+class DispatchEngine:
+    """Turns schedules into commands and drives each command through its lifecycle.
+
+    Thread-safe: every public method takes the engine's lock. Methods that depend on the
+    clock take ``now`` (timezone-aware; default: the current time).
+    """
+
+    def __init__(
+        self,
+        event_bus: EventBus | None = None,
+        adapter_registry: AdapterRegistry | None = None,
+        config: CoordinatorConfig | None = None,
+    ) -> None:
+        self.config = config or CoordinatorConfig()
+        self.event_bus = event_bus if event_bus is not None else EventBus()
+        self.adapter_registry = adapter_registry
+        self._lock = threading.RLock()
+        self._commands: dict[str, Command] = {}
+        self._by_asset: dict[str, list[Command]] = {}
+        self._upcoming: list[_Batch] = []
+        self._ready: dict[str, list[Command]] = {}  # due by slot time, not finished, per asset in order
+        self._in_flight: dict[str, Command] = {}
+        self._machines: dict[str, StateMachine] = {}
+        self._reported_states: dict[str, str] = {}
+        self._hold_announced: set[str] = set()
+
+    # -- schedules and commands in -------------------------------------------------
+
+    def schedule_to_commands(
+        self,
+        df: pd.DataFrame,
+        asset_map: Mapping[str, str],
+        *,
+        schedule_id: str | None = None,
+    ) -> list[Command]:
+        """Convert a Layer 3 schedule (see ``coordinator.schedule``) and queue its commands.
+
+        A schedule that cannot be converted raises ScheduleError after a SCHEDULE_REJECTED
+        event; nothing is queued.
+        """
+        try:
+            commands = schedule_conversion.schedule_to_commands(
+                df,
+                asset_map,
+                schedule_id=schedule_id,
+                timeout_seconds=self.config.command_timeout_seconds,
+                max_retries=self.config.max_retries,
+            )
+        except ScheduleError as exc:
+            self.event_bus.emit(
+                EventType.SCHEDULE_REJECTED,
+                {"schedule_id": schedule_id, "reason": exc.reason, "message": str(exc), "columns": exc.columns},
+            )
+            raise
+        with self._lock:
+            self._register(commands)
+        index = df.index
+        self.event_bus.emit(
+            EventType.SCHEDULE_RECEIVED,
+            {
+                "schedule_id": schedule_id,
+                "site_id": self.config.site_id,
+                "command_count": len(commands),
+                "asset_count": len({c.asset_id for c in commands}),
+                "slot_count": len(index),
+                "starts_at": index[0].to_pydatetime() if len(index) else None,
+                "ends_at": index[-1].to_pydatetime() if len(index) else None,
+            },
+        )
+        self._announce_created(commands)
+        return commands
+
+    def add_commands(self, commands: Iterable[Command]) -> None:
+        """Queue commands built elsewhere (an operator's START_CHARGING, say)."""
+        commands = list(commands)
+        with self._lock:
+            self._register(commands)
+        self._announce_created(commands)
+
+    def _register(self, commands: list[Command]) -> None:
+        for cmd in commands:
+            if cmd.command_id in self._commands:
+                raise ValueError(f"command {cmd.command_id} is already queued")
+        for cmd in commands:
+            self._commands[cmd.command_id] = cmd
+            self._by_asset.setdefault(cmd.asset_id, []).append(cmd)
+        if commands:
+            self._upcoming.append(_Batch(sorted(commands, key=lambda c: c.scheduled_at)))
+
+    def _announce_created(self, commands: list[Command]) -> None:
+        # Skipped when nobody listens: a large schedule makes tens of thousands of these.
+        if self.event_bus.has_subscribers(EventType.COMMAND_CREATED):
+            for cmd in commands:
+                self.event_bus.emit(EventType.COMMAND_CREATED, command_summary(cmd))
+
+    # -- asset states --------------------------------------------------------------
+
+    def register_state_machine(self, machine: StateMachine) -> None:
+        """Let ``machine`` decide whether its asset may receive commands (held when FAULTED/UNAVAILABLE)."""
+        with self._lock:
+            self._machines[machine.asset_id] = machine
+        machine.add_listener(partial(self._on_transition, machine.asset_id))
+
+    def set_asset_state(self, asset_id: str, state: str) -> None:
+        """Record an asset state reported from elsewhere (a tracker in another process)."""
+        with self._lock:
+            self._reported_states[asset_id] = state
+
+    def asset_state(self, asset_id: str) -> str | None:
+        machine = self._machines.get(asset_id)
+        return machine.state if machine is not None else self._reported_states.get(asset_id)
+
+    def is_held(self, asset_id: str) -> bool:
+        return self.asset_state(asset_id) in HOLDING_STATES
+
+    def _on_transition(self, asset_id: str, from_state: str, to_state: str, trigger: str) -> None:
+        if trigger == ChargerTrigger.UNPLUG and from_state in EARLY_DEPARTURE_STATES:
+            self.cancel_pending_for_asset(asset_id, f"early departure: vehicle unplugged while {from_state}")
+
+    # -- dispatch ------------------------------------------------------------------
+
+    def get_pending_commands(self, now: datetime | None = None) -> list[Command]:
+        """Commands to dispatch now: at most one per asset, most urgent first.
+
+        Does not change their status; ``dispatch_command`` does. Side effects: superseded
+        setpoints are cancelled and newly held commands are announced (COMMAND_HELD).
+        """
+        now = _now(now)
+        with self._lock:
+            self._release_due(now)
+            ready = []
+            for asset_id in list(self._ready):
+                head = self._next_for_asset(asset_id, now)
+                if head is not None:
+                    ready.append(head)
+        ready.sort(key=lambda c: (-c.priority, c.scheduled_at))
+        return ready
+
+    def _release_due(self, now: datetime) -> None:
+        for batch in self._upcoming:
+            commands = batch.commands
+            while batch.cursor < len(commands) and commands[batch.cursor].scheduled_at <= now:
+                cmd = commands[batch.cursor]
+                batch.cursor += 1
+                if not cmd.status.is_terminal:
+                    queue = self._ready.setdefault(cmd.asset_id, [])
+                    if queue and queue[-1].scheduled_at > cmd.scheduled_at:
+                        bisect.insort(queue, cmd, key=lambda c: c.scheduled_at)
+                    else:
+                        queue.append(cmd)
+        self._upcoming = [b for b in self._upcoming if b.cursor < len(b.commands)]
+
+    def _next_for_asset(self, asset_id: str, now: datetime) -> Command | None:
+        queue = [c for c in self._ready[asset_id] if not c.status.is_terminal]
+        self._supersede(queue, now)
+        queue = [c for c in queue if not c.status.is_terminal]
+        if not queue:
+            del self._ready[asset_id]
+            return None
+        self._ready[asset_id] = queue
+        if asset_id in self._in_flight:
+            return None
+        if self.is_held(asset_id):
+            self._announce_held(asset_id, queue)
+            return None
+        head = queue[0]
+        if head.next_attempt_at is not None and head.next_attempt_at > now:
+            return None
+        return head
+
+    def _supersede(self, queue: list[Command], now: datetime) -> None:
+        newest: dict[str, Command] = {}
+        for cmd in reversed(queue):
+            channel = _CHANNEL.get(cmd.command_type)
+            if channel is None:
+                continue
+            if channel in newest and cmd.status is CommandStatus.PENDING:
+                self._finish(cmd, CommandStatus.CANCELLED, f"superseded by {newest[channel].command_id}", now)
+            else:
+                newest.setdefault(channel, cmd)
+
+    def _announce_held(self, asset_id: str, queue: list[Command]) -> None:
+        for cmd in queue:
+            if cmd.command_id not in self._hold_announced:
+                self._hold_announced.add(cmd.command_id)
+                payload = command_summary(cmd) | {"asset_state": self.asset_state(asset_id)}
+                self.event_bus.emit(EventType.COMMAND_HELD, payload)
+
+    def dispatch_command(
+        self,
+        cmd: Command,
+        adapter: ProtocolAdapter | None = None,
+        now: datetime | None = None,
+    ) -> dict[str, Any] | None:
+        """Translate ``cmd`` with ``adapter`` (default: the registry's) and mark it DISPATCHED.
+
+        Returns the protocol payload for the gateway to send, or None when the command was
+        not sent: held (asset faulted/unavailable, stays PENDING) or failed at once (no
+        adapter, or the adapter cannot express it; COMMAND_FAILED is published).
+        """
+        now = _now(now)
+        with self._lock:
+            if cmd.command_id not in self._commands:
+                self._register([cmd])
+            if cmd.status is not CommandStatus.PENDING:
+                raise ValueError(f"{cmd.command_id} is {cmd.status}, only PENDING commands can be dispatched")
+            busy = self._in_flight.get(cmd.asset_id)
+            if busy is not None and busy is not cmd:
+                raise ValueError(
+                    f"{cmd.asset_id} already has {busy.command_id} in flight; an asset takes one command at a time"
+                )
+            if self.is_held(cmd.asset_id):
+                self._announce_held(cmd.asset_id, [cmd])
+                return None
+            if adapter is None and self.adapter_registry is not None:
+                adapter = self.adapter_registry.get(cmd.asset_id)
+            cmd.attempts += 1
+            cmd.next_attempt_at = None
+            cmd.dispatched_at = now
+            if adapter is None:
+                self._finish(cmd, CommandStatus.FAILED, f"no protocol adapter registered for {cmd.asset_id}", now)
+                return None
+            try:
+                payload = adapter.translate(cmd)
+            except TranslationError as exc:
+                self._finish(cmd, CommandStatus.FAILED, f"cannot translate for {adapter.protocol}: {exc}", now)
+                return None
+            cmd.status = CommandStatus.DISPATCHED
+            self._in_flight[cmd.asset_id] = cmd
+            # Events are published under the lock so that their order is the order of the changes.
+            self.event_bus.emit(
+                EventType.COMMAND_DISPATCHED,
+                command_summary(cmd) | {"protocol": adapter.protocol, "gateway_id": adapter.gateway_id},
+            )
+            return payload
+
+    # -- results -------------------------------------------------------------------
+
+    def handle_acknowledgement(self, cmd: Command, now: datetime | None = None) -> None:
+        """The device accepted ``cmd``; completion (``handle_response``) is still awaited."""
+        with self._lock:
+            if cmd.status is not CommandStatus.DISPATCHED:
+                log.warning("ignoring acknowledgement of %s in status %s", cmd.command_id, cmd.status)
+                return
+            cmd.status = CommandStatus.ACKNOWLEDGED
+            self.event_bus.emit(EventType.COMMAND_ACKNOWLEDGED, command_summary(cmd))
+
+    def handle_response(
+        self,
+        cmd: Command,
+        success: bool,
+        error: str | None = None,
+        now: datetime | None = None,
+    ) -> CommandStatus:
+        """Record the outcome of the last attempt; returns the command's new status.
+
+        A failure is retried after a backoff while attempts remain. A success that arrives
+        after the attempt timed out still completes the command (the device did it). An
+        answer for a finished command changes nothing and is logged.
+        """
+        now = _now(now)
+        with self._lock:
+            if cmd.status.is_terminal:
+                log.warning("late %s answer for %s, already %s", "success" if success else "failure", cmd.command_id, cmd.status)
+                return cmd.status
+            if cmd.attempts == 0:
+                raise ValueError(f"{cmd.command_id} was never dispatched")
+            was_waiting_retry = cmd.status is CommandStatus.PENDING
+            if self._in_flight.get(cmd.asset_id) is cmd:
+                del self._in_flight[cmd.asset_id]
+            if success:
+                self._finish(cmd, CommandStatus.COMPLETED, None, now)
+            elif not was_waiting_retry:
+                self._fail_attempt(cmd, error or "failed (no reason given)", now, timed_out=False)
+            return cmd.status
+
+    def check_timeouts(self, now: datetime | None = None) -> list[Command]:
+        """Commands whose attempt got no answer within ``timeout_seconds``.
+
+        Each is retried while attempts remain (COMMAND_RETRY_SCHEDULED), else TIMED_OUT.
+        """
+        now = _now(now)
+        expired = []
+        with self._lock:
+            for cmd in list(self._in_flight.values()):
+                assert cmd.dispatched_at is not None
+                if now - cmd.dispatched_at >= timedelta(seconds=cmd.timeout_seconds):
+                    del self._in_flight[cmd.asset_id]
+                    self._fail_attempt(cmd, f"no answer within {cmd.timeout_seconds:g} s", now, timed_out=True)
+                    expired.append(cmd)
+        return expired
+
+    def _fail_attempt(self, cmd: Command, reason: str, now: datetime, *, timed_out: bool) -> None:
+        if cmd.attempts <= cmd.max_retries:
+            delay = self.config.retry_base_delay_seconds * self.config.retry_backoff_factor ** (cmd.attempts - 1)
+            cmd.status = CommandStatus.PENDING
+            cmd.error = reason
+            cmd.next_attempt_at = now + timedelta(seconds=delay)
+            self.event_bus.emit(
+                EventType.COMMAND_RETRY_SCHEDULED,
+                command_summary(cmd) | {"timed_out": timed_out, "retry_at": cmd.next_attempt_at},
+            )
+        else:
+            self._finish(cmd, CommandStatus.TIMED_OUT if timed_out else CommandStatus.FAILED, reason, now)
+
+    # -- cancellation --------------------------------------------------------------
+
+    def cancel_command(self, cmd: Command, reason: str, now: datetime | None = None) -> bool:
+        """Cancel a PENDING command; returns False if it is already in flight or finished."""
+        with self._lock:
+            if cmd.status is not CommandStatus.PENDING or self._in_flight.get(cmd.asset_id) is cmd:
+                return False
+            self._finish(cmd, CommandStatus.CANCELLED, reason, _now(now))
+            return True
+
+    def cancel_pending_for_asset(self, asset_id: str, reason: str, now: datetime | None = None) -> list[Command]:
+        """Cancel every PENDING command of ``asset_id``; commands in flight finish normally."""
+        with self._lock:
+            return [c for c in list(self._by_asset.get(asset_id, ())) if self.cancel_command(c, reason, now)]
+
+    _TERMINAL_EVENTS = {
+        CommandStatus.COMPLETED: EventType.COMMAND_COMPLETED,
+        CommandStatus.FAILED: EventType.COMMAND_FAILED,
+        CommandStatus.TIMED_OUT: EventType.COMMAND_TIMED_OUT,
+        CommandStatus.CANCELLED: EventType.COMMAND_CANCELLED,
+    }
+
+    def _finish(self, cmd: Command, status: CommandStatus, error: str | None, now: datetime) -> None:
+        cmd.status = status
+        cmd.error = error
+        cmd.finished_at = now
+        cmd.next_attempt_at = None
+        self._hold_announced.discard(cmd.command_id)
+        self.event_bus.emit(self._TERMINAL_EVENTS[status], command_summary(cmd))
+
+    # -- lookups -------------------------------------------------------------------
+
+    def get_command(self, command_id: str) -> Command | None:
+        return self._commands.get(command_id)
+
+    def get_commands_for_asset(self, asset_id: str) -> list[Command]:
+        with self._lock:
+            return list(self._by_asset.get(asset_id, ()))
+
+    @property
+    def commands(self) -> list[Command]:
+        with self._lock:
+            return list(self._commands.values())
+
+
+def _now(now: datetime | None) -> datetime:
+    return utcnow() if now is None else require_aware(now, "now")

@@ -1,0 +1,106 @@
+import threading
+
+import pytest
+
+from coordinator import EventBus, EventType, InvalidTransition, StateMachine
+
+
+def make(bus=None):
+    return StateMachine(
+        asset_id="ast_x",
+        states={"OFF", "STARTING", "RUNNING", "STOPPING"},
+        initial_state="OFF",
+        transitions={
+            "OFF": {"start": "STARTING"},
+            "STARTING": {"ready": "RUNNING", "fail": "OFF"},
+            "RUNNING": {"stop": "STOPPING"},
+            "STOPPING": {"stopped": "OFF"},
+        },
+        event_bus=bus,
+    )
+
+
+def test_trigger_moves_and_returns_new_state():
+    sm = make()
+    assert sm.trigger("start") == "STARTING"
+    assert sm.state == "STARTING"
+    assert sm.available_triggers() == ["ready", "fail"]
+    assert sm.can_trigger("ready") and not sm.can_trigger("stop")
+
+
+def test_invalid_trigger_leaves_state_and_explains():
+    sm = make()
+    sm.trigger("start")
+    with pytest.raises(InvalidTransition) as info:
+        sm.trigger("stop")
+    assert (info.value.current_state, info.value.trigger, info.value.valid_triggers) == ("STARTING", "stop", ["ready", "fail"])
+    assert "ready, fail" in str(info.value)
+    assert sm.state == "STARTING"
+    assert len(sm.history) == 1
+
+
+def test_unknown_trigger_is_invalid():
+    with pytest.raises(InvalidTransition):
+        make().trigger("explode")
+
+
+def test_history_records_transitions_in_utc():
+    sm = make()
+    sm.trigger("start")
+    sm.trigger("ready")
+    assert [(h["from_state"], h["to_state"], h["trigger"]) for h in sm.history] == [
+        ("OFF", "STARTING", "start"),
+        ("STARTING", "RUNNING", "ready"),
+    ]
+    assert all(h["timestamp"].utcoffset().total_seconds() == 0 for h in sm.history)
+
+
+def test_history_is_bounded():
+    sm = StateMachine("a", {"A", "B"}, "A", {"A": {"go": "B"}, "B": {"back": "A"}}, history_limit=3)
+    for _ in range(5):
+        sm.trigger("go")
+        sm.trigger("back")
+    assert len(sm.history) == 3
+    assert sm.history[-1]["to_state"] == "A"
+
+
+def test_state_changed_published_with_payload():
+    bus = EventBus()
+    seen = []
+    bus.subscribe(EventType.STATE_CHANGED, seen.append)
+    make(bus).trigger("start")
+    assert seen[0].payload == {"asset_id": "ast_x", "from_state": "OFF", "to_state": "STARTING", "trigger": "start"}
+
+
+@pytest.mark.parametrize(
+    "states, initial, transitions",
+    [
+        ({"A"}, "B", {}),
+        ({"A"}, "A", {"A": {"go": "Z"}}),
+        ({"A"}, "A", {"Q": {"go": "A"}}),
+    ],
+)
+def test_bad_configuration_refused(states, initial, transitions):
+    with pytest.raises(ValueError):
+        StateMachine("a", states, initial, transitions)
+
+
+def test_concurrent_triggers_are_serialised():
+    # A two-state toggle hammered from 8 threads: every trigger must see a consistent state.
+    sm = StateMachine("a", {"A", "B"}, "A", {"A": {"flip": "B"}, "B": {"flip": "A"}})
+    bus_events = []
+    sm.add_listener(lambda f, t, trig: bus_events.append((f, t)))
+
+    def worker():
+        for _ in range(2000):
+            sm.trigger("flip")
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(bus_events) == 16000
+    # each transition starts where the previous one ended
+    assert all(bus_events[i][1] == bus_events[i + 1][0] for i in range(len(bus_events) - 1))
+    assert sm.state == "A"

@@ -17,9 +17,11 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 demo: $(STAMP)
+	@mosquitto/ensure-mosquitto.sh
 	$(BIN)/python -m services.demo
 
 test: $(STAMP)
+	@mosquitto/ensure-mosquitto.sh
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

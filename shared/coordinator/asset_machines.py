@@ -90,6 +90,11 @@ EARLY_DEPARTURE_STATES = frozenset({C.PREPARING, C.CHARGING, C.SUSPENDED})
 HOLDING_STATES = frozenset({C.FAULTED, C.UNAVAILABLE, B.FAULTED})
 
 
+def is_early_departure(from_state: str, trigger: str) -> bool:
+    """True for a vehicle that unplugs before its session finished."""
+    return trigger == ChargerTrigger.UNPLUG and from_state in EARLY_DEPARTURE_STATES
+
+
 def create_ev_charger_state_machine(asset_id: str, event_bus: EventBus | None = None) -> StateMachine:
     """An EV charger machine: 7 states, 10 triggers, starting in AVAILABLE."""
     return StateMachine(asset_id, set(ChargerState), ChargerState.AVAILABLE, CHARGER_TRANSITIONS, event_bus)

@@ -30,7 +30,7 @@ import pandas as pd
 from . import schedule as schedule_conversion
 from .adapters.base import ProtocolAdapter, TranslationError
 from .adapters.registry import AdapterRegistry
-from .asset_machines import EARLY_DEPARTURE_STATES, HOLDING_STATES, ChargerTrigger
+from .asset_machines import HOLDING_STATES, is_early_departure
 from .base import Command, CommandStatus, CommandType
 from .config import CoordinatorConfig
 from .events import EventBus, EventType
@@ -190,7 +190,7 @@ class DispatchEngine:
         return self.asset_state(asset_id) in HOLDING_STATES
 
     def _on_transition(self, asset_id: str, from_state: str, to_state: str, trigger: str) -> None:
-        if trigger == ChargerTrigger.UNPLUG and from_state in EARLY_DEPARTURE_STATES:
+        if is_early_departure(from_state, trigger):
             self.cancel_pending_for_asset(asset_id, f"early departure: vehicle unplugged while {from_state}")
 
     # -- dispatch ------------------------------------------------------------------
@@ -327,10 +327,13 @@ class DispatchEngine:
         success: bool,
         error: str | None = None,
         now: datetime | None = None,
+        *,
+        retryable: bool = True,
     ) -> CommandStatus:
         """Record the outcome of the last attempt; returns the command's new status.
 
-        A failure is retried after a backoff while attempts remain. A success that arrives
+        A failure is retried after a backoff while attempts remain, unless ``retryable``
+        is False (the device refused it for a reason a retry would not change). A success that arrives
         after the attempt timed out still completes the command (the device did it). An
         answer for a finished command changes nothing and is logged.
         """
@@ -346,6 +349,8 @@ class DispatchEngine:
                 del self._in_flight[cmd.asset_id]
             if success:
                 self._finish(cmd, CommandStatus.COMPLETED, None, now)
+            elif not retryable:
+                self._finish(cmd, CommandStatus.FAILED, error or "refused (no reason given)", now)
             elif not was_waiting_retry:
                 self._fail_attempt(cmd, error or "failed (no reason given)", now, timed_out=False)
             return cmd.status
@@ -389,10 +394,52 @@ class DispatchEngine:
             self._finish(cmd, CommandStatus.CANCELLED, reason, _now(now))
             return True
 
-    def cancel_pending_for_asset(self, asset_id: str, reason: str, now: datetime | None = None) -> list[Command]:
-        """Cancel every PENDING command of ``asset_id``; commands in flight finish normally."""
+    def cancel_pending_for_asset(
+        self, asset_id: str, reason: str, now: datetime | None = None, *, created_before: datetime | None = None
+    ) -> list[Command]:
+        """Cancel every PENDING command of ``asset_id`` (created before ``created_before``,
+        if given); commands in flight finish normally."""
         with self._lock:
-            return [c for c in list(self._by_asset.get(asset_id, ())) if self.cancel_command(c, reason, now)]
+            return [
+                c for c in list(self._by_asset.get(asset_id, ()))
+                if (created_before is None or c.created_at < created_before) and self.cancel_command(c, reason, now)
+            ]
+
+    def supersede(
+        self, asset_ids: Iterable[str], starting_at: datetime, by_schedule_id: str, now: datetime | None = None
+    ) -> list[Command]:
+        """A newer schedule takes over ``asset_ids`` from ``starting_at``: cancel the PENDING
+        commands of other schedules for those assets in that span."""
+        reason = f"superseded by schedule {by_schedule_id}"
+        cancelled = []
+        with self._lock:
+            for asset_id in asset_ids:
+                for cmd in list(self._by_asset.get(asset_id, ())):
+                    if (
+                        cmd.schedule_id != by_schedule_id
+                        and cmd.scheduled_at >= starting_at
+                        and self.cancel_command(cmd, reason, now)
+                    ):
+                        cancelled.append(cmd)
+        return cancelled
+
+    def forget_finished(self, finished_before: datetime) -> int:
+        """Drop finished commands older than ``finished_before`` (a long-running process
+        would otherwise keep every command ever made); returns how many were dropped."""
+        with self._lock:
+            old = [
+                c for c in self._commands.values()
+                if c.status.is_terminal and c.finished_at is not None and c.finished_at < finished_before
+            ]
+            for cmd in old:
+                del self._commands[cmd.command_id]
+            for asset_id in {c.asset_id for c in old}:
+                kept = [c for c in self._by_asset[asset_id] if c.command_id in self._commands]
+                if kept:
+                    self._by_asset[asset_id] = kept
+                else:
+                    del self._by_asset[asset_id]
+            return len(old)
 
     _TERMINAL_EVENTS = {
         CommandStatus.COMPLETED: EventType.COMMAND_COMPLETED,

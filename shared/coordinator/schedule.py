@@ -182,6 +182,16 @@ def plan_setpoints(df: pd.DataFrame, asset_map: Mapping[str, str]) -> PlannedSet
             f"setpoint columns with no asset_map entry: {_listed(names)} (add keys {_listed(unmapped)})",
             names,
         )
+    targets = [asset_map[k] for k in cols.keys]
+    shared = sorted({t for t in targets if targets.count(t) > 1})
+    if shared:
+        keys = [k for k in cols.keys if asset_map[k] in shared]
+        raise ScheduleError(
+            "duplicate_asset",
+            f"several asset_map keys name the same asset ({_listed(shared)}): {_listed(keys)}; "
+            "one asset takes one setpoint per slot",
+            [c for k in keys for c in ([cols.ev[k]] if k in cols.ev else [c for c in cols.battery[k] if c])],
+        )
     parts = [_plan_ev(df, cols.ev), _plan_batteries(df, cols.battery)]
     slot = np.concatenate([p[0] for p in parts])
     order = np.argsort(slot, kind="stable")

@@ -97,6 +97,30 @@ class StateMachine:
     def available_triggers(self) -> list[str]:
         return list(self._transitions.get(self._state, {}))
 
+    def triggers_to(self, target: str) -> list[str] | None:
+        """The shortest list of triggers that leads from the current state to ``target``.
+
+        ``[]`` if already there, None if ``target`` cannot be reached. Used to follow a
+        device that reports a state without saying how it got there.
+        """
+        with self._lock:
+            start = self._state
+        if target == start:
+            return []
+        paths: dict[str, list[str]] = {start: []}
+        frontier = [start]
+        while frontier:
+            following = []
+            for state in frontier:
+                for trig, nxt in self._transitions.get(state, {}).items():
+                    if nxt not in paths:
+                        paths[nxt] = paths[state] + [trig]
+                        if nxt == target:
+                            return paths[nxt]
+                        following.append(nxt)
+            frontier = following
+        return None
+
     def add_listener(self, listener: TransitionListener) -> None:
         """Call ``listener(from_state, to_state, trigger)`` after each transition, before the bus event."""
         with self._lock:

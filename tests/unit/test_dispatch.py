@@ -303,3 +303,34 @@ def test_two_schedules_interleave_in_slot_order_per_asset():
 def test_config_defaults_from_seed():
     cfg = CoordinatorConfig()
     assert (cfg.dispatch_interval_seconds, cfg.command_timeout_seconds, cfg.max_retries, cfg.retry_backoff_factor, cfg.stale_state_seconds) == (5.0, 30.0, 3, 2.0, 60.0)
+
+
+def test_refused_result_is_final():
+    engine = DispatchEngine()
+    (cmd,) = engine.schedule_to_commands(schedule(ev_1_kw=[7.0]), {"ev_1": "a"})
+    engine.dispatch_command(cmd, EchoAdapter("gw"), now=T0)
+    assert engine.handle_response(cmd, success=False, error="NotSupported", retryable=False) is CommandStatus.FAILED
+
+
+def test_newer_schedule_supersedes_future_commands_of_older_one(bus_log):
+    bus, log = bus_log
+    engine = DispatchEngine(event_bus=bus)
+    old = engine.schedule_to_commands(schedule(ev_1_kw=[1.0, 2.0, 3.0, 4.0], ev_2_kw=[5.0, 6.0, 7.0, 8.0]),
+                                      {"ev_1": "a", "ev_2": "b"}, schedule_id="sch_old")
+    new = engine.schedule_to_commands(schedule(ev_1_kw=[9.0, 9.0]).shift(2, freq="15min"), {"ev_1": "a"}, schedule_id="sch_new")
+    cancelled = engine.supersede(["a"], T0 + 30 * MIN, "sch_new")
+    a_old = [c for c in old if c.asset_id == "a"]
+    assert cancelled == a_old[2:]
+    assert all(c.status is CommandStatus.PENDING for c in a_old[:2] + new)
+    assert all(c.status is CommandStatus.PENDING for c in old if c.asset_id == "b")
+    assert "superseded by schedule sch_new" in a_old[2].error
+
+
+def test_forget_finished_drops_only_old_terminal_commands():
+    engine = DispatchEngine()
+    c1, c2 = engine.schedule_to_commands(schedule(ev_1_kw=[7.0, 1.0]), {"ev_1": "a"})
+    engine.dispatch_command(c1, EchoAdapter("gw"), now=T0)
+    engine.handle_response(c1, success=True, now=T0)
+    assert engine.forget_finished(T0) == 0
+    assert engine.forget_finished(T0 + MIN) == 1
+    assert engine.get_command(c1.command_id) is None and engine.get_commands_for_asset("a") == [c2]

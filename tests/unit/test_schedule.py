@@ -202,3 +202,10 @@ def test_vectorised_matches_reference(n, n_ev, data):
     got = [(c.scheduled_at, c.asset_id, c.command_type.value, c.parameters["power_kw"]) for c in schedule_to_commands(df, asset_map)]
     want = reference(df, asset_map)
     assert sorted(got, key=repr) == sorted([(t.to_pydatetime(), a, ty, p) for t, a, ty, p in want], key=repr)
+
+
+def test_two_keys_for_one_asset_refused():
+    with pytest.raises(ScheduleError) as info:
+        convert({"ev_001_kw": [1.0] * 4, "ev_002_kw": [0.0] * 4}, {"ev_001": "ast_bay_1", "ev_002": "ast_bay_1"})
+    assert info.value.reason == "duplicate_asset"
+    assert info.value.columns == ["ev_001_kw", "ev_002_kw"]

@@ -104,3 +104,14 @@ def test_concurrent_triggers_are_serialised():
     # each transition starts where the previous one ended
     assert all(bus_events[i][1] == bus_events[i + 1][0] for i in range(len(bus_events) - 1))
     assert sm.state == "A"
+
+
+def test_triggers_to_finds_shortest_path():
+    from coordinator import create_ev_charger_state_machine
+
+    sm = create_ev_charger_state_machine("c")
+    assert sm.triggers_to("AVAILABLE") == []
+    assert sm.triggers_to("CHARGING") == ["plug_in", "start_charge"]
+    sm.trigger("fault")
+    assert sm.triggers_to("CHARGING") == ["reset", "plug_in", "start_charge"]
+    assert make().triggers_to("NOWHERE") is None

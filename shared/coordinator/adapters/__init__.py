@@ -1,0 +1,31 @@
+"""Protocol adapters: pure translation of commands into device payloads (see docs/adapters.md)."""
+
+from .base import ProtocolAdapter, TranslationError
+from .modbus import (
+    DEFAULT_REGISTER_MAP,
+    ModbusAdapter,
+    RegisterMap,
+    RegisterSpec,
+    RegisterType,
+    WordOrder,
+    decode_registers,
+    encode_value,
+)
+from .ocpp import OCPPAdapter, OCPPVersion
+from .registry import AdapterRegistry
+
+__all__ = [
+    "DEFAULT_REGISTER_MAP",
+    "AdapterRegistry",
+    "ModbusAdapter",
+    "OCPPAdapter",
+    "OCPPVersion",
+    "ProtocolAdapter",
+    "RegisterMap",
+    "RegisterSpec",
+    "RegisterType",
+    "TranslationError",
+    "WordOrder",
+    "decode_registers",
+    "encode_value",
+]

@@ -1,4 +1,6 @@
-"""`make demo`: one Layer 3 schedule driven through the coordination engine, in one process.
+"""The library on its own: one Layer 3 schedule driven through the engine, in one process.
+
+    python -m services.walkthrough
 
 Two EV chargers and a battery follow a 2-hour, 15-minute-slot schedule on a simulated
 clock. Along the way a charger rejects a setpoint once (retry), the battery faults and is
@@ -49,6 +51,11 @@ def sample_schedule() -> pd.DataFrame:
     )
 
 
+_WITH_REASON = {
+    EventType.COMMAND_FAILED, EventType.COMMAND_TIMED_OUT, EventType.COMMAND_CANCELLED, EventType.COMMAND_RETRY_SCHEDULED,
+}
+
+
 def describe(event: Event, now: datetime) -> str:
     p = event.payload
     clock = now.strftime("%H:%M")
@@ -59,10 +66,12 @@ def describe(event: Event, now: datetime) -> str:
         return f"{clock}  {kind:<24} {p['command_count']} commands for {p['asset_count']} assets over {p['slot_count']} slots"
     params = ", ".join(f"{k}={v}" for k, v in p.get("parameters", {}).items())
     detail = f"{p['command_type']}({params})"
-    if p.get("error"):
+    if p.get("error") and event.event_type in _WITH_REASON:
         detail += f"  reason: {p['error']}"
     if event.event_type is EventType.COMMAND_RETRY_SCHEDULED:
         detail += f"  retry at {p['retry_at']:%H:%M:%S}"
+    if event.event_type is EventType.COMMAND_HELD:
+        detail += f"  asset is {p['asset_state']}"
     return f"{clock}  {kind:<24} {p['asset_id']:<13} {detail}"
 
 
@@ -93,11 +102,10 @@ def main() -> int:
     # What the simulated site does, keyed by minute offset from START.
     incidents = {
         0: lambda: (bay1.trigger("start_charge"), bay2.trigger("start_charge")),
-        35: lambda: battery.trigger("fault"),
-        50: lambda: battery.trigger("reset"),
+        55: lambda: battery.trigger("fault"),
+        70: lambda: battery.trigger("reset"),
         65: lambda: bay2.trigger("unplug"),  # bus 12 leaves before its session is over
     }
-    rejected_once: set[str] = set()
 
     step = timedelta(seconds=30)
     while clock["now"] < START + 8 * SLOT:
@@ -110,9 +118,8 @@ def main() -> int:
             payload = engine.dispatch_command(cmd, now=now)
             if payload is None:
                 continue
-            # The simulated device answers at once; bay 1 rejects its second setpoint once.
-            if cmd.asset_id == "ast_bay_1" and now > START and cmd.command_id not in rejected_once:
-                rejected_once.add(cmd.command_id)
+            # The simulated device answers at once; bay 1 rejects its 06:45 setpoint once.
+            if cmd.asset_id == "ast_bay_1" and minute == 45 and cmd.attempts == 1:
                 engine.handle_response(cmd, success=False, error="Rejected by charge point", now=now)
                 continue
             engine.handle_acknowledgement(cmd, now=now)

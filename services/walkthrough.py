@@ -20,7 +20,6 @@ from coordinator import (
     CommandStatus,
     CoordinatorConfig,
     DispatchEngine,
-    Event,
     EventBus,
     EventType,
     ModbusAdapter,
@@ -28,6 +27,8 @@ from coordinator import (
     create_battery_state_machine,
     create_ev_charger_state_machine,
 )
+
+from .event_lines import describe
 
 START = datetime(2025, 1, 15, 6, 0, tzinfo=timezone.utc)
 SLOT = timedelta(minutes=15)
@@ -49,30 +50,6 @@ def sample_schedule() -> pd.DataFrame:
         index=index,
         dtype=float,
     )
-
-
-_WITH_REASON = {
-    EventType.COMMAND_FAILED, EventType.COMMAND_TIMED_OUT, EventType.COMMAND_CANCELLED, EventType.COMMAND_RETRY_SCHEDULED,
-}
-
-
-def describe(event: Event, now: datetime) -> str:
-    p = event.payload
-    clock = now.strftime("%H:%M")
-    kind = event.event_type.value
-    if event.event_type is EventType.STATE_CHANGED:
-        return f"{clock}  {kind:<24} {p['asset_id']:<13} {p['from_state']} -> {p['to_state']} ({p['trigger']})"
-    if event.event_type is EventType.SCHEDULE_RECEIVED:
-        return f"{clock}  {kind:<24} {p['command_count']} commands for {p['asset_count']} assets over {p['slot_count']} slots"
-    params = ", ".join(f"{k}={v}" for k, v in p.get("parameters", {}).items())
-    detail = f"{p['command_type']}({params})"
-    if p.get("error") and event.event_type in _WITH_REASON:
-        detail += f"  reason: {p['error']}"
-    if event.event_type is EventType.COMMAND_RETRY_SCHEDULED:
-        detail += f"  retry at {p['retry_at']:%H:%M:%S}"
-    if event.event_type is EventType.COMMAND_HELD:
-        detail += f"  asset is {p['asset_state']}"
-    return f"{clock}  {kind:<24} {p['asset_id']:<13} {detail}"
 
 
 def main() -> int:

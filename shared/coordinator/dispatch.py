@@ -296,12 +296,13 @@ class DispatchEngine:
             if adapter is None:
                 self._finish(cmd, CommandStatus.FAILED, f"no protocol adapter registered for {cmd.asset_id}", now)
                 return None
+            # DISPATCHED before translating, so that the payload describes the command as sent.
+            cmd.status = CommandStatus.DISPATCHED
             try:
                 payload = adapter.translate(cmd)
             except TranslationError as exc:
                 self._finish(cmd, CommandStatus.FAILED, f"cannot translate for {adapter.protocol}: {exc}", now)
                 return None
-            cmd.status = CommandStatus.DISPATCHED
             self._in_flight[cmd.asset_id] = cmd
             # Events are published under the lock so that their order is the order of the changes.
             self.event_bus.emit(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 COMMAND_PREFIX = "cmd_"
@@ -18,3 +19,9 @@ def new_ids(prefix: str, count: int) -> list[str]:
     """Return ``count`` fresh ids at once; one urandom call instead of ``count`` calls."""
     raw = os.urandom(6 * count).hex()
     return [prefix + raw[i : i + 12] for i in range(0, 12 * count, 12)]
+
+
+def schedule_content_id(data: bytes) -> str:
+    """The id of a schedule sent without one: derived from its bytes, so the same schedule
+    sent twice is recognised as one."""
+    return SCHEDULE_PREFIX + hashlib.blake2b(data, digest_size=6).hexdigest()

@@ -121,6 +121,14 @@ class StateMachine:
             frontier = following
         return None
 
+    def restore(self, state: str) -> None:
+        """Put the machine back in ``state`` without a transition (recovery after a restart):
+        no history entry, no event."""
+        if state not in self.states:
+            raise ValueError(f"{state!r} is not one of the states")
+        with self._lock:
+            self._state = state
+
     def add_listener(self, listener: TransitionListener) -> None:
         """Call ``listener(from_state, to_state, trigger)`` after each transition, before the bus event."""
         with self._lock:

@@ -1,0 +1,173 @@
+"""Schedule ingester: validates what Layer 3 publishes on qubit/schedules/in.
+
+A schedule is accepted whole or refused whole. Refusals are published as
+SCHEDULE_REJECTED events with a specific reason (and the schedule_id when one could be
+read); an accepted schedule gets an id and a version, goes to the planner on
+qubit/schedules/accepted and is announced with SCHEDULE_RECEIVED.
+
+    qubit-ingester --site-config deploy/site.toml
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+
+from coordinator.codec import MAX_SCHEDULE_BYTES, DecodeError, ScheduleMessage, decode_schedule, unpack
+from coordinator.events import EventBus, EventType
+from coordinator.ids import schedule_content_id
+from coordinator.schedule import ScheduleError, SetpointColumns, classify_columns, plan_setpoints
+from coordinator.site import AssetKind, SiteConfig
+from coordinator.timeutil import utcnow
+from coordinator.topics import SCHEDULES_ACCEPTED, SCHEDULES_IN
+from coordinator.wire import AcceptedSchedule
+
+from .runtime import Publish, base_arguments, forward_events, load_site, run
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    reason: str
+    message: str
+    schedule_id: str | None = None
+    columns: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    schedule: ScheduleMessage
+    schedule_id: str
+    command_count: int
+    asset_ids: list[str]
+
+
+def review_schedule(data: bytes, site: SiteConfig) -> Accepted | Rejected:
+    """Every check a schedule must pass before anything acts on it. Pure."""
+    if len(data) > MAX_SCHEDULE_BYTES:
+        return Rejected("too_large", f"schedule is {len(data)} bytes, the limit is {MAX_SCHEDULE_BYTES}")
+    try:
+        msg = decode_schedule(data)
+    except DecodeError as exc:
+        readable, schedule_id = _peek(data)
+        return Rejected("malformed" if readable else "not_msgpack", exc.reason, schedule_id)
+    schedule_id = msg.schedule_id or schedule_content_id(data)
+    if msg.site_id != site.site_id:
+        return Rejected("wrong_site", f"schedule is for site {msg.site_id!r}, this is {site.site_id!r}", schedule_id)
+    unknown = sorted({a for a in msg.asset_map.values() if site.asset(a) is None})
+    if unknown:
+        return Rejected("unknown_asset", f"asset_map names assets not in the site config: {', '.join(unknown)}", schedule_id)
+    columns = classify_columns(list(msg.frame.columns))
+    expected = [(k, AssetKind.EV_CHARGER) for k in columns.ev] + [(k, AssetKind.BATTERY) for k in columns.battery]
+    wrong_kind = [
+        k for k, kind in expected if (asset := site.asset(msg.asset_map.get(k, ""))) is not None and asset.kind is not kind
+    ]
+    if wrong_kind:
+        return Rejected(
+            "wrong_asset_kind",
+            f"ev_* columns need ev_charger assets and battery_* columns battery assets: {', '.join(wrong_kind)}",
+            schedule_id,
+        )
+    try:
+        plan = plan_setpoints(msg.frame, msg.asset_map)
+    except ScheduleError as exc:
+        return Rejected(exc.reason, str(exc), schedule_id, exc.columns)
+    over = _over_limit(msg, columns, site)
+    if over:
+        return Rejected("above_limit", "setpoints above the asset's max_power_kw: " + ", ".join(over), schedule_id,
+                        [c.split(" ")[0] for c in over])
+    return Accepted(msg, schedule_id, len(plan.slot), sorted({msg.asset_map[k] for k in columns.keys}))
+
+
+def _over_limit(msg: ScheduleMessage, columns: SetpointColumns, site: SiteConfig) -> list[str]:
+    by_column = {c: k for k, c in columns.ev.items()}
+    by_column |= {c: k for k, pair in columns.battery.items() for c in pair if c}
+    over = []
+    for column, key in by_column.items():
+        limit = site.asset(msg.asset_map[key]).max_power_kw
+        values = msg.frame[column].to_numpy(dtype=float)
+        peak = np.nanmax(values) if not np.isnan(values).all() else 0.0
+        if peak > limit:
+            over.append(f"{column} ({peak:g} kW > {limit:g} kW for {msg.asset_map[key]})")
+    return over
+
+
+def _peek(data: bytes) -> tuple[bool, str | None]:
+    """After a refusal: was it msgpack at all, and which schedule_id did it claim?"""
+    try:
+        obj = unpack(data, max_bytes=MAX_SCHEDULE_BYTES)
+    except DecodeError:
+        return False, None
+    value = obj.get("schedule_id") if isinstance(obj, dict) else None
+    return True, value if isinstance(value, str) and len(value) <= 128 else None
+
+
+class ScheduleIngester:
+    tick_interval = None
+
+    def __init__(self, site: SiteConfig, publish: Publish, clock: Callable[[], datetime] = utcnow) -> None:
+        self.site = site
+        self.publish = publish
+        self.clock = clock
+        self.bus = EventBus()
+        forward_events(self.bus, publish)
+        self._last_version = 0
+
+    def subscriptions(self):
+        return [(SCHEDULES_IN, self.on_schedule)]
+
+    def tick(self, now: datetime) -> None:  # nothing runs on a clock here
+        pass
+
+    def _next_version(self) -> int:
+        # Microseconds since the epoch: increases across restarts too, and is readable.
+        self._last_version = max(self._last_version + 1, time.time_ns() // 1000)
+        return self._last_version
+
+    def on_schedule(self, topic: str, data: bytes) -> None:
+        outcome = review_schedule(data, self.site)
+        if isinstance(outcome, Rejected):
+            log.warning("schedule %s rejected: %s: %s", outcome.schedule_id, outcome.reason, outcome.message)
+            self.bus.emit(
+                EventType.SCHEDULE_REJECTED,
+                {"schedule_id": outcome.schedule_id, "reason": outcome.reason, "message": outcome.message,
+                 "columns": outcome.columns, "site_id": self.site.site_id},
+            )
+            return
+        received_at = self.clock()
+        version = self._next_version()
+        accepted = AcceptedSchedule(
+            schedule_id=outcome.schedule_id, version=version, received_at=received_at,
+            command_count=outcome.command_count, schedule=data,
+        )
+        self.publish(SCHEDULES_ACCEPTED, accepted.encode(), qos=1)
+        index = outcome.schedule.frame.index
+        self.bus.emit(
+            EventType.SCHEDULE_RECEIVED,
+            {
+                "schedule_id": outcome.schedule_id,
+                "version": version,
+                "site_id": self.site.site_id,
+                "command_count": outcome.command_count,
+                "asset_count": len(outcome.asset_ids),
+                "slot_count": len(index),
+                "starts_at": index[0].to_pydatetime() if len(index) else None,
+                "ends_at": index[-1].to_pydatetime() if len(index) else None,
+            },
+        )
+        log.info("schedule %s v%s accepted: %s commands", outcome.schedule_id, version, outcome.command_count)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = base_arguments(__doc__.splitlines()[0]).parse_args(argv)
+    return run("ingester", ScheduleIngester, load_site(args.site_config))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

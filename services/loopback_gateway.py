@@ -1,0 +1,173 @@
+"""Loopback gateway: a stand-in for real devices that answers every command at once.
+
+For tests and the demo until the OCPP and Modbus gateways exist. Each asset behaves like
+an obedient device: chargers start with a vehicle plugged in (PREPARING), charge when
+given power and suspend at 0 kW; batteries charge, discharge or idle as told. Every state
+change is reported to the tracker. ``--fail ASSET`` makes an asset fail every command,
+``--silent ASSET`` never answer; ``qubit/sim/{gateway}`` forces a device state.
+
+    qubit-loopback-gateway --gateway-id loopback
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from datetime import datetime
+
+from coordinator.asset_machines import BatteryState, ChargerState
+from coordinator.base import Command, CommandType
+from coordinator.codec import DecodeError
+from coordinator.site import AssetKind, SiteConfig
+from coordinator.timeutil import utcnow
+from coordinator.topics import commands_topic, results_topic, simulator_topic, status_topic
+from coordinator.wire import (
+    CommandBatch,
+    CommandResult,
+    Outcome,
+    ResultBatch,
+    StatusReport,
+    command_from_wire,
+    decode,
+)
+
+from .runtime import Publish, base_arguments, load_site, run
+
+log = logging.getLogger(__name__)
+
+REMEMBERED_COMMANDS = 100_000
+
+
+def next_state(kind: AssetKind, state: str, cmd: Command) -> str:
+    """What an obedient device does with ``cmd``. Pure."""
+    power = cmd.parameters.get("power_kw")
+    if kind is AssetKind.BATTERY:
+        if cmd.command_type in (CommandType.SET_CHARGE_RATE, CommandType.SET_DISCHARGE_RATE) and power == 0:
+            return BatteryState.IDLE
+        if cmd.command_type is CommandType.SET_CHARGE_RATE:
+            return BatteryState.CHARGING
+        if cmd.command_type is CommandType.SET_DISCHARGE_RATE:
+            return BatteryState.DISCHARGING
+        return state
+    if cmd.command_type is CommandType.SET_CHARGE_RATE and state in (ChargerState.PREPARING, ChargerState.CHARGING, ChargerState.SUSPENDED):
+        return ChargerState.CHARGING if power else ChargerState.SUSPENDED
+    if cmd.command_type is CommandType.START_CHARGING and state is ChargerState.PREPARING:
+        return ChargerState.CHARGING
+    if cmd.command_type is CommandType.STOP_CHARGING and state in (ChargerState.CHARGING, ChargerState.SUSPENDED):
+        return ChargerState.FINISHING
+    return state
+
+
+class LoopbackGateway:
+    tick_interval = 1.0
+
+    def __init__(
+        self,
+        site: SiteConfig,
+        publish: Publish,
+        gateway_id: str = "loopback",
+        fail: frozenset[str] = frozenset(),
+        silent: frozenset[str] = frozenset(),
+    ) -> None:
+        self.gateway_id = gateway_id
+        self.publish = publish
+        self.assets = {a.asset_id: a for a in site.assets_of(gateway_id)}
+        if not self.assets:
+            raise ValueError(f"no assets of gateway {gateway_id!r} in the site config")
+        self.fail, self.silent = fail, silent
+        self.states: dict[str, str] = {
+            a: ChargerState.PREPARING if c.kind is AssetKind.EV_CHARGER else BatteryState.IDLE for a, c in self.assets.items()
+        }
+        self.applied: dict[str, Command] = {}
+        self._answered: OrderedDict[str, list[CommandResult]] = OrderedDict()
+        self._reported = False
+
+    def subscriptions(self):
+        return [(commands_topic(self.gateway_id), self.on_commands), (simulator_topic(self.gateway_id), self.on_simulate)]
+
+    def tick(self, now: datetime) -> None:
+        if not self._reported:  # the devices say hello once the link is up
+            self._reported = True
+            for asset_id in self.assets:
+                self._report(asset_id, now)
+
+    def _report(self, asset_id: str, at: datetime) -> None:
+        report = StatusReport(asset_id=asset_id, state=self.states[asset_id], at=at)
+        self.publish(status_topic(self.gateway_id, asset_id), report.encode(), qos=1)
+
+    def on_commands(self, topic: str, data: bytes) -> None:
+        try:
+            batch = decode(CommandBatch, data)
+        except DecodeError as exc:
+            log.error("unreadable command batch on %s: %s", topic, exc.reason)
+            return
+        results: list[CommandResult] = []
+        for item in batch.commands:
+            results += self._handle(item)
+        if results:
+            self.publish(results_topic(self.gateway_id), ResultBatch(gateway_id=self.gateway_id, results=results).encode(), qos=1)
+
+    def _handle(self, item: object) -> list[CommandResult]:
+        now = utcnow()
+        try:
+            cmd = command_from_wire(item)
+        except DecodeError as exc:
+            cid, aid = (item.get("command_id"), item.get("asset_id")) if isinstance(item, dict) else (None, None)
+            if isinstance(cid, str) and isinstance(aid, str):
+                return [self._result(cid, aid, Outcome.REFUSED, now, f"malformed command: {exc.reason}")]
+            log.error("unanswerable malformed command in batch: %s", exc.reason)
+            return []
+        if cmd.command_id in self._answered:  # redelivered: answer again, never apply twice
+            return self._answered[cmd.command_id]
+        if cmd.asset_id not in self.assets:
+            results = [self._result(cmd.command_id, cmd.asset_id, Outcome.REFUSED, now, f"{cmd.asset_id} is not on gateway {self.gateway_id}")]
+        elif cmd.asset_id in self.silent:
+            return []
+        elif cmd.asset_id in self.fail:
+            results = [self._result(cmd.command_id, cmd.asset_id, Outcome.FAILED, now, "simulated device failure")]
+        elif self.states[cmd.asset_id] in (ChargerState.FAULTED, BatteryState.FAULTED, ChargerState.UNAVAILABLE):
+            results = [self._result(cmd.command_id, cmd.asset_id, Outcome.FAILED, now, f"device is {self.states[cmd.asset_id]}")]
+        else:
+            results = [self._result(cmd.command_id, cmd.asset_id, Outcome.ACKNOWLEDGED, now)]
+            self.applied[cmd.asset_id] = cmd
+            new_state = next_state(self.assets[cmd.asset_id].kind, self.states[cmd.asset_id], cmd)
+            if new_state != self.states[cmd.asset_id]:
+                self.states[cmd.asset_id] = new_state
+                self._report(cmd.asset_id, now)
+            results.append(self._result(cmd.command_id, cmd.asset_id, Outcome.COMPLETED, now))
+        self._answered[cmd.command_id] = results
+        while len(self._answered) > REMEMBERED_COMMANDS:
+            self._answered.popitem(last=False)
+        return results
+
+    def _result(self, command_id: str, asset_id: str, outcome: Outcome, at: datetime, error: str | None = None) -> CommandResult:
+        return CommandResult(command_id=command_id, asset_id=asset_id, outcome=outcome, at=at, error=error)
+
+    def on_simulate(self, topic: str, data: bytes) -> None:
+        try:
+            report = decode(StatusReport, data)
+        except DecodeError as exc:
+            log.error("unreadable simulator request: %s", exc.reason)
+            return
+        if report.asset_id not in self.assets:
+            log.error("simulator request for %s, not on this gateway", report.asset_id)
+            return
+        self.states[report.asset_id] = report.state
+        self._report(report.asset_id, utcnow())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = base_arguments(__doc__.splitlines()[0])
+    parser.add_argument("--gateway-id", default="loopback")
+    parser.add_argument("--fail", action="append", default=[], metavar="ASSET", help="fail every command for ASSET")
+    parser.add_argument("--silent", action="append", default=[], metavar="ASSET", help="never answer ASSET's commands")
+    args = parser.parse_args(argv)
+
+    def build(site: SiteConfig, publish: Publish) -> LoopbackGateway:
+        return LoopbackGateway(site, publish, args.gateway_id, frozenset(args.fail), frozenset(args.silent))
+
+    return run(f"gateway-{args.gateway_id}", build, load_site(args.site_config))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

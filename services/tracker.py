@@ -1,0 +1,176 @@
+"""State tracker: one state machine per asset, driven by what the gateways report.
+
+- Status reports (qubit/status/{gateway}/{asset}) move each asset's machine; every
+  transition is a STATE_CHANGED event and the asset's state is kept as a retained message
+  on qubit/state/{asset}, so a late subscriber sees every asset's state at once. On start
+  the tracker reads those retained states back: a restart loses nothing.
+- It follows every command and schedule event and answers operators' queries on
+  qubit/query/requests (the `qubit status` command).
+
+    qubit-tracker --site-config deploy/site.toml
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from datetime import datetime
+from typing import Any
+
+from coordinator.codec import DecodeError, decode_event
+from coordinator.events import EventBus, EventType
+from coordinator.site import SiteConfig
+from coordinator.statemachine import StateMachine
+from coordinator.timeutil import utcnow
+from coordinator.topics import ASSET_STATES_ALL, EVENTS_ALL, QUERY_REQUESTS, STATUS_ALL, asset_state_topic
+from coordinator.wire import AssetStateMessage, Query, QueryKind, QueryReply, StatusReport, decode
+
+from .runtime import Publish, base_arguments, forward_events, load_site, run
+
+log = logging.getLogger(__name__)
+
+# Commands remembered for queries; the oldest are forgotten first.
+MAX_TRACKED_COMMANDS = 200_000
+GRACE_BEFORE_INITIAL_STATES = 2.0  # seconds to wait for retained states before publishing defaults
+
+
+class StateTracker:
+    tick_interval = 1.0
+
+    def __init__(self, site: SiteConfig, publish: Publish) -> None:
+        self.site = site
+        self.publish = publish
+        self.bus = EventBus()
+        forward_events(self.bus, publish)
+        self.machines: dict[str, StateMachine] = {a.asset_id: a.create_state_machine(self.bus) for a in site.assets}
+        self.since: dict[str, datetime] = {}
+        self.commands: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.schedules: dict[str, dict[str, Any]] = {}
+        self._started = utcnow()
+        self._announced = False
+
+    def subscriptions(self):
+        # Retained states first: they restore the machines before any new report moves them.
+        return [
+            (ASSET_STATES_ALL, self.on_retained_state),
+            (STATUS_ALL, self.on_status),
+            (EVENTS_ALL, self.on_event),
+            (QUERY_REQUESTS, self.on_query),
+        ]
+
+    # -- asset states --------------------------------------------------------------
+
+    def on_retained_state(self, topic: str, data: bytes) -> None:
+        try:
+            msg = decode(AssetStateMessage, data)
+        except DecodeError as exc:
+            log.error("unreadable retained state on %s: %s", topic, exc.reason)
+            return
+        machine = self.machines.get(msg.asset_id)
+        if machine is None or msg.asset_id in self.since:
+            return  # not ours, or our own publication coming back
+        if msg.state not in machine.states:
+            log.error("retained state %s of %s is not a state of its machine; ignored", msg.state, msg.asset_id)
+            return
+        machine.restore(msg.state)
+        self.since[msg.asset_id] = msg.since
+
+    def on_status(self, topic: str, data: bytes) -> None:
+        try:
+            report = decode(StatusReport, data)
+        except DecodeError as exc:
+            log.error("unreadable status report on %s: %s", topic, exc.reason)
+            return
+        machine = self.machines.get(report.asset_id)
+        if machine is None:
+            log.warning("status report for unknown asset %s on %s", report.asset_id, topic)
+            return
+        if report.state not in machine.states:
+            log.error("%s reported state %r, not one of %s", report.asset_id, report.state, sorted(map(str, machine.states)))
+            return
+        path = machine.triggers_to(report.state)
+        if path is None:
+            log.error("%s: no transition leads from %s to reported %s", report.asset_id, machine.state, report.state)
+            return
+        for trigger in path:
+            previous = machine.state
+            machine.trigger(trigger)
+            self._publish_state(report.asset_id, previous, trigger, report.at)
+        if not path and report.asset_id not in self.since:
+            self._publish_state(report.asset_id, None, None, report.at)
+
+    def _publish_state(self, asset_id: str, previous: str | None, trigger: str | None, at: datetime) -> None:
+        self.since[asset_id] = at
+        msg = AssetStateMessage(
+            asset_id=asset_id, kind=self.site.asset(asset_id).kind.value, state=self.machines[asset_id].state,
+            previous_state=previous, trigger=trigger, since=at,
+        )
+        self.publish(asset_state_topic(asset_id), msg.encode(), qos=1, retain=True)
+
+    def tick(self, now: datetime) -> None:
+        # Assets nobody has reported on (and with no retained state) get their initial state
+        # published once, so `qubit states` lists every asset of the site.
+        if not self._announced and (now - self._started).total_seconds() >= GRACE_BEFORE_INITIAL_STATES:
+            self._announced = True
+            for asset_id in self.machines:
+                if asset_id not in self.since:
+                    self._publish_state(asset_id, None, None, now)
+
+    # -- commands and schedules, for queries ---------------------------------------
+
+    def on_event(self, topic: str, data: bytes) -> None:
+        try:
+            event = decode_event(data)
+        except DecodeError as exc:
+            log.error("unreadable event on %s: %s", topic, exc.reason)
+            return
+        p = event.payload
+        if event.event_type.value.startswith("COMMAND_") and isinstance(p.get("command_id"), str):
+            self.commands[p["command_id"]] = dict(p) | {"last_event": event.event_type.value, "at": event.timestamp}
+            self.commands.move_to_end(p["command_id"])
+            while len(self.commands) > MAX_TRACKED_COMMANDS:
+                self.commands.popitem(last=False)
+            sid = p.get("schedule_id")
+            if isinstance(sid, str):  # the planner's events may overtake the ingester's
+                self.schedules.setdefault(sid, {"commands": {}})["commands"][p["command_id"]] = p.get("status")
+        elif event.event_type in (EventType.SCHEDULE_RECEIVED, EventType.SCHEDULE_REJECTED):
+            sid = p.get("schedule_id")
+            if isinstance(sid, str):
+                entry = self.schedules.setdefault(sid, {"commands": {}})
+                entry.update(dict(p) | {"status": event.event_type.value, "at": event.timestamp})
+
+    def on_query(self, topic: str, data: bytes) -> None:
+        try:
+            query = decode(Query, data)
+        except DecodeError as exc:
+            log.error("unreadable query: %s", exc.reason)
+            return
+        reply = self.answer(query)
+        self.publish(query.reply_to, reply.encode(), qos=1)
+
+    def answer(self, query: Query) -> QueryReply:
+        if query.kind is QueryKind.ASSET_STATES:
+            result = {a: {"state": m.state, "since": self.since.get(a)} for a, m in self.machines.items()}
+            return QueryReply(query_id=query.query_id, ok=True, result=result)
+        if query.kind is QueryKind.COMMAND:
+            found = self.commands.get(query.id or "")
+            if found is None:
+                return QueryReply(query_id=query.query_id, ok=False, error=f"no command {query.id} known")
+            return QueryReply(query_id=query.query_id, ok=True, result=found)
+        schedule = self.schedules.get(query.id or "")
+        if schedule is None:
+            return QueryReply(query_id=query.query_id, ok=False, error=f"no schedule {query.id} known")
+        counts: dict[str, int] = {}
+        for status in schedule["commands"].values():
+            counts[status] = counts.get(status, 0) + 1
+        summary = {k: v for k, v in schedule.items() if k != "commands"} | {"command_statuses": counts}
+        return QueryReply(query_id=query.query_id, ok=True, result=summary)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = base_arguments(__doc__.splitlines()[0]).parse_args(argv)
+    return run("tracker", StateTracker, load_site(args.site_config))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

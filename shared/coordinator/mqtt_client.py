@@ -1,0 +1,195 @@
+"""The one MQTT client every process uses (paho-mqtt 2.x), set up so nothing is lost quietly.
+
+- MQTT 3.1.1 with ``clean_session=False`` and a stable client id: the broker keeps the
+  session, so a restarted process receives what was queued for it while it was down
+  (field notes: a v5 session did not survive a broker restart on Debian's Mosquitto).
+- QoS 1 by default; inbound messages are acknowledged only after their handler returned
+  (``manual_ack``), so a crash mid-handling means redelivery, not loss. Handlers must be
+  idempotent by message id.
+- Handlers run one at a time, in arrival order, on a worker thread: never on paho's
+  network thread, where a slow handler would stall keep-alives.
+- A retained online/offline status per process, with a Last Will that sets offline.
+- Automatic reconnect with backoff; subscriptions are renewed on every connect.
+
+    >>> client = MqttClient("planner", BrokerSettings(port=1883))      # doctest: +SKIP
+    >>> client.subscribe("qubit/results/+", on_results)                 # doctest: +SKIP
+    >>> client.start()                                                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from .topics import service_topic
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[str, bytes], None]
+"""handler(topic, payload); raise only for bugs: bad input is the handler's to refuse."""
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    keepalive: int = 15
+
+    @classmethod
+    def from_env(cls) -> BrokerSettings:
+        """QUBIT_MQTT_HOST, QUBIT_MQTT_PORT, QUBIT_MQTT_USERNAME, QUBIT_MQTT_PASSWORD."""
+        env = os.environ
+        return cls(
+            host=env.get("QUBIT_MQTT_HOST", cls.host),
+            port=int(env.get("QUBIT_MQTT_PORT", cls.port)),
+            username=env.get("QUBIT_MQTT_USERNAME") or None,
+            password=env.get("QUBIT_MQTT_PASSWORD") or None,
+        )
+
+
+def service_status_payload(service: str, status: str) -> bytes:
+    return msgpack.packb({"service": service, "status": status, "pid": os.getpid()})
+
+
+class MqttClient:
+    """A persistent-session MQTT client with ordered, acknowledged-after-handling delivery."""
+
+    def __init__(
+        self,
+        service: str,
+        settings: BrokerSettings,
+        *,
+        client_id: str | None = None,
+        persistent: bool = True,
+        announce: bool = True,
+    ) -> None:
+        """``persistent``: keep the broker session across restarts (services); ``announce``:
+        keep a retained online/offline status with a Last Will (services, not CLI sessions)."""
+        self.service = service
+        self.settings = settings
+        self.client_id = client_id or f"qubit-{service}"
+        self._subscriptions: list[tuple[str, int]] = []
+        self._handlers: list[tuple[str, Handler]] = []
+        self._inbox: queue.Queue[paho.MQTTMessage | None] = queue.Queue()
+        self.connected = threading.Event()
+        self.reconnects = 0
+        self._ever_connected = False
+        self._worker: threading.Thread | None = None
+        self._announce = announce
+
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            clean_session=not persistent,
+            protocol=paho.MQTTv311,
+            manual_ack=True,
+        )
+        if settings.username:
+            client.username_pw_set(settings.username, settings.password)
+        if announce:
+            client.will_set(service_topic(service), service_status_payload(service, "offline"), qos=1, retain=True)
+        client.reconnect_delay_set(min_delay=1, max_delay=10)
+        # Unbounded outgoing queue: a QoS 1 message published while the broker is away waits, it is not dropped.
+        client.max_queued_messages_set(0)
+        client.max_inflight_messages_set(1000)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self._client = client
+
+    # -- set-up --------------------------------------------------------------------
+
+    def subscribe(self, topic_filter: str, handler: Handler, qos: int = 1) -> None:
+        """Route messages matching ``topic_filter`` to ``handler``; call before or after start()."""
+        self._subscriptions.append((topic_filter, qos))
+        self._handlers.append((topic_filter, handler))
+        if self.connected.is_set():
+            self._client.subscribe(topic_filter, qos)
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Connect (retrying in the background) and start delivering; wait up to ``timeout`` for the link."""
+        self._worker = threading.Thread(target=self._deliver, name=f"{self.service}-handlers", daemon=True)
+        self._worker.start()
+        self._client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive)
+        self._client.loop_start()
+        if not self.connected.wait(timeout):
+            log.warning("%s: broker %s:%s not reachable yet; retrying in the background",
+                        self.service, self.settings.host, self.settings.port)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Say offline (retained), drain handlers, disconnect."""
+        if self.connected.is_set() and self._announce:
+            info = self._client.publish(
+                service_topic(self.service), service_status_payload(self.service, "offline"), qos=1, retain=True
+            )
+            try:
+                info.wait_for_publish(timeout)
+            except RuntimeError as exc:  # raised when the link dropped meanwhile
+                log.warning("%s: offline status not confirmed: %s", self.service, exc)
+        self._inbox.put(None)
+        if self._worker is not None:
+            self._worker.join(timeout)
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    # -- publishing ----------------------------------------------------------------
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> paho.MQTTMessageInfo:
+        """Queue a message; with QoS >= 1 it survives a broker outage in this process's memory."""
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
+            log.error("%s: publish to %s refused by client: %s", self.service, topic, paho.error_string(info.rc))
+        elif info.rc == paho.MQTT_ERR_NO_CONN and qos == 0:
+            log.warning("%s: QoS 0 message to %s dropped while disconnected", self.service, topic)
+        return info
+
+    # -- paho callbacks (network thread: keep them short) --------------------------
+
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if reason.is_failure:
+            log.error("%s: broker refused connection: %s", self.service, reason)
+            return
+        if self._ever_connected:
+            self.reconnects += 1
+        self._ever_connected = True
+        for topic_filter, qos in self._subscriptions:
+            client.subscribe(topic_filter, qos)
+        if self._announce:
+            client.publish(service_topic(self.service), service_status_payload(self.service, "online"), qos=1, retain=True)
+        self.connected.set()
+        log.info("%s: connected to %s:%s (session present: %s)", self.service, self.settings.host,
+                 self.settings.port, getattr(flags, "session_present", None))
+
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        self.connected.clear()
+        if reason.is_failure:
+            log.warning("%s: lost broker connection (%s); reconnecting", self.service, reason)
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        self._inbox.put(message)
+
+    # -- delivery worker -----------------------------------------------------------
+
+    def _deliver(self) -> None:
+        while (message := self._inbox.get()) is not None:
+            for topic_filter, handler in self._handlers:
+                if paho.topic_matches_sub(topic_filter, message.topic):
+                    try:
+                        handler(message.topic, message.payload)
+                    except Exception:
+                        # A handler bug must not kill the process or block the queue behind
+                        # this message forever; it is logged with its traceback.
+                        log.exception("%s: handler for %s failed on a message", self.service, message.topic)
+            if message.qos > 0:
+                self._client.ack(message.mid, message.qos)

@@ -1,0 +1,106 @@
+"""The site config file: which assets exist, what they are, and which gateway owns each.
+
+TOML, one file for every process (``QUBIT_SITE_CONFIG`` names it)::
+
+    site_id = "sit_demo_depot"
+
+    [[gateways]]
+    gateway_id = "loopback"
+    protocol = "loopback"
+
+    [[assets]]
+    asset_id = "ast_bay_1"
+    kind = "ev_charger"
+    gateway_id = "loopback"
+    max_power_kw = 22.0
+"""
+
+from __future__ import annotations
+
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Self
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+from .config import CoordinatorConfig
+from .asset_machines import create_battery_state_machine, create_ev_charger_state_machine
+from .events import EventBus
+from .statemachine import StateMachine
+
+TopicSafeId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+
+
+class AssetKind(StrEnum):
+    EV_CHARGER = "ev_charger"
+    BATTERY = "battery"
+
+
+class Protocol(StrEnum):
+    LOOPBACK = "loopback"
+    OCPP = "ocpp"
+    MODBUS = "modbus"
+
+
+class GatewayConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gateway_id: TopicSafeId
+    protocol: Protocol
+
+
+class AssetConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    asset_id: TopicSafeId
+    kind: AssetKind
+    gateway_id: TopicSafeId
+    max_power_kw: float = Field(gt=0, allow_inf_nan=False)
+
+    def create_state_machine(self, event_bus: EventBus | None = None) -> StateMachine:
+        factory = create_ev_charger_state_machine if self.kind is AssetKind.EV_CHARGER else create_battery_state_machine
+        return factory(self.asset_id, event_bus=event_bus)
+
+
+class SiteConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    site_id: TopicSafeId
+    coordinator: CoordinatorConfig = CoordinatorConfig()
+    """Engine tunables ([coordinator] table); its site_id is taken from this file's."""
+    gateways: list[GatewayConfig]
+    assets: list[AssetConfig]
+    _by_id: dict[str, AssetConfig] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, context: object) -> None:
+        self._by_id = {a.asset_id: a for a in self.assets}
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        gateway_ids = [g.gateway_id for g in self.gateways]
+        asset_ids = [a.asset_id for a in self.assets]
+        for label, ids in (("gateway_id", gateway_ids), ("asset_id", asset_ids)):
+            dupes = sorted({i for i in ids if ids.count(i) > 1})
+            if dupes:
+                raise ValueError(f"duplicated {label}: {', '.join(dupes)}")
+        unknown = sorted({a.gateway_id for a in self.assets} - set(gateway_ids))
+        if unknown:
+            raise ValueError(f"assets refer to undeclared gateways: {', '.join(unknown)}")
+        if self.coordinator.site_id != self.site_id:
+            object.__setattr__(self, "coordinator", self.coordinator.model_copy(update={"site_id": self.site_id}))
+        return self
+
+    @classmethod
+    def load(cls, path: str | Path) -> SiteConfig:
+        with open(path, "rb") as f:
+            return cls.model_validate(tomllib.load(f))
+
+    def asset(self, asset_id: str) -> AssetConfig | None:
+        return self._by_id.get(asset_id)
+
+    def gateway(self, gateway_id: str) -> GatewayConfig | None:
+        return next((g for g in self.gateways if g.gateway_id == gateway_id), None)
+
+    def assets_of(self, gateway_id: str) -> list[AssetConfig]:
+        return [a for a in self.assets if a.gateway_id == gateway_id]

@@ -1,0 +1,113 @@
+"""End-to-end fixtures: a private Mosquitto and the services as real OS processes."""
+
+from __future__ import annotations
+
+import queue
+import time
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from coordinator.codec import DecodeError, decode_event
+from coordinator.topics import EVENTS_ALL
+from services.broker import start_broker
+from services.launcher import ServiceProcesses
+
+REPO = Path(__file__).resolve().parents[2]
+SITE = REPO / "deploy" / "site.toml"
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = start_broker(tmp_path / "broker")
+    yield b
+    b.stop()
+
+
+class PlainClient:
+    """A bare paho client, as an integrator's SCADA would use: no project code in the loop."""
+
+    def __init__(self, broker, *topics: str) -> None:
+        self.inbox: queue.Queue[paho.MQTTMessage] = queue.Queue()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
+        self.client.on_message = lambda c, u, m: self.inbox.put(m)
+        self.client.connect(broker.host, broker.port)
+        for topic in topics:
+            self.client.subscribe(topic, qos=1)
+        self.client.loop_start()
+        time.sleep(0.3)
+
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
+
+    def drain(self, timeout: float = 0.0) -> list[paho.MQTTMessage]:
+        out = []
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                out.append(self.inbox.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                return out
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+class EventLog(PlainClient):
+    """Everything on qubit/events/#, decoded."""
+
+    def __init__(self, broker) -> None:
+        super().__init__(broker, EVENTS_ALL)
+        self.events = []
+        self.topics = []
+
+    def collect(self, timeout: float = 0.2):
+        for m in self.drain(timeout):
+            try:
+                self.events.append(decode_event(m.payload))
+                self.topics.append(m.topic)
+            except DecodeError as exc:
+                raise AssertionError(f"undecodable event on {m.topic}: {exc.reason}")
+        return self.events
+
+    def wait_for(self, predicate, timeout: float = 30.0, what: str = "condition"):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.collect(0.2)
+            if predicate(self.events):
+                return self.events
+        raise AssertionError(f"timed out waiting for {what}; saw {[e.event_type.value for e in self.events][-30:]}")
+
+    def of(self, event_type: str):
+        return [e for e in self.events if e.event_type.value == event_type]
+
+
+@pytest.fixture
+def stack(broker, tmp_path):
+    s = ServiceProcesses(broker.host, broker.port, SITE, tmp_path / "logs")
+    yield s
+    s.stop_all()
+
+
+@pytest.fixture
+def events(broker):
+    log = EventLog(broker)
+    yield log
+    log.close()
+
+
+@pytest.fixture
+def plain(broker):
+    """plain(*topics) -> a bare paho client subscribed to topics; closed after the test."""
+    made = []
+
+    def make(*topics: str) -> PlainClient:
+        made.append(PlainClient(broker, *topics))
+        return made[-1]
+
+    yield make
+    for client in made:
+        client.close()

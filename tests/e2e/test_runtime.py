@@ -1,0 +1,154 @@
+"""The distributed runtime end to end: real Mosquitto, real processes, plain MQTT clients."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+
+import msgpack
+import pandas as pd
+import pytest
+
+from coordinator.codec import encode_schedule
+from coordinator.schedule import schedule_to_commands
+from coordinator.topics import ASSET_STATES_ALL, SCHEDULES_IN, SERVICES_ALL
+from coordinator.wire import AssetStateMessage, decode
+
+from services.launcher import SERVICES
+
+pytestmark = pytest.mark.timeout(180)
+
+ASSET_MAP = {"ev_007": "ast_bay_1", "ev_012": "ast_bay_2", "battery": "ast_batt_001"}
+SLOT = timedelta(seconds=2)
+
+
+def sample(start: datetime, slots: int = 5) -> pd.DataFrame:
+    idx = pd.date_range(start, periods=slots, freq=SLOT)
+    return pd.DataFrame(
+        {
+            "ev_007_kw": [22, 22, 11, 11, 0][:slots],
+            "ev_012_kw": [11, 22, 22, 7, 0][:slots],
+            "battery_charge_kw": [30, 0, 0, 20, 20][:slots],
+            "battery_discharge_kw": [0, 25, 40, 0, 0][:slots],
+            "price_per_kwh": [0.1, 0.3, 0.3, 0.1, 0.1][:slots],
+        },
+        index=idx, dtype=float,
+    )
+
+
+def key(asset_id, command_type, power, at):
+    return (asset_id, str(command_type), float(power), at)
+
+
+def test_schedule_becomes_exactly_the_predicted_commands_and_events(stack, events, plain):
+    stack.start_all()
+    df = sample(datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=2))
+    expected = {key(c.asset_id, c.command_type.value, c.parameters["power_kw"], c.scheduled_at)
+                for c in schedule_to_commands(df, ASSET_MAP)}
+    layer3 = plain()
+    layer3.publish(SCHEDULES_IN, encode_schedule(df, asset_map=ASSET_MAP, site_id="sit_demo_depot", schedule_id="sch_e2e_1"))
+
+    events.wait_for(lambda ev: len([e for e in ev if e.event_type.value == "COMMAND_COMPLETED"]) >= len(expected),
+                    timeout=40, what="every command completed")
+    time.sleep(0.5)
+    events.collect()
+    created = {key(p["asset_id"], p["command_type"], p["parameters"]["power_kw"], p["scheduled_at"])
+               for p in (e.payload for e in events.of("COMMAND_CREATED"))}
+    completed = {key(p["asset_id"], p["command_type"], p["parameters"]["power_kw"], p["scheduled_at"])
+                 for p in (e.payload for e in events.of("COMMAND_COMPLETED"))}
+    assert created == expected and completed == expected
+    assert len(events.of("COMMAND_COMPLETED")) == len(expected)  # each exactly once
+    (received,) = events.of("SCHEDULE_RECEIVED")
+    assert received.payload["schedule_id"] == "sch_e2e_1" and received.payload["command_count"] == len(expected)
+    assert events.of("COMMAND_FAILED") == [] and events.of("COMMAND_TIMED_OUT") == []
+    # per-asset topics let SCADA filter: qubit/events/{type}/{asset}
+    assert "qubit/events/COMMAND_COMPLETED/ast_batt_001" in events.topics
+    assert "qubit/events/SCHEDULE_RECEIVED/site" in events.topics
+    # the battery followed the schedule through the tracker's state machine
+    battery_moves = [(e.payload["from_state"], e.payload["to_state"]) for e in events.of("STATE_CHANGED")
+                     if e.payload["asset_id"] == "ast_batt_001"]
+    assert battery_moves == [("IDLE", "CHARGING"), ("CHARGING", "DISCHARGING"), ("DISCHARGING", "CHARGING")]
+    # a late subscriber sees every asset's state at once (retained)
+    late = plain(ASSET_STATES_ALL)
+    states = {decode(AssetStateMessage, m.payload).asset_id: decode(AssetStateMessage, m.payload).state for m in late.drain(1.0)}
+    assert states == {"ast_bay_1": "SUSPENDED", "ast_bay_2": "SUSPENDED", "ast_batt_001": "CHARGING"}
+
+
+def malformed_schedules(start):
+    df = sample(start, 2)
+    good = dict(asset_map=ASSET_MAP, site_id="sit_demo_depot")
+    negative = df.copy()
+    negative.iloc[1, 0] = -5.0
+    clash = df.copy()
+    clash["battery_charge_kw"] = 5.0
+    return {
+        "not_msgpack": (b"\xc1\x01 this is not msgpack", "not_msgpack"),
+        "wrong_types": (msgpack.packb({"schedule_id": "sch_bad_types", "site_id": 7, "asset_map": [], "index": 1, "columns": 2}), "malformed"),
+        "too_large": (b"\x80" * (17 << 20), "too_large"),
+        "bad_index": (encode_schedule(df.iloc[[1, 0]], **good, schedule_id="sch_bad_index"), "unsorted_index"),
+        "unknown_column": (encode_schedule(df.assign(ev_999_kw=1.0), **good, schedule_id="sch_unmapped"), "unmapped_columns"),
+        "negative": (encode_schedule(negative, **good, schedule_id="sch_negative"), "negative_power"),
+        "contradictory": (encode_schedule(clash, **good, schedule_id="sch_clash"), "charge_and_discharge"),
+        "unknown_asset": (encode_schedule(df, asset_map=ASSET_MAP | {"ev_007": "ast_ghost"}, site_id="sit_demo_depot",
+                                          schedule_id="sch_ghost"), "unknown_asset"),
+    }
+
+
+def test_malformed_schedules_are_rejected_and_nothing_dies(stack, events, plain):
+    stack.start_all()
+    start = datetime.now(timezone.utc) + timedelta(seconds=30)
+    cases = malformed_schedules(start)
+    layer3 = plain()
+    for data, _ in cases.values():
+        layer3.publish(SCHEDULES_IN, data)
+    events.wait_for(lambda ev: len([e for e in ev if e.event_type.value == "SCHEDULE_REJECTED"]) >= len(cases),
+                    timeout=20, what="a rejection per malformed schedule")
+    reasons = sorted(e.payload["reason"] for e in events.of("SCHEDULE_REJECTED"))
+    assert reasons == sorted(reason for _, reason in cases.values())
+    ids = {e.payload["schedule_id"] for e in events.of("SCHEDULE_REJECTED")}
+    assert {"sch_bad_types", "sch_bad_index", "sch_unmapped", "sch_negative", "sch_clash", "sch_ghost"} <= ids
+    assert events.of("COMMAND_CREATED") == []  # nothing half-applied
+    assert all(stack.alive(n) for n in SERVICES)
+    # and the pipeline still works
+    layer3.publish(SCHEDULES_IN, encode_schedule(sample(start, 2), asset_map=ASSET_MAP, site_id="sit_demo_depot"))
+    events.wait_for(lambda ev: any(e.event_type.value == "SCHEDULE_RECEIVED" for e in ev), timeout=15, what="SCHEDULE_RECEIVED")
+
+
+def test_restarted_processes_pick_up_what_was_queued_for_them(stack, events, plain):
+    stack.start_all()
+    layer3 = plain()
+    # The gateway dies; commands fall due while it is down and wait at the broker.
+    stack.kill("gateway-loopback")
+    df = sample(datetime.now(timezone.utc) + timedelta(seconds=1), 2)
+    expected = len(schedule_to_commands(df, ASSET_MAP))
+    layer3.publish(SCHEDULES_IN, encode_schedule(df, asset_map=ASSET_MAP, site_id="sit_demo_depot", schedule_id="sch_queued_1"))
+    events.wait_for(lambda ev: len([e for e in ev if e.event_type.value == "COMMAND_DISPATCHED"]) >= 3, timeout=15,
+                    what="dispatch while the gateway is down")
+    assert events.of("COMMAND_COMPLETED") == []
+    stack.start("gateway-loopback")
+    events.wait_for(lambda ev: len([e for e in ev if e.event_type.value == "COMMAND_COMPLETED"]) >= expected, timeout=30,
+                    what="queued commands completed after the gateway restart")
+
+    # The ingester dies; a schedule published meanwhile is processed when it is back.
+    stack.kill("ingester")
+    layer3.publish(SCHEDULES_IN, encode_schedule(sample(datetime.now(timezone.utc) + timedelta(minutes=5), 2),
+                                                 asset_map=ASSET_MAP, site_id="sit_demo_depot", schedule_id="sch_queued_2"))
+    time.sleep(1)
+    stack.start("ingester")
+    events.wait_for(lambda ev: any(e.payload.get("schedule_id") == "sch_queued_2" for e in ev if e.event_type.value == "SCHEDULE_RECEIVED"),
+                    timeout=20, what="the schedule queued for the ingester")
+    assert len(events.of("COMMAND_FAILED")) == 0
+
+
+def test_sigterm_stops_cleanly_and_last_will_marks_a_crash(stack, plain):
+    stack.start_all()
+    watcher = plain(SERVICES_ALL)
+    watcher.drain(0.5)
+    stack.kill("tracker")  # SIGKILL: no goodbye, the broker publishes the Last Will
+    codes = stack.stop_all()
+    assert {n: c for n, c in codes.items() if n != "tracker"} == {"ingester": 0, "planner": 0, "gateway-loopback": 0}
+    statuses = {}
+    for m in watcher.drain(5.0):
+        s = msgpack.unpackb(m.payload)
+        statuses[s["service"]] = s["status"]
+    assert statuses == {"ingester": "offline", "planner": "offline", "tracker": "offline", "gateway-loopback": "offline"}

@@ -1,0 +1,136 @@
+from datetime import datetime, timedelta, timezone
+
+import pandas as pd
+
+from coordinator.base import CommandStatus
+from coordinator.codec import encode_schedule
+from coordinator.events import EventType
+from coordinator.wire import (
+    AcceptedSchedule,
+    AssetStateMessage,
+    CommandBatch,
+    CommandResult,
+    Outcome,
+    ResultBatch,
+    command_from_wire,
+    decode,
+)
+from services.planner import Planner
+
+T0 = datetime(2025, 1, 15, 8, 0, tzinfo=timezone.utc)
+SLOT = timedelta(minutes=15)
+
+
+def accepted(columns, schedule_id, version, start=T0, asset_map=None):
+    idx = pd.date_range(start, periods=len(next(iter(columns.values()))), freq=SLOT)
+    data = encode_schedule(pd.DataFrame(columns, index=idx), asset_map=asset_map or {"ev_001": "ast_bay_1", "battery": "ast_batt_001"},
+                           site_id="sit_demo_depot", schedule_id=schedule_id)
+    return AcceptedSchedule(schedule_id=schedule_id, version=version, received_at=T0, command_count=0, schedule=data).encode()
+
+
+def sent_commands(recorder):
+    return [command_from_wire(c) for _, p in recorder.on("qubit/commands/") for c in decode(CommandBatch, p).commands]
+
+
+def results(*triples):
+    return ResultBatch(gateway_id="loopback", results=[
+        CommandResult(command_id=c.command_id, asset_id=c.asset_id, outcome=o, at=T0, error=e) for c, o, e in triples
+    ]).encode()
+
+
+def test_due_commands_go_out_as_one_batch_per_gateway(site, recorder):
+    planner = Planner(site, recorder)
+    planner.on_schedule("qubit/schedules/accepted", accepted({"ev_001_kw": [7.0, 11.0], "battery_charge_kw": [5.0, 5.0]}, "sch_a", 1))
+    planner.tick(T0 - timedelta(seconds=1))
+    assert recorder.on("qubit/commands/") == []
+    planner.tick(T0)
+    batches = recorder.on("qubit/commands/")
+    assert [t for t, _ in batches] == ["qubit/commands/loopback"]
+    cmds = sent_commands(recorder)
+    assert sorted((c.asset_id, c.parameters["power_kw"]) for c in cmds) == [("ast_batt_001", 5.0), ("ast_bay_1", 7.0)]
+    assert all(c.status is CommandStatus.DISPATCHED and c.schedule_id == "sch_a" for c in cmds)
+    assert len(recorder.events(EventType.COMMAND_DISPATCHED)) == 2
+    assert recorder.events(EventType.SCHEDULE_RECEIVED) == []  # the ingester's to announce
+
+
+def test_results_complete_retry_and_refuse(site, recorder):
+    planner = Planner(site, recorder, clock=lambda: T0)
+    planner.on_schedule("t", accepted({"ev_001_kw": [7.0], "battery_charge_kw": [5.0]}, "sch_a", 1))
+    planner.tick(T0)
+    bay, batt = sorted(sent_commands(recorder), key=lambda c: c.asset_id)
+    planner.on_results("qubit/results/loopback", results((bay, Outcome.ACKNOWLEDGED, None), (bay, Outcome.COMPLETED, None),
+                                                         (batt, Outcome.FAILED, "busy")))
+    engine = planner.engine
+    assert engine.get_command(bay.command_id).status is CommandStatus.COMPLETED
+    assert engine.get_command(batt.command_id).status is CommandStatus.PENDING  # retry after backoff
+    recorder.clear()
+    planner.tick(T0 + timedelta(seconds=1))
+    (again,) = sent_commands(recorder)
+    assert again.command_id == batt.command_id and again.attempts == 2
+    planner.on_results("t", results((batt, Outcome.REFUSED, "register out of range")))
+    assert engine.get_command(batt.command_id).status is CommandStatus.FAILED
+    (failed,) = recorder.events(EventType.COMMAND_FAILED)
+    assert failed.payload["error"] == "register out of range"
+
+
+def test_unknown_and_malformed_results_change_nothing(site, recorder, caplog):
+    planner = Planner(site, recorder)
+    planner.on_results("t", b"\x00junk")
+    planner.on_schedule("t", accepted({"ev_001_kw": [7.0]}, "sch_a", 1))
+    planner.tick(T0)
+    (cmd,) = sent_commands(recorder)
+    impostor = cmd.__class__(asset_id="ast_bay_2", command_type=cmd.command_type, scheduled_at=T0, command_id=cmd.command_id)
+    planner.on_results("t", results((impostor, Outcome.COMPLETED, None)))
+    assert planner.engine.get_command(cmd.command_id).status is CommandStatus.DISPATCHED
+    assert "unreadable result batch" in caplog.text and "unknown command" in caplog.text
+
+
+def test_newer_schedule_supersedes_and_duplicate_is_ignored(site, recorder):
+    planner = Planner(site, recorder)
+    planner.on_schedule("t", accepted({"ev_001_kw": [1.0, 2.0, 3.0, 4.0]}, "sch_old", 1))
+    planner.on_schedule("t", accepted({"ev_001_kw": [9.0, 8.0]}, "sch_new", 2, start=T0 + 2 * SLOT))
+    planner.on_schedule("t", accepted({"ev_001_kw": [9.0, 8.0]}, "sch_new", 2, start=T0 + 2 * SLOT))
+    cmds = planner.engine.get_commands_for_asset("ast_bay_1")
+    assert [(c.schedule_id, c.parameters["power_kw"], c.status.value) for c in cmds] == [
+        ("sch_old", 1.0, "PENDING"), ("sch_old", 2.0, "PENDING"), ("sch_old", 3.0, "CANCELLED"), ("sch_old", 4.0, "CANCELLED"),
+        ("sch_new", 9.0, "PENDING"), ("sch_new", 8.0, "PENDING"),
+    ]
+    cancelled = recorder.events(EventType.COMMAND_CANCELLED)
+    assert {e.payload["error"] for e in cancelled} == {"superseded by schedule sch_new"}
+
+
+def test_older_version_arriving_late_is_rejected(site, recorder):
+    planner = Planner(site, recorder)
+    planner.on_schedule("t", accepted({"ev_001_kw": [1.0]}, "sch_new", 5))
+    planner.on_schedule("t", accepted({"ev_001_kw": [2.0]}, "sch_old", 4))
+    (rejected,) = recorder.events(EventType.SCHEDULE_REJECTED)
+    assert rejected.payload["reason"] == "stale_version" and rejected.payload["schedule_id"] == "sch_old"
+
+
+def state(asset_id, state_, previous=None, trigger=None, since=T0):
+    return AssetStateMessage(asset_id=asset_id, kind="ev_charger", state=state_, previous_state=previous,
+                             trigger=trigger, since=since).encode()
+
+
+def test_faulted_asset_is_held_until_it_recovers(site, recorder):
+    planner = Planner(site, recorder)
+    planner.on_asset_state("qubit/state/ast_bay_1", state("ast_bay_1", "FAULTED", "CHARGING", "fault"))
+    planner.on_schedule("t", accepted({"ev_001_kw": [7.0]}, "sch_a", 1))
+    planner.tick(T0)
+    assert sent_commands(recorder) == []
+    assert len(recorder.events(EventType.COMMAND_HELD)) == 1
+    planner.on_asset_state("qubit/state/ast_bay_1", state("ast_bay_1", "AVAILABLE", "FAULTED", "reset"))
+    planner.tick(T0 + timedelta(seconds=1))
+    assert len(sent_commands(recorder)) == 1
+
+
+def test_early_departure_cancels_only_commands_that_existed_then(site, recorder):
+    planner = Planner(site, recorder)
+    planner.on_schedule("t", accepted({"ev_001_kw": [7.0, 11.0, 0.0]}, "sch_a", 1))
+    departed_at = datetime.now(timezone.utc)
+    planner.on_asset_state("t", state("ast_bay_1", "AVAILABLE", "CHARGING", "unplug", since=departed_at))
+    assert [c.status.value for c in planner.engine.get_commands_for_asset("ast_bay_1")] == ["CANCELLED"] * 3
+    # the same retained message replayed later does not touch a newer schedule
+    planner.on_schedule("t", accepted({"ev_001_kw": [5.0]}, "sch_b", 2, start=T0 + 4 * SLOT))
+    planner.on_asset_state("t", state("ast_bay_1", "AVAILABLE", "CHARGING", "unplug", since=departed_at))
+    assert planner.engine.get_commands_for_asset("ast_bay_1")[-1].status is CommandStatus.PENDING

@@ -35,9 +35,9 @@ SLOT = timedelta(minutes=15)
 ASSET_MAP = {"ev_bus_07": "ast_bay_1", "ev_bus_12": "ast_bay_2", "battery": "ast_batt_001"}
 
 
-def sample_schedule() -> pd.DataFrame:
+def sample_schedule(start: datetime = START, slot: timedelta = SLOT) -> pd.DataFrame:
     """What a Layer 3 optimizer hands over: setpoints plus columns Layer 4 ignores."""
-    index = pd.date_range(START, periods=8, freq=SLOT)
+    index = pd.date_range(start, periods=8, freq=slot)
     return pd.DataFrame(
         {
             "ev_bus_07_kw": [22, 22, 22, 11, 11, 0, 0, 0],

@@ -1,0 +1,63 @@
+"""The operator CLI against the running stack, as an operator types it."""
+
+import json
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+
+import pandas as pd
+import pytest
+
+from services.launcher import REPO
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def qubit(stack, *args, timeout=60):
+    return subprocess.run([sys.executable, "-m", "services.cli", *args], env=stack.env, cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_publish_follow_states_status_and_events(stack, tmp_path):
+    stack.start_all()
+    idx = pd.date_range(datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=2), periods=3, freq="2s")
+    csv = tmp_path / "schedule.csv"
+    pd.DataFrame({"ev_001_kw": [11.0, 22.0, 0.0], "price_per_kwh": [0.1, 0.2, 0.1]}, index=idx).to_csv(csv)
+    (tmp_path / "map.json").write_text(json.dumps({"ev_001": "ast_bay_1"}))
+
+    published = qubit(stack, "publish", str(csv), "--asset-map", str(tmp_path / "map.json"),
+                      "--schedule-id", "sch_cli_1", "--follow", "--timeout", "40")
+    assert published.returncode == 0, published.stdout + published.stderr
+    assert "published sch_cli_1: 2 columns x 3 slots" in published.stdout
+    assert "sch_cli_1: 3/3 commands ended (3 completed)" in published.stdout
+
+    states = qubit(stack, "states", "--json")
+    assert json.loads(states.stdout)["ast_bay_1"]["state"] == "SUSPENDED"
+
+    status = qubit(stack, "status", "sch_cli_1")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["command_statuses"] == {"COMPLETED": 3}
+    missing = qubit(stack, "status", "cmd_000000000000")
+    assert missing.returncode == 1 and "no command cmd_000000000000 known" in missing.stderr
+
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"ev_001_kw": [-1.0]}, index=idx[:1]).to_csv(bad)
+    rejected = qubit(stack, "publish", str(bad), "--asset-map", "ev_001=ast_bay_1", "--follow", "--timeout", "20")
+    assert rejected.returncode == 1 and "rejected: negative_power" in rejected.stdout
+
+    # events: a narrower filter gets a subset, JSON lines for machines
+    stack_events = subprocess.Popen([sys.executable, "-m", "services.cli", "events", "--json", "--type", "SCHEDULE_RECEIVED",
+                                     "--count", "1", "--timeout", "30"], env=stack.env, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    pd.DataFrame({"ev_001_kw": [5.0]}, index=idx[:1] + timedelta(hours=1)).to_csv(csv)
+    qubit(stack, "publish", str(csv), "--asset-map", "ev_001=ast_bay_1")
+    out, _ = stack_events.communicate(timeout=40)
+    (line,) = out.strip().splitlines()
+    assert json.loads(line)["event_type"] == "SCHEDULE_RECEIVED"
+
+
+def test_cli_says_clearly_when_the_broker_is_away(tmp_path):
+    env = {"QUBIT_MQTT_PORT": "1", "PATH": "/usr/bin:/bin"}
+    run = subprocess.run([sys.executable, "-m", "services.cli", "states"], env=env, cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert run.returncode != 0 and "cannot reach the MQTT broker at 127.0.0.1:1" in run.stderr

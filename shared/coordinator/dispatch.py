@@ -23,6 +23,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from functools import partial
+from operator import attrgetter
 from typing import Any
 
 import pandas as pd
@@ -154,14 +155,15 @@ class DispatchEngine:
         self._announce_created(commands)
 
     def _register(self, commands: list[Command]) -> None:
-        for cmd in commands:
-            if cmd.command_id in self._commands:
-                raise ValueError(f"command {cmd.command_id} is already queued")
+        known = self._commands.keys() & {c.command_id for c in commands}
+        if known:
+            raise ValueError(f"commands already queued: {', '.join(sorted(known)[:5])}")
+        by_asset = self._by_asset
         for cmd in commands:
             self._commands[cmd.command_id] = cmd
-            self._by_asset.setdefault(cmd.asset_id, []).append(cmd)
+            by_asset.setdefault(cmd.asset_id, []).append(cmd)
         if commands:
-            self._upcoming.append(_Batch(sorted(commands, key=lambda c: c.scheduled_at)))
+            self._upcoming.append(_Batch(sorted(commands, key=attrgetter("scheduled_at"))))
 
     def _announce_created(self, commands: list[Command]) -> None:
         # Skipped when nobody listens: a large schedule makes tens of thousands of these.

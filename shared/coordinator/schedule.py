@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import gc
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -183,7 +184,7 @@ def plan_setpoints(df: pd.DataFrame, asset_map: Mapping[str, str]) -> PlannedSet
             names,
         )
     targets = [asset_map[k] for k in cols.keys]
-    shared = sorted({t for t in targets if targets.count(t) > 1})
+    shared = sorted(t for t, n in Counter(targets).items() if n > 1)
     if shared:
         keys = [k for k in cols.keys if asset_map[k] in shared]
         raise ScheduleError(

@@ -47,9 +47,17 @@ def mosquitto_binary() -> str:
     return found
 
 
+def shipped_config_lines() -> list[str]:
+    """mosquitto/mosquitto.conf without the lines each way of running it sets for itself."""
+    return [
+        line for line in CONFIG_TEMPLATE.read_text().splitlines()
+        if not line.startswith(("listener ", "persistence_location "))
+    ]
+
+
 def broker_config(port: int, data_dir: Path, listen: str = "127.0.0.1") -> str:
     """Our shipped config, bound to ``port`` and persisting into ``data_dir``."""
-    lines = [line for line in CONFIG_TEMPLATE.read_text().splitlines() if not line.startswith("listener ")]
+    lines = shipped_config_lines()
     lines += [f"listener {port} {listen}", f"persistence_location {data_dir}/", f"log_dest file {data_dir}/mosquitto.log"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         # Started as root, mosquitto switches to the `mosquitto` user and then cannot
@@ -118,7 +126,7 @@ class ContainerMosquitto:
 
     def start(self) -> ContainerMosquitto:
         conf = self.data_dir / "mosquitto.conf"
-        lines = [line for line in CONFIG_TEMPLATE.read_text().splitlines() if not line.startswith("listener ")]
+        lines = shipped_config_lines()
         conf.write_text("\n".join(lines + ["listener 1883", "persistence_location /data/"]) + "\n")
         self._container.start(configfile=str(conf))
         self.host = self._container.get_container_host_ip()

@@ -61,3 +61,14 @@ def test_cli_says_clearly_when_the_broker_is_away(tmp_path):
     env = {"QUBIT_MQTT_PORT": "1", "PATH": "/usr/bin:/bin"}
     run = subprocess.run([sys.executable, "-m", "services.cli", "states"], env=env, cwd=REPO, capture_output=True, text=True, timeout=30)
     assert run.returncode != 0 and "cannot reach the MQTT broker at 127.0.0.1:1" in run.stderr
+
+
+def test_publish_reads_parquet_too(stack, tmp_path):
+    stack.start_all()
+    idx = pd.date_range(datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=1), periods=2, freq="2s")
+    path = tmp_path / "schedule.parquet"
+    pd.DataFrame({"battery_charge_kw": [20.0, 0.0], "battery_discharge_kw": [0.0, 10.0]}, index=idx).to_parquet(path)
+    run = qubit(stack, "publish", str(path), "--asset-map", "battery=ast_batt_001", "--schedule-id", "sch_pq", "--follow",
+                "--timeout", "40")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "sch_pq: 2/2 commands ended (2 completed)" in run.stdout

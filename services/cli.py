@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from coordinator.codec import DecodeError, decode_event, encode_schedule
-from coordinator.events import Event, EventType
+from coordinator.events import EventType
 from coordinator.ids import new_id, schedule_content_id
 from coordinator.mqtt_client import BrokerSettings, MqttClient
 from coordinator.topics import (

@@ -12,7 +12,6 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -20,7 +19,12 @@ from coordinator.codec import DecodeError, decode_event, encode_schedule
 from coordinator.events import EventType
 from coordinator.mqtt_client import BrokerSettings, MqttClient
 from coordinator.timeutil import utcnow
-from coordinator.topics import ASSET_STATES_ALL, EVENTS_ALL, SCHEDULES_IN, simulator_topic
+from coordinator.topics import (
+    ASSET_STATES_ALL,
+    EVENTS_ALL,
+    SCHEDULES_IN,
+    simulator_topic,
+)
 from coordinator.wire import AssetStateMessage, StatusReport, decode
 
 from .broker import start_broker

@@ -18,10 +18,21 @@ from datetime import datetime
 
 import numpy as np
 
-from coordinator.codec import MAX_SCHEDULE_BYTES, DecodeError, ScheduleMessage, decode_schedule, unpack
+from coordinator.codec import (
+    MAX_SCHEDULE_BYTES,
+    DecodeError,
+    ScheduleMessage,
+    decode_schedule,
+    unpack,
+)
 from coordinator.events import EventBus, EventType
 from coordinator.ids import schedule_content_id
-from coordinator.schedule import ScheduleError, SetpointColumns, classify_columns, plan_setpoints
+from coordinator.schedule import (
+    ScheduleError,
+    SetpointColumns,
+    classify_columns,
+    plan_setpoints,
+)
 from coordinator.site import AssetKind, SiteConfig
 from coordinator.timeutil import utcnow
 from coordinator.topics import SCHEDULES_ACCEPTED, SCHEDULES_IN

@@ -20,7 +20,12 @@ from coordinator.base import Command, CommandType
 from coordinator.codec import DecodeError
 from coordinator.site import AssetKind, SiteConfig
 from coordinator.timeutil import utcnow
-from coordinator.topics import commands_topic, results_topic, simulator_topic, status_topic
+from coordinator.topics import (
+    commands_topic,
+    results_topic,
+    simulator_topic,
+    status_topic,
+)
 from coordinator.wire import (
     CommandBatch,
     CommandResult,
@@ -28,10 +33,9 @@ from coordinator.wire import (
     ResultBatch,
     StatusReport,
     command_from_wire,
-    decode,
 )
 
-from .runtime import Publish, base_arguments, load_site, run
+from .runtime import Publish, base_arguments, load_site, receives, run
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +99,8 @@ class LoopbackGateway:
         report = StatusReport(asset_id=asset_id, state=self.states[asset_id], at=at)
         self.publish(status_topic(self.gateway_id, asset_id), report.encode(), qos=1)
 
-    def on_commands(self, topic: str, data: bytes) -> None:
-        try:
-            batch = decode(CommandBatch, data)
-        except DecodeError as exc:
-            log.error("unreadable command batch on %s: %s", topic, exc.reason)
-            return
+    @receives(CommandBatch, "command batch")
+    def on_commands(self, topic: str, batch: CommandBatch) -> None:
         results: list[CommandResult] = []
         for item in batch.commands:
             results += self._handle(item)
@@ -143,12 +143,8 @@ class LoopbackGateway:
     def _result(self, command_id: str, asset_id: str, outcome: Outcome, at: datetime, error: str | None = None) -> CommandResult:
         return CommandResult(command_id=command_id, asset_id=asset_id, outcome=outcome, at=at, error=error)
 
-    def on_simulate(self, topic: str, data: bytes) -> None:
-        try:
-            report = decode(StatusReport, data)
-        except DecodeError as exc:
-            log.error("unreadable simulator request: %s", exc.reason)
-            return
+    @receives(StatusReport, "simulator request")
+    def on_simulate(self, topic: str, report: StatusReport) -> None:
         if report.asset_id not in self.assets:
             log.error("simulator request for %s, not on this gateway", report.asset_id)
             return

@@ -25,7 +25,12 @@ from coordinator.events import EventBus, EventType
 from coordinator.schedule import ScheduleError
 from coordinator.site import SiteConfig
 from coordinator.timeutil import utcnow
-from coordinator.topics import ASSET_STATES_ALL, RESULTS_ALL, SCHEDULES_ACCEPTED, commands_topic
+from coordinator.topics import (
+    ASSET_STATES_ALL,
+    RESULTS_ALL,
+    SCHEDULES_ACCEPTED,
+    commands_topic,
+)
 from coordinator.wire import (
     AcceptedSchedule,
     AssetStateMessage,
@@ -36,7 +41,7 @@ from coordinator.wire import (
     decode,
 )
 
-from .runtime import Publish, base_arguments, forward_events, load_site, run
+from .runtime import Publish, base_arguments, forward_events, load_site, receives, run
 
 log = logging.getLogger(__name__)
 
@@ -115,12 +120,8 @@ class Planner:
             self.engine.supersede(planned, msg.frame.index[0].to_pydatetime(), sid)
         log.info("schedule %s v%s planned: %d commands", sid, accepted.version, len(commands))
 
-    def on_results(self, topic: str, data: bytes) -> None:
-        try:
-            batch = decode(ResultBatch, data)
-        except DecodeError as exc:
-            log.error("unreadable result batch on %s: %s", topic, exc.reason)
-            return
+    @receives(ResultBatch, "result batch")
+    def on_results(self, topic: str, batch: ResultBatch) -> None:
         for result in batch.results:
             cmd = self.engine.get_command(result.command_id)
             if cmd is None or cmd.asset_id != result.asset_id:
@@ -138,12 +139,8 @@ class Planner:
                     retryable=result.outcome is not Outcome.REFUSED,
                 )
 
-    def on_asset_state(self, topic: str, data: bytes) -> None:
-        try:
-            msg = decode(AssetStateMessage, data)
-        except DecodeError as exc:
-            log.error("unreadable asset state on %s: %s", topic, exc.reason)
-            return
+    @receives(AssetStateMessage, "asset state")
+    def on_asset_state(self, topic: str, msg: AssetStateMessage) -> None:
         self.engine.set_asset_state(msg.asset_id, msg.state)
         if msg.previous_state and msg.trigger and is_early_departure(msg.previous_state, msg.trigger):
             # Only commands that existed when the vehicle left: a retained state replayed

@@ -7,6 +7,7 @@ A service is a plain object with handlers for its subscriptions and, if it needs
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import signal
@@ -15,12 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from coordinator.codec import encode_event
+from coordinator.codec import DecodeError, encode_event
 from coordinator.events import Event, EventBus, EventType
 from coordinator.mqtt_client import BrokerSettings, MqttClient
 from coordinator.site import SiteConfig
 from coordinator.timeutil import utcnow
 from coordinator.topics import event_topic
+from coordinator.wire import WireModel, decode
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,30 @@ def forward_events(bus: EventBus, publish: Publish, skip: frozenset[EventType] =
             publish(event_topic(event.event_type.value, event.payload.get("asset_id")), encode_event(event), qos=1)
 
     bus.subscribe_all(forward)
+
+
+def receives(model: type[WireModel], what: str):
+    """Turn ``handler(self, topic, message)`` into an MQTT handler ``(self, topic, data)``.
+
+    The untrusted bytes are decoded into ``model``; what cannot be read is logged with its
+    reason and dropped, so one bad message never stops a service.
+    """
+
+    def decorate(method):
+        method_log = logging.getLogger(method.__module__)
+
+        @functools.wraps(method)
+        def receive(self, topic: str, data: bytes) -> None:
+            try:
+                message = decode(model, data)
+            except DecodeError as exc:
+                method_log.error("unreadable %s on %s: %s", what, topic, exc.reason)
+                return
+            method(self, topic, message)
+
+        return receive
+
+    return decorate
 
 
 def configure_logging() -> None:

@@ -22,10 +22,22 @@ from coordinator.events import EventBus, EventType
 from coordinator.site import SiteConfig
 from coordinator.statemachine import StateMachine
 from coordinator.timeutil import utcnow
-from coordinator.topics import ASSET_STATES_ALL, EVENTS_ALL, QUERY_REQUESTS, STATUS_ALL, asset_state_topic
-from coordinator.wire import AssetStateMessage, Query, QueryKind, QueryReply, StatusReport, decode
+from coordinator.topics import (
+    ASSET_STATES_ALL,
+    EVENTS_ALL,
+    QUERY_REQUESTS,
+    STATUS_ALL,
+    asset_state_topic,
+)
+from coordinator.wire import (
+    AssetStateMessage,
+    Query,
+    QueryKind,
+    QueryReply,
+    StatusReport,
+)
 
-from .runtime import Publish, base_arguments, forward_events, load_site, run
+from .runtime import Publish, base_arguments, forward_events, load_site, receives, run
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +72,8 @@ class StateTracker:
 
     # -- asset states --------------------------------------------------------------
 
-    def on_retained_state(self, topic: str, data: bytes) -> None:
-        try:
-            msg = decode(AssetStateMessage, data)
-        except DecodeError as exc:
-            log.error("unreadable retained state on %s: %s", topic, exc.reason)
-            return
+    @receives(AssetStateMessage, "retained state")
+    def on_retained_state(self, topic: str, msg: AssetStateMessage) -> None:
         machine = self.machines.get(msg.asset_id)
         if machine is None or msg.asset_id in self.since:
             return  # not ours, or our own publication coming back
@@ -75,12 +83,8 @@ class StateTracker:
         machine.restore(msg.state)
         self.since[msg.asset_id] = msg.since
 
-    def on_status(self, topic: str, data: bytes) -> None:
-        try:
-            report = decode(StatusReport, data)
-        except DecodeError as exc:
-            log.error("unreadable status report on %s: %s", topic, exc.reason)
-            return
+    @receives(StatusReport, "status report")
+    def on_status(self, topic: str, report: StatusReport) -> None:
         machine = self.machines.get(report.asset_id)
         if machine is None:
             log.warning("status report for unknown asset %s on %s", report.asset_id, topic)
@@ -139,12 +143,8 @@ class StateTracker:
                 entry = self.schedules.setdefault(sid, {"commands": {}})
                 entry.update(dict(p) | {"status": event.event_type.value, "at": event.timestamp})
 
-    def on_query(self, topic: str, data: bytes) -> None:
-        try:
-            query = decode(Query, data)
-        except DecodeError as exc:
-            log.error("unreadable query: %s", exc.reason)
-            return
+    @receives(Query, "query")
+    def on_query(self, topic: str, query: Query) -> None:
         reply = self.answer(query)
         self.publish(query.reply_to, reply.encode(), qos=1)
 

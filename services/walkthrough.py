@@ -21,7 +21,6 @@ from coordinator import (
     CoordinatorConfig,
     DispatchEngine,
     EventBus,
-    EventType,
     ModbusAdapter,
     OCPPAdapter,
     create_battery_state_machine,

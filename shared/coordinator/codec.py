@@ -32,7 +32,7 @@ import msgpack
 import numpy as np
 import pandas as pd
 import pydantic
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictStr, Strict
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Strict, StrictStr
 
 from .base import COMMAND_ADAPTER, Command, CommandStatus, CommandType
 from .events import Event, EventType

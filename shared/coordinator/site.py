@@ -24,8 +24,11 @@ from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from .asset_machines import (
+    create_battery_state_machine,
+    create_ev_charger_state_machine,
+)
 from .config import CoordinatorConfig
-from .asset_machines import create_battery_state_machine, create_ev_charger_state_machine
 from .events import EventBus
 from .statemachine import StateMachine
 

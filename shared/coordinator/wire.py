@@ -15,7 +15,7 @@ import pydantic
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from .base import COMMAND_ADAPTER, Command
-from .codec import DecodeError, MAX_MESSAGE_BYTES, unpack
+from .codec import MAX_MESSAGE_BYTES, DecodeError, unpack
 
 Id = Field(min_length=1, max_length=128, pattern=r"^[^/#+\x00]+$")
 

@@ -13,7 +13,6 @@ from coordinator.codec import encode_schedule
 from coordinator.schedule import schedule_to_commands
 from coordinator.topics import ASSET_STATES_ALL, SCHEDULES_IN, SERVICES_ALL
 from coordinator.wire import AssetStateMessage, decode
-
 from services.launcher import SERVICES
 
 pytestmark = pytest.mark.timeout(180)

@@ -1,5 +1,4 @@
 import msgpack
-import numpy as np
 import pandas as pd
 import pytest
 

@@ -1,7 +1,14 @@
 from datetime import datetime, timezone
 
 from coordinator.base import Command, CommandType
-from coordinator.wire import CommandBatch, Outcome, ResultBatch, StatusReport, command_to_wire, decode
+from coordinator.wire import (
+    CommandBatch,
+    Outcome,
+    ResultBatch,
+    StatusReport,
+    command_to_wire,
+    decode,
+)
 from services.loopback_gateway import LoopbackGateway
 
 T0 = datetime(2025, 1, 15, 8, 0, tzinfo=timezone.utc)

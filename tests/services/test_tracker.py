@@ -1,7 +1,14 @@
 from datetime import datetime, timezone
 
 from coordinator.events import EventType
-from coordinator.wire import AssetStateMessage, Query, QueryKind, QueryReply, StatusReport, decode
+from coordinator.wire import (
+    AssetStateMessage,
+    Query,
+    QueryKind,
+    QueryReply,
+    StatusReport,
+    decode,
+)
 from services.tracker import StateTracker
 
 T0 = datetime(2025, 1, 15, 8, 0, tzinfo=timezone.utc)

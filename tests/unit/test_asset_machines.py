@@ -7,7 +7,12 @@ from coordinator import (
     create_battery_state_machine,
     create_ev_charger_state_machine,
 )
-from coordinator.asset_machines import BATTERY_TRANSITIONS, CHARGER_TRANSITIONS, BatteryTrigger, ChargerTrigger
+from coordinator.asset_machines import (
+    BATTERY_TRANSITIONS,
+    CHARGER_TRANSITIONS,
+    BatteryTrigger,
+    ChargerTrigger,
+)
 
 
 def run(sm, *triggers):

@@ -1,5 +1,4 @@
 import math
-import string
 from datetime import datetime, timedelta, timezone
 from enum import Enum
 

@@ -151,3 +151,26 @@ def test_sigterm_stops_cleanly_and_last_will_marks_a_crash(stack, plain):
         s = msgpack.unpackb(m.payload)
         statuses[s["service"]] = s["status"]
     assert statuses == {"ingester": "offline", "planner": "offline", "tracker": "offline", "gateway-loopback": "offline"}
+
+
+def test_broker_restart_keeps_sessions_and_queued_commands(stack, events, plain, broker):
+    if not hasattr(broker, "restart") or type(broker).__name__ != "LocalMosquitto":
+        pytest.skip("restart on the same port needs the local broker")
+    stack.start_all()
+    stack.kill("gateway-loopback")
+    df = sample(datetime.now(timezone.utc) + timedelta(seconds=1), 2)
+    expected = len(schedule_to_commands(df, ASSET_MAP))
+    plain().publish(SCHEDULES_IN, encode_schedule(df, asset_map=ASSET_MAP, site_id="sit_demo_depot", schedule_id="sch_b1"))
+    events.wait_for(lambda ev: len([e for e in ev if e.event_type.value == "COMMAND_DISPATCHED"]) >= 3, timeout=15,
+                    what="dispatch while the gateway is down")
+    time.sleep(0.5)
+    broker.restart()  # graceful: the queued commands are in the persistence snapshot
+    events.close()
+    stack.start("gateway-loopback")
+    after = type(events)(broker)
+    try:
+        after.wait_for(lambda ev: len([e for e in ev if e.event_type.value == "COMMAND_COMPLETED"]) >= expected, timeout=40,
+                       what="commands queued before the broker restart completed after it")
+        assert all(stack.alive(n) for n in SERVICES)
+    finally:
+        after.close()

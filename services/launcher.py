@@ -27,7 +27,11 @@ SERVICES = {
     "planner": "services.planner",
     "tracker": "services.tracker",
     "gateway-loopback": "services.loopback_gateway",
+    "gateway-modbus": "services.modbus_gateway.gateway",
+    "battery-simulator": "services.battery_simulator",
 }
+CORE = ("ingester", "planner", "tracker", "gateway-loopback")
+"""What the site of deploy/site.toml runs besides the Modbus side."""
 
 
 class ServiceProcesses:
@@ -47,10 +51,12 @@ class ServiceProcesses:
                 [sys.executable, "-m", SERVICES[name], *args], env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO
             )
 
-    def start_all(self, args: dict[str, tuple[str, ...]] | None = None, timeout: float = 20.0) -> None:
-        for name in SERVICES:
+    def start_all(self, names: tuple[str, ...] = CORE, args: dict[str, tuple[str, ...]] | None = None,
+                  timeout: float = 20.0) -> None:
+        """Start ``names`` and wait until each is online (the simulator is not an MQTT service)."""
+        for name in names:
             self.start(name, *(args or {}).get(name, ()))
-        self.wait_online(*SERVICES, timeout=timeout)
+        self.wait_online(*(n for n in names if n != "battery-simulator"), timeout=timeout)
 
     def wait_online(self, *names: str, timeout: float = 20.0) -> None:
         """Until each named process says online on its retained status topic (with its own pid)."""

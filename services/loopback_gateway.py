@@ -12,17 +12,14 @@ change is reported to the tracker. ``--fail ASSET`` makes an asset fail every co
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from datetime import datetime
 
 from coordinator.asset_machines import BatteryState, ChargerState
 from coordinator.base import Command, CommandType
-from coordinator.codec import DecodeError
 from coordinator.site import AssetKind, SiteConfig
 from coordinator.timeutil import utcnow
 from coordinator.topics import (
     commands_topic,
-    results_topic,
     simulator_topic,
     status_topic,
 )
@@ -30,17 +27,13 @@ from coordinator.wire import (
     CommandBatch,
     CommandResult,
     Outcome,
-    ResultBatch,
     StatusReport,
-    command_from_wire,
 )
 
+from .command_intake import CommandIntake, result
 from .runtime import Publish, base_arguments, load_site, receives, run
 
 log = logging.getLogger(__name__)
-
-REMEMBERED_COMMANDS = 100_000
-
 
 def next_state(kind: AssetKind, state: str, cmd: Command) -> str:
     """What an obedient device does with ``cmd``. Pure."""
@@ -83,7 +76,7 @@ class LoopbackGateway:
             a: ChargerState.PREPARING if c.kind is AssetKind.EV_CHARGER else BatteryState.IDLE for a, c in self.assets.items()
         }
         self.applied: dict[str, Command] = {}
-        self._answered: OrderedDict[str, list[CommandResult]] = OrderedDict()
+        self.intake = CommandIntake(gateway_id, publish)
         self._reported = False
 
     def subscriptions(self):
@@ -102,46 +95,28 @@ class LoopbackGateway:
     @receives(CommandBatch, "command batch")
     def on_commands(self, topic: str, batch: CommandBatch) -> None:
         results: list[CommandResult] = []
-        for item in batch.commands:
-            results += self._handle(item)
-        if results:
-            self.publish(results_topic(self.gateway_id), ResultBatch(gateway_id=self.gateway_id, results=results).encode(), qos=1)
+        for cmd in self.intake.accept(batch):
+            results += self._apply(cmd)
+        self.intake.send(results)
 
-    def _handle(self, item: object) -> list[CommandResult]:
+    def _apply(self, cmd: Command) -> list[CommandResult]:
         now = utcnow()
-        try:
-            cmd = command_from_wire(item)
-        except DecodeError as exc:
-            cid, aid = (item.get("command_id"), item.get("asset_id")) if isinstance(item, dict) else (None, None)
-            if isinstance(cid, str) and isinstance(aid, str):
-                return [self._result(cid, aid, Outcome.REFUSED, now, f"malformed command: {exc.reason}")]
-            log.error("unanswerable malformed command in batch: %s", exc.reason)
-            return []
-        if cmd.command_id in self._answered:  # redelivered: answer again, never apply twice
-            return self._answered[cmd.command_id]
         if cmd.asset_id not in self.assets:
-            results = [self._result(cmd.command_id, cmd.asset_id, Outcome.REFUSED, now, f"{cmd.asset_id} is not on gateway {self.gateway_id}")]
-        elif cmd.asset_id in self.silent:
+            return [result(cmd.command_id, cmd.asset_id, Outcome.REFUSED, f"{cmd.asset_id} is not on gateway {self.gateway_id}", now)]
+        if cmd.asset_id in self.silent:
             return []
-        elif cmd.asset_id in self.fail:
-            results = [self._result(cmd.command_id, cmd.asset_id, Outcome.FAILED, now, "simulated device failure")]
-        elif self.states[cmd.asset_id] in (ChargerState.FAULTED, BatteryState.FAULTED, ChargerState.UNAVAILABLE):
-            results = [self._result(cmd.command_id, cmd.asset_id, Outcome.FAILED, now, f"device is {self.states[cmd.asset_id]}")]
-        else:
-            results = [self._result(cmd.command_id, cmd.asset_id, Outcome.ACKNOWLEDGED, now)]
-            self.applied[cmd.asset_id] = cmd
-            new_state = next_state(self.assets[cmd.asset_id].kind, self.states[cmd.asset_id], cmd)
-            if new_state != self.states[cmd.asset_id]:
-                self.states[cmd.asset_id] = new_state
-                self._report(cmd.asset_id, now)
-            results.append(self._result(cmd.command_id, cmd.asset_id, Outcome.COMPLETED, now))
-        self._answered[cmd.command_id] = results
-        while len(self._answered) > REMEMBERED_COMMANDS:
-            self._answered.popitem(last=False)
-        return results
-
-    def _result(self, command_id: str, asset_id: str, outcome: Outcome, at: datetime, error: str | None = None) -> CommandResult:
-        return CommandResult(command_id=command_id, asset_id=asset_id, outcome=outcome, at=at, error=error)
+        if cmd.asset_id in self.fail:
+            return [result(cmd.command_id, cmd.asset_id, Outcome.FAILED, "simulated device failure", now)]
+        state = self.states[cmd.asset_id]
+        if state in (ChargerState.FAULTED, BatteryState.FAULTED, ChargerState.UNAVAILABLE):
+            return [result(cmd.command_id, cmd.asset_id, Outcome.FAILED, f"device is {state}", now)]
+        self.applied[cmd.asset_id] = cmd
+        new_state = next_state(self.assets[cmd.asset_id].kind, state, cmd)
+        if new_state != state:
+            self.states[cmd.asset_id] = new_state
+            self._report(cmd.asset_id, now)
+        return [result(cmd.command_id, cmd.asset_id, Outcome.ACKNOWLEDGED, at=now),
+                result(cmd.command_id, cmd.asset_id, Outcome.COMPLETED, at=now)]
 
     @receives(StatusReport, "simulator request")
     def on_simulate(self, topic: str, report: StatusReport) -> None:

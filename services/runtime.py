@@ -111,5 +111,8 @@ def run(name: str, build: Callable[[SiteConfig, Publish], Service], site: SiteCo
             except Exception:
                 log.exception("%s: tick failed", name)
     log.info("%s stopping", name)
+    close = getattr(service, "close", None)
+    if close is not None:
+        close()
     client.stop()
     return 0

@@ -43,6 +43,10 @@ class EventType(StrEnum):
     COMMAND_CANCELLED = "COMMAND_CANCELLED"
     COMMAND_HELD = "COMMAND_HELD"
     SCHEDULE_REJECTED = "SCHEDULE_REJECTED"
+    # from gateways, about devices
+    SETPOINT_CLAMPED = "SETPOINT_CLAMPED"
+    DEVICE_LINK_DOWN = "DEVICE_LINK_DOWN"
+    DEVICE_LINK_UP = "DEVICE_LINK_UP"
 
 
 @dataclass(frozen=True, slots=True)

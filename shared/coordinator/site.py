@@ -28,6 +28,7 @@ from .asset_machines import (
     create_battery_state_machine,
     create_ev_charger_state_machine,
 )
+from .battery_device import ModbusDeviceConfig
 from .config import CoordinatorConfig
 from .events import EventBus
 from .statemachine import StateMachine
@@ -60,6 +61,8 @@ class AssetConfig(BaseModel):
     kind: AssetKind
     gateway_id: TopicSafeId
     max_power_kw: float = Field(gt=0, allow_inf_nan=False)
+    modbus: ModbusDeviceConfig | None = None
+    """How to reach a battery behind a Modbus gateway (see coordinator.battery_device)."""
 
     def create_state_machine(self, event_bus: EventBus | None = None) -> StateMachine:
         factory = create_ev_charger_state_machine if self.kind is AssetKind.EV_CHARGER else create_battery_state_machine
@@ -90,6 +93,10 @@ class SiteConfig(BaseModel):
         unknown = sorted({a.gateway_id for a in self.assets} - set(gateway_ids))
         if unknown:
             raise ValueError(f"assets refer to undeclared gateways: {', '.join(unknown)}")
+        protocols = {g.gateway_id: g.protocol for g in self.gateways}
+        missing = [a.asset_id for a in self.assets if protocols[a.gateway_id] is Protocol.MODBUS and a.modbus is None]
+        if missing:
+            raise ValueError(f"assets behind a modbus gateway need a [assets.modbus] table: {', '.join(missing)}")
         if self.coordinator.site_id != self.site_id:
             object.__setattr__(self, "coordinator", self.coordinator.model_copy(update={"site_id": self.site_id}))
         return self

@@ -111,6 +111,14 @@ class StatusReport(WireModel):
     detail: dict[str, Any] | None = None
 
 
+class Telemetry(WireModel):
+    """Gateway -> anyone, QoS 0: measurements of one device at one instant."""
+
+    asset_id: str = Id
+    at: AwareDatetime
+    values: dict[str, float | int | str | None]
+
+
 class AssetStateMessage(WireModel):
     """Tracker -> anyone, retained: an asset's current state and how it got there."""
 

@@ -13,7 +13,7 @@ from coordinator.codec import encode_schedule
 from coordinator.schedule import schedule_to_commands
 from coordinator.topics import ASSET_STATES_ALL, SCHEDULES_IN, SERVICES_ALL
 from coordinator.wire import AssetStateMessage, decode
-from services.launcher import SERVICES
+from services.launcher import CORE
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -107,7 +107,7 @@ def test_malformed_schedules_are_rejected_and_nothing_dies(stack, events, plain)
     ids = {e.payload["schedule_id"] for e in events.of("SCHEDULE_REJECTED")}
     assert {"sch_bad_types", "sch_bad_index", "sch_unmapped", "sch_negative", "sch_clash", "sch_ghost"} <= ids
     assert events.of("COMMAND_CREATED") == []  # nothing half-applied
-    assert all(stack.alive(n) for n in SERVICES)
+    assert all(stack.alive(n) for n in CORE)
     # and the pipeline still works
     layer3.publish(SCHEDULES_IN, encode_schedule(sample(start, 2), asset_map=ASSET_MAP, site_id="sit_demo_depot"))
     events.wait_for(lambda ev: any(e.event_type.value == "SCHEDULE_RECEIVED" for e in ev), timeout=15, what="SCHEDULE_RECEIVED")
@@ -171,6 +171,6 @@ def test_broker_restart_keeps_sessions_and_queued_commands(stack, events, plain,
     try:
         after.wait_for(lambda ev: len([e for e in ev if e.event_type.value == "COMMAND_COMPLETED"]) >= expected, timeout=40,
                        what="commands queued before the broker restart completed after it")
-        assert all(stack.alive(n) for n in SERVICES)
+        assert all(stack.alive(n) for n in CORE)
     finally:
         after.close()

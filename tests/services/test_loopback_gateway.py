@@ -67,3 +67,14 @@ def test_simulated_fault_fails_commands(site, recorder):
     c1 = cmd("ast_bay_1")
     gw.on_commands("t", batch(command_to_wire(c1)))
     assert outcomes(recorder) == [(c1.command_id, Outcome.FAILED)]
+
+
+def test_a_retry_is_new_work_not_a_redelivery(site, recorder):
+    gw = LoopbackGateway(site, recorder, fail=frozenset({"ast_bay_1"}))
+    c1 = cmd("ast_bay_1")
+    c1.attempts = 1
+    gw.on_commands("t", batch(command_to_wire(c1)))
+    gw.fail = frozenset()
+    c1.attempts = 2
+    gw.on_commands("t", batch(command_to_wire(c1)))
+    assert [o for _, o in outcomes(recorder)] == [Outcome.FAILED, Outcome.ACKNOWLEDGED, Outcome.COMPLETED]

@@ -1,0 +1,199 @@
+"""One battery's Modbus TCP link: its own client, its own command queue, its own poller.
+
+Each device has its own asyncio tasks, so a slow or dead battery never delays another.
+A command is: clamp -> write -> ACKNOWLEDGED -> read back until the device shows the value
+(COMPLETED) or the verify window ends ("not applied", FAILED). A Modbus write
+acknowledgement is not proof that the device took the value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.exceptions import ModbusException
+
+from coordinator.adapters import TranslationError
+from coordinator.base import Command
+from coordinator.battery_device import DeviceStatus, decode_status
+from coordinator.events import EventBus, EventType
+from coordinator.site import AssetConfig
+from coordinator.wire import CommandResult, Outcome
+
+from ..command_intake import result
+from .setpoints import plan_command, shows
+
+log = logging.getLogger(__name__)
+
+READBACK_INTERVAL = 0.05  # seconds between read-back attempts within the verify window
+
+
+class LinkError(Exception):
+    """The device did not answer, or answered with a Modbus exception."""
+
+
+class BatteryLink:
+    def __init__(
+        self,
+        asset: AssetConfig,
+        bus: EventBus,
+        send_results: Callable[[list[CommandResult]], None],
+        report: Callable[[str, DeviceStatus], None],
+        telemetry: Callable[[str, dict[str, Any]], None],
+    ) -> None:
+        assert asset.modbus is not None
+        self.asset = asset
+        self.device = asset.modbus
+        self.register_map = self.device.register_map()
+        self.status_registers = self.device.status()
+        self.bus = bus
+        self.send_results, self.report, self.telemetry = send_results, report, telemetry
+        self.queue: asyncio.Queue[Command] = asyncio.Queue()
+        self.client: AsyncModbusTcpClient | None = None  # made in start(): it needs the running loop
+        self.up = False
+        self.last_state: str | None = None
+        self._tasks: list[asyncio.Task] = []
+
+    @property
+    def where(self) -> str:
+        return f"{self.device.host}:{self.device.port} unit {self.device.device_id}"
+
+    def start(self) -> None:
+        """Call on the gateway's event loop."""
+        self.client = AsyncModbusTcpClient(
+            self.device.host, port=self.device.port, timeout=self.device.timeout_seconds, retries=0,
+            reconnect_delay=0,  # we reconnect ourselves, with backoff and link events
+        )
+        self._tasks = [asyncio.create_task(self._commands()), asyncio.create_task(self._poll())]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.client.close()
+
+    # -- link ----------------------------------------------------------------------
+
+    def _set_up(self, up: bool, reason: str = "") -> None:
+        if up == self.up:
+            return
+        self.up = up
+        event = EventType.DEVICE_LINK_UP if up else EventType.DEVICE_LINK_DOWN
+        log.log(logging.INFO if up else logging.WARNING, "%s link %s %s %s", self.asset.asset_id,
+                "up" if up else "down", self.where, reason)
+        self.bus.emit(event, {"asset_id": self.asset.asset_id, "endpoint": self.where, "reason": reason})
+        if not up:
+            self.client.close()  # a device that stopped answering gets a fresh connection
+
+    async def _call(self, request: Callable[[], Awaitable[Any]]) -> Any:
+        if not self.client.connected:
+            raise LinkError(f"device link down ({self.where})")
+        try:
+            response = await request()
+        except (ModbusException, OSError, asyncio.TimeoutError) as exc:
+            self._set_up(False, str(exc))
+            raise LinkError(f"no answer from {self.where}: {exc}") from None
+        if response.isError():
+            raise LinkError(f"device refused: Modbus exception {getattr(response, 'exception_code', '?')}")
+        return response
+
+    async def read(self, offset: int, count: int) -> list[int]:
+        response = await self._call(
+            lambda: self.client.read_holding_registers(offset, count=count, device_id=self.device.device_id))
+        return list(response.registers)
+
+    async def write(self, offset: int, words: list[int]) -> None:
+        await self._call(lambda: self.client.write_registers(offset, words, device_id=self.device.device_id))
+
+    # -- polling -------------------------------------------------------------------
+
+    async def _poll(self) -> None:
+        backoff = 0.5
+        first, count = self.status_registers.span()
+        unreadable = ""  # the last decoding error, logged once rather than at every poll
+        while True:
+            if not self.client.connected:
+                if not await self.client.connect():
+                    self._set_up(False, "connect failed")
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                backoff = 0.5
+            try:
+                words = [0] * count
+                for offset, n in self.status_registers.reads():
+                    words[offset - first : offset - first + n] = await self.read(offset, n)
+                status = decode_status(self.status_registers, first, words)
+            except LinkError:
+                await asyncio.sleep(backoff)
+                continue
+            except ValueError as exc:  # the device reported something we cannot read
+                if str(exc) != unreadable:
+                    log.error("%s: unreadable status registers: %s", self.asset.asset_id, exc)
+                unreadable = str(exc)
+            else:
+                unreadable = ""
+                self._set_up(True)
+                if status.state != self.last_state:
+                    self.last_state = status.state
+                    self.report(self.asset.asset_id, status)
+                self.telemetry(self.asset.asset_id, status.telemetry())
+            await asyncio.sleep(self.device.poll_interval_seconds)
+
+    # -- commands ------------------------------------------------------------------
+
+    def submit(self, cmd: Command) -> None:
+        self.queue.put_nowait(cmd)
+
+    async def _commands(self) -> None:
+        while True:
+            cmd = await self.queue.get()
+            try:
+                await self.execute(cmd)
+            except Exception:
+                log.exception("%s: command %s crashed", self.asset.asset_id, cmd.command_id)
+                self.send_results([result(cmd.command_id, cmd.asset_id, Outcome.FAILED, "gateway error (see its log)")])
+
+    async def execute(self, cmd: Command) -> None:
+        answer = lambda outcome, error=None: result(cmd.command_id, cmd.asset_id, outcome, error)  # noqa: E731
+        try:
+            plan = plan_command(cmd, self.device, self.register_map, self.asset.max_power_kw)
+        except TranslationError as exc:
+            self.send_results([answer(Outcome.REFUSED, str(exc))])
+            return
+        if plan.clamped:
+            self.bus.emit(EventType.SETPOINT_CLAMPED, {
+                "asset_id": cmd.asset_id, "command_id": cmd.command_id, "command_type": cmd.command_type.value,
+                "requested": plan.requested, "applied": plan.applied, "limit": plan.limit,
+            })
+        try:
+            for w in plan.writes:
+                await self.write(w.spec.offset, w.words)
+        except LinkError as exc:
+            self.send_results([answer(Outcome.FAILED, str(exc))])
+            return
+        self.send_results([answer(Outcome.ACKNOWLEDGED)])
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.device.verify_window_seconds
+        seen = "nothing"
+        while True:
+            try:
+                checks = []
+                for w in plan.writes:
+                    words = await self.read(w.spec.offset, w.spec.word_count)
+                    checks.append(shows(w.spec, words, w.value, self.device.verify_tolerance_kw))
+                    seen = ", ".join(f"{w.spec.address}={w.value:g}" if ok else f"{w.spec.address} differs"
+                                     for w, ok in zip(plan.writes, checks))
+                if all(checks):
+                    self.send_results([answer(Outcome.COMPLETED)])
+                    return
+            except LinkError as exc:
+                seen = str(exc)
+            if loop.time() >= deadline:
+                self.send_results([answer(Outcome.FAILED, f"not applied: after {self.device.verify_window_seconds:g} s the "
+                                                          f"device shows {seen} (wanted {plan.applied:g})")])
+                return
+            await asyncio.sleep(READBACK_INTERVAL)

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench bench-modbus clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required, found " + sys.version.split()[0])'
@@ -26,6 +26,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/schedule_conversion.py
+
+bench-modbus: $(STAMP)
+	@mosquitto/ensure-mosquitto.sh
+	$(BIN)/python bench/modbus_gateway.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

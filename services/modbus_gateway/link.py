@@ -17,6 +17,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from coordinator.adapters import TranslationError
+from coordinator.adapters.modbus import decode_registers
 from coordinator.base import Command
 from coordinator.battery_device import DeviceStatus, decode_status
 from coordinator.events import EventBus, EventType
@@ -24,7 +25,7 @@ from coordinator.site import AssetConfig
 from coordinator.wire import CommandResult, Outcome
 
 from ..command_intake import result
-from .setpoints import plan_command, shows
+from .setpoints import coalesce, plan_command, shows
 
 log = logging.getLogger(__name__)
 
@@ -169,9 +170,10 @@ class BatteryLink:
                 "asset_id": cmd.asset_id, "command_id": cmd.command_id, "command_type": cmd.command_type.value,
                 "requested": plan.requested, "applied": plan.applied, "limit": plan.limit,
             })
+        requests = coalesce(plan.writes)
         try:
-            for w in plan.writes:
-                await self.write(w.spec.offset, w.words)
+            for offset, words in requests:
+                await self.write(offset, words)
         except LinkError as exc:
             self.send_results([answer(Outcome.FAILED, str(exc))])
             return
@@ -181,12 +183,16 @@ class BatteryLink:
         seen = "nothing"
         while True:
             try:
-                checks = []
-                for w in plan.writes:
-                    words = await self.read(w.spec.offset, w.spec.word_count)
-                    checks.append(shows(w.spec, words, w.value, self.device.verify_tolerance_kw))
-                    seen = ", ".join(f"{w.spec.address}={w.value:g}" if ok else f"{w.spec.address} differs"
-                                     for w, ok in zip(plan.writes, checks))
+                shown: dict[int, int] = {}  # offset -> word, read back with the same requests as written
+                for offset, words in requests:
+                    shown.update(enumerate(await self.read(offset, len(words)), start=offset))
+                shown_values = [
+                    decode_registers(w.spec, [shown[o] for o in range(w.spec.offset, w.spec.offset + w.spec.word_count)])
+                    for w in plan.writes
+                ]
+                checks = [shows(w.spec, value, w.value, self.device.verify_tolerance_kw)
+                          for w, value in zip(plan.writes, shown_values)]
+                seen = ", ".join(f"{w.spec.address}={value:g}" for w, value in zip(plan.writes, shown_values))
                 if all(checks):
                     self.send_results([answer(Outcome.COMPLETED)])
                     return

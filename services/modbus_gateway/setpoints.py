@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 
 from coordinator.adapters import ModbusAdapter, TranslationError
-from coordinator.adapters.modbus import RegisterMap, RegisterSpec, decode_registers
+from coordinator.adapters.modbus import RegisterMap, RegisterSpec
 from coordinator.base import Command, CommandType
 from coordinator.battery_device import ModbusDeviceConfig
 
@@ -75,7 +75,26 @@ def _write(adapter: ModbusAdapter, cmd: Command, spec: RegisterSpec, value: floa
     return RegisterWrite(spec, value, adapter.translate(cmd)["values"])
 
 
-def shows(spec: RegisterSpec, words: list[int], expected: float, tolerance: float | None) -> bool:
-    """Does the device's register hold ``expected``? Default tolerance: half a register step."""
+def shows(spec: RegisterSpec, shown: float, expected: float, tolerance: float | None) -> bool:
+    """Is the decoded register value ``shown`` the ``expected`` one? Default tolerance: half a register step."""
     allowed = tolerance if tolerance is not None else 0.5 / abs(spec.scale)
-    return abs(decode_registers(spec, words) - expected) <= allowed + 1e-9
+    return abs(shown - expected) <= allowed + 1e-9
+
+
+def coalesce(writes: list[RegisterWrite]) -> list[tuple[int, list[int]]]:
+    """(offset, words) requests for ``writes``: adjacent registers go in one request, so
+    the default map's charge/discharge pair changes in one atomic write. Order is kept
+    where registers are apart (the zeroing write still goes first)."""
+    requests: list[tuple[int, list[int]]] = []
+    for w in writes:
+        offset = w.spec.offset
+        if requests:
+            start, words = requests[-1]
+            if start + len(words) == offset:
+                requests[-1] = (start, words + w.words)
+                continue
+            if offset + len(w.words) == start:
+                requests[-1] = (offset, w.words + words)
+                continue
+        requests.append((offset, list(w.words)))
+    return requests

@@ -6,7 +6,7 @@ from coordinator.adapters import TranslationError
 from coordinator.base import Command, CommandType
 from coordinator.battery_device import ModbusDeviceConfig
 from services.battery_simulator import BatteryPhysics
-from services.modbus_gateway.setpoints import plan_command, shows
+from services.modbus_gateway.setpoints import coalesce, plan_command, shows
 
 T0 = datetime(2025, 1, 15, 8, 0, tzinfo=timezone.utc)
 DEVICE = ModbusDeviceConfig(max_charge_kw=50.0)
@@ -54,10 +54,17 @@ def test_value_a_register_cannot_hold_is_refused_not_wrapped():
 def test_soc_target_and_read_back_tolerance():
     p = plan(CommandType.SET_SOC_TARGET, 80, name="soc_percent")
     (write,) = p.writes
-    assert shows(write.spec, [80], 80, None) and not shows(write.spec, [79], 80, None)
+    assert shows(write.spec, 80, 80, None) and not shows(write.spec, 79, 80, None)
     rate = plan(CommandType.SET_CHARGE_RATE, 12.34).writes[-1]  # 0.1 kW steps: 12.3 is what the device can show
-    assert shows(rate.spec, [123], 12.3, None) and not shows(rate.spec, [125], 12.3, None)
-    assert shows(rate.spec, [125], 12.3, 0.5)
+    assert shows(rate.spec, 12.3, 12.34, None) and not shows(rate.spec, 12.5, 12.3, None)
+    assert shows(rate.spec, 12.5, 12.3, 0.5)
+
+
+def test_adjacent_registers_travel_in_one_request():
+    assert coalesce(plan(CommandType.SET_CHARGE_RATE, 12.5).writes) == [(0, [125, 0])]
+    assert coalesce(plan(CommandType.SET_DISCHARGE_RATE, 3.0).writes) == [(0, [0, 30])]
+    apart = ModbusDeviceConfig(registers={"SET_CHARGE_RATE": {"address": 40201}, "SET_DISCHARGE_RATE": {"address": 40301}})
+    assert coalesce(plan(CommandType.SET_CHARGE_RATE, 1.0, apart).writes) == [(300, [0]), (200, [1])]
 
 
 def test_physics_integrates_and_keeps_to_bounds():

@@ -2,7 +2,12 @@ import pytest
 
 from coordinator.adapters.modbus import RegisterSpec, RegisterType, encode_value
 from coordinator.asset_machines import BatteryState
-from coordinator.battery_device import DEFAULT_STATUS_REGISTERS, ModbusDeviceConfig, StatusRegisters, decode_status
+from coordinator.battery_device import (
+    DEFAULT_STATUS_REGISTERS,
+    ModbusDeviceConfig,
+    StatusRegisters,
+    decode_status,
+)
 
 
 def words_for(registers: StatusRegisters, values: dict[str, float]) -> tuple[int, list[int]]:

@@ -169,7 +169,8 @@ def test_fault_holds_commands_until_reset(site_stack, events, plain):
     events.wait_for(lambda ev: of(events, "COMMAND_HELD", "ast_batt_a"), timeout=10, what="command held")
     control(site_stack.ports["port_a"], 0)
     events.wait_for(lambda ev: of(events, "COMMAND_COMPLETED", "ast_batt_a"), timeout=15, what="released after the reset")
-    assert states(events, "ast_batt_a") == ["FAULTED", "IDLE", "CHARGING"]
+    events.wait_for(lambda ev: states(events, "ast_batt_a") == ["FAULTED", "IDLE", "CHARGING"], timeout=5,
+                    what="FAULTED, IDLE after the reset, then CHARGING")
 
 
 def test_device_that_ignores_writes_is_caught_by_read_back(site_stack, events, plain):
@@ -184,11 +185,12 @@ def test_device_that_ignores_writes_is_caught_by_read_back(site_stack, events, p
 
 def test_silent_device_times_out_without_delaying_the_other(site_stack, events, plain):
     start(site_stack, *ALL)
+    events.wait_for(lambda ev: len(of(events, "DEVICE_LINK_UP")) >= 2, timeout=15, what="links up")
     control(site_stack.ports["port_a"], 2)  # battery a stops answering
     publish_schedule(plain, {"battery_a_charge_kw": [20.0], "battery_b_charge_kw": [10.0]}, slots=1)
     events.wait_for(lambda ev: of(events, "COMMAND_COMPLETED", "ast_batt_b"), timeout=10, what="b completes")
     events.wait_for(lambda ev: of(events, "COMMAND_FAILED", "ast_batt_a"), timeout=20, what="a fails")
-    assert of(events, "DEVICE_LINK_DOWN", "ast_batt_a")
+    events.wait_for(lambda ev: of(events, "DEVICE_LINK_DOWN", "ast_batt_a"), timeout=5, what="a's link reported down")
     b_done = of(events, "COMMAND_COMPLETED", "ast_batt_b")[0].timestamp
     a_failed = of(events, "COMMAND_FAILED", "ast_batt_a")[0].timestamp
     assert b_done < a_failed

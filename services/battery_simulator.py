@@ -122,6 +122,10 @@ class SimulatedBattery:
                 except ValueError:
                     return ExcCodes.ILLEGAL_VALUE
                 log.info("%s: control %s", self.asset_id, self.control.name)
+                if self.control is Control.FAULT:  # a tripped battery drops its setpoints, as real ones do
+                    for ctype in (CommandType.SET_CHARGE_RATE, CommandType.SET_DISCHARGE_RATE):
+                        if ctype in self.registers_map:
+                            self._put(current_registers, self.registers_map[ctype], 0)
             self.refresh(current_registers)
             return None
         if self.control is Control.MUTE:

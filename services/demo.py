@@ -1,10 +1,11 @@
 """`make demo`: the whole stack on this machine, driven by one Layer 3 schedule.
 
-Starts a private Mosquitto, the ingester, planner, tracker and loopback gateway as
-separate processes, publishes a schedule of eight 3-second slots and prints every event
-as SCADA would see it on qubit/events/#. Midway the battery faults and is reset (its
-commands are held, then the newest goes out) and bus 12 leaves early (its remaining
-commands are cancelled). Ends with a summary and a clean shutdown, in about 40 seconds.
+Starts a private Mosquitto, the ingester, planner, tracker, the loopback gateway (the
+chargers), the Modbus gateway and a simulated battery on real Modbus TCP as separate
+processes, publishes a schedule of eight 3-second slots and prints every event as SCADA
+would see it on qubit/events/#. Midway the battery faults and is reset (its commands are
+held, then the newest goes out) and bus 12 leaves early (its remaining commands are
+cancelled). Ends with a summary and a clean shutdown, in about 40 seconds.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+
+from pymodbus.client import ModbusTcpClient
 
 from coordinator.codec import DecodeError, decode_event, encode_schedule
 from coordinator.events import EventType
@@ -27,7 +30,8 @@ from coordinator.topics import (
 )
 from coordinator.wire import AssetStateMessage, StatusReport, decode
 
-from .broker import start_broker
+from .battery_simulator import CONTROL, Control
+from .broker import free_port, start_broker
 from .event_lines import describe
 from .launcher import ServiceProcesses
 from .runtime import DEFAULT_SITE_CONFIG, load_site
@@ -75,16 +79,31 @@ class Watcher:
         return self.rejected is not None or (self.expected is not None and ended >= self.expected)
 
 
+PROCESSES = ("ingester", "planner", "tracker", "gateway-loopback", "battery-simulator", "gateway-modbus")
+
+
+def demo_site(workdir: Path) -> tuple[Path, int]:
+    """deploy/site.toml with the battery's Modbus port moved to a free one."""
+    text = DEFAULT_SITE_CONFIG.read_text()
+    port = free_port()
+    moved = text.replace("port = 15020", f"port = {port}")
+    if moved == text:
+        raise SystemExit("deploy/site.toml no longer has the battery on port 15020; update services/demo.py")
+    (workdir / "site.toml").write_text(moved)
+    return workdir / "site.toml", port
+
+
 def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="qubit-demo-"))
-    site = load_site(None)
+    site_path, battery_port = demo_site(workdir)
+    site = load_site(str(site_path))
     print(f"starting Mosquitto and the services (logs in {workdir})")
     broker = start_broker(workdir / "broker")
-    procs = ServiceProcesses(broker.host, broker.port, DEFAULT_SITE_CONFIG, workdir / "logs")
+    procs = ServiceProcesses(broker.host, broker.port, site_path, workdir / "logs")
     watcher = Watcher("sch_demo_0001")
     client = MqttClient("demo", BrokerSettings(broker.host, broker.port), persistent=False, announce=False)
     try:
-        procs.start_all()
+        procs.start_all(PROCESSES)
         client.subscribe(EVENTS_ALL, watcher.on_event)
         client.subscribe(ASSET_STATES_ALL, watcher.on_state)
         client.start()
@@ -97,11 +116,12 @@ def main() -> int:
         client.publish(SCHEDULES_IN, encode_schedule(df, asset_map=ASSET_MAP, site_id=site.site_id, schedule_id="sch_demo_0001"))
 
         incidents = [
-            (start + 3.5 * SLOT, "ast_batt_001", "FAULTED", "battery reports a fault"),
-            (start + 5.5 * SLOT, "ast_batt_001", "IDLE", "battery reset by the operator"),
-            (start + 5.2 * SLOT, "ast_bay_2", "AVAILABLE", "bus 12 unplugs and leaves early"),
+            (start + 3.5 * SLOT, "battery faults (fault code set on the device)", lambda: battery_control(battery_port, Control.FAULT)),
+            (start + 5.5 * SLOT, "battery reset by the operator", lambda: battery_control(battery_port, Control.NORMAL)),
+            (start + 5.2 * SLOT, "bus 12 unplugs and leaves early", lambda: client.publish(
+                simulator_topic("loopback"), StatusReport(asset_id="ast_bay_2", state="AVAILABLE", at=utcnow()).encode())),
         ]
-        run_until(watcher, client, sorted(incidents), deadline=time.monotonic() + DEADLINE)
+        run_until(watcher, sorted(incidents, key=lambda i: i[0]), deadline=time.monotonic() + DEADLINE)
     finally:
         codes = procs.stop_all()
         client.stop()
@@ -110,15 +130,20 @@ def main() -> int:
     return 0 if watcher.done and all(c == 0 for c in codes.values()) else 1
 
 
-def run_until(watcher: Watcher, client: MqttClient, incidents: list, deadline: float) -> None:
-    gateway = "loopback"
+def battery_control(port: int, value: Control) -> None:
+    """What a technician's commissioning tool does: write the simulator's control register."""
+    client = ModbusTcpClient("127.0.0.1", port=port, timeout=2)
+    client.connect()
+    client.write_register(CONTROL.offset, int(value), device_id=1)
+    client.close()
+
+
+def run_until(watcher: Watcher, incidents: list, deadline: float) -> None:
     while not watcher.done and time.monotonic() < deadline:
-        now = datetime.now(timezone.utc)
-        while incidents and incidents[0][0] <= now:
-            _, asset_id, state, what = incidents.pop(0)
+        while incidents and incidents[0][0] <= datetime.now(timezone.utc):
+            _, what, act = incidents.pop(0)
             print(f"--- {what}", flush=True)
-            report = StatusReport(asset_id=asset_id, state=state, at=now)
-            client.publish(simulator_topic(gateway), report.encode())
+            act()
         time.sleep(0.1)
     time.sleep(1.0)  # the last state changes
 

@@ -16,7 +16,7 @@ from services.broker import start_broker
 from services.launcher import ServiceProcesses
 
 REPO = Path(__file__).resolve().parents[2]
-SITE = REPO / "deploy" / "site.toml"
+SITE = REPO / "tests" / "sites" / "loopback.toml"
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 from coordinator.codec import decode_event
 from coordinator.site import SiteConfig
 
-SITE_TOML = Path(__file__).resolve().parents[2] / "deploy" / "site.toml"
+SITE_TOML = Path(__file__).resolve().parents[1] / "sites" / "loopback.toml"
 
 
 @dataclass

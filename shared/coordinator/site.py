@@ -47,11 +47,39 @@ class Protocol(StrEnum):
     MODBUS = "modbus"
 
 
+class OcppListenConfig(BaseModel):
+    """``[gateways.ocpp]``: where the OCPP gateway (the CSMS) accepts charge points."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = "0.0.0.0"
+    port: int = Field(9000, ge=1, le=65535)
+    tls_cert: str | None = None
+    """PEM certificate chain; with tls_key, the gateway speaks wss:// (security profile 2)."""
+    tls_key: str | None = None
+    require_auth: bool = True
+    """HTTP Basic auth per charge point (security profile 1, or 2 with TLS)."""
+
+
+class OcppChargerConfig(BaseModel):
+    """``[assets.ocpp]``: how a charger identifies itself to the gateway."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    charge_point_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,48}$")]
+    connector_id: int = Field(1, ge=1)
+    password: str | None = Field(None, min_length=16, repr=False)
+    """Basic auth password (OCPP: at least 16 bytes); never logged."""
+    version: str = Field("1.6", pattern=r"^(1\.6|2\.0\.1)$")
+    """The version the simulator speaks; the gateway accepts either, per connection."""
+
+
 class GatewayConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     gateway_id: TopicSafeId
     protocol: Protocol
+    ocpp: OcppListenConfig | None = None
 
 
 class AssetConfig(BaseModel):
@@ -63,6 +91,8 @@ class AssetConfig(BaseModel):
     max_power_kw: float = Field(gt=0, allow_inf_nan=False)
     modbus: ModbusDeviceConfig | None = None
     """How to reach a battery behind a Modbus gateway (see coordinator.battery_device)."""
+    ocpp: OcppChargerConfig | None = None
+    """How a charger behind an OCPP gateway identifies itself."""
 
     def create_state_machine(self, event_bus: EventBus | None = None) -> StateMachine:
         factory = create_ev_charger_state_machine if self.kind is AssetKind.EV_CHARGER else create_battery_state_machine

@@ -7,6 +7,7 @@ A delivery is a command_id with its attempt number: a retry from the planner is 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections import OrderedDict
@@ -90,3 +91,27 @@ class CommandIntake:
                     if delivery is not None:
                         self._answers[delivery].append(r)
         self.publish(results_topic(self.gateway_id), ResultBatch(gateway_id=self.gateway_id, results=results).encode(), qos=1)
+
+
+class ResultBatcher:
+    """On a gateway's event loop: results that come out together leave in one message.
+
+    One MQTT client moves only a few thousand messages a second (field notes); a slot
+    boundary at a large site finishes hundreds of commands within milliseconds.
+    """
+
+    WINDOW = 0.002  # seconds a result waits for others to share its message
+
+    def __init__(self, intake: CommandIntake, loop: asyncio.AbstractEventLoop) -> None:
+        self.intake, self.loop = intake, loop
+        self._unsent: list[CommandResult] = []
+
+    def send(self, results: list[CommandResult]) -> None:
+        """Call on ``loop``."""
+        if not self._unsent:
+            self.loop.call_later(self.WINDOW, self._flush)
+        self._unsent += results
+
+    def _flush(self) -> None:
+        results, self._unsent = self._unsent, []
+        self.intake.send(results)

@@ -195,6 +195,16 @@ class OCPPAdapter(ProtocolAdapter):
         return self.profile_id_base
 
     def translate(self, command: Command) -> dict[str, Any]:
+        call = self.build_call(command)
+        return {
+            "action": self._actions(type(call).__name__).value,
+            "payload": _to_json(call),
+            "ocpp_version": self.ocpp_version.value,
+        }
+
+    def build_call(self, command: Command) -> Any:
+        """The ``ocpp`` package's call object for ``command`` (what ``ChargePoint.call`` sends);
+        raises TranslationError like ``translate``."""
         calls, ctype = self._calls, command.command_type
         if ctype is CommandType.SET_CHARGE_RATE:
             call = calls.set_charging_profile(
@@ -215,11 +225,7 @@ class OCPPAdapter(ProtocolAdapter):
             call = calls.change_availability(self.connector_id, _operative(command))
         else:
             raise TranslationError(f"{ctype} is not supported by OCPP chargers")
-        return {
-            "action": self._actions(type(call).__name__).value,
-            "payload": _to_json(call),
-            "ocpp_version": self.ocpp_version.value,
-        }
+        return call
 
     def _checked_id_tag(self, id_tag: object) -> str:
         limit = self._calls.id_tag_max_length

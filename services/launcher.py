@@ -29,7 +29,11 @@ SERVICES = {
     "gateway-loopback": "services.loopback_gateway",
     "gateway-modbus": "services.modbus_gateway.gateway",
     "battery-simulator": "services.battery_simulator",
+    "gateway-ocpp": "services.ocpp_gateway.gateway",
+    "chargepoint-simulator": "services.chargepoint_simulator",
 }
+SIMULATORS = ("battery-simulator", "chargepoint-simulator")
+"""Device simulators: real protocol peers, not MQTT services (no online status)."""
 CORE = ("ingester", "planner", "tracker", "gateway-loopback")
 """What the site of deploy/site.toml runs besides the Modbus side."""
 
@@ -56,7 +60,7 @@ class ServiceProcesses:
         """Start ``names`` and wait until each is online (the simulator is not an MQTT service)."""
         for name in names:
             self.start(name, *(args or {}).get(name, ()))
-        self.wait_online(*(n for n in names if n != "battery-simulator"), timeout=timeout)
+        self.wait_online(*(n for n in names if n not in SIMULATORS), timeout=timeout)
 
     def wait_online(self, *names: str, timeout: float = 20.0) -> None:
         """Until each named process says online on its retained status topic (with its own pid)."""

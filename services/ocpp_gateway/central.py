@@ -1,0 +1,261 @@
+"""The websocket server chargers connect to, and one OCPP handler per connected charger.
+
+A connection is accepted only from a charge point id of the site config, with its
+password when auth is required (HTTP Basic: security profile 1, or 2 over TLS), and with
+a subprotocol we speak: ocpp1.6 or ocpp2.0.1, negotiated per connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import itertools
+import logging
+import ssl
+from datetime import datetime, timezone
+from http import HTTPStatus
+from typing import Any, Protocol
+
+import websockets
+from ocpp.routing import after, on
+from ocpp.v16 import ChargePoint as V16ChargePoint
+from ocpp.v16 import call_result as v16_result
+from ocpp.v16.enums import Action as V16Action
+from ocpp.v16.enums import AuthorizationStatus, RegistrationStatus
+from ocpp.v201 import ChargePoint as V201ChargePoint
+from ocpp.v201 import call_result as v201_result
+from ocpp.v201.enums import Action as V201Action
+from ocpp.v201.enums import AuthorizationStatusEnumType, RegistrationStatusEnumType
+from websockets.asyncio.server import ServerConnection
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from coordinator.asset_machines import ChargerState
+from coordinator.site import AssetConfig, OcppListenConfig
+
+from .status import v16_state, v201_connector_state, v201_transaction_state
+
+log = logging.getLogger(__name__)
+
+SUBPROTOCOLS = ("ocpp1.6", "ocpp2.0.1")
+HEARTBEAT_SECONDS = 60
+_transaction_ids = itertools.count(1)
+
+
+class Sink(Protocol):
+    """What the handlers tell the gateway."""
+
+    def state(self, charge_point_id: str, state: ChargerState, detail: dict[str, Any]) -> None: ...
+    def telemetry_of(self, charge_point_id: str, values: dict[str, Any]) -> None: ...
+    def booted(self, charge_point_id: str) -> None: ...
+    def link(self, charge_point_id: str, up: bool, reason: str) -> None: ...
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _power_w(meter_values: list[dict[str, Any]]) -> float | None:
+    """The last Power.Active.Import sample (in W) of a MeterValues payload, if any."""
+    power = None
+    for meter_value in meter_values or []:
+        for sample in meter_value.get("sampled_value", []):
+            if sample.get("measurand") == "Power.Active.Import":
+                try:
+                    value = float(sample["value"])
+                except (KeyError, TypeError, ValueError):
+                    continue
+                power = value * 1000 if sample.get("unit") == "kW" else value
+    return power
+
+
+class V16Point(V16ChargePoint):
+    def __init__(self, charge_point_id: str, connection: ServerConnection, sink: Sink, connector_id: int) -> None:
+        super().__init__(charge_point_id, connection, response_timeout=300)
+        self.sink, self.connector_id = sink, connector_id
+        self.version = "1.6"
+        self.transaction_id: int | str | None = None
+
+    @on(V16Action.boot_notification)
+    def on_boot(self, **_: Any) -> v16_result.BootNotification:
+        return v16_result.BootNotification(current_time=_now(), interval=HEARTBEAT_SECONDS, status=RegistrationStatus.accepted)
+
+    @after(V16Action.boot_notification)
+    def after_boot(self, **_: Any) -> None:
+        self.sink.booted(self.id)
+
+    @on(V16Action.heartbeat)
+    def on_heartbeat(self) -> v16_result.Heartbeat:
+        return v16_result.Heartbeat(current_time=_now())
+
+    @on(V16Action.authorize)
+    def on_authorize(self, id_tag: str) -> v16_result.Authorize:
+        return v16_result.Authorize(id_tag_info={"status": AuthorizationStatus.accepted})
+
+    @on(V16Action.status_notification)
+    def on_status(self, connector_id: int, error_code: str, status: str, **rest: Any) -> v16_result.StatusNotification:
+        state = v16_state(status)
+        if connector_id == self.connector_id and state is not None:
+            self.sink.state(self.id, state, {"ocpp_status": status, "error_code": error_code})
+        return v16_result.StatusNotification()
+
+    @on(V16Action.start_transaction)
+    def on_start(self, connector_id: int, id_tag: str, meter_start: int, timestamp: str, **_: Any) -> v16_result.StartTransaction:
+        self.transaction_id = next(_transaction_ids)
+        return v16_result.StartTransaction(transaction_id=self.transaction_id, id_tag_info={"status": AuthorizationStatus.accepted})
+
+    @on(V16Action.stop_transaction)
+    def on_stop(self, meter_stop: int, timestamp: str, transaction_id: int, **_: Any) -> v16_result.StopTransaction:
+        if transaction_id == self.transaction_id:
+            self.transaction_id = None
+        return v16_result.StopTransaction()
+
+    @on(V16Action.meter_values)
+    def on_meter_values(self, connector_id: int, meter_value: list, **_: Any) -> v16_result.MeterValues:
+        power = _power_w(meter_value)
+        if power is not None:
+            self.sink.telemetry_of(self.id, {"power_kw": power / 1000})
+        return v16_result.MeterValues()
+
+
+class V201Point(V201ChargePoint):
+    def __init__(self, charge_point_id: str, connection: ServerConnection, sink: Sink, evse_id: int) -> None:
+        super().__init__(charge_point_id, connection, response_timeout=300)
+        self.sink, self.evse_id = sink, evse_id
+        self.version = "2.0.1"
+        self.transaction_id: str | None = None
+
+    @on(V201Action.boot_notification)
+    def on_boot(self, **_: Any) -> v201_result.BootNotification:
+        return v201_result.BootNotification(current_time=_now(), interval=HEARTBEAT_SECONDS,
+                                            status=RegistrationStatusEnumType.accepted)
+
+    @after(V201Action.boot_notification)
+    def after_boot(self, **_: Any) -> None:
+        self.sink.booted(self.id)
+
+    @on(V201Action.heartbeat)
+    def on_heartbeat(self) -> v201_result.Heartbeat:
+        return v201_result.Heartbeat(current_time=_now())
+
+    @on(V201Action.authorize)
+    def on_authorize(self, id_token: dict, **_: Any) -> v201_result.Authorize:
+        return v201_result.Authorize(id_token_info={"status": AuthorizationStatusEnumType.accepted})
+
+    @on(V201Action.status_notification)
+    def on_status(self, timestamp: str, connector_status: str, evse_id: int, connector_id: int, **_: Any) -> v201_result.StatusNotification:
+        state = v201_connector_state(connector_status)
+        if evse_id == self.evse_id and state is not None:
+            self.sink.state(self.id, state, {"ocpp_status": connector_status})
+        return v201_result.StatusNotification()
+
+    @on(V201Action.transaction_event)
+    def on_transaction(self, event_type: str, timestamp: str, trigger_reason: str, seq_no: int,
+                       transaction_info: dict, meter_value: list | None = None, **_: Any) -> v201_result.TransactionEvent:
+        if event_type == "Ended":
+            self.transaction_id = None
+        else:
+            self.transaction_id = transaction_info.get("transaction_id")
+        state = v201_transaction_state(event_type, transaction_info.get("charging_state"))
+        if state is not None:
+            self.sink.state(self.id, state, {"ocpp_event": event_type, "trigger_reason": trigger_reason})
+        power = _power_w(meter_value or [])
+        if power is not None:
+            self.sink.telemetry_of(self.id, {"power_kw": power / 1000})
+        return v201_result.TransactionEvent()
+
+    @on(V201Action.notify_report)
+    def on_notify_report(self, **_: Any) -> v201_result.NotifyReport:
+        return v201_result.NotifyReport()
+
+    @on(V201Action.meter_values)
+    def on_meter_values(self, evse_id: int, meter_value: list, **_: Any) -> v201_result.MeterValues:
+        power = _power_w(meter_value)
+        if power is not None:
+            self.sink.telemetry_of(self.id, {"power_kw": power / 1000})
+        return v201_result.MeterValues()
+
+
+Point = V16Point | V201Point
+
+
+def basic_auth_ok(header: str | None, user: str, password: str) -> bool:
+    """Does an Authorization header carry exactly these credentials? Constant-time compare."""
+    if not header or not header.startswith("Basic "):
+        return False
+    try:
+        given = base64.b64decode(header[6:], validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    given_user, _, given_password = given.partition(":")
+    return hmac.compare_digest(given_user.encode(), user.encode()) and hmac.compare_digest(
+        given_password.encode(), password.encode())
+
+
+class CentralSystem:
+    def __init__(self, listen: OcppListenConfig, chargers: dict[str, AssetConfig], sink: Sink) -> None:
+        self.listen, self.chargers, self.sink = listen, chargers, sink
+        self.points: dict[str, Point] = {}
+        self._server: websockets.asyncio.server.Server | None = None
+
+    async def start(self) -> None:
+        context = None
+        if self.listen.tls_cert:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(self.listen.tls_cert, self.listen.tls_key)
+        self._server = await websockets.serve(
+            self._serve, self.listen.host, self.listen.port, subprotocols=list(SUBPROTOCOLS),
+            process_request=self._admit, ssl=context, ping_interval=30,
+        )
+        log.info("CSMS listening on %s://%s:%s", "wss" if context else "ws", self.listen.host, self.listen.port)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    @staticmethod
+    def charge_point_id(path: str) -> str:
+        return path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+
+    def _admit(self, connection: ServerConnection, request: Request) -> Response | None:
+        cp_id = self.charge_point_id(request.path)
+        asset = self.chargers.get(cp_id)
+        if asset is None:
+            log.warning("refused connection from unknown charge point %r", cp_id)
+            return connection.respond(HTTPStatus.NOT_FOUND, "unknown charge point\n")
+        if self.listen.require_auth:
+            password = asset.ocpp.password if asset.ocpp else None
+            if password is None or not basic_auth_ok(request.headers.get("Authorization"), cp_id, password):
+                log.warning("refused %s: wrong or missing credentials", cp_id)  # the credentials themselves are never logged
+                response = connection.respond(HTTPStatus.UNAUTHORIZED, "authentication required\n")
+                response.headers["WWW-Authenticate"] = 'Basic realm="qubit"'
+                return response
+        return None
+
+    async def _serve(self, connection: ServerConnection) -> None:
+        cp_id = self.charge_point_id(connection.request.path)
+        if connection.subprotocol not in SUBPROTOCOLS:  # websockets lets a missing subprotocol through
+            log.warning("refused %s: no OCPP subprotocol offered (%s)", cp_id,
+                        connection.request.headers.get("Sec-WebSocket-Protocol"))
+            await connection.close(1002, "an OCPP subprotocol (ocpp1.6, ocpp2.0.1) is required")
+            return
+        asset = self.chargers[cp_id]
+        connector = asset.ocpp.connector_id if asset.ocpp else 1
+        point: Point = (V16Point if connection.subprotocol == "ocpp1.6" else V201Point)(cp_id, connection, self.sink, connector)
+        stale = self.points.get(cp_id)
+        self.points[cp_id] = point
+        if stale is not None:  # a charger that reconnects replaces its dead connection
+            await stale._connection.close(1000, "replaced by a new connection")
+        self.sink.link(cp_id, True, connection.subprotocol)
+        reason = "connection closed"
+        try:
+            await point.start()
+        except websockets.ConnectionClosed as exc:
+            reason = f"connection closed ({exc.code})"
+        finally:
+            if self.points.get(cp_id) is point:
+                del self.points[cp_id]
+                self.sink.link(cp_id, False, reason)

@@ -1,0 +1,139 @@
+"""OCPP gateway process: the central system (CSMS) of the site's chargers.
+
+Commands from the planner become OCPP calls on the charger's own connection, each in its
+own task, so a slow or dead charger never delays another. Accepted completes a command;
+Rejected fails the attempt (the planner retries); NotSupported is refused for good; a
+CallError fails with the charger's code and description; no answer is left to the
+planner's timeout. A charger that reconnects gets its current setpoint again.
+
+    qubit-ocpp-gateway --gateway-id ocpp --site-config deploy/site.toml
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from typing import Any
+
+import websockets
+from ocpp.exceptions import OCPPError
+
+from coordinator.adapters import OCPPAdapter, TranslationError
+from coordinator.asset_machines import ChargerState
+from coordinator.base import Command, CommandType
+from coordinator.events import EventType
+from coordinator.site import OcppListenConfig, Protocol, SiteConfig
+from coordinator.wire import CommandBatch, Outcome
+
+from ..command_intake import result
+from ..device_gateway import DeviceGateway
+from ..runtime import Publish, base_arguments, load_site, receives, run
+from .central import CentralSystem, Point
+from .status import outcome_of
+
+log = logging.getLogger(__name__)
+
+# Setpoints a reconnecting charger must get again: it may have lost its profiles.
+RESTORED = (CommandType.SET_CHARGE_RATE, CommandType.SET_POWER_LIMIT)
+
+
+class OcppGateway(DeviceGateway):
+    protocol = Protocol.OCPP
+
+    def __init__(self, site: SiteConfig, publish: Publish, gateway_id: str = "ocpp") -> None:
+        super().__init__(site, publish, gateway_id)
+        self.assets = {a.asset_id: a for a in site.assets_of(gateway_id) if a.ocpp is not None}
+        self.by_charge_point = {a.ocpp.charge_point_id: a for a in self.assets.values()}
+        self.in_force: dict[tuple[str, CommandType], Command] = {}
+        self.central = CentralSystem(self.config.ocpp or OcppListenConfig(), self.by_charge_point, self)
+        self.run_on_loop(self.central.start(), timeout=10)
+
+    # -- commands ------------------------------------------------------------------
+
+    @receives(CommandBatch, "command batch")
+    def on_commands(self, topic: str, batch: CommandBatch) -> None:
+        for cmd in self.intake.accept(batch):
+            self.run_on_loop(self.execute(cmd))
+
+    async def execute(self, cmd: Command) -> None:
+        asset = self.assets.get(cmd.asset_id)
+        if asset is None:
+            self.results.send([result(cmd.command_id, cmd.asset_id, Outcome.REFUSED,
+                                      f"{cmd.asset_id} is not an OCPP charger of gateway {self.gateway_id}")])
+            return
+        point = self.central.points.get(asset.ocpp.charge_point_id)
+        if point is None:
+            self.results.send([result(cmd.command_id, cmd.asset_id, Outcome.FAILED,
+                                      f"charger {asset.ocpp.charge_point_id} is not connected")])
+            return
+        outcome, error = await self.call(point, asset.ocpp.connector_id, cmd)
+        if outcome is None:
+            return  # no answer: the planner's timeout decides
+        if outcome is Outcome.COMPLETED:
+            if cmd.command_type in RESTORED:
+                self.in_force[(cmd.asset_id, cmd.command_type)] = cmd
+            self.results.send([result(cmd.command_id, cmd.asset_id, Outcome.ACKNOWLEDGED),
+                               result(cmd.command_id, cmd.asset_id, Outcome.COMPLETED)])
+        else:
+            self.results.send([result(cmd.command_id, cmd.asset_id, outcome, error)])
+
+    async def call(self, point: Point, connector_id: int, cmd: Command) -> tuple[Outcome | None, str | None]:
+        """Send ``cmd`` as an OCPP call on ``point``; (None, None) when it got no answer in time."""
+        if cmd.command_type is CommandType.STOP_CHARGING and "transaction_id" not in cmd.parameters:
+            if point.transaction_id is None:
+                return Outcome.FAILED, "no transaction in progress on this charger"
+            cmd = dataclasses.replace(cmd, parameters=cmd.parameters | {"transaction_id": point.transaction_id})
+        try:
+            payload = OCPPAdapter(self.gateway_id, point.version, connector_id).build_call(cmd)
+        except TranslationError as exc:
+            return Outcome.REFUSED, str(exc)
+        try:
+            answer = await asyncio.wait_for(point.call(payload, suppress=False), cmd.timeout_seconds)
+        except asyncio.TimeoutError:
+            log.warning("%s: no answer to %s within %g s", point.id, cmd.command_id, cmd.timeout_seconds)
+            return None, None
+        except OCPPError as exc:
+            return Outcome.FAILED, f"CallError {exc.code}: {exc.description}"
+        except websockets.ConnectionClosed:
+            return Outcome.FAILED, f"charger {point.id} disconnected during the call"
+        return outcome_of(answer)
+
+    # -- what chargers say (called on the loop by the handlers) --------------------
+
+    def state(self, charge_point_id: str, state: ChargerState, detail: dict[str, Any]) -> None:
+        self.report(self.by_charge_point[charge_point_id].asset_id, state.value, detail)
+
+    def telemetry_of(self, charge_point_id: str, values: dict[str, Any]) -> None:
+        self.telemetry(self.by_charge_point[charge_point_id].asset_id, values)
+
+    def booted(self, charge_point_id: str) -> None:
+        asset = self.by_charge_point[charge_point_id]
+        point = self.central.points.get(charge_point_id)
+        for (asset_id, _), cmd in list(self.in_force.items()):
+            if asset_id == asset.asset_id and point is not None:
+                asyncio.ensure_future(self._restore(point, asset.ocpp.connector_id, cmd))
+
+    async def _restore(self, point: Point, connector_id: int, cmd: Command) -> None:
+        outcome, error = await self.call(point, connector_id, cmd)
+        log.info("%s: setpoint of %s restored after reconnect: %s %s", point.id, cmd.command_id, outcome, error or "")
+
+    def link(self, charge_point_id: str, up: bool, reason: str) -> None:
+        asset = self.by_charge_point[charge_point_id]
+        self.bus.emit(EventType.DEVICE_LINK_UP if up else EventType.DEVICE_LINK_DOWN,
+                      {"asset_id": asset.asset_id, "endpoint": charge_point_id, "reason": reason})
+
+    async def stop_links(self) -> None:
+        await self.central.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = base_arguments(__doc__.splitlines()[0])
+    parser.add_argument("--gateway-id", default="ocpp")
+    args = parser.parse_args(argv)
+    return run(f"gateway-{args.gateway_id}", lambda site, publish: OcppGateway(site, publish, args.gateway_id),
+               load_site(args.site_config))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench bench-modbus clean
+.PHONY: demo test bench bench-modbus bench-ocpp clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required, found " + sys.version.split()[0])'
@@ -30,6 +30,11 @@ bench: $(STAMP)
 bench-modbus: $(STAMP)
 	@mosquitto/ensure-mosquitto.sh
 	$(BIN)/python bench/modbus_gateway.py
+
+bench-ocpp: $(STAMP)
+	@mosquitto/ensure-mosquitto.sh
+	$(BIN)/python bench/ocpp_gateway.py --version 1.6
+	$(BIN)/python bench/ocpp_gateway.py --version 2.0.1
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,171 @@
+"""Benchmark: 1,000 simulated chargers connected to the OCPP gateway.
+
+Time from the moment their SET_CHARGE_RATE commands fall due (one batch published on the
+gateway's command topic, as the planner does at a slot boundary) to each
+SetChargingProfile answered (the gateway's COMPLETED result): p50, p99 and the last.
+Beside it, the floor: the same number of round trips over bare websockets between two
+processes (a bare echo server process and this one, 1,000 connections, all at once).
+
+    make bench-ocpp    (or: .venv/bin/python bench/ocpp_gateway.py [--version 2.0.1])
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import queue
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import websockets
+from paho.mqtt.enums import CallbackAPIVersion
+
+from coordinator.base import Command, CommandType
+from coordinator.codec import decode_event
+from coordinator.topics import EVENTS_ALL, RESULTS_ALL, commands_topic
+from coordinator.wire import CommandBatch, Outcome, ResultBatch, decode
+from services.broker import free_port, start_broker, wait_for_port
+from services.launcher import ServiceProcesses
+
+CHARGERS, ROUNDS, ROUND_GAP = 1000, 5, 2.0
+PASSWORD = "bench-password-0123456789"
+
+
+def site_config(port: int, version: str) -> str:
+    lines = ['site_id = "sit_bench"', "", "[[gateways]]", 'gateway_id = "ocpp"', 'protocol = "ocpp"',
+             "[gateways.ocpp]", 'host = "127.0.0.1"', f"port = {port}"]
+    for i in range(CHARGERS):
+        lines += ["", "[[assets]]", f'asset_id = "ast_cp_{i:04d}"', 'kind = "ev_charger"', 'gateway_id = "ocpp"',
+                  "max_power_kw = 22.0", "[assets.ocpp]", f'charge_point_id = "CP{i:04d}"', f'password = "{PASSWORD}"',
+                  f'version = "{version}"']
+    return "\n".join(lines) + "\n"
+
+
+def percentiles(samples: list[float]) -> str:
+    ordered = sorted(samples)
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    return f"p50 {statistics.median(ordered) * 1e3:7.1f} ms   p99 {p99 * 1e3:7.1f} ms   last {ordered[-1] * 1e3:7.1f} ms"
+
+
+ECHO_SERVER = textwrap.dedent("""
+    import asyncio, sys, websockets
+    async def echo(ws):
+        async for message in ws:
+            await ws.send(message)
+    async def main():
+        async with websockets.serve(echo, "127.0.0.1", int(sys.argv[1]), max_size=None):
+            await asyncio.Future()
+    asyncio.run(main())
+""")
+
+
+async def floor_round(port: int) -> list[float]:
+    connections = await asyncio.gather(*(websockets.connect(f"ws://127.0.0.1:{port}/CP{i:04d}") for i in range(CHARGERS)))
+    # About the size of a SetChargingProfile call and its answer.
+    message = '[2,"0c43b85b-b429-43bf-8133-52698b9d34e4","SetChargingProfile",{"connectorId":1,' + '"x":0,' * 40 + '"y":1}]'
+    start = time.perf_counter()
+
+    async def one(ws) -> float:
+        await ws.send(message)
+        await ws.recv()
+        return time.perf_counter() - start
+
+    latencies = await asyncio.gather(*(one(ws) for ws in connections))
+    await asyncio.gather(*(ws.close() for ws in connections))
+    return list(latencies)
+
+
+def floor() -> list[float]:
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, str(port)])
+    try:
+        assert wait_for_port("127.0.0.1", port, 10)
+        return [t for _ in range(ROUNDS) for t in asyncio.run(floor_round(port))]
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def gateway_round(inbox: queue.Queue, client: paho.Client, assets: list[str], kw: float) -> list[float]:
+    now = datetime.now(timezone.utc)
+    commands = [Command(a, CommandType.SET_CHARGE_RATE, {"power_kw": kw}, now, attempts=1, timeout_seconds=30) for a in assets]
+    payload = CommandBatch.of("ocpp", commands).encode()
+    pending = {c.command_id for c in commands}
+    latencies = []
+    start = time.perf_counter()
+    client.publish(commands_topic("ocpp"), payload, qos=1)
+    deadline = start + 60
+    while pending and time.perf_counter() < deadline:
+        try:
+            message = inbox.get(timeout=1)
+        except queue.Empty:
+            continue
+        if not message.topic.startswith("qubit/results/"):
+            continue
+        for r in decode(ResultBatch, message.payload).results:
+            if r.command_id in pending and r.outcome is not Outcome.ACKNOWLEDGED:
+                if r.outcome is not Outcome.COMPLETED:
+                    raise SystemExit(f"{r.asset_id}: {r.outcome} {r.error}")
+                pending.discard(r.command_id)
+                latencies.append(time.perf_counter() - start)
+    if pending:
+        raise SystemExit(f"{len(pending)} commands unanswered")
+    return latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--version", default="1.6", choices=["1.6", "2.0.1"])
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="qubit-bench-ocpp-"))
+    port = free_port()
+    (work / "site.toml").write_text(site_config(port, args.version))
+    floor_before = floor()
+    broker = start_broker(work / "broker")
+    procs = ServiceProcesses(broker.host, broker.port, work / "site.toml", work / "logs")
+    inbox: queue.Queue[paho.MQTTMessage] = queue.Queue()
+    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
+    client.on_message = lambda c, u, m: inbox.put(m)
+    try:
+        procs.start("gateway-ocpp")
+        procs.wait_online("gateway-ocpp")
+        client.connect(broker.host, broker.port)
+        client.subscribe(RESULTS_ALL, qos=1)
+        client.subscribe(EVENTS_ALL, qos=1)
+        client.loop_start()
+        procs.start("chargepoint-simulator")
+        ups, deadline = set(), time.monotonic() + 120
+        while len(ups) < CHARGERS and time.monotonic() < deadline:
+            try:
+                m = inbox.get(timeout=1)
+            except queue.Empty:
+                continue
+            if m.topic.startswith("qubit/events/DEVICE_LINK_UP/"):
+                ups.add(decode_event(m.payload).payload["asset_id"])
+        print(f"{len(ups)} chargers connected (OCPP {args.version})")
+        time.sleep(3)  # let boots and status notifications settle
+        assets = [f"ast_cp_{i:04d}" for i in range(CHARGERS)]
+        gateway = []
+        for r in range(ROUNDS):
+            time.sleep(ROUND_GAP)
+            gateway += gateway_round(inbox, client, assets, 7.0 + r)
+    finally:
+        client.loop_stop()
+        procs.stop_all()
+        broker.stop()
+    floor_after = floor()
+    print(f"{CHARGERS} chargers, {ROUNDS} rounds")
+    print(f"floor   bare websocket round trips, 2 processes (before) : {percentiles(floor_before)}")
+    print(f"gateway due -> SetChargingProfile answered (MQTT in/out): {percentiles(gateway)}")
+    print(f"floor   bare websocket round trips, 2 processes (after)  : {percentiles(floor_after)}")
+
+
+if __name__ == "__main__":
+    main()

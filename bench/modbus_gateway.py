@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import queue
-import statistics
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -25,10 +24,11 @@ from pymodbus.client import AsyncModbusTcpClient
 
 from coordinator.base import Command, CommandType
 from coordinator.codec import decode_event
-from coordinator.topics import EVENTS_ALL, RESULTS_ALL, commands_topic
-from coordinator.wire import CommandBatch, Outcome, ResultBatch, decode
+from coordinator.topics import EVENTS_ALL, RESULTS_ALL
 from services.broker import free_port, start_broker, wait_for_port
 from services.launcher import ServiceProcesses
+
+from batch_timing import percentiles, time_batch
 
 BATTERIES, ROUNDS, ROUND_GAP = 100, 5, 1.0
 
@@ -39,12 +39,6 @@ def site_config(ports: list[int]) -> str:
         lines += ["", "[[assets]]", f'asset_id = "ast_batt_{i:03d}"', 'kind = "battery"', 'gateway_id = "modbus"',
                   "max_power_kw = 500.0", "[assets.modbus]", f"port = {port}", "poll_interval_seconds = 1.0"]
     return "\n".join(lines) + "\n"
-
-
-def percentiles(samples: list[float]) -> str:
-    ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return f"p50 {statistics.median(ordered) * 1e3:6.1f} ms   p99 {p99 * 1e3:6.1f} ms   last {ordered[-1] * 1e3:6.1f} ms"
 
 
 async def floor_round(ports: list[int], value: int) -> list[float]:
@@ -78,33 +72,6 @@ class Mqtt:
         self.client.loop_start()
 
 
-def gateway_round(mqtt: Mqtt, assets: list[str], kw: float) -> list[float]:
-    now = datetime.now(timezone.utc)
-    commands = [Command(a, CommandType.SET_CHARGE_RATE, {"power_kw": kw}, now, attempts=1) for a in assets]
-    payload = CommandBatch.of("modbus", commands).encode()
-    pending = {c.command_id for c in commands}
-    latencies = []
-    start = time.perf_counter()
-    mqtt.client.publish(commands_topic("modbus"), payload, qos=1)
-    deadline = start + 30
-    while pending and time.perf_counter() < deadline:
-        try:
-            message = mqtt.inbox.get(timeout=1)
-        except queue.Empty:
-            continue
-        if not message.topic.startswith("qubit/results/"):
-            continue
-        for r in decode(ResultBatch, message.payload).results:
-            if r.command_id in pending and r.outcome is not Outcome.ACKNOWLEDGED:
-                if r.outcome is not Outcome.COMPLETED:
-                    raise SystemExit(f"{r.asset_id}: {r.outcome} {r.error}")
-                pending.discard(r.command_id)
-                latencies.append(time.perf_counter() - start)
-    if pending:
-        raise SystemExit(f"{len(pending)} commands unanswered")
-    return latencies
-
-
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="qubit-bench-modbus-"))
     ports = [free_port() for _ in range(BATTERIES)]
@@ -130,7 +97,9 @@ def main() -> None:
         gateway = []
         for r in range(ROUNDS):
             time.sleep(ROUND_GAP)  # slot boundaries are apart; back to back, a round meets the last one's tail
-            gateway += gateway_round(mqtt, assets, 10.0 + r)
+            now = datetime.now(timezone.utc)
+            batch = [Command(a, CommandType.SET_CHARGE_RATE, {"power_kw": 10.0 + r}, now, attempts=1) for a in assets]
+            gateway += time_batch(mqtt.inbox, mqtt.client, "modbus", batch)
         procs.kill("gateway-modbus", 15)
         floor_after = floor(ports)
     finally:

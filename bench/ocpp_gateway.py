@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import queue
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,10 +28,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from coordinator.base import Command, CommandType
 from coordinator.codec import decode_event
-from coordinator.topics import EVENTS_ALL, RESULTS_ALL, commands_topic
-from coordinator.wire import CommandBatch, Outcome, ResultBatch, decode
+from coordinator.topics import EVENTS_ALL, RESULTS_ALL
 from services.broker import free_port, start_broker, wait_for_port
 from services.launcher import ServiceProcesses
+
+from batch_timing import percentiles, time_batch
 
 CHARGERS, ROUNDS, ROUND_GAP = 1000, 5, 2.0
 PASSWORD = "bench-password-0123456789"
@@ -46,12 +46,6 @@ def site_config(port: int, version: str) -> str:
                   "max_power_kw = 22.0", "[assets.ocpp]", f'charge_point_id = "CP{i:04d}"', f'password = "{PASSWORD}"',
                   f'version = "{version}"']
     return "\n".join(lines) + "\n"
-
-
-def percentiles(samples: list[float]) -> str:
-    ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return f"p50 {statistics.median(ordered) * 1e3:7.1f} ms   p99 {p99 * 1e3:7.1f} ms   last {ordered[-1] * 1e3:7.1f} ms"
 
 
 ECHO_SERVER = textwrap.dedent("""
@@ -93,33 +87,6 @@ def floor() -> list[float]:
         server.wait()
 
 
-def gateway_round(inbox: queue.Queue, client: paho.Client, assets: list[str], kw: float) -> list[float]:
-    now = datetime.now(timezone.utc)
-    commands = [Command(a, CommandType.SET_CHARGE_RATE, {"power_kw": kw}, now, attempts=1, timeout_seconds=30) for a in assets]
-    payload = CommandBatch.of("ocpp", commands).encode()
-    pending = {c.command_id for c in commands}
-    latencies = []
-    start = time.perf_counter()
-    client.publish(commands_topic("ocpp"), payload, qos=1)
-    deadline = start + 60
-    while pending and time.perf_counter() < deadline:
-        try:
-            message = inbox.get(timeout=1)
-        except queue.Empty:
-            continue
-        if not message.topic.startswith("qubit/results/"):
-            continue
-        for r in decode(ResultBatch, message.payload).results:
-            if r.command_id in pending and r.outcome is not Outcome.ACKNOWLEDGED:
-                if r.outcome is not Outcome.COMPLETED:
-                    raise SystemExit(f"{r.asset_id}: {r.outcome} {r.error}")
-                pending.discard(r.command_id)
-                latencies.append(time.perf_counter() - start)
-    if pending:
-        raise SystemExit(f"{len(pending)} commands unanswered")
-    return latencies
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--version", default="1.6", choices=["1.6", "2.0.1"])
@@ -155,7 +122,9 @@ def main() -> None:
         gateway = []
         for r in range(ROUNDS):
             time.sleep(ROUND_GAP)
-            gateway += gateway_round(inbox, client, assets, 7.0 + r)
+            now = datetime.now(timezone.utc)
+            batch = [Command(a, CommandType.SET_CHARGE_RATE, {"power_kw": 7.0 + r}, now, attempts=1) for a in assets]
+            gateway += time_batch(inbox, client, "ocpp", batch)
     finally:
         client.loop_stop()
         procs.stop_all()

@@ -1,0 +1,46 @@
+"""Shared by the gateway benchmarks: publish one command batch, time each command's end."""
+
+from __future__ import annotations
+
+import queue
+import statistics
+import time
+
+import paho.mqtt.client as paho
+
+from coordinator.base import Command
+from coordinator.topics import commands_topic
+from coordinator.wire import CommandBatch, Outcome, ResultBatch, decode
+
+
+def percentiles(samples: list[float]) -> str:
+    ordered = sorted(samples)
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    return f"p50 {statistics.median(ordered) * 1e3:7.1f} ms   p99 {p99 * 1e3:7.1f} ms   last {ordered[-1] * 1e3:7.1f} ms"
+
+
+def time_batch(inbox: queue.Queue[paho.MQTTMessage], client: paho.Client, gateway_id: str,
+               commands: list[Command], limit: float = 60.0) -> list[float]:
+    """Seconds from publishing ``commands`` as one batch (as the planner does when they fall
+    due) to each one's COMPLETED result; any other final outcome aborts the benchmark."""
+    payload = CommandBatch.of(gateway_id, commands).encode()
+    pending = {c.command_id for c in commands}
+    latencies = []
+    start = time.perf_counter()
+    client.publish(commands_topic(gateway_id), payload, qos=1)
+    while pending and time.perf_counter() < start + limit:
+        try:
+            message = inbox.get(timeout=1)
+        except queue.Empty:
+            continue
+        if not message.topic.startswith("qubit/results/"):
+            continue
+        for r in decode(ResultBatch, message.payload).results:
+            if r.command_id in pending and r.outcome is not Outcome.ACKNOWLEDGED:
+                if r.outcome is not Outcome.COMPLETED:
+                    raise SystemExit(f"{r.asset_id}: {r.outcome} {r.error}")
+                pending.discard(r.command_id)
+                latencies.append(time.perf_counter() - start)
+    if pending:
+        raise SystemExit(f"{len(pending)} commands unanswered")
+    return latencies

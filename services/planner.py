@@ -98,7 +98,7 @@ class Planner:
         if sid in self._versions:
             log.info("schedule %s already planned (redelivery or resend); ignored", sid)
             return
-        assets = {msg.asset_map[k] for k in msg.asset_map}
+        assets = set(msg.asset_map.values())
         newer = sorted(a for a in assets if self._asset_versions.get(a, -1) > accepted.version)
         if newer:
             self.bus.emit(

@@ -12,7 +12,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from coordinator.codec import DecodeError, decode_event
 from coordinator.topics import EVENTS_ALL
-from services.broker import start_broker
+from services.broker import free_port, start_broker, wait_for_port
 from services.launcher import ServiceProcesses
 
 REPO = Path(__file__).resolve().parents[2]
@@ -111,3 +111,63 @@ def plain(broker):
     yield make
     for client in made:
         client.close()
+
+
+PASSWORD = "ocpp-test-password-123"
+
+OCPP_SITE = """
+site_id = "sit_ocpp_test"
+
+[coordinator]
+dispatch_interval_seconds = 0.2
+command_timeout_seconds = {timeout}
+max_retries = 0
+
+[[gateways]]
+gateway_id = "ocpp"
+protocol = "ocpp"
+[gateways.ocpp]
+host = "127.0.0.1"
+port = {port}
+
+[[assets]]
+asset_id = "ast_bay_1"
+kind = "ev_charger"
+gateway_id = "ocpp"
+max_power_kw = 22.0
+[assets.ocpp]
+charge_point_id = "CP001"
+password = "{password1}"
+version = "{version}"
+
+[[assets]]
+asset_id = "ast_bay_2"
+kind = "ev_charger"
+gateway_id = "ocpp"
+max_power_kw = 22.0
+[assets.ocpp]
+charge_point_id = "CP002"
+password = "{password2}"
+version = "{version}"
+"""
+
+OCPP_CORE = ("ingester", "planner", "tracker", "gateway-ocpp")
+
+
+@pytest.fixture(params=["1.6", "2.0.1"])
+def version(request):
+    return request.param
+
+
+@pytest.fixture
+def ocpp_stack(broker, tmp_path, version):
+    port = free_port()
+    path = tmp_path / "site.toml"
+    path.write_text(OCPP_SITE.format(port=port, version=version, timeout=3.0, password1=PASSWORD, password2=PASSWORD))
+    procs = ServiceProcesses(broker.host, broker.port, path, tmp_path / "logs")
+    procs.ocpp_port = port
+    procs.password, procs.site_template = PASSWORD, OCPP_SITE  # for tests that write a charger-side config
+    procs.start_all(OCPP_CORE)
+    assert wait_for_port("127.0.0.1", port, 10)
+    yield procs
+    procs.stop_all()

@@ -158,7 +158,8 @@ class V201Point(V201ChargePoint):
             self.transaction_id = None
         else:
             self.transaction_id = transaction_info.get("transaction_id")
-        state = v201_transaction_state(event_type, transaction_info.get("charging_state"))
+        state = v201_transaction_state(event_type, transaction_info.get("charging_state"),
+                                       transaction_info.get("stopped_reason"), trigger_reason)
         if state is not None:
             self.sink.state(self.id, state, {"ocpp_event": event_type, "trigger_reason": trigger_reason})
         power = _power_w(meter_value or [])

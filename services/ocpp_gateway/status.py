@@ -54,9 +54,22 @@ def v201_connector_state(status: str) -> ChargerState | None:
         return None
 
 
-def v201_transaction_state(event_type: str, charging_state: str | None) -> ChargerState | None:
-    """A TransactionEvent's meaning for the connector; None when it says nothing new."""
+# A session that ended because the vehicle left: 1.6 says Available straight after Charging,
+# 2.0.1 says it with the stoppedReason (or the trigger, which some stations send alone).
+_DEPARTED_REASONS = {v201.ReasonEnumType.ev_disconnected}
+_DEPARTED_TRIGGERS = {v201.TriggerReasonEnumType.ev_communication_lost, v201.TriggerReasonEnumType.ev_departed}
+
+
+def v201_transaction_state(event_type: str, charging_state: str | None, stopped_reason: str | None = None,
+                           trigger_reason: str | None = None) -> ChargerState | None:
+    """A TransactionEvent's meaning for the connector; None when it says nothing new.
+
+    Ended with the vehicle gone is AVAILABLE (an early departure when it was still charging);
+    Ended with the vehicle still plugged in is FINISHING.
+    """
     if event_type == v201.TransactionEventEnumType.ended:
+        if stopped_reason in _DEPARTED_REASONS or trigger_reason in _DEPARTED_TRIGGERS:
+            return ChargerState.AVAILABLE
         return ChargerState.FINISHING
     if charging_state is None:
         return None

@@ -24,6 +24,9 @@ def test_v201_connector_and_transaction_words():
     assert v201_transaction_state("Updated", "SuspendedEVSE") is ChargerState.SUSPENDED
     assert v201_transaction_state("Started", "Charging") is ChargerState.CHARGING
     assert v201_transaction_state("Ended", None) is ChargerState.FINISHING
+    assert v201_transaction_state("Ended", "EVConnected", "Remote", "RemoteStop") is ChargerState.FINISHING
+    assert v201_transaction_state("Ended", None, "EVDisconnected", "EVCommunicationLost") is ChargerState.AVAILABLE
+    assert v201_transaction_state("Ended", None, None, "EVDeparted") is ChargerState.AVAILABLE
     assert v201_transaction_state("Updated", None) is None
 
 

@@ -1,0 +1,121 @@
+"""The OCPP gateway end to end, both OCPP versions: broker, ingester, planner, tracker,
+gateway and the charge point simulator as separate processes, real OCPP-J over websockets."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import msgpack
+import pandas as pd
+import pytest
+
+from coordinator.codec import encode_schedule
+from coordinator.topics import SCHEDULES_IN, simulator_topic
+
+
+pytestmark = pytest.mark.timeout(180)
+
+def start_simulator(stack, events, *, site_path=None, expect=("ast_bay_1", "ast_bay_2")):
+    args = ("--site-config", str(site_path)) if site_path else ()
+    stack.start("chargepoint-simulator", *args)
+    events.wait_for(lambda ev: {e.payload["asset_id"] for e in of(events, "DEVICE_LINK_UP")} >= set(expect), timeout=20,
+                    what="chargers connected")
+
+
+def control(plain, cp_id, action, value=None):
+    plain().publish(simulator_topic("ocpp"), msgpack.packb({"charge_point_id": cp_id, "action": action, "value": value}))
+
+
+def schedule(plain, values, asset="ast_bay_1", slot=timedelta(seconds=2), schedule_id="sch_ocpp"):
+    idx = pd.date_range(datetime.now(timezone.utc) + timedelta(seconds=0.3), periods=len(values), freq=slot)
+    df = pd.DataFrame({"ev_1_kw": values}, index=idx, dtype=float)
+    plain().publish(SCHEDULES_IN, encode_schedule(df, asset_map={"ev_1": asset}, site_id="sit_ocpp_test", schedule_id=schedule_id))
+
+
+def of(events, kind, asset=None):
+    return [e for e in events.events if e.event_type.value == kind and (asset is None or e.payload.get("asset_id") == asset)]
+
+
+def states(events, asset="ast_bay_1"):
+    return [e.payload["to_state"] for e in of(events, "STATE_CHANGED", asset)]
+
+
+def wait_state(events, state, asset="ast_bay_1", timeout=15):
+    events.wait_for(lambda ev: states(events, asset)[-1:] == [state], timeout=timeout, what=f"{asset} {state}")
+
+
+def test_happy_path_suspend_and_resume(ocpp_stack, events, plain):
+    start_simulator(ocpp_stack, events)
+    control(plain, "CP001", "plug_in")
+    wait_state(events, "PREPARING")
+    schedule(plain, [11.0, 0.0, 22.0])
+    events.wait_for(lambda ev: len(of(events, "COMMAND_COMPLETED", "ast_bay_1")) >= 3, timeout=20, what="3 setpoints")
+    wait_state(events, "CHARGING")
+    assert "SUSPENDED" in states(events)  # the 0 kW slot suspends the session (SuspendedEVSE)
+    control(plain, "CP001", "suspend")  # the vehicle pauses by itself
+    wait_state(events, "SUSPENDED")
+    control(plain, "CP001", "resume")
+    wait_state(events, "CHARGING")
+    assert of(events, "COMMAND_FAILED") == []
+
+
+def test_early_departure_cancels_remaining_commands(ocpp_stack, events, plain):
+    start_simulator(ocpp_stack, events)
+    control(plain, "CP001", "plug_in")
+    wait_state(events, "PREPARING")
+    schedule(plain, [11.0, 11.0, 7.0, 0.0], slot=timedelta(seconds=3))
+    events.wait_for(lambda ev: of(events, "COMMAND_COMPLETED", "ast_bay_1"), timeout=15, what="first setpoint")
+    wait_state(events, "CHARGING")
+    control(plain, "CP001", "unplug")
+    events.wait_for(lambda ev: len(of(events, "COMMAND_CANCELLED", "ast_bay_1")) >= 2, timeout=15, what="cancellations")
+    assert all("early departure" in e.payload["error"] for e in of(events, "COMMAND_CANCELLED", "ast_bay_1"))
+
+
+def test_fault_holds_until_reset(ocpp_stack, events, plain):
+    start_simulator(ocpp_stack, events)
+    control(plain, "CP001", "fault")
+    wait_state(events, "FAULTED")
+    schedule(plain, [11.0])
+    events.wait_for(lambda ev: of(events, "COMMAND_HELD", "ast_bay_1"), timeout=10, what="held")
+    control(plain, "CP001", "reset")
+    events.wait_for(lambda ev: of(events, "COMMAND_COMPLETED", "ast_bay_1"), timeout=15, what="released after reset")
+
+
+def test_rejection_and_timeout(ocpp_stack, events, plain):
+    start_simulator(ocpp_stack, events)
+    control(plain, "CP001", "reject", 1)
+    control(plain, "CP002", "drop", 1)
+    plain().publish(SCHEDULES_IN, encode_schedule(
+        pd.DataFrame({"ev_1_kw": [11.0], "ev_2_kw": [7.0]},
+                     index=pd.date_range(datetime.now(timezone.utc) + timedelta(seconds=0.5), periods=1, freq="2s")),
+        asset_map={"ev_1": "ast_bay_1", "ev_2": "ast_bay_2"}, site_id="sit_ocpp_test"))
+    events.wait_for(lambda ev: of(events, "COMMAND_FAILED", "ast_bay_1") and of(events, "COMMAND_TIMED_OUT", "ast_bay_2"),
+                    timeout=20, what="rejection and timeout")
+    assert "Rejected" in of(events, "COMMAND_FAILED", "ast_bay_1")[0].payload["error"]
+
+
+def test_disconnect_and_reconnect(ocpp_stack, events, plain):
+    start_simulator(ocpp_stack, events)
+    control(plain, "CP001", "plug_in")
+    schedule(plain, [11.0])
+    events.wait_for(lambda ev: of(events, "COMMAND_COMPLETED", "ast_bay_1"), timeout=15, what="setpoint")
+    control(plain, "CP001", "disconnect", 1)
+    events.wait_for(lambda ev: of(events, "DEVICE_LINK_DOWN", "ast_bay_1"), timeout=10, what="link down")
+    events.wait_for(lambda ev: len(of(events, "DEVICE_LINK_UP", "ast_bay_1")) >= 2, timeout=20, what="reconnected")
+    events.wait_for(lambda ev: "setpoint of" in ocpp_stack.log("gateway-ocpp") and "restored" in ocpp_stack.log("gateway-ocpp"),
+                    timeout=10, what="current setpoint sent again")
+    schedule(plain, [7.0], schedule_id="sch_after")
+    events.wait_for(lambda ev: len(of(events, "COMMAND_COMPLETED", "ast_bay_1")) >= 2, timeout=15, what="new setpoint")
+
+
+def test_wrong_credentials_are_refused(ocpp_stack, events, plain, tmp_path, version):
+    wrong = tmp_path / "charger-side.toml"
+    wrong.write_text(ocpp_stack.site_template.format(port=ocpp_stack.ocpp_port, version=version, timeout=3.0,
+                                                     password1=ocpp_stack.password, password2="not-the-password-at-all"))
+    start_simulator(ocpp_stack, events, site_path=wrong, expect=("ast_bay_1",))
+    events.collect(2.0)
+    assert of(events, "DEVICE_LINK_UP", "ast_bay_2") == []
+    log = ocpp_stack.log("gateway-ocpp")
+    assert "refused CP002: wrong or missing credentials" in log
+    assert "not-the-password-at-all" not in log and ocpp_stack.password not in log  # never logged
+

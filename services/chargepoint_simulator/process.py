@@ -10,7 +10,6 @@ import signal
 import ssl
 from collections.abc import Mapping
 
-import msgpack
 import ocpp.messages
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -18,6 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from coordinator.mqtt_client import BrokerSettings
 from coordinator.site import AssetConfig, AssetKind, OcppListenConfig, Protocol, SiteConfig
 from coordinator.topics import simulator_topic
+from coordinator.wire import ChargerControl, decode
 
 from ..runtime import DEFAULT_SITE_CONFIG, configure_logging, load_site
 from .charger import SimulatedCharger
@@ -49,20 +49,8 @@ def chargers_of(site: SiteConfig, gateway_id: str, only: list[str] | None = None
 
 def parse_control(payload: bytes) -> tuple[str, str, float | None]:
     """A control message -> (charge_point_id, action, value); ValueError says what is wrong."""
-    if len(payload) > MAX_CONTROL_BYTES:
-        raise ValueError(f"{len(payload)} bytes is too long for a control message")
-    try:
-        message = msgpack.unpackb(payload, raw=False, strict_map_key=True)
-    except Exception as exc:  # msgpack raises several unrelated types for bad input
-        raise ValueError(f"not msgpack: {exc}") from None
-    if not isinstance(message, dict):
-        raise ValueError("not a msgpack map")
-    cp_id, action, value = message.get("charge_point_id"), message.get("action"), message.get("value")
-    if not isinstance(cp_id, str) or not isinstance(action, str):
-        raise ValueError("charge_point_id and action must be strings")
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-        raise ValueError(f"value must be a number, got {value!r}")
-    return cp_id, action, None if value is None else float(value)
+    message = decode(ChargerControl, payload, max_bytes=MAX_CONTROL_BYTES)  # DecodeError is a ValueError
+    return message.charge_point_id, message.action, None if message.value is None else float(message.value)
 
 
 class ControlListener:

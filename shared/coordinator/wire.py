@@ -111,6 +111,15 @@ class StatusReport(WireModel):
     detail: dict[str, Any] | None = None
 
 
+class ChargerControl(WireModel):
+    """Tests, the demo or a commissioning engineer -> the charge point simulator: make one
+    simulated charger plug in, fault, answer slowly... (docs/chargepoint-simulator.md)."""
+
+    charge_point_id: str = Id
+    action: str = Field(min_length=1, max_length=32)
+    value: pydantic.StrictFloat | pydantic.StrictInt | None = None
+
+
 class Telemetry(WireModel):
     """Gateway -> anyone, QoS 0: measurements of one device at one instant."""
 

@@ -281,26 +281,20 @@ class Recorder:
 
     def __init__(self) -> None:
         self.messages: list[tuple[str, dict[str, Any]]] = []
-        self._changed = asyncio.Condition()
 
     def add(self, action: str, payload: dict[str, Any]) -> None:
         self.messages.append((action, payload))
-        asyncio.get_running_loop().create_task(self._notify())
-
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
 
     async def wait(self, action: str, where=lambda p: True, timeout: float = 5.0) -> dict[str, Any]:
-        async def found() -> dict[str, Any]:
-            async with self._changed:
-                while True:
-                    for got, payload in self.messages:
-                        if got == action and where(payload):
-                            return payload
-                    await self._changed.wait()
-
-        return await asyncio.wait_for(found(), timeout)
+        # Polling keeps this free of wake-up races; 10 ms is far below what the tests wait for.
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            for got, payload in self.messages:
+                if got == action and where(payload):
+                    return payload
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"no {action} as expected within {timeout:g} s; saw {[m[0] for m in self.messages]}")
+            await asyncio.sleep(0.01)
 
 
 class Csms16(V16Csms):

@@ -1,11 +1,12 @@
 """`make demo`: the whole stack on this machine, driven by one Layer 3 schedule.
 
-Starts a private Mosquitto, the ingester, planner, tracker, the loopback gateway (the
-chargers), the Modbus gateway and a simulated battery on real Modbus TCP as separate
-processes, publishes a schedule of eight 3-second slots and prints every event as SCADA
-would see it on qubit/events/#. Midway the battery faults and is reset (its commands are
-held, then the newest goes out) and bus 12 leaves early (its remaining commands are
-cancelled). Ends with a summary and a clean shutdown, in about 40 seconds.
+Starts a private Mosquitto and, as separate processes, the ingester, planner, tracker, the
+OCPP gateway with two simulated chargers connected to it over real OCPP-J websockets (bay 1
+speaks 1.6, bay 2 speaks 2.0.1), the Modbus gateway and a simulated battery on real Modbus
+TCP. Both buses plug in, a schedule of eight 3-second slots goes out, and every event is
+printed as SCADA would see it on qubit/events/#. Midway the battery faults and is reset (its
+commands are held, then the newest goes out) and bus 12 leaves early (its remaining
+commands are cancelled). Ends with a summary and a clean shutdown, in about 45 seconds.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from coordinator.topics import (
     SCHEDULES_IN,
     simulator_topic,
 )
-from coordinator.wire import AssetStateMessage, StatusReport, decode
+from coordinator.wire import AssetStateMessage, ChargerControl, decode
 
 from .battery_simulator import CONTROL, Control
 from .broker import free_port, start_broker
@@ -51,6 +52,7 @@ class Watcher:
         self.statuses: dict[str, str] = {}
         self.states: dict[str, str] = {}
         self.rejected: str | None = None
+        self.linked: set[str] = set()
 
     def on_event(self, topic: str, data: bytes) -> None:
         try:
@@ -60,6 +62,8 @@ class Watcher:
             return
         print(describe(event), flush=True)
         p = event.payload
+        if event.event_type is EventType.DEVICE_LINK_UP:
+            self.linked.add(p.get("asset_id"))
         if p.get("schedule_id") != self.schedule_id:
             return
         if event.event_type is EventType.SCHEDULE_RECEIVED:
@@ -79,18 +83,21 @@ class Watcher:
         return self.rejected is not None or (self.expected is not None and ended >= self.expected)
 
 
-PROCESSES = ("ingester", "planner", "tracker", "gateway-loopback", "battery-simulator", "gateway-modbus")
+PROCESSES = ("ingester", "planner", "tracker", "gateway-ocpp", "chargepoint-simulator", "battery-simulator",
+             "gateway-modbus")
+CHARGERS = {"ast_bay_1": "CP_BAY_1", "ast_bay_2": "CP_BAY_2"}
 
 
 def demo_site(workdir: Path) -> tuple[Path, int]:
-    """deploy/site.toml with the battery's Modbus port moved to a free one."""
+    """deploy/site.toml with the CSMS and the battery moved to free ports; the battery's port."""
     text = DEFAULT_SITE_CONFIG.read_text()
-    port = free_port()
-    moved = text.replace("port = 15020", f"port = {port}")
-    if moved == text:
-        raise SystemExit("deploy/site.toml no longer has the battery on port 15020; update services/demo.py")
-    (workdir / "site.toml").write_text(moved)
-    return workdir / "site.toml", port
+    battery_port = free_port()
+    for fixed, free in (("port = 9000", free_port()), ("port = 15020", battery_port)):
+        if fixed not in text:
+            raise SystemExit(f"deploy/site.toml no longer has {fixed!r}; update services/demo.py")
+        text = text.replace(fixed, f"port = {free}")
+    (workdir / "site.toml").write_text(text)
+    return workdir / "site.toml", battery_port
 
 
 def main() -> int:
@@ -103,11 +110,18 @@ def main() -> int:
     watcher = Watcher("sch_demo_0001")
     client = MqttClient("demo", BrokerSettings(broker.host, broker.port), persistent=False, announce=False)
     try:
-        procs.start_all(PROCESSES)
+        procs.start_all(PROCESSES[:-3] + PROCESSES[-2:])
         client.subscribe(EVENTS_ALL, watcher.on_event)
         client.subscribe(ASSET_STATES_ALL, watcher.on_state)
         client.start()
+        procs.start("chargepoint-simulator")  # now, so that the chargers connecting show up as events
         print(f"all services online: {', '.join(procs.procs)}\n")
+        wait_until(lambda: watcher.linked >= CHARGERS.keys(), timeout=20, what="both chargers connected over OCPP")
+        for cp_id in CHARGERS.values():
+            print(f"--- a bus plugs in at {cp_id}", flush=True)
+            client.publish(simulator_topic("ocpp"), ChargerControl(charge_point_id=cp_id, action="plug_in").encode())
+        wait_until(lambda: all(watcher.states.get(a) == "PREPARING" for a in CHARGERS), timeout=10,
+                   what="both chargers PREPARING")
 
         start = utcnow().replace(microsecond=0) + 2 * SLOT
         df = sample_schedule(start, SLOT)
@@ -119,7 +133,7 @@ def main() -> int:
             (start + 3.5 * SLOT, "battery faults (fault code set on the device)", lambda: battery_control(battery_port, Control.FAULT)),
             (start + 5.5 * SLOT, "battery reset by the operator", lambda: battery_control(battery_port, Control.NORMAL)),
             (start + 5.2 * SLOT, "bus 12 unplugs and leaves early", lambda: client.publish(
-                simulator_topic("loopback"), StatusReport(asset_id="ast_bay_2", state="AVAILABLE", at=utcnow()).encode())),
+                simulator_topic("ocpp"), ChargerControl(charge_point_id=CHARGERS["ast_bay_2"], action="unplug").encode())),
         ]
         run_until(watcher, sorted(incidents, key=lambda i: i[0]), deadline=time.monotonic() + DEADLINE)
     finally:
@@ -136,6 +150,14 @@ def battery_control(port: int, value: Control) -> None:
     client.connect()
     client.write_register(CONTROL.offset, int(value), device_id=1)
     client.close()
+
+
+def wait_until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"demo stopped: no sign of {what} within {timeout:g} s")
+        time.sleep(0.1)
 
 
 def run_until(watcher: Watcher, incidents: list, deadline: float) -> None:

@@ -27,6 +27,9 @@ def describe(event: Event, clock: datetime | None = None) -> str:
                 f"for {p.get('asset_count')} assets over {p.get('slot_count')} slots")
     if event.event_type is EventType.SCHEDULE_REJECTED:
         return f"{stamp}  {kind:<24} {'':<13} {p.get('schedule_id')}: {p.get('reason')}: {p.get('message')}"
+    if "command_type" not in p:  # device links, clamps, ...: not about one command
+        rest = ", ".join(f"{k}={v}" for k, v in p.items() if k != "asset_id")
+        return f"{stamp}  {kind:<24} {p.get('asset_id', ''):<13} {rest}"
     params = ", ".join(f"{k}={v}" for k, v in (p.get("parameters") or {}).items())
     detail = f"{p.get('command_type')}({params})"
     if p.get("error") and event.event_type in _WITH_REASON:

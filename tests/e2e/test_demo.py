@@ -13,6 +13,11 @@ def test_make_demo_runs_the_whole_flow_and_shuts_down_cleanly():
     assert run.returncode == 0, out + run.stderr
     assert "Summary: 12 commands: 3 cancelled, 9 completed" in out
     assert "asset is FAULTED" in out and "reason: early departure" in out
-    assert ("Shutdown: ingester exit 0, planner exit 0, tracker exit 0, gateway-loopback exit 0, "
-            "battery-simulator exit 0, gateway-modbus exit 0") in out
+    shutdown = next(line for line in out.splitlines() if line.startswith("Shutdown: "))
+    assert sorted(shutdown.removeprefix("Shutdown: ").split(", ")) == sorted(
+        f"{name} exit 0" for name in ("ingester", "planner", "tracker", "gateway-ocpp", "chargepoint-simulator",
+                                      "battery-simulator", "gateway-modbus"))
+    # the chargers over real OCPP-J: bay 1 speaks 1.6, bay 2 (which leaves early) 2.0.1
+    assert "DEVICE_LINK_UP           ast_bay_1     endpoint=CP_BAY_1, reason=ocpp1.6" in out
+    assert "STATE_CHANGED            ast_bay_2     CHARGING -> AVAILABLE (unplug)" in out
     assert "STATE_CHANGED            ast_batt_001  DISCHARGING -> FAULTED (fault)" in out  # over real Modbus TCP

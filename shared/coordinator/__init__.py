@@ -27,6 +27,7 @@ from .config import CoordinatorConfig
 from .dispatch import DispatchEngine
 from .events import Event, EventBus, EventType, Subscription
 from .schedule import ScheduleError
+from .state import UnifiedStateMachine
 from .statemachine import InvalidTransition, StateMachine
 from .timeutil import NaiveDatetimeError
 
@@ -55,6 +56,7 @@ __all__ = [
     "StateMachine",
     "Subscription",
     "TranslationError",
+    "UnifiedStateMachine",
     "create_battery_state_machine",
     "create_ev_charger_state_machine",
 ]

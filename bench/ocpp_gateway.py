@@ -107,7 +107,7 @@ def main() -> None:
         client.subscribe(RESULTS_ALL, qos=1)
         client.subscribe(EVENTS_ALL, qos=1)
         client.loop_start()
-        procs.start("chargepoint-simulator")
+        procs.start("chargepoint-simulator", "--no-validation", "--no-control", "--meter-interval", "3600")
         ups, deadline = set(), time.monotonic() + 120
         while len(ups) < CHARGERS and time.monotonic() < deadline:
             try:

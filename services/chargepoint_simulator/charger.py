@@ -80,7 +80,7 @@ class SimulatedCharger:
     """
 
     def __init__(self, asset: AssetConfig, url: str, *, ssl_context: ssl.SSLContext | None = None,
-                 meter_interval: float = 5.0, max_power_w: float = MAX_POWER_W) -> None:
+                 meter_interval: float = 5.0, max_power_w: float = MAX_POWER_W, validate_calls: bool = True) -> None:
         if asset.ocpp is None:
             raise ValueError(f"{asset.asset_id} has no [assets.ocpp] table")
         config = asset.ocpp
@@ -91,6 +91,9 @@ class SimulatedCharger:
         self.url = f"{url.rstrip('/')}/{config.charge_point_id}"
         self.ssl_context = ssl_context
         self.meter_interval = meter_interval
+        self.validate_calls = validate_calls
+        """Check every CSMS call and our answer against the OCPP JSON schemas (a commissioning
+        engineer wants to see a malformed call refused); a load test turns it off."""
         self._password = config.password
         self.model = ChargerModel(max_power_w=max_power_w, issues_transaction_ids=self.version == "2.0.1")
         # Control knobs: how this charger answers the CSMS.

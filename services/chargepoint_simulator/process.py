@@ -140,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", metavar="CP_ID", help="simulate only this charge point (repeatable)")
     parser.add_argument("--meter-interval", type=float, default=5.0, help="seconds between meter values (default 5)")
     parser.add_argument("--no-control", action="store_true", help="do not connect to MQTT for control messages")
+    parser.add_argument("--no-validation", action="store_true",
+                        help="do not check CSMS calls against the OCPP schemas (load tests with many chargers)")
     args = parser.parse_args(argv)
     configure_logging()
     if logging.getLogger().level > logging.DEBUG:
@@ -160,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     context = ssl.create_default_context(cafile=args.cafile) if url.startswith("wss://") else None
     # Validation in executor threads costs more than it saves with many chargers in one process (field notes).
     ocpp.messages.ASYNC_VALIDATION = False
-    chargers = [SimulatedCharger(a, url, ssl_context=context, meter_interval=args.meter_interval) for a in assets]
+    chargers = [SimulatedCharger(a, url, ssl_context=context, meter_interval=args.meter_interval,
+                                 validate_calls=not args.no_validation) for a in assets]
     asyncio.run(simulate(chargers, args.gateway_id, control=not args.no_control))
     return 0

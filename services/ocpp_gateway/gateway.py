@@ -16,6 +16,7 @@ import dataclasses
 import logging
 from typing import Any
 
+import ocpp.messages
 import websockets
 from ocpp.exceptions import OCPPError
 
@@ -67,7 +68,11 @@ class OcppGateway(DeviceGateway):
             self.results.send([result(cmd.command_id, cmd.asset_id, Outcome.FAILED,
                                       f"charger {asset.ocpp.charge_point_id} is not connected")])
             return
-        outcome, error = await self.call(point, asset.ocpp.connector_id, cmd)
+        try:
+            outcome, error = await self.call(point, asset.ocpp.connector_id, cmd)
+        except Exception as exc:  # a surprise must still end the command, not vanish with its task
+            log.exception("%s: %s failed unexpectedly", point.id, cmd.command_id)
+            outcome, error = Outcome.FAILED, f"gateway error: {type(exc).__name__}: {exc}"
         if outcome is None:
             return  # no answer: the planner's timeout decides
         if outcome is Outcome.COMPLETED:
@@ -92,9 +97,9 @@ class OcppGateway(DeviceGateway):
             # Our payloads come from the ocpp package's own classes and are checked against the
             # official schemas in the tests; validating each of a thousand calls again at run
             # time cost most of a slot boundary's latency (field notes). Answers are read defensively.
-            answer = await asyncio.wait_for(point.call(payload, suppress=False, skip_schema_validation=True),
-                                            cmd.timeout_seconds)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(cmd.timeout_seconds):
+                answer = await point.request(payload)
+        except TimeoutError:
             log.warning("%s: no answer to %s within %g s", point.id, cmd.command_id, cmd.timeout_seconds)
             return None, None
         except OCPPError as exc:
@@ -136,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gateway-id", default="ocpp")
     args = parser.parse_args(argv)
     logging.getLogger("ocpp").setLevel(logging.WARNING)  # it logs every frame at INFO
+    # Chargers' messages are still schema-checked, inline: a thread hand-off per message cost
+    # more than the check itself with many chargers (field notes).
+    ocpp.messages.ASYNC_VALIDATION = False
     return run(f"gateway-{args.gateway_id}", lambda site, publish: OcppGateway(site, publish, args.gateway_id),
                load_site(args.site_config))
 

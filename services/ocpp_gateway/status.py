@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ocpp.v16 import enums as v16
@@ -84,18 +85,18 @@ _ACCEPTED = {"Accepted"}
 _NEVER = {"NotSupported", "NotImplemented", "Unknown"}
 
 
-def outcome_of(answer: Any) -> tuple[Outcome, str | None]:
-    """A call_result from the charger -> the command's outcome.
+def outcome_of(answer: Mapping[str, Any]) -> tuple[Outcome, str | None]:
+    """The payload of the charger's answer (snake_case) -> the command's outcome.
 
     Accepted (and Scheduled, for availability) completes; NotSupported can never succeed
-    (refused); anything else (Rejected, ...) failed this attempt and may be retried.
+    (refused); anything else (Rejected, a missing or unknown status, ...) failed this attempt
+    and may be retried.
     """
-    status = getattr(answer, "status", None)
-    status = getattr(status, "value", status)
+    status = answer.get("status")
     if status in _ACCEPTED or status == "Scheduled":
         return Outcome.COMPLETED, None
-    reason = f"charger answered {status}"
-    info = getattr(answer, "status_info", None)
+    reason = f"charger answered {status}" if isinstance(status, str) else f"charger answered without a status: {answer!r:.200}"
+    info = answer.get("status_info")
     if info:
         reason += f" ({info.get('reason_code') if isinstance(info, dict) else info})"
     return (Outcome.REFUSED if status in _NEVER else Outcome.FAILED), reason

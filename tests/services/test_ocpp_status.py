@@ -1,5 +1,4 @@
 import base64
-from types import SimpleNamespace
 
 import pytest
 
@@ -35,9 +34,16 @@ def test_v201_connector_and_transaction_words():
     ("NotSupported", Outcome.REFUSED),
 ])
 def test_answers_to_outcomes(status, outcome):
-    got, reason = outcome_of(SimpleNamespace(status=status))
+    got, reason = outcome_of({"status": status})
     assert got is outcome
     assert (reason is None) == (outcome is Outcome.COMPLETED)
+
+
+def test_malformed_answers_fail_with_what_was_said():
+    assert outcome_of({}) == (Outcome.FAILED, "charger answered without a status: {}")
+    assert outcome_of({"status": 7})[0] is Outcome.FAILED
+    assert outcome_of({"status": "Rejected", "status_info": {"reason_code": "TxNotFound"}}) == (
+        Outcome.FAILED, "charger answered Rejected (TxNotFound)")
 
 
 def test_basic_auth():

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from jsonschema.validators import validator_for
 
 from coordinator.adapters import OCPPAdapter, ProtocolAdapter, TranslationError
+from coordinator.adapters.ocpp import call_payload
 from coordinator.base import Command, CommandType
 
 T0 = datetime(2025, 1, 15, 8, 0, tzinfo=timezone.utc)
@@ -328,3 +329,30 @@ def test_custom_stack_level_and_profile_ids():
     out = adapter.translate(cmd(CommandType.SET_CHARGE_RATE, power_kw=3))
     assert (profile(out)["id"], profile(out)["stackLevel"]) == (503, 5) == (adapter.tx_default_profile_id, 5)
     assert adapter.station_max_profile_id == 500
+
+
+def _ocpp_package_payload(call: Any) -> dict[str, Any]:
+    """What ocpp.ChargePoint.call sends for ``call`` (its own three steps)."""
+    from ocpp.charge_point import remove_nones, serialize_as_dict, snake_to_camel_case
+    return remove_nones(snake_to_camel_case(serialize_as_dict(call)))
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize(("ctype", "params", "action_16", "action_201"), ALL_SUPPORTED)
+def test_call_payload_is_what_the_ocpp_package_sends(version, ctype, params, action_16, action_201):
+    call = OCPPAdapter("ocpp_site_1", version).build_call(cmd(ctype, **params))
+    assert call_payload(call) == _ocpp_package_payload(call)
+
+
+def test_call_payload_keeps_the_packages_key_spelling_and_drops_nones():
+    from ocpp.v201 import call as v201_call
+    from ocpp.v201 import datatypes as v201_types
+    call = v201_call.SetVariables(set_variable_data=[v201_types.SetVariableDataType(
+        attribute_value="1", component=v201_types.ComponentType(name="OCPPCommCtrlr", evse=None),
+        variable=v201_types.VariableType(name="HeartbeatInterval"))], custom_data={"vendor_id": "q", "x": None})
+    assert call_payload(call) == _ocpp_package_payload(call)
+    soc = v201_call.NotifyEVChargingNeeds(evse_id=1, charging_needs=v201_types.ChargingNeedsType(
+        requested_energy_transfer="DC", dc_charging_parameters=v201_types.DCChargingParametersType(
+            ev_max_current=100, ev_max_voltage=800, state_of_charge=50, full_soc=90)))
+    assert call_payload(soc) == _ocpp_package_payload(soc)
+    assert "fullSoC" in call_payload(soc)["chargingNeeds"]["dcChargingParameters"]

@@ -1,9 +1,9 @@
 """OCPP adapter: commands to CSMS-initiated OCPP 1.6 / 2.0.1 calls, as JSON payloads.
 
 Payloads are built from the ``ocpp`` package's own call dataclasses and enums, then serialised
-exactly as ``ocpp.ChargePoint.call`` serialises them before sending (``serialize_as_dict``,
-``snake_to_camel_case``, ``remove_nones``). The gateway sends ``payload`` as the Call's payload
-under ``action``; the result validates against the package's JSON schemas.
+to exactly what ``ocpp.ChargePoint.call`` would send (``call_payload``: the same keys and
+values, without the package's repeated copying). The gateway sends ``payload`` as the Call's
+payload under ``action``; the result validates against the package's JSON schemas.
 
     >>> from datetime import datetime, timezone
     >>> from coordinator.base import Command, CommandType
@@ -16,15 +16,17 @@ under ``action``; the result validates against the package's JSON schemas.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
 import zlib
+from dataclasses import fields, is_dataclass
 from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Any
 
-from ocpp.charge_point import remove_nones, serialize_as_dict, snake_to_camel_case
+from ocpp.charge_point import snake_to_camel_case
 from ocpp.v16 import call as v16_call
 from ocpp.v16 import datatypes as v16_types
 from ocpp.v16 import enums as v16_enums
@@ -240,10 +242,42 @@ class OCPPAdapter(ProtocolAdapter):
         return f"OCPPAdapter({self.gateway_id!r}, ocpp_version={version!r}, connector_id={connector})"
 
 
+def call_payload(call: Any) -> dict[str, Any]:
+    """An ``ocpp`` call dataclass -> the JSON payload ``ChargePoint.call`` would send for it:
+    camelCase keys (the package's own spelling, special cases included), no None values.
+
+    The package's ``serialize_as_dict`` deep-copies every nested dataclass once per level;
+    at a slot boundary with a thousand chargers that alone cost ~160 us a call here, this
+    about a tenth. The tests check both give the same payload for every call we build.
+    """
+    return _plain(call)
+
+
+def _plain(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return {camel: _plain(v) for name, camel in _field_names(type(value))
+                if (v := getattr(value, name)) is not None}
+    if isinstance(value, dict):
+        return {_camel(k): _plain(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[tuple[str, str], ...]:
+    return tuple((f.name, _camel(f.name)) for f in fields(cls))
+
+
+@functools.cache
+def _camel(name: str) -> str:
+    return next(iter(snake_to_camel_case({name: None})))
+
+
 def _to_json(call: Any) -> dict[str, Any]:
-    # The steps ChargePoint.call() applies before sending; the JSON round trip then leaves plain
-    # str/int/float (no enum members) so any codec carries the payload unchanged.
-    return json.loads(json.dumps(remove_nones(snake_to_camel_case(serialize_as_dict(call)))))
+    # The JSON round trip leaves plain str/int/float (no enum members), so any codec carries
+    # the payload unchanged.
+    return json.loads(json.dumps(call_payload(call)))
 
 
 def _transaction_id(command: Command) -> int | str:

@@ -47,6 +47,7 @@ class OcppGateway(DeviceGateway):
         self.assets = {a.asset_id: a for a in site.assets_of(gateway_id) if a.ocpp is not None}
         self.by_charge_point = {a.ocpp.charge_point_id: a for a in self.assets.values()}
         self.in_force: dict[tuple[str, CommandType], Command] = {}
+        self._running: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak references
         self.central = CentralSystem(self.config.ocpp or OcppListenConfig(), self.by_charge_point, self)
         self.run_on_loop(self.central.start(), timeout=10)
 
@@ -54,8 +55,16 @@ class OcppGateway(DeviceGateway):
 
     @receives(CommandBatch, "command batch")
     def on_commands(self, topic: str, batch: CommandBatch) -> None:
-        for cmd in self.intake.accept(batch):
-            self.run_on_loop(self.execute(cmd))
+        commands = self.intake.accept(batch)
+        if commands:
+            self.run_on_loop(self.start_all(commands))  # one hand-over to the loop per batch, not per command
+
+    async def start_all(self, commands: list[Command]) -> None:
+        """Each command in its own task: one slow charger never holds up another."""
+        for cmd in commands:
+            task = asyncio.create_task(self.execute(cmd), name=cmd.command_id)
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
 
     async def execute(self, cmd: Command) -> None:
         asset = self.assets.get(cmd.asset_id)
@@ -121,7 +130,9 @@ class OcppGateway(DeviceGateway):
         point = self.central.points.get(charge_point_id)
         for (asset_id, _), cmd in list(self.in_force.items()):
             if asset_id == asset.asset_id and point is not None:
-                asyncio.ensure_future(self._restore(point, asset.ocpp.connector_id, cmd))
+                task = asyncio.create_task(self._restore(point, asset.ocpp.connector_id, cmd))
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
 
     async def _restore(self, point: Point, connector_id: int, cmd: Command) -> None:
         outcome, error = await self.call(point, connector_id, cmd)

@@ -254,9 +254,9 @@ def call_payload(call: Any) -> dict[str, Any]:
 
 
 def _plain(value: Any) -> Any:
-    if is_dataclass(value) and not isinstance(value, type):
-        return {camel: _plain(v) for name, camel in _field_names(type(value))
-                if (v := getattr(value, name)) is not None}
+    names = _field_names(type(value))
+    if names is not None:
+        return {camel: _plain(v) for name, camel in names if (v := getattr(value, name)) is not None}
     if isinstance(value, dict):
         return {_camel(k): _plain(v) for k, v in value.items() if v is not None}
     if isinstance(value, list | tuple):
@@ -265,7 +265,10 @@ def _plain(value: Any) -> Any:
 
 
 @functools.cache
-def _field_names(cls: type) -> tuple[tuple[str, str], ...]:
+def _field_names(cls: type) -> tuple[tuple[str, str], ...] | None:
+    """(attribute, JSON key) of a dataclass's fields; None for any other type."""
+    if not is_dataclass(cls):
+        return None
     return tuple((f.name, _camel(f.name)) for f in fields(cls))
 
 

@@ -47,6 +47,13 @@ class EventType(StrEnum):
     SETPOINT_CLAMPED = "SETPOINT_CLAMPED"
     DEVICE_LINK_DOWN = "DEVICE_LINK_DOWN"
     DEVICE_LINK_UP = "DEVICE_LINK_UP"
+    ASSET_SAFE_STATE = "ASSET_SAFE_STATE"
+    """A gateway put an asset into its safe state (emergency stop), or says why it could not."""
+    # the site and its processes
+    EMERGENCY_STOP_ACTIVATED = "EMERGENCY_STOP_ACTIVATED"
+    EMERGENCY_STOP_RESET = "EMERGENCY_STOP_RESET"
+    SERVICE_STATE_CHANGED = "SERVICE_STATE_CHANGED"
+    """A process's lifecycle, operational or health state moved (coordinator.state)."""
 
 
 @dataclass(frozen=True, slots=True)

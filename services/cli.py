@@ -45,7 +45,7 @@ class Session:
 
     def __init__(self) -> None:
         self.client_id = new_id("cli_")
-        self.client = MqttClient("cli", BrokerSettings.from_env(), client_id=self.client_id, persistent=False, announce=False)
+        self.client = MqttClient("cli", BrokerSettings.from_env(), client_id=self.client_id, persistent=False)
         self.inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
 
     def listen(self, topic_filter: str) -> None:

@@ -108,7 +108,7 @@ def main() -> int:
     broker = start_broker(workdir / "broker")
     procs = ServiceProcesses(broker.host, broker.port, site_path, workdir / "logs")
     watcher = Watcher("sch_demo_0001")
-    client = MqttClient("demo", BrokerSettings(broker.host, broker.port), persistent=False, announce=False)
+    client = MqttClient("demo", BrokerSettings(broker.host, broker.port), persistent=False)
     try:
         procs.start_all(PROCESSES[:-3] + PROCESSES[-2:])
         client.subscribe(EVENTS_ALL, watcher.on_event)

@@ -1,21 +1,30 @@
 """What every gateway with real device links shares: an asyncio loop for the links beside
-the MQTT thread, the command intake, batched results, status reports and telemetry."""
+the MQTT thread, the command intake, batched results, status reports and telemetry, the
+link state its health is judged by, and the site's emergency stop: every asset to its
+safe state at once (``make_safe``, one task per asset), commands refused until the reset."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Coroutine
 from typing import Any
 
-from coordinator.events import EventBus
+from coordinator.events import Event, EventBus, EventType
 from coordinator.site import Protocol, SiteConfig
 from coordinator.timeutil import utcnow
 from coordinator.topics import commands_topic, status_topic, telemetry_topic
-from coordinator.wire import StatusReport, Telemetry
+from coordinator.wire import EmergencyStop, StatusReport, Telemetry
 
 from .command_intake import CommandIntake, ResultBatcher
 from .runtime import Publish, forward_events
+from .supervision import Supervisor
+
+log = logging.getLogger(__name__)
+
+SAFE_STATE_TIMEOUT = 10.0
+"""Seconds an asset may take to confirm its safe state before the gateway reports it could not."""
 
 
 class DeviceGateway:
@@ -34,6 +43,62 @@ class DeviceGateway:
         self._thread = threading.Thread(target=self.loop.run_forever, name=f"{gateway_id}-links", daemon=True)
         self._thread.start()
         self.results = ResultBatcher(self.intake, self.loop)
+        self.halted: str | None = None
+        """Why commands are refused (the site's emergency stop), or None."""
+        self.supervisor: Supervisor | None = None
+        self._links_down: set[str] = {a.asset_id for a in site.assets_of(gateway_id)}  # none is up until it says so
+        self.bus.subscribe(EventType.DEVICE_LINK_UP, self._on_link)
+        self.bus.subscribe(EventType.DEVICE_LINK_DOWN, self._on_link)
+
+    # -- health: the device links ----------------------------------------------------
+
+    def attach(self, supervisor: Supervisor) -> None:
+        self.supervisor = supervisor
+        self._tell_links()
+
+    def _on_link(self, event: Event) -> None:
+        asset_id = event.payload.get("asset_id")
+        (self._links_down.discard if event.event_type is EventType.DEVICE_LINK_UP else self._links_down.add)(asset_id)
+        self._tell_links()
+
+    def _tell_links(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.update(links_down=frozenset(self._links_down),
+                                   links_total=len(self.site.assets_of(self.gateway_id)))
+
+    # -- the site's emergency stop (called ahead of any backlog, on the MQTT thread) --
+
+    def emergency_stop(self, order: EmergencyStop) -> None:
+        self.halted = f"site emergency stop: {order.reason}"
+        self.run_on_loop(self._make_all_safe(self.halted))
+
+    def emergency_reset(self, order: EmergencyStop) -> None:
+        self.halted = None
+        self.run_on_loop(self.after_reset())
+
+    async def _make_all_safe(self, reason: str) -> None:
+        await asyncio.gather(*(self._make_safe_one(a.asset_id, reason) for a in self.site.assets_of(self.gateway_id)))
+
+    async def _make_safe_one(self, asset_id: str, reason: str) -> None:
+        try:
+            async with asyncio.timeout(SAFE_STATE_TIMEOUT):
+                detail = await self.make_safe(asset_id, reason)
+        except Exception as exc:  # every asset gets an answer, a failed one loudest
+            message = str(exc) or type(exc).__name__
+            log.error("%s NOT in its safe state: %s", asset_id, message)
+            self.bus.emit(EventType.ASSET_SAFE_STATE, {"asset_id": asset_id, "safe": False, "error": message})
+            return
+        log.warning("%s in its safe state: %s", asset_id, detail)
+        self.bus.emit(EventType.ASSET_SAFE_STATE, {"asset_id": asset_id, "safe": True, "detail": detail})
+
+    async def make_safe(self, asset_id: str, reason: str) -> str:
+        """Put the asset into its safe state and confirm it; what was done, or raise why not."""
+        raise NotImplementedError
+
+    async def after_reset(self) -> None:
+        """After the reset: whatever the gateway restores by itself (dispatching resumes anyway)."""
+
+    # -- commands ----------------------------------------------------------------------
 
     def subscriptions(self):
         return [(commands_topic(self.gateway_id), self.on_commands)]

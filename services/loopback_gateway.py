@@ -12,10 +12,12 @@ change is reported to the tracker. ``--fail ASSET`` makes an asset fail every co
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import datetime
 
 from coordinator.asset_machines import BatteryState, ChargerState
 from coordinator.base import Command, CommandType
+from coordinator.events import EventBus, EventType
 from coordinator.site import AssetKind, SiteConfig
 from coordinator.timeutil import utcnow
 from coordinator.topics import (
@@ -24,6 +26,7 @@ from coordinator.topics import (
     status_topic,
 )
 from coordinator.wire import (
+    EmergencyStop,
     CommandBatch,
     CommandResult,
     Outcome,
@@ -31,7 +34,7 @@ from coordinator.wire import (
 )
 
 from .command_intake import CommandIntake, result
-from .runtime import Publish, base_arguments, load_site, receives, run
+from .runtime import Publish, base_arguments, forward_events, load_site, receives, run
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,10 @@ class LoopbackGateway:
         self.applied: dict[str, Command] = {}
         self.intake = CommandIntake(gateway_id, publish)
         self._reported = False
+        self.bus = EventBus()
+        forward_events(self.bus, publish)
+        self.halted: str | None = None
+        self._lock = threading.Lock()  # commands arrive on the handler thread, the emergency stop on paho's
 
     def subscriptions(self):
         return [(commands_topic(self.gateway_id), self.on_commands), (simulator_topic(self.gateway_id), self.on_simulate)]
@@ -95,14 +102,34 @@ class LoopbackGateway:
     @receives(CommandBatch, "command batch")
     def on_commands(self, topic: str, batch: CommandBatch) -> None:
         results: list[CommandResult] = []
-        for cmd in self.intake.accept(batch):
-            results += self._apply(cmd)
+        with self._lock:
+            for cmd in self.intake.accept(batch):
+                results += self._apply(cmd)
         self.intake.send(results)
+
+    def emergency_stop(self, order: EmergencyStop) -> None:
+        """Every simulated device to 0 kW at once; commands refused until the reset."""
+        with self._lock:
+            self.halted = f"site emergency stop: {order.reason}"
+            now = utcnow()
+            for asset_id, asset in self.assets.items():
+                zero = Command(asset_id, CommandType.SET_CHARGE_RATE, {"power_kw": 0.0}, now)
+                state = next_state(asset.kind, self.states[asset_id], zero)
+                if state != self.states[asset_id]:
+                    self.states[asset_id] = state
+                    self._report(asset_id, now)
+                self.bus.emit(EventType.ASSET_SAFE_STATE, {"asset_id": asset_id, "safe": True, "detail": "simulated: 0 kW"})
+
+    def emergency_reset(self, order: EmergencyStop) -> None:
+        with self._lock:
+            self.halted = None
 
     def _apply(self, cmd: Command) -> list[CommandResult]:
         now = utcnow()
         if cmd.asset_id not in self.assets:
             return [result(cmd.command_id, cmd.asset_id, Outcome.REFUSED, f"{cmd.asset_id} is not on gateway {self.gateway_id}", now)]
+        if self.halted is not None:
+            return [result(cmd.command_id, cmd.asset_id, Outcome.REFUSED, self.halted, now)]
         if cmd.asset_id in self.silent:
             return []
         if cmd.asset_id in self.fail:

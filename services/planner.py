@@ -37,6 +37,7 @@ from coordinator.wire import (
     CommandBatch,
     Outcome,
     ResultBatch,
+    EmergencyStop,
     command_to_wire,
     decode,
 )
@@ -148,6 +149,20 @@ class Planner:
             self.engine.cancel_pending_for_asset(
                 msg.asset_id, f"early departure: vehicle unplugged while {msg.previous_state}", created_before=msg.since
             )
+
+    # -- the site's emergency stop (run by services.runtime, ahead of any backlog) ----
+
+    def emergency_stop(self, order: EmergencyStop) -> None:
+        """Dispatch nothing more; what falls due meanwhile is held. Recorded as an event."""
+        self.engine.hold_site(f"emergency stop: {order.reason}")
+        self.bus.emit(EventType.EMERGENCY_STOP_ACTIVATED,
+                      {"reason": order.reason, "issued_by": order.issued_by, "ordered_at": order.at})
+
+    def emergency_reset(self, order: EmergencyStop) -> None:
+        """Dispatching resumes: the newest held setpoint per asset goes out at the next tick."""
+        self.engine.release_site()
+        self.bus.emit(EventType.EMERGENCY_STOP_RESET,
+                      {"reason": order.reason, "issued_by": order.issued_by, "ordered_at": order.at})
 
     # -- clock ---------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -21,8 +22,10 @@ from coordinator.events import Event, EventBus, EventType
 from coordinator.mqtt_client import BrokerSettings, MqttClient
 from coordinator.site import SiteConfig
 from coordinator.timeutil import utcnow
-from coordinator.topics import event_topic
-from coordinator.wire import WireModel, decode
+from coordinator.topics import EMERGENCY_STOP, event_topic
+from coordinator.wire import EmergencyStop, WireModel, decode
+
+from .supervision import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -91,28 +94,92 @@ def base_arguments(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+HOUSEKEEPING_SECONDS = 1.0
+"""How often the backlog is looked at, whatever the service's own tick."""
+SHUTDOWN_GRACE_SECONDS = 8.0
+"""SIGTERM: how long in-flight work may take before it is handed back (compose waits 10 s)."""
+
+
 def run(name: str, build: Callable[[SiteConfig, Publish], Service], site: SiteConfig) -> int:
-    """Connect, serve until SIGTERM/SIGINT, go offline, exit 0."""
+    """Connect, serve until SIGTERM/SIGINT, hand back in-flight work, go Offline, exit 0.
+
+    Around the service: its module state (services/supervision.py) kept true and published,
+    the site's emergency stop handed to it ahead of any backlog, and its Last Will.
+    """
     configure_logging()
-    client = MqttClient(name, BrokerSettings.from_env())
+    client: MqttClient
+
+    def publish(*args, **kwargs):
+        return client.publish(*args, **kwargs)
+
+    bus = EventBus()
+    forward_events(bus, publish)
+    supervisor = Supervisor(name, publish, bus)
+    client = MqttClient(name, BrokerSettings.from_env(), will=supervisor.last_will(),
+                        on_link=lambda up: supervisor.update(broker_connected=up))
     service = build(site, client.publish)
+    attach = getattr(service, "attach", None)
+    if attach is not None:
+        attach(supervisor)
     for topic_filter, handler in service.subscriptions():
         client.subscribe(topic_filter, handler)
+    client.subscribe(EMERGENCY_STOP, EmergencyStopHandler(supervisor, service), urgent=True)
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
     client.start()
+    supervisor.started()
     log.info("%s running for site %s", name, site.site_id)
     interval = service.tick_interval
-    while not stopping.wait(interval if interval is not None else 3600):
-        if interval is not None:
+    next_tick = time.monotonic()
+    while not stopping.wait(min(interval or HOUSEKEEPING_SECONDS, HOUSEKEEPING_SECONDS)):
+        supervisor.update(backlog=client.backlog)
+        if interval is not None and time.monotonic() >= next_tick:
+            next_tick = time.monotonic() + interval
             try:
                 service.tick(utcnow())
             except Exception:
                 log.exception("%s: tick failed", name)
     log.info("%s stopping", name)
+    supervisor.stopping()
+    drain = getattr(service, "drain", None)
+    if drain is not None:
+        drain(SHUTDOWN_GRACE_SECONDS)
     close = getattr(service, "close", None)
     if close is not None:
         close()
-    client.stop()
+    supervisor.stopped()
+    client.stop(farewell=supervisor.farewell())
+    log.info("%s offline", name)
     return 0
+
+
+class EmergencyStopHandler:
+    """qubit/control/emergency_stop -> the service first (assets to their safe state, no
+    dispatching), then the process's own state. Runs on arrival, ahead of any backlog; the
+    message is retained, so it also arrives on every (re)connect and must be idempotent."""
+
+    def __init__(self, supervisor: Supervisor, service: Service) -> None:
+        self.supervisor, self.service = supervisor, service
+
+    def __call__(self, topic: str, data: bytes) -> None:
+        try:
+            order = decode(EmergencyStop, data)
+        except DecodeError as exc:
+            log.error("unreadable emergency stop order on %s, ignored (the site's state is unchanged): %s",
+                      topic, exc.reason)
+            return
+        if order.active and self.supervisor.emergency is None:
+            log.warning("EMERGENCY STOP by %s: %s", order.issued_by, order.reason)
+            _call(self.service, "emergency_stop", order)
+            self.supervisor.emergency_stop(order)
+        elif not order.active and self.supervisor.emergency is not None:
+            log.warning("emergency stop reset by %s: %s", order.issued_by, order.reason)
+            _call(self.service, "emergency_reset", order)
+            self.supervisor.emergency_reset()
+
+
+def _call(service: Service, hook: str, order: EmergencyStop) -> None:
+    method = getattr(service, hook, None)
+    if method is not None:
+        method(order)

@@ -39,6 +39,13 @@ class ModbusGateway(DeviceGateway):
             else:
                 self.loop.call_soon_threadsafe(link.submit, cmd)
 
+    async def make_safe(self, asset_id: str, reason: str) -> str:
+        return await self.links[asset_id].make_safe(reason)
+
+    async def after_reset(self) -> None:
+        for link in self.links.values():
+            link.resume()
+
     def _report(self, asset_id: str, status: DeviceStatus) -> None:
         self.report(asset_id, status.state.value, status.telemetry())
 

@@ -18,14 +18,15 @@ from pymodbus.exceptions import ModbusException
 
 from coordinator.adapters import TranslationError
 from coordinator.adapters.modbus import decode_registers
-from coordinator.base import Command
+from coordinator.base import Command, CommandType
 from coordinator.battery_device import DeviceStatus, decode_status
 from coordinator.events import EventBus, EventType
 from coordinator.site import AssetConfig
+from coordinator.timeutil import utcnow
 from coordinator.wire import CommandResult, Outcome
 
 from ..command_intake import result
-from .setpoints import coalesce, plan_command, shows
+from .setpoints import SetpointPlan, coalesce, plan_command, shows
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,8 @@ class BatteryLink:
         self.up = False
         self.last_state: str | None = None
         self._tasks: list[asyncio.Task] = []
+        self.halted: str | None = None
+        """Why commands are refused (the site's emergency stop), or None."""
 
     @property
     def where(self) -> str:
@@ -170,14 +173,21 @@ class BatteryLink:
                 "asset_id": cmd.asset_id, "command_id": cmd.command_id, "command_type": cmd.command_type.value,
                 "requested": plan.requested, "applied": plan.applied, "limit": plan.limit,
             })
+        if self.halted is not None:
+            self.send_results([answer(Outcome.REFUSED, self.halted)])
+            return
+        failure = await self.apply(plan, on_written=lambda: self.send_results([answer(Outcome.ACKNOWLEDGED)]))
+        self.send_results([answer(Outcome.COMPLETED) if failure is None else answer(Outcome.FAILED, failure)])
+
+    async def apply(self, plan: SetpointPlan, on_written: Callable[[], None] = lambda: None) -> str | None:
+        """Write ``plan`` and read it back until the device shows it; None when it does, else why not."""
         requests = coalesce(plan.writes)
         try:
             for offset, words in requests:
                 await self.write(offset, words)
         except LinkError as exc:
-            self.send_results([answer(Outcome.FAILED, str(exc))])
-            return
-        self.send_results([answer(Outcome.ACKNOWLEDGED)])
+            return str(exc)
+        on_written()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.device.verify_window_seconds
         seen = "nothing"
@@ -194,12 +204,30 @@ class BatteryLink:
                           for w, value in zip(plan.writes, shown_values)]
                 seen = ", ".join(f"{w.spec.address}={value:g}" for w, value in zip(plan.writes, shown_values))
                 if all(checks):
-                    self.send_results([answer(Outcome.COMPLETED)])
-                    return
+                    return None
             except LinkError as exc:
                 seen = str(exc)
             if loop.time() >= deadline:
-                self.send_results([answer(Outcome.FAILED, f"not applied: after {self.device.verify_window_seconds:g} s the "
-                                                          f"device shows {seen} (wanted {plan.applied:g})")])
-                return
+                return (f"not applied: after {self.device.verify_window_seconds:g} s the "
+                        f"device shows {seen} (wanted {plan.applied:g})")
             await asyncio.sleep(READBACK_INTERVAL)
+
+    # -- emergency stop ------------------------------------------------------------
+
+    async def make_safe(self, reason: str) -> str:
+        """Idle: charge and discharge 0, written ahead of any queued command, read back.
+
+        Commands queued or arriving until ``resume`` are refused with ``reason``. Raises
+        LinkError when the device cannot be reached or does not show idle."""
+        self.halted = reason
+        while not self.queue.empty():
+            cmd = self.queue.get_nowait()
+            self.send_results([result(cmd.command_id, cmd.asset_id, Outcome.REFUSED, reason)])
+        idle = Command(self.asset.asset_id, CommandType.SET_CHARGE_RATE, {"power_kw": 0.0}, utcnow())
+        failure = await self.apply(plan_command(idle, self.device, self.register_map, self.asset.max_power_kw))
+        if failure is not None:
+            raise LinkError(failure)
+        return f"idle: charge and discharge 0 kW, read back from {self.where}"
+
+    def resume(self) -> None:
+        self.halted = None

@@ -25,6 +25,7 @@ from coordinator.asset_machines import ChargerState
 from coordinator.base import Command, CommandType
 from coordinator.events import EventType
 from coordinator.site import OcppListenConfig, Protocol, SiteConfig
+from coordinator.timeutil import utcnow
 from coordinator.wire import CommandBatch, Outcome
 
 from ..command_intake import result
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 
 # Setpoints a reconnecting charger must get again: it may have lost its profiles.
 RESTORED = (CommandType.SET_CHARGE_RATE, CommandType.SET_POWER_LIMIT)
+SAFE_CALL_TIMEOUT = 5.0
+"""Seconds each emergency-stop call may take (the 0 W profile, the stop)."""
 
 
 class OcppGateway(DeviceGateway):
@@ -71,6 +74,9 @@ class OcppGateway(DeviceGateway):
         if asset is None:
             self.results.send([result(cmd.command_id, cmd.asset_id, Outcome.REFUSED,
                                       f"{cmd.asset_id} is not an OCPP charger of gateway {self.gateway_id}")])
+            return
+        if self.halted is not None:
+            self.results.send([result(cmd.command_id, cmd.asset_id, Outcome.REFUSED, self.halted)])
             return
         point = self.central.points.get(asset.ocpp.charge_point_id)
         if point is None:
@@ -127,12 +133,48 @@ class OcppGateway(DeviceGateway):
 
     def booted(self, charge_point_id: str) -> None:
         asset = self.by_charge_point[charge_point_id]
-        point = self.central.points.get(charge_point_id)
-        for (asset_id, _), cmd in list(self.in_force.items()):
-            if asset_id == asset.asset_id and point is not None:
-                task = asyncio.create_task(self._restore(point, asset.ocpp.connector_id, cmd))
-                self._running.add(task)
-                task.add_done_callback(self._running.discard)
+        if self.halted is not None:  # a charger that (re)connects during a stop is made safe, not restored
+            self._spawn(self._make_safe_one(asset.asset_id, self.halted))
+        else:
+            self._restore_all(asset.asset_id)
+
+    def _restore_all(self, asset_id: str) -> None:
+        asset = self.assets[asset_id]
+        point = self.central.points.get(asset.ocpp.charge_point_id)
+        for (owner, _), cmd in list(self.in_force.items()):
+            if owner == asset_id and point is not None:
+                self._spawn(self._restore(point, asset.ocpp.connector_id, cmd))
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.create_task(coroutine)
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    # -- the site's emergency stop ---------------------------------------------------
+
+    async def make_safe(self, asset_id: str, reason: str) -> str:
+        """0 W on the connector, then the session stopped: each must be Accepted."""
+        asset = self.assets[asset_id]
+        point = self.central.points.get(asset.ocpp.charge_point_id)
+        if point is None:
+            raise RuntimeError(f"charger {asset.ocpp.charge_point_id} is not connected")
+        connector = asset.ocpp.connector_id
+        zero = Command(asset_id, CommandType.SET_CHARGE_RATE, {"power_kw": 0.0}, utcnow(), timeout_seconds=SAFE_CALL_TIMEOUT)
+        outcome, error = await self.call(point, connector, zero)
+        if outcome is not Outcome.COMPLETED:
+            raise RuntimeError(f"0 W profile not accepted: {error or 'no answer'}")
+        if point.transaction_id is None:
+            return "0 W profile accepted, no session in progress"
+        transaction = point.transaction_id
+        stop = Command(asset_id, CommandType.STOP_CHARGING, {}, utcnow(), timeout_seconds=SAFE_CALL_TIMEOUT)
+        outcome, error = await self.call(point, connector, stop)
+        if outcome is not Outcome.COMPLETED:
+            raise RuntimeError(f"0 W accepted, but stopping session {transaction} was not: {error or 'no answer'}")
+        return f"0 W profile accepted, session {transaction} stopped"
+
+    async def after_reset(self) -> None:
+        for asset_id in self.assets:
+            self._restore_all(asset_id)
 
     async def _restore(self, point: Point, connector_id: int, cmd: Command) -> None:
         outcome, error = await self.call(point, connector_id, cmd)

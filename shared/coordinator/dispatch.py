@@ -100,6 +100,7 @@ class DispatchEngine:
         self._machines: dict[str, StateMachine] = {}
         self._reported_states: dict[str, str] = {}
         self._hold_announced: set[str] = set()
+        self._site_hold: str | None = None
 
     # -- schedules and commands in -------------------------------------------------
 
@@ -189,7 +190,26 @@ class DispatchEngine:
         return machine.state if machine is not None else self._reported_states.get(asset_id)
 
     def is_held(self, asset_id: str) -> bool:
-        return self.asset_state(asset_id) in HOLDING_STATES
+        return self._site_hold is not None or self.asset_state(asset_id) in HOLDING_STATES
+
+    def hold_site(self, reason: str) -> None:
+        """Dispatch nothing until ``release_site`` (the site's emergency stop).
+
+        Commands that fall due meanwhile are held as for a faulted asset: announced once
+        (COMMAND_HELD with ``site_hold``), older setpoints superseded by newer ones, and on
+        release the newest per asset goes out.
+        """
+        with self._lock:
+            self._site_hold = reason
+
+    def release_site(self) -> None:
+        with self._lock:
+            self._site_hold = None
+
+    @property
+    def site_hold(self) -> str | None:
+        """Why the whole site is held, or None."""
+        return self._site_hold
 
     def _on_transition(self, asset_id: str, from_state: str, to_state: str, trigger: str) -> None:
         if is_early_departure(from_state, trigger):
@@ -262,6 +282,8 @@ class DispatchEngine:
             if cmd.command_id not in self._hold_announced:
                 self._hold_announced.add(cmd.command_id)
                 payload = command_summary(cmd) | {"asset_state": self.asset_state(asset_id)}
+                if self._site_hold is not None:
+                    payload["site_hold"] = self._site_hold
                 self.event_bus.emit(EventType.COMMAND_HELD, payload)
 
     def dispatch_command(

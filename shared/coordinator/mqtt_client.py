@@ -7,8 +7,10 @@
   (``manual_ack``), so a crash mid-handling means redelivery, not loss. Handlers must be
   idempotent by message id.
 - Handlers run one at a time, in arrival order, on a worker thread: never on paho's
-  network thread, where a slow handler would stall keep-alives.
-- A retained online/offline status per process, with a Last Will that sets offline.
+  network thread, where a slow handler would stall keep-alives. *Urgent* subscriptions
+  (the emergency stop) skip that queue: their handlers run on arrival and must be quick.
+- A Last Will (the process's "offline" status) and a hook for link changes, so the process
+  can keep its retained status (services/supervision.py) true.
 - Automatic reconnect with backoff; subscriptions are renewed on every connect.
 
     >>> client = MqttClient("planner", BrokerSettings(port=1883))      # doctest: +SKIP
@@ -26,11 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import msgpack
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
-
-from .topics import service_topic
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +57,6 @@ class BrokerSettings:
         )
 
 
-def service_status_payload(service: str, status: str) -> bytes:
-    return msgpack.packb({"service": service, "status": status, "pid": os.getpid()})
-
-
 class MqttClient:
     """A persistent-session MQTT client with ordered, acknowledged-after-handling delivery."""
 
@@ -72,21 +67,24 @@ class MqttClient:
         *,
         client_id: str | None = None,
         persistent: bool = True,
-        announce: bool = True,
+        will: tuple[str, bytes] | None = None,
+        on_link: Callable[[bool], None] | None = None,
     ) -> None:
-        """``persistent``: keep the broker session across restarts (services); ``announce``:
-        keep a retained online/offline status with a Last Will (services, not CLI sessions)."""
+        """``persistent``: keep the broker session across restarts (services, not CLI
+        sessions); ``will``: (topic, payload) the broker publishes, retained, if this process
+        vanishes; ``on_link(up)``: called on paho's thread whenever the broker link comes or goes."""
         self.service = service
         self.settings = settings
         self.client_id = client_id or f"qubit-{service}"
         self._subscriptions: list[tuple[str, int]] = []
         self._handlers: list[tuple[str, Handler]] = []
+        self._urgent: list[tuple[str, Handler]] = []
         self._inbox: queue.Queue[paho.MQTTMessage | None] = queue.Queue()
         self.connected = threading.Event()
         self.reconnects = 0
         self._ever_connected = False
         self._worker: threading.Thread | None = None
-        self._announce = announce
+        self._on_link = on_link
 
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
@@ -97,8 +95,8 @@ class MqttClient:
         )
         if settings.username:
             client.username_pw_set(settings.username, settings.password)
-        if announce:
-            client.will_set(service_topic(service), service_status_payload(service, "offline"), qos=1, retain=True)
+        if will is not None:
+            client.will_set(will[0], will[1], qos=1, retain=True)
         client.reconnect_delay_set(min_delay=1, max_delay=10)
         # Unbounded outgoing queue: a QoS 1 message published while the broker is away waits, it is not dropped.
         client.max_queued_messages_set(0)
@@ -110,12 +108,20 @@ class MqttClient:
 
     # -- set-up --------------------------------------------------------------------
 
-    def subscribe(self, topic_filter: str, handler: Handler, qos: int = 1) -> None:
-        """Route messages matching ``topic_filter`` to ``handler``; call before or after start()."""
+    def subscribe(self, topic_filter: str, handler: Handler, qos: int = 1, *, urgent: bool = False) -> None:
+        """Route messages matching ``topic_filter`` to ``handler``; call before or after start().
+
+        ``urgent``: the handler runs as soon as the message arrives, ahead of any backlog, on
+        paho's network thread: it must only hand work on (set a flag, schedule a task)."""
         self._subscriptions.append((topic_filter, qos))
-        self._handlers.append((topic_filter, handler))
+        (self._urgent if urgent else self._handlers).append((topic_filter, handler))
         if self.connected.is_set():
             self._client.subscribe(topic_filter, qos)
+
+    @property
+    def backlog(self) -> int:
+        """Messages received and not yet handled."""
+        return self._inbox.qsize()
 
     def start(self, timeout: float = 10.0) -> None:
         """Connect (retrying in the background) and start delivering; wait up to ``timeout`` for the link."""
@@ -127,16 +133,15 @@ class MqttClient:
             log.warning("%s: broker %s:%s not reachable yet; retrying in the background",
                         self.service, self.settings.host, self.settings.port)
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Say offline (retained), drain handlers, disconnect."""
-        if self.connected.is_set() and self._announce:
-            info = self._client.publish(
-                service_topic(self.service), service_status_payload(self.service, "offline"), qos=1, retain=True
-            )
+    def stop(self, timeout: float = 5.0, farewell: tuple[str, bytes] | None = None) -> None:
+        """Drain handlers, publish ``farewell`` (topic, payload; retained) and wait for the
+        broker to confirm it, disconnect. A clean disconnect suppresses the Last Will."""
+        if farewell is not None and self.connected.is_set():
+            info = self._client.publish(farewell[0], farewell[1], qos=1, retain=True)
             try:
                 info.wait_for_publish(timeout)
             except RuntimeError as exc:  # raised when the link dropped meanwhile
-                log.warning("%s: offline status not confirmed: %s", self.service, exc)
+                log.warning("%s: farewell not confirmed: %s", self.service, exc)
         self._inbox.put(None)
         if self._worker is not None:
             self._worker.join(timeout)
@@ -165,9 +170,9 @@ class MqttClient:
         self._ever_connected = True
         for topic_filter, qos in self._subscriptions:
             client.subscribe(topic_filter, qos)
-        if self._announce:
-            client.publish(service_topic(self.service), service_status_payload(self.service, "online"), qos=1, retain=True)
         self.connected.set()
+        if self._on_link is not None:
+            self._on_link(True)
         log.info("%s: connected to %s:%s (session present: %s)", self.service, self.settings.host,
                  self.settings.port, getattr(flags, "session_present", None))
 
@@ -175,9 +180,21 @@ class MqttClient:
         self.connected.clear()
         if reason.is_failure:
             log.warning("%s: lost broker connection (%s); reconnecting", self.service, reason)
+            if self._on_link is not None:
+                self._on_link(False)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        self._inbox.put(message)
+        urgent = [h for f, h in self._urgent if paho.topic_matches_sub(f, message.topic)]
+        if not urgent:
+            self._inbox.put(message)
+            return
+        for handler in urgent:
+            try:
+                handler(message.topic, message.payload)
+            except Exception:
+                log.exception("%s: urgent handler for %s failed on a message", self.service, message.topic)
+        if message.qos > 0:
+            client.ack(message.mid, message.qos)
 
     # -- delivery worker -----------------------------------------------------------
 

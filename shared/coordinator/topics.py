@@ -81,6 +81,10 @@ def service_topic(service: str) -> str:
 SERVICES_ALL = f"{ROOT}/services/+/status"
 
 
+EMERGENCY_STOP = f"{ROOT}/control/emergency_stop"
+"""Operator -> every process, retained: the site's emergency stop and its reset (EmergencyStop)."""
+
+
 def simulator_topic(gateway_id: str) -> str:
     """Tests and the demo -> a simulated gateway: force a device into a state (a fault, say)."""
     return f"{ROOT}/sim/{check_level(gateway_id)}"

@@ -8,7 +8,7 @@ docs/wire-contract.md.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgpack
 import pydantic
@@ -137,6 +137,35 @@ class AssetStateMessage(WireModel):
     previous_state: str | None = None
     trigger: str | None = None
     since: AwareDatetime
+
+
+class ServiceStatus(WireModel):
+    """Each process -> anyone, retained on qubit/services/{service}/status: its module state
+    (coordinator.state: lifecycle, operational, health) and why. The Last Will is one of these
+    with status "offline", so a process that dies says so too."""
+
+    service: str = Id
+    status: Literal["online", "offline"]
+    pid: int
+    lifecycle: str
+    operational: str
+    health: str
+    reasons: list[str] = Field(default_factory=list)
+    """Why health is not Healthy (broker unreachable, link to ast_bay_1 down, ...)."""
+    emergency_stop: bool = False
+    at: AwareDatetime
+
+
+class EmergencyStop(WireModel):
+    """Operator -> every process, retained on qubit/control/emergency_stop: ``active`` true
+    stops the site (every asset to its safe state, no dispatching); false is the explicit
+    reset that lets dispatching resume. Retained, so a process that starts during a stop
+    starts stopped."""
+
+    active: bool
+    reason: str = Field(min_length=1, max_length=500)
+    issued_by: str = Field(min_length=1, max_length=128)
+    at: AwareDatetime
 
 
 class QueryKind(StrEnum):

@@ -1,0 +1,331 @@
+"""Prometheus metrics of one process, fed by its event bus and served over HTTP.
+
+    >>> from coordinator.events import EventBus, EventType
+    >>> metrics = ServiceMetrics("planner")
+    >>> bus = EventBus()
+    >>> _ = metrics.observe_bus(bus)
+    >>> _ = bus.emit(EventType.DEVICE_LINK_UP, {"asset_id": "ast_1"})
+    >>> b'qubit_device_link_up{asset_id="ast_1",service="planner"} 1.0' in metrics.render()
+    True
+
+Every metric carries a ``service`` label (the process's name) rather than relying on the
+scrape job's labels: a single Prometheus job can then scrape every process of a site and
+the series still say where they came from. docs/observability.md lists the metrics.
+
+Each instance has its own ``CollectorRegistry``: nothing lands in prometheus_client's
+global registry, so tests (and a process hosting several services) can hold several.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, start_http_server
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from coordinator.base import CommandStatus
+from coordinator.events import Event, EventBus, EventType, Subscription
+from coordinator.state.state_types import HealthState, LifecycleState, OperationalState
+
+log = logging.getLogger(__name__)
+
+DEFAULT_METRICS_PORT = 9464
+"""The OpenTelemetry Prometheus exporter's default port: a port scrape configs already expect."""
+
+METRICS_PORT_ENV = "QUBIT_METRICS_PORT"
+
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)
+"""Seconds, 1 ms to 60 s: a loopback ack takes milliseconds, a charger over OCPP seconds, and
+anything past a minute is already a timeout (30 s by default) whatever its exact value."""
+
+MAX_TRACKED_DISPATCHES = 10_000
+"""Dispatch times remembered while waiting for acks. Entries leave on ack, retry or final
+status; the cap only matters when events go missing, and then the oldest are dropped."""
+
+# Events that move a command into the status their payload carries. COMMAND_HELD is left
+# out: it announces that a PENDING command waits for its asset, without a status change,
+# and counting it would make PENDING mean "created + retried + held".
+_STATUS_EVENTS = frozenset({
+    EventType.COMMAND_CREATED,
+    EventType.COMMAND_DISPATCHED,
+    EventType.COMMAND_ACKNOWLEDGED,
+    EventType.COMMAND_COMPLETED,
+    EventType.COMMAND_FAILED,
+    EventType.COMMAND_TIMED_OUT,
+    EventType.COMMAND_CANCELLED,
+    EventType.COMMAND_RETRY_SCHEDULED,
+})
+# After these, the attempt that was dispatched will not be acknowledged any more.
+_ATTEMPT_OVER = frozenset({
+    EventType.COMMAND_RETRY_SCHEDULED,
+    EventType.COMMAND_COMPLETED,
+    EventType.COMMAND_FAILED,
+    EventType.COMMAND_TIMED_OUT,
+    EventType.COMMAND_CANCELLED,
+})
+_STATUSES = frozenset(s.value for s in CommandStatus)
+_UNKNOWN_STATUS = "UNKNOWN"
+
+
+class ServiceMetrics:
+    """The metrics of one process (``service`` is its name, e.g. ``"planner"``).
+
+    Feed it with ``observe_bus``, ``watch_reconnects``, ``set_module_state`` and
+    ``set_emergency_stop``; expose it with ``serve`` (HTTP) or ``render`` (bytes).
+    Thread-safe: bus handlers may run in any publisher's thread.
+    """
+
+    def __init__(self, service: str) -> None:
+        if not service:
+            raise ValueError("service name must not be empty")
+        self.service = service
+        self.registry = CollectorRegistry()
+        r = self.registry
+
+        commands = Counter(
+            "qubit_commands", "Commands entering each status (one per COMMAND_* event except COMMAND_HELD).",
+            ["service", "status"], registry=r,
+        )
+        self._commands = {s: commands.labels(service, s) for s in [*sorted(_STATUSES), _UNKNOWN_STATUS]}
+        self._schedule_to_dispatch = Histogram(
+            "qubit_schedule_to_dispatch_seconds",
+            "From a command's scheduled time to its first dispatch.",
+            ["service"], buckets=LATENCY_BUCKETS, registry=r,
+        ).labels(service)
+        self._dispatch_to_ack = Histogram(
+            "qubit_dispatch_to_ack_seconds",
+            "From a dispatch to the device's acknowledgement of that attempt.",
+            ["service"], buckets=LATENCY_BUCKETS, registry=r,
+        ).labels(service)
+        self._retries = Counter(
+            "qubit_command_retries", "Retries scheduled after a failed or timed-out attempt.",
+            ["service"], registry=r,
+        ).labels(service)
+        self._link_up = Gauge(
+            "qubit_device_link_up", "1 while the gateway's link to the asset's device is up, 0 while down.",
+            ["service", "asset_id"], registry=r,
+        )
+        events = Counter(
+            "qubit_events", "Events published on the process's event bus.", ["service", "event_type"], registry=r,
+        )
+        self._events = {t: events.labels(service, t.value) for t in EventType}
+        self._layers: dict[str, tuple[type[StrEnum], Gauge]] = {
+            layer: (enum, Gauge(
+                f"qubit_service_{layer}_state", f"1 for the process's current {layer} state, 0 for the others.",
+                ["service", "state"], registry=r,
+            ))
+            for layer, enum in (
+                ("lifecycle", LifecycleState), ("operational", OperationalState), ("health", HealthState),
+            )
+        }
+        self._emergency_stop = Gauge(
+            "qubit_emergency_stop_active", "1 while the site's emergency stop is active.", ["service"], registry=r,
+        ).labels(service)
+        self._reconnects = _ReconnectCollector(service)
+        r.register(self._reconnects)
+
+        self._dispatch_lock = threading.Lock()
+        self._dispatched_at: OrderedDict[str, datetime] = OrderedDict()
+        self._server: WSGIServer | None = None
+        self._server_thread: threading.Thread | None = None
+
+    # -- inputs ----------------------------------------------------------------------
+
+    def observe_bus(self, bus: EventBus) -> Subscription:
+        """Count every event of ``bus`` from now on; returns the subscription (``cancel()`` stops it).
+
+        Also follows EMERGENCY_STOP_ACTIVATED / EMERGENCY_STOP_RESET into
+        ``qubit_emergency_stop_active``, like ``set_emergency_stop`` does.
+        """
+        return bus.subscribe_all(self._on_event)
+
+    def watch_reconnects(self, get_count: Callable[[], int]) -> None:
+        """Expose ``get_count()`` (e.g. ``lambda: mqtt.reconnects``) as ``qubit_broker_reconnects_total``,
+        read at every scrape. A later call replaces the getter."""
+        self._reconnects.get_count = get_count
+
+    def set_module_state(self, lifecycle: str, operational: str, health: str) -> None:
+        """Record the process's three state layers (values of LifecycleState, OperationalState,
+        HealthState, e.g. ``"Active", "Running", "Healthy"``). Raises ValueError, changing
+        nothing, if one is not a state of its layer."""
+        chosen = {}
+        for layer, value in (("lifecycle", lifecycle), ("operational", operational), ("health", health)):
+            enum = self._layers[layer][0]
+            try:
+                chosen[layer] = enum(value)
+            except ValueError:
+                allowed = ", ".join(s.value for s in enum)
+                raise ValueError(f"{value!r} is not a {layer} state; expected one of {allowed}") from None
+        for layer, state in chosen.items():
+            enum, gauge = self._layers[layer]
+            for candidate in enum:
+                gauge.labels(self.service, candidate.value).set(1 if candidate is state else 0)
+
+    def set_emergency_stop(self, active: bool) -> None:
+        """Record whether the site's emergency stop is active."""
+        self._emergency_stop.set(1 if active else 0)
+
+    # -- output ----------------------------------------------------------------------
+
+    def render(self) -> bytes:
+        """The registry in the Prometheus text exposition format (what ``/metrics`` serves)."""
+        return generate_latest(self.registry)
+
+    def serve(self, port: int, host: str = "0.0.0.0") -> int:
+        """Serve ``/metrics`` over HTTP from a daemon thread; returns the bound port
+        (``port=0`` picks a free one). Raises OSError when the address cannot be bound,
+        ValueError for a port outside 0..65535, RuntimeError if already serving."""
+        if not 0 <= port <= 65535:
+            raise ValueError(f"metrics port {port} is outside 0..65535")
+        if self._server is not None:
+            raise RuntimeError(f"{self.service}: metrics already served on port {self._server.server_port}")
+        server, thread = start_http_server(port, addr=host, registry=self.registry)
+        self._server, self._server_thread = server, thread
+        return server.server_port
+
+    def close(self) -> None:
+        """Stop the HTTP server started by ``serve`` (no-op if none). Bus subscriptions stay."""
+        server, thread = self._server, self._server_thread
+        self._server = self._server_thread = None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    # -- the bus ---------------------------------------------------------------------
+
+    def _on_event(self, event: Event) -> None:
+        kind = event.event_type
+        self._events[kind].inc()
+        p = event.payload
+        if kind in _STATUS_EVENTS:
+            status = p.get("status")
+            self._commands[status if status in _STATUSES else _UNKNOWN_STATUS].inc()
+        if kind is EventType.COMMAND_DISPATCHED:
+            self._on_dispatched(event)
+        elif kind is EventType.COMMAND_ACKNOWLEDGED:
+            self._on_acknowledged(event)
+        elif kind in _ATTEMPT_OVER:
+            if kind is EventType.COMMAND_RETRY_SCHEDULED:
+                self._retries.inc()
+            self._forget(p.get("command_id"))
+        elif kind is EventType.DEVICE_LINK_UP or kind is EventType.DEVICE_LINK_DOWN:
+            asset_id = p.get("asset_id")
+            if isinstance(asset_id, str) and asset_id:
+                self._link_up.labels(self.service, asset_id).set(1 if kind is EventType.DEVICE_LINK_UP else 0)
+        elif kind is EventType.EMERGENCY_STOP_ACTIVATED:
+            self.set_emergency_stop(True)
+        elif kind is EventType.EMERGENCY_STOP_RESET:
+            self.set_emergency_stop(False)
+
+    def _on_dispatched(self, event: Event) -> None:
+        p = event.payload
+        # command_summary has no dispatched_at today; the event is emitted at dispatch, under
+        # the engine's lock, so its timestamp is the dispatch time to within microseconds.
+        dispatched_at = _as_datetime(p.get("dispatched_at")) or event.timestamp
+        scheduled_at = _as_datetime(p.get("scheduled_at"))
+        attempts = p.get("attempts")
+        # Only first attempts: a retry goes out after its backoff by design, and that delay is
+        # what qubit_command_retries_total already counts, not dispatch lag.
+        first = not isinstance(attempts, int) or attempts <= 1
+        if scheduled_at is not None and first:
+            self._schedule_to_dispatch.observe(max(0.0, (dispatched_at - scheduled_at).total_seconds()))
+        command_id = p.get("command_id")
+        if isinstance(command_id, str):
+            with self._dispatch_lock:
+                self._dispatched_at[command_id] = dispatched_at
+                self._dispatched_at.move_to_end(command_id)
+                while len(self._dispatched_at) > MAX_TRACKED_DISPATCHES:
+                    self._dispatched_at.popitem(last=False)
+
+    def _on_acknowledged(self, event: Event) -> None:
+        p = event.payload
+        remembered = self._forget(p.get("command_id"))
+        dispatched_at = _as_datetime(p.get("dispatched_at")) or remembered
+        if dispatched_at is None:
+            return  # dispatched before observe_bus, or evicted: no honest value to record
+        acked_at = _as_datetime(p.get("acknowledged_at")) or event.timestamp
+        self._dispatch_to_ack.observe(max(0.0, (acked_at - dispatched_at).total_seconds()))
+
+    def _forget(self, command_id: Any) -> datetime | None:
+        if not isinstance(command_id, str):
+            return None
+        with self._dispatch_lock:
+            return self._dispatched_at.pop(command_id, None)
+
+
+class _ReconnectCollector(Collector):
+    """A counter whose value lives in the MQTT client; read at scrape time so that the
+    client needs no knowledge of metrics."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self.get_count: Callable[[], int] | None = None
+
+    def describe(self) -> Iterable[Metric]:
+        return [self._family()]
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        get_count = self.get_count
+        if get_count is not None:
+            try:
+                family.add_metric([self.service], float(get_count()))
+            except Exception:
+                # A broken getter must not take the whole scrape down with it.
+                log.exception("%s: cannot read the broker reconnect count", self.service)
+        yield family
+
+    @staticmethod
+    def _family() -> CounterMetricFamily:
+        return CounterMetricFamily(
+            "qubit_broker_reconnects", "Reconnections to the MQTT broker after the first connection.",
+            labels=["service"],
+        )
+
+
+def metrics_port_from_env(environ: Mapping[str, str] | None = None) -> int | None:
+    """The metrics port from QUBIT_METRICS_PORT (default 9464); None when it is ``off`` or empty.
+
+    Raises ValueError when it is neither a port number (0..65535, 0 = any free port) nor ``off``.
+    """
+    env = os.environ if environ is None else environ
+    raw = env.get(METRICS_PORT_ENV)
+    if raw is None:
+        return DEFAULT_METRICS_PORT
+    value = raw.strip()
+    if not value or value.lower() == "off":
+        return None
+    try:
+        port = int(value)
+    except ValueError:
+        raise ValueError(f"{METRICS_PORT_ENV}={raw!r}: expected a port number (0..65535) or 'off'") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{METRICS_PORT_ENV}={raw!r}: port must be within 0..65535 (or 'off')")
+    return port
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    """An aware datetime from a payload field (a datetime in process, ISO 8601 text if it
+    crossed the wire); None when absent, naive or unreadable, so that no bogus latency is recorded."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if isinstance(value, datetime) and value.tzinfo is not None and value.utcoffset() is not None:
+        return value
+    return None

@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gateway-id", default="modbus")
     parser.add_argument("--soc", type=float, default=50.0, help="initial state of charge, percent")
     args = parser.parse_args(argv)
-    configure_logging()
+    configure_logging("battery-simulator")
     site = load_site(args.site_config)
     gateway = site.gateway(args.gateway_id)
     if gateway is None or gateway.protocol is not Protocol.MODBUS:

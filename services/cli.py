@@ -4,6 +4,9 @@
     qubit events [--json] [--type COMMAND_FAILED] [--asset ast_bay_1]
     qubit states [--json]
     qubit status cmd_0123456789ab | sch_0123456789ab
+    qubit services [--json]                       every process's lifecycle, operational state and health
+    qubit estop --reason "fire alarm"             site emergency stop: every asset to its safe state
+    qubit estop --reset --reason "all clear"      the explicit reset: dispatching resumes
 
 The broker comes from QUBIT_MQTT_HOST / QUBIT_MQTT_PORT, the site from QUBIT_SITE_CONFIG.
 """
@@ -11,11 +14,14 @@ The broker comes from QUBIT_MQTT_HOST / QUBIT_MQTT_PORT, the site from QUBIT_SIT
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import queue
+import socket
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -26,13 +32,15 @@ from coordinator.ids import new_id, schedule_content_id
 from coordinator.mqtt_client import BrokerSettings, MqttClient
 from coordinator.topics import (
     ASSET_STATES_ALL,
+    EMERGENCY_STOP,
     EVENTS_ALL,
     QUERY_REQUESTS,
     ROOT,
     SCHEDULES_IN,
+    SERVICES_ALL,
     query_reply_topic,
 )
-from coordinator.wire import AssetStateMessage, Query, QueryKind, QueryReply, decode
+from coordinator.wire import AssetStateMessage, EmergencyStop, Query, QueryKind, QueryReply, ServiceStatus, decode
 
 from .event_lines import describe, to_json
 from .runtime import load_site
@@ -219,6 +227,40 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_services(args: argparse.Namespace) -> int:
+    statuses: dict[str, ServiceStatus] = {}
+    with Session() as session:
+        session.listen(SERVICES_ALL)
+        for topic, data in session.messages(args.wait):
+            try:
+                status = decode(ServiceStatus, data)
+            except DecodeError as exc:
+                print(f"unreadable service status on {topic}: {exc.reason}", file=sys.stderr)
+                continue
+            statuses[status.service] = status
+    if args.json:
+        print(json.dumps({n: s.model_dump(mode="json") for n, s in sorted(statuses.items())}, indent=2))
+    elif not statuses:
+        print("no service has published its status yet")
+    for name, st in ([] if args.json else sorted(statuses.items())):
+        why = f"  ({'; '.join(st.reasons)})" if st.reasons else ""
+        print(f"{name:<24} {st.status:<8} {st.lifecycle:<13} {st.operational:<18} {st.health:<9}{why}")
+    return 0
+
+
+def cmd_estop(args: argparse.Namespace) -> int:
+    order = EmergencyStop(active=not args.reset, reason=args.reason, issued_by=args.by, at=datetime.now(timezone.utc))
+    with Session() as session:
+        # Retained: a process that starts (or reconnects) during the stop starts stopped.
+        info = session.client.publish(EMERGENCY_STOP, order.encode(), qos=1, retain=True)
+        info.wait_for_publish(5)
+        if not info.is_published():
+            print("qubit: the broker did not confirm the order; it may not have been received", file=sys.stderr)
+            return 1
+    print(f"emergency stop {'RESET' if args.reset else 'ACTIVATED'} by {args.by}: {args.reason}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="qubit", description="Operate a qubit-energy-coordinator site.")
     parser.add_argument("--site-config", help="site config file (default: $QUBIT_SITE_CONFIG or deploy/site.toml)")
@@ -250,6 +292,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("id")
     p.add_argument("--timeout", type=float, default=5.0)
     p.set_defaults(run=cmd_status)
+
+    p = sub.add_parser("services", help="every process's lifecycle, operational state and health")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--wait", type=float, default=1.0, help="seconds to collect retained statuses")
+    p.set_defaults(run=cmd_services)
+
+    p = sub.add_parser("estop", help="site emergency stop (or, with --reset, its reset)")
+    p.add_argument("--reason", required=True, help="recorded with the order and in every event")
+    p.add_argument("--reset", action="store_true", help="end the stop: dispatching resumes")
+    p.add_argument("--by", default=f"{getpass.getuser()}@{socket.gethostname()}", help="who gives the order")
+    p.set_defaults(run=cmd_estop)
 
     args = parser.parse_args(argv)
     return args.run(args)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -15,9 +16,10 @@ from coordinator.events import Event, EventBus, EventType
 from coordinator.site import Protocol, SiteConfig
 from coordinator.timeutil import utcnow
 from coordinator.topics import commands_topic, status_topic, telemetry_topic
-from coordinator.wire import EmergencyStop, StatusReport, Telemetry
+from coordinator.base import Command
+from coordinator.wire import CommandBatch, CommandResult, EmergencyStop, Outcome, StatusReport, Telemetry
 
-from .command_intake import CommandIntake, ResultBatcher
+from .command_intake import CommandIntake, ResultBatcher, result
 from .runtime import Publish, forward_events
 from .supervision import Supervisor
 
@@ -45,6 +47,10 @@ class DeviceGateway:
         self.results = ResultBatcher(self.intake, self.loop)
         self.halted: str | None = None
         """Why commands are refused (the site's emergency stop), or None."""
+        self.draining = False
+        self.in_flight: dict[str, Command] = {}
+        """Accepted and not yet ended by a result: what SIGTERM waits for, or hands back."""
+        self._in_flight_lock = threading.Lock()
         self.supervisor: Supervisor | None = None
         self._links_down: set[str] = {a.asset_id for a in site.assets_of(gateway_id)}  # none is up until it says so
         self.bus.subscribe(EventType.DEVICE_LINK_UP, self._on_link)
@@ -99,6 +105,44 @@ class DeviceGateway:
         """After the reset: whatever the gateway restores by itself (dispatching resumes anyway)."""
 
     # -- commands ----------------------------------------------------------------------
+
+    def accept(self, batch: CommandBatch) -> list[Command]:
+        """The batch's new commands, now in flight; none while shutting down (handed back)."""
+        commands = self.intake.accept(batch)
+        if self.draining:
+            self.intake.send([result(c.command_id, c.asset_id, Outcome.FAILED, "not sent: gateway shutting down")
+                              for c in commands])
+            return []
+        with self._in_flight_lock:
+            self.in_flight.update((c.command_id, c) for c in commands)
+        return commands
+
+    def send_results(self, results: list[CommandResult]) -> None:
+        with self._in_flight_lock:
+            for r in results:
+                if r.outcome is not Outcome.ACKNOWLEDGED:
+                    self.in_flight.pop(r.command_id, None)
+        self.results.send(results)
+
+    def settled(self, cmd: Command) -> None:
+        """``cmd`` ended without a result of ours (no answer: the planner's timeout decides)."""
+        with self._in_flight_lock:
+            self.in_flight.pop(cmd.command_id, None)
+
+    def drain(self, timeout: float) -> None:
+        """SIGTERM: take nothing new, let in-flight commands finish for up to ``timeout``
+        seconds, hand the rest back as failed (the planner retries them while attempts remain)."""
+        self.draining = True
+        deadline = time.monotonic() + timeout
+        while self.in_flight and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with self._in_flight_lock:
+            left, self.in_flight = list(self.in_flight.values()), {}
+        self.run_on_loop(asyncio.sleep(4 * ResultBatcher.WINDOW), timeout=1)  # results still batching go out
+        if left:
+            log.warning("%d commands unfinished after %g s; handed back", len(left), timeout)
+            self.intake.send([result(c.command_id, c.asset_id, Outcome.FAILED,
+                                     "gateway shut down before the device answered; state unknown") for c in left])
 
     def subscriptions(self):
         return [(commands_topic(self.gateway_id), self.on_commands)]

@@ -25,6 +25,8 @@ from coordinator.timeutil import utcnow
 from coordinator.topics import EMERGENCY_STOP, event_topic
 from coordinator.wire import EmergencyStop, WireModel, decode
 
+from .log_format import configure_logging
+from .metrics import ServiceMetrics, metrics_port_from_env
 from .supervision import Supervisor
 
 log = logging.getLogger(__name__)
@@ -77,13 +79,6 @@ def receives(model: type[WireModel], what: str):
     return decorate
 
 
-def configure_logging() -> None:
-    logging.basicConfig(
-        level=os.environ.get("QUBIT_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-
-
 def load_site(path: str | None) -> SiteConfig:
     return SiteConfig.load(path or os.environ.get("QUBIT_SITE_CONFIG") or DEFAULT_SITE_CONFIG)
 
@@ -106,21 +101,30 @@ def run(name: str, build: Callable[[SiteConfig, Publish], Service], site: SiteCo
     Around the service: its module state (services/supervision.py) kept true and published,
     the site's emergency stop handed to it ahead of any backlog, and its Last Will.
     """
-    configure_logging()
+    configure_logging(name)
     client: MqttClient
 
     def publish(*args, **kwargs):
         return client.publish(*args, **kwargs)
 
+    metrics = ServiceMetrics(name)
     bus = EventBus()
     forward_events(bus, publish)
-    supervisor = Supervisor(name, publish, bus)
+    metrics.observe_bus(bus)
+    supervisor = Supervisor(name, publish, bus, on_change=lambda status: (
+        metrics.set_module_state(status.lifecycle, status.operational, status.health),
+        metrics.set_emergency_stop(status.emergency_stop)))
     client = MqttClient(name, BrokerSettings.from_env(), will=supervisor.last_will(),
                         on_link=lambda up: supervisor.update(broker_connected=up))
+    metrics.watch_reconnects(lambda: client.reconnects)
     service = build(site, client.publish)
+    service_bus = getattr(service, "bus", None)
+    if isinstance(service_bus, EventBus):  # commands, links: what the service itself reports
+        metrics.observe_bus(service_bus)
     attach = getattr(service, "attach", None)
     if attach is not None:
         attach(supervisor)
+    serve_metrics(metrics, supervisor)
     for topic_filter, handler in service.subscriptions():
         client.subscribe(topic_filter, handler)
     client.subscribe(EMERGENCY_STOP, EmergencyStopHandler(supervisor, service), urgent=True)
@@ -150,8 +154,23 @@ def run(name: str, build: Callable[[SiteConfig, Publish], Service], site: SiteCo
         close()
     supervisor.stopped()
     client.stop(farewell=supervisor.farewell())
+    metrics.close()
     log.info("%s offline", name)
     return 0
+
+
+def serve_metrics(metrics: ServiceMetrics, supervisor: Supervisor) -> None:
+    """Prometheus on $QUBIT_METRICS_PORT (default 9464, "off" for none). A port in use is a
+    Warning of the process's health, not a reason to stop controlling the site."""
+    port = metrics_port_from_env()  # a malformed setting stops start-up with its reason
+    if port is None:
+        log.info("metrics disabled (QUBIT_METRICS_PORT=off)")
+        return
+    try:
+        log.info("metrics on http://0.0.0.0:%d/metrics", metrics.serve(port))
+    except OSError as exc:
+        log.error("metrics not served on port %d: %s", port, exc)
+        supervisor.update(metrics_failed=f"port {port}: {exc.strerror or exc}")
 
 
 class EmergencyStopHandler:

@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-validation", action="store_true",
                         help="do not check CSMS calls against the OCPP schemas (load tests with many chargers)")
     args = parser.parse_args(argv)
-    configure_logging()
+    configure_logging("chargepoint-simulator")
     if logging.getLogger().level > logging.DEBUG:
         logging.getLogger("ocpp").setLevel(logging.WARNING)  # it logs every message at INFO
     site = load_site(args.site_config)

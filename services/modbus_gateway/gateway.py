@@ -23,7 +23,7 @@ class ModbusGateway(DeviceGateway):
     def __init__(self, site: SiteConfig, publish: Publish, gateway_id: str = "modbus") -> None:
         super().__init__(site, publish, gateway_id)
         self.links = {
-            a.asset_id: BatteryLink(a, self.bus, self.results.send, self._report, self.telemetry)
+            a.asset_id: BatteryLink(a, self.bus, self.send_results, self._report, self.telemetry)
             for a in site.assets_of(gateway_id)
         }
         for link in self.links.values():
@@ -31,7 +31,7 @@ class ModbusGateway(DeviceGateway):
 
     @receives(CommandBatch, "command batch")
     def on_commands(self, topic: str, batch: CommandBatch) -> None:
-        for cmd in self.intake.accept(batch):
+        for cmd in self.accept(batch):
             link = self.links.get(cmd.asset_id)
             if link is None:
                 self.intake.send([result(cmd.command_id, cmd.asset_id, Outcome.REFUSED,

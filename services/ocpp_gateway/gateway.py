@@ -58,7 +58,7 @@ class OcppGateway(DeviceGateway):
 
     @receives(CommandBatch, "command batch")
     def on_commands(self, topic: str, batch: CommandBatch) -> None:
-        commands = self.intake.accept(batch)
+        commands = self.accept(batch)
         if commands:
             self.run_on_loop(self.start_all(commands))  # one hand-over to the loop per batch, not per command
 
@@ -72,15 +72,15 @@ class OcppGateway(DeviceGateway):
     async def execute(self, cmd: Command) -> None:
         asset = self.assets.get(cmd.asset_id)
         if asset is None:
-            self.results.send([result(cmd.command_id, cmd.asset_id, Outcome.REFUSED,
+            self.send_results([result(cmd.command_id, cmd.asset_id, Outcome.REFUSED,
                                       f"{cmd.asset_id} is not an OCPP charger of gateway {self.gateway_id}")])
             return
         if self.halted is not None:
-            self.results.send([result(cmd.command_id, cmd.asset_id, Outcome.REFUSED, self.halted)])
+            self.send_results([result(cmd.command_id, cmd.asset_id, Outcome.REFUSED, self.halted)])
             return
         point = self.central.points.get(asset.ocpp.charge_point_id)
         if point is None:
-            self.results.send([result(cmd.command_id, cmd.asset_id, Outcome.FAILED,
+            self.send_results([result(cmd.command_id, cmd.asset_id, Outcome.FAILED,
                                       f"charger {asset.ocpp.charge_point_id} is not connected")])
             return
         try:
@@ -89,14 +89,15 @@ class OcppGateway(DeviceGateway):
             log.exception("%s: %s failed unexpectedly", point.id, cmd.command_id)
             outcome, error = Outcome.FAILED, f"gateway error: {type(exc).__name__}: {exc}"
         if outcome is None:
+            self.settled(cmd)
             return  # no answer: the planner's timeout decides
         if outcome is Outcome.COMPLETED:
             if cmd.command_type in RESTORED:
                 self.in_force[(cmd.asset_id, cmd.command_type)] = cmd
-            self.results.send([result(cmd.command_id, cmd.asset_id, Outcome.ACKNOWLEDGED),
+            self.send_results([result(cmd.command_id, cmd.asset_id, Outcome.ACKNOWLEDGED),
                                result(cmd.command_id, cmd.asset_id, Outcome.COMPLETED)])
         else:
-            self.results.send([result(cmd.command_id, cmd.asset_id, outcome, error)])
+            self.send_results([result(cmd.command_id, cmd.asset_id, outcome, error)])
 
     async def call(self, point: Point, connector_id: int, cmd: Command) -> tuple[Outcome | None, str | None]:
         """Send ``cmd`` as an OCPP call on ``point``; (None, None) when it got no answer in time."""

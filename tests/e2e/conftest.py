@@ -154,6 +154,12 @@ version = "{version}"
 OCPP_CORE = ("ingester", "planner", "tracker", "gateway-ocpp")
 
 
+@pytest.fixture
+def ocpp_site_template():
+    """(site config template, charger password) for tests that start their own OCPP gateway."""
+    return OCPP_SITE, PASSWORD
+
+
 @pytest.fixture(params=["1.6", "2.0.1"])
 def version(request):
     return request.param

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench bench-modbus bench-ocpp clean
+.PHONY: demo test bench bench-modbus bench-ocpp bench-estop clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required, found " + sys.version.split()[0])'
@@ -35,6 +35,10 @@ bench-ocpp: $(STAMP)
 	@mosquitto/ensure-mosquitto.sh
 	$(BIN)/python bench/ocpp_gateway.py --version 1.6
 	$(BIN)/python bench/ocpp_gateway.py --version 2.0.1
+
+bench-estop: $(STAMP)
+	@mosquitto/ensure-mosquitto.sh
+	$(BIN)/python bench/emergency_stop.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

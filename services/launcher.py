@@ -20,8 +20,6 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from coordinator.topics import SERVICES_ALL
 
-from .broker import free_port
-
 REPO = Path(__file__).resolve().parent.parent
 
 SERVICES = {
@@ -46,19 +44,19 @@ class ServiceProcesses:
         self.logs = logs
         self.logs.mkdir(parents=True, exist_ok=True)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.metrics_ports: dict[str, int] = {}
-        """Each process's Prometheus port: on one machine they cannot share the default."""
         self.env = os.environ | {
             "QUBIT_MQTT_HOST": host, "QUBIT_MQTT_PORT": str(port),
             "QUBIT_SITE_CONFIG": str(site_config), "PYTHONUNBUFFERED": "1",
+            # On one machine the processes cannot share the default port: each takes one the
+            # system gives it (an ephemeral port cannot collide with ports the sites chose)
+            # and says which in its retained status.
+            "QUBIT_METRICS_PORT": "0",
         }
 
     def start(self, name: str, *args: str) -> None:
-        self.metrics_ports.setdefault(name, free_port())
-        env = self.env | {"QUBIT_METRICS_PORT": str(self.metrics_ports[name])}
         with open(self.logs / f"{name}.log", "ab") as log:
             self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", SERVICES[name], *args], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO
+                [sys.executable, "-m", SERVICES[name], *args], env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO
             )
 
     def start_all(self, names: tuple[str, ...] = CORE, args: dict[str, tuple[str, ...]] | None = None,

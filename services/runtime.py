@@ -167,7 +167,8 @@ def serve_metrics(metrics: ServiceMetrics, supervisor: Supervisor) -> None:
         log.info("metrics disabled (QUBIT_METRICS_PORT=off)")
         return
     try:
-        log.info("metrics on http://0.0.0.0:%d/metrics", metrics.serve(port))
+        supervisor.metrics_port = metrics.serve(port)
+        log.info("metrics on http://0.0.0.0:%d/metrics", supervisor.metrics_port)
     except OSError as exc:
         log.error("metrics not served on port %d: %s", port, exc)
         supervisor.update(metrics_failed=f"port {port}: {exc.strerror or exc}")

@@ -111,6 +111,7 @@ class Supervisor:
         self.machine = UnifiedStateMachine(module_name=service)
         self.conditions = Conditions()
         self.emergency: EmergencyStop | None = None
+        self.metrics_port: int | None = None
         self._lock = threading.RLock()
         self._told: ServiceStatus | None = None
 
@@ -124,7 +125,8 @@ class Supervisor:
         return ServiceStatus(
             service=self.service, status="online" if online else "offline", pid=os.getpid(),
             lifecycle=states.lifecycle.value, operational=states.operational.value, health=health.value,
-            reasons=list(reasons), emergency_stop=self.emergency is not None, at=utcnow(),
+            reasons=list(reasons), emergency_stop=self.emergency is not None, metrics_port=self.metrics_port,
+            at=utcnow(),
         )
 
     def last_will(self) -> tuple[str, bytes]:

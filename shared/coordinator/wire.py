@@ -153,6 +153,8 @@ class ServiceStatus(WireModel):
     reasons: list[str] = Field(default_factory=list)
     """Why health is not Healthy (broker unreachable, link to ast_bay_1 down, ...)."""
     emergency_stop: bool = False
+    metrics_port: int | None = None
+    """Where the process serves Prometheus metrics (/metrics), if it does."""
     at: AwareDatetime
 
 

@@ -87,7 +87,8 @@ def test_states_are_retained_health_follows_device_links_and_metrics_are_served(
     wait_statuses(plain, lambda s: s["gateway-ocpp"].health == "Healthy", timeout=20, what="gateway Healthy again")
 
     # Prometheus, on each process's own port.
-    body = urllib.request.urlopen(f"http://127.0.0.1:{site.metrics_ports['gateway-ocpp']}/metrics", timeout=5).read().decode()
+    port = statuses(plain)["gateway-ocpp"].metrics_port
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     assert 'qubit_device_link_up{asset_id="ast_bay_1",service="gateway-ocpp"} 1.0' in body
     assert 'qubit_service_health_state{service="gateway-ocpp",state="Healthy"} 1.0' in body
     out = qubit(site, "services")

@@ -96,7 +96,10 @@ class _Requests:
         message = Call(unique_id=str(uuid.uuid4()), action=type(call).__name__, payload=call_payload(call))
         async with self._call_lock:  # type: ignore[attr-defined]
             await self._send(message.to_json())  # type: ignore[attr-defined]
-            response = await self._get_specific_response(message.unique_id, self._response_timeout)  # type: ignore[attr-defined]
+            # One call at a time per connection (the lock): the next answer is ours, unless a
+            # late answer to a call that timed out comes first.
+            while (response := await self._response_queue.get()).unique_id != message.unique_id:  # type: ignore[attr-defined]
+                log.warning("%s: late answer to an earlier call %s ignored", self.id, response.unique_id)
         if response.message_type_id == MessageType.CallError:
             raise response.to_exception()
         payload = camel_to_snake_case(response.payload)

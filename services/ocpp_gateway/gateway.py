@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
+import gc
 import logging
 from typing import Any
 
@@ -99,6 +101,10 @@ class OcppGateway(DeviceGateway):
         else:
             self.send_results([result(cmd.command_id, cmd.asset_id, outcome, error)])
 
+    @functools.lru_cache(maxsize=64)  # noqa: B019 - a handful of (version, connector) pairs, for the gateway's life
+    def _adapter(self, version: str, connector_id: int) -> OCPPAdapter:
+        return OCPPAdapter(self.gateway_id, version, connector_id)
+
     async def call(self, point: Point, connector_id: int, cmd: Command) -> tuple[Outcome | None, str | None]:
         """Send ``cmd`` as an OCPP call on ``point``; (None, None) when it got no answer in time."""
         if cmd.command_type is CommandType.STOP_CHARGING and "transaction_id" not in cmd.parameters:
@@ -106,7 +112,7 @@ class OcppGateway(DeviceGateway):
                 return Outcome.FAILED, "no transaction in progress on this charger"
             cmd = dataclasses.replace(cmd, parameters=cmd.parameters | {"transaction_id": point.transaction_id})
         try:
-            payload = OCPPAdapter(self.gateway_id, point.version, connector_id).build_call(cmd)
+            payload = self._adapter(point.version, connector_id).build_call(cmd)
         except TranslationError as exc:
             return Outcome.REFUSED, str(exc)
         try:
@@ -198,6 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     # Chargers' messages are still schema-checked, inline: a thread hand-off per message cost
     # more than the check itself with many chargers (field notes).
     ocpp.messages.ASYNC_VALIDATION = False
+    # A slot boundary allocates a task, a call and an answer per charger; with the default
+    # thresholds the collector walked the whole heap (every connection's objects) in the
+    # middle of it. Collect young objects less often; a full collection stays possible.
+    gc.set_threshold(50_000, 20, 20)
     return run(f"gateway-{args.gateway_id}", lambda site, publish: OcppGateway(site, publish, args.gateway_id),
                load_site(args.site_config))
 

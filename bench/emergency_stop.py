@@ -162,8 +162,8 @@ def main() -> None:
     floor_samples = floor([], mqtt_trip)
     print(f"{CHARGERS} chargers + {BATTERIES} batteries, {ROUNDS} rounds")
     print(f"e-stop order -> device in its safe state            : {percentiles(latencies)}")
-    for kind, samples in by_kind.items():
-        print(f"  {kind:<9} (0 W + session stopped / idle read back): {percentiles(samples)}")
+    print(f"  chargers  (0 W accepted, then session stopped)    : {percentiles(by_kind['chargers'])}")
+    print(f"  batteries (idle written and read back)            : {percentiles(by_kind['batteries'])}")
     print(f"floor  MQTT trip + 2 bare websocket round trips     : {percentiles(floor_samples)}")
 
 

@@ -22,7 +22,9 @@ import socket
 import sys
 import time
 from datetime import datetime, timezone
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pandas as pd
 
@@ -40,12 +42,22 @@ from coordinator.topics import (
     SERVICES_ALL,
     query_reply_topic,
 )
-from coordinator.wire import AssetStateMessage, EmergencyStop, Query, QueryKind, QueryReply, ServiceStatus, decode
+from coordinator.wire import (
+    AssetStateMessage,
+    EmergencyStop,
+    Query,
+    QueryKind,
+    QueryReply,
+    ServiceStatus,
+    WireModel,
+    decode,
+)
 
 from .event_lines import describe, to_json
 from .runtime import load_site
 
 FINAL = {"COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"}
+M = TypeVar("M", bound=WireModel)
 
 
 class Session:
@@ -186,17 +198,23 @@ def cmd_events(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_states(args: argparse.Namespace) -> int:
-    states: dict[str, AssetStateMessage] = {}
+def collect_retained(topic_filter: str, model: type[M], key: Callable[[M], str], wait: float) -> dict[str, M]:
+    """The retained messages under ``topic_filter`` (the newest per ``key``), gathered for ``wait`` s."""
+    found: dict[str, M] = {}
     with Session() as session:
-        session.listen(ASSET_STATES_ALL)
-        for topic, data in session.messages(args.wait):
+        session.listen(topic_filter)
+        for topic, data in session.messages(wait):
             try:
-                msg = decode(AssetStateMessage, data)
+                message = decode(model, data)
             except DecodeError as exc:
-                print(f"unreadable state on {topic}: {exc.reason}", file=sys.stderr)
+                print(f"unreadable {model.__name__} on {topic}: {exc.reason}", file=sys.stderr)
                 continue
-            states[msg.asset_id] = msg
+            found[key(message)] = message
+    return found
+
+
+def cmd_states(args: argparse.Namespace) -> int:
+    states = collect_retained(ASSET_STATES_ALL, AssetStateMessage, lambda m: m.asset_id, args.wait)
     if args.json:
         print(json.dumps({a: m.model_dump(mode="json") for a, m in sorted(states.items())}, indent=2))
     elif not states:
@@ -228,23 +246,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_services(args: argparse.Namespace) -> int:
-    statuses: dict[str, ServiceStatus] = {}
-    with Session() as session:
-        session.listen(SERVICES_ALL)
-        for topic, data in session.messages(args.wait):
-            try:
-                status = decode(ServiceStatus, data)
-            except DecodeError as exc:
-                print(f"unreadable service status on {topic}: {exc.reason}", file=sys.stderr)
-                continue
-            statuses[status.service] = status
+    statuses = collect_retained(SERVICES_ALL, ServiceStatus, lambda s: s.service, args.wait)
     if args.json:
         print(json.dumps({n: s.model_dump(mode="json") for n, s in sorted(statuses.items())}, indent=2))
     elif not statuses:
         print("no service has published its status yet")
-    for name, st in ([] if args.json else sorted(statuses.items())):
-        why = f"  ({'; '.join(st.reasons)})" if st.reasons else ""
-        print(f"{name:<24} {st.status:<8} {st.lifecycle:<13} {st.operational:<18} {st.health:<9}{why}")
+    else:
+        for name, st in sorted(statuses.items()):
+            why = f"  ({'; '.join(st.reasons)})" if st.reasons else ""
+            print(f"{name:<24} {st.status:<8} {st.lifecycle:<13} {st.operational:<18} {st.health:<9}{why}")
     return 0
 
 

@@ -12,11 +12,11 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
+from coordinator.base import Command
 from coordinator.events import Event, EventBus, EventType
 from coordinator.site import Protocol, SiteConfig
 from coordinator.timeutil import utcnow
 from coordinator.topics import commands_topic, status_topic, telemetry_topic
-from coordinator.base import Command
 from coordinator.wire import CommandBatch, CommandResult, EmergencyStop, Outcome, StatusReport, Telemetry
 
 from .command_intake import CommandIntake, ResultBatcher, result

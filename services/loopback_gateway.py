@@ -26,9 +26,9 @@ from coordinator.topics import (
     status_topic,
 )
 from coordinator.wire import (
-    EmergencyStop,
     CommandBatch,
     CommandResult,
+    EmergencyStop,
     Outcome,
     StatusReport,
 )

@@ -7,7 +7,6 @@ a subprotocol we speak: ocpp1.6 or ocpp2.0.1, negotiated per connection.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hmac
@@ -32,7 +31,6 @@ from ocpp.v201 import call_result as v201_result
 from ocpp.v201.enums import Action as V201Action
 from ocpp.v201.enums import AuthorizationStatusEnumType, RegistrationStatusEnumType
 from websockets.asyncio.server import ServerConnection
-from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from coordinator.adapters.ocpp import call_payload

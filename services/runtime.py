@@ -136,8 +136,12 @@ def run(name: str, build: Callable[[SiteConfig, Publish], Service], site: SiteCo
     log.info("%s running for site %s", name, site.site_id)
     interval = service.tick_interval
     next_tick = time.monotonic()
+    reconnects = client.reconnects
     while not stopping.wait(min(interval or HOUSEKEEPING_SECONDS, HOUSEKEEPING_SECONDS)):
         supervisor.update(backlog=client.backlog)
+        if client.reconnects != reconnects and client.connected.is_set():
+            reconnects = client.reconnects
+            supervisor.republish()
         if interval is not None and time.monotonic() >= next_tick:
             next_tick = time.monotonic() + interval
             try:

@@ -176,6 +176,13 @@ class Supervisor:
             self._apply(_RESET)
             return True
 
+    def republish(self) -> None:
+        """Publish the current status again: after a reconnect, once paho has re-sent what it
+        queued during the outage, so the retained status is the newest."""
+        with self._lock:
+            status = self._told = self.status()
+            self.publish(service_topic(self.service), status.encode(), qos=1, retain=True)
+
     def stopping(self) -> None:
         """SIGTERM: Running -> Stopped, Active -> ShuttingDown (while in-flight work finishes)."""
         steps = []
@@ -208,7 +215,10 @@ class Supervisor:
                                                               status.reasons, status.emergency_stop):
                 return
             self._told = status
-        self.publish(service_topic(self.service), status.encode(), qos=1, retain=True)
+            if self.conditions.broker_connected:
+                # Not while the broker is away: paho would queue it and send it again after
+                # the newer status of the reconnect, leaving a stale retained one (see republish).
+                self.publish(service_topic(self.service), status.encode(), qos=1, retain=True)
         self.bus.emit(EventType.SERVICE_STATE_CHANGED, {
             "service": self.service, "lifecycle": status.lifecycle, "operational": status.operational,
             "health": status.health, "reasons": status.reasons, "emergency_stop": status.emergency_stop,

@@ -176,3 +176,29 @@ def test_a_malformed_stop_order_is_refused_and_changes_nothing(site, plain):
     time.sleep(1.0)
     assert "unreadable emergency stop order" in site.log("planner")
     assert all(not s.emergency_stop for s in statuses(plain).values())
+
+
+def test_a_broker_outage_is_a_warning_while_it_lasts(site, broker, plain):
+    if type(broker).__name__ != "LocalMosquitto":
+        pytest.skip("stopping and starting on the same port needs the local broker")
+    port = wait_statuses(plain, lambda s: "ingester" in s and s["ingester"].metrics_port, timeout=10,
+                         what="the ingester's metrics port")["ingester"].metrics_port
+
+    def health_gauge() -> str:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        return next(line.split('state="')[1].split('"')[0] for line in body.splitlines()
+                    if line.startswith("qubit_service_health_state{") and line.endswith(" 1.0"))
+
+    assert health_gauge() == "Healthy"
+    broker.stop()
+    try:
+        deadline = time.monotonic() + 20
+        while health_gauge() != "Warning":  # paho notices the lost link at once or at its next keep-alive
+            assert time.monotonic() < deadline, "health never went to Warning during the outage"
+            time.sleep(0.2)
+    finally:
+        broker.start()
+    wait_statuses(plain, lambda s: s["ingester"].health == "Healthy" and s["ingester"].pid == site.procs["ingester"].pid,
+                  timeout=30, what="ingester Healthy after the broker came back")
+    assert health_gauge() == "Healthy"
+    assert "health Healthy -> Warning (broker unreachable)" in site.log("ingester")

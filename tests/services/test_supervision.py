@@ -93,15 +93,29 @@ def test_a_started_process_is_active_running_healthy_and_says_so_retained():
 def test_health_follows_what_the_process_sees_and_only_changes_are_published():
     sup, publish, _ = supervisor()
     sup.started()
-    sup.update(broker_connected=False)
-    assert publish.last()[2] == "Warning" and publish.statuses()[-1].reasons == ["broker unreachable"]
+    sup.update(links_down=frozenset({"ast_1"}), links_total=2)
+    assert publish.last()[2] == "Warning" and publish.statuses()[-1].reasons == ["device link down: ast_1"]
     count = len(publish.published)
-    sup.update(broker_connected=False)  # nothing new
+    sup.update(links_down=frozenset({"ast_1"}), links_total=2)  # nothing new
     assert len(publish.published) == count
-    sup.update(links_down=frozenset({"ast_1"}), links_total=1)
+    sup.update(links_down=frozenset({"ast_1", "ast_2"}))
     assert publish.last()[2] == "Critical"
-    sup.update(links_down=frozenset(), broker_connected=True)
+    sup.update(links_down=frozenset())
     assert publish.last() == ("Active", "Running", "Healthy") and publish.statuses()[-1].reasons == []
+
+
+def test_a_broker_outage_is_seen_but_told_over_mqtt_only_once_the_broker_is_back():
+    sup, publish, changes = supervisor()
+    sup.started()
+    count = len(publish.published)
+    sup.update(broker_connected=False)
+    assert sup.machine.get_health_state() is HealthState.WARNING  # the metrics gauge shows it at once
+    assert changes[-1].payload["reasons"] == ["broker unreachable"]
+    assert len(publish.published) == count  # a retained status queued now would land after the newer one
+    sup.update(broker_connected=True)
+    assert publish.last() == ("Active", "Running", "Healthy")
+    sup.republish()  # after the reconnect, once paho has re-sent what it held
+    assert len(publish.published) == count + 2 and publish.last()[2] == "Healthy"
 
 
 def test_emergency_stop_moves_all_three_layers_and_holds_until_the_reset():

@@ -27,6 +27,14 @@ def describe(event: Event, clock: datetime | None = None) -> str:
                 f"for {p.get('asset_count')} assets over {p.get('slot_count')} slots")
     if event.event_type is EventType.SCHEDULE_REJECTED:
         return f"{stamp}  {kind:<24} {'':<13} {p.get('schedule_id')}: {p.get('reason')}: {p.get('message')}"
+    if event.event_type is EventType.SERVICE_STATE_CHANGED:
+        why = f"  ({'; '.join(p.get('reasons') or [])})" if p.get("reasons") else ""
+        return f"{stamp}  {kind:<24} {p.get('service', ''):<13} {p.get('lifecycle')}/{p.get('operational')}/{p.get('health')}{why}"
+    if event.event_type in (EventType.EMERGENCY_STOP_ACTIVATED, EventType.EMERGENCY_STOP_RESET):
+        return f"{stamp}  {kind:<24} {'site':<13} by {p.get('issued_by')}: {p.get('reason')}"
+    if event.event_type is EventType.ASSET_SAFE_STATE:
+        detail = p.get("detail") if p.get("safe") else f"NOT SAFE: {p.get('error')}"
+        return f"{stamp}  {kind:<24} {p.get('asset_id', ''):<13} {detail}"
     if "command_type" not in p:  # device links, clamps, ...: not about one command
         rest = ", ".join(f"{k}={v}" for k, v in p.items() if k != "asset_id")
         return f"{stamp}  {kind:<24} {p.get('asset_id', ''):<13} {rest}"

@@ -213,15 +213,20 @@ def collect_retained(topic_filter: str, model: type[M], key: Callable[[M], str],
     return found
 
 
+def print_retained(found: dict[str, M], as_json: bool, nothing: str, row: Callable[[str, M], str]) -> None:
+    """One JSON object keyed like ``found``, or one line per message (``nothing`` when none)."""
+    if as_json:
+        print(json.dumps({k: m.model_dump(mode="json") for k, m in sorted(found.items())}, indent=2))
+    elif not found:
+        print(nothing)
+    for key, message in ([] if as_json else sorted(found.items())):
+        print(row(key, message))
+
+
 def cmd_states(args: argparse.Namespace) -> int:
     states = collect_retained(ASSET_STATES_ALL, AssetStateMessage, lambda m: m.asset_id, args.wait)
-    if args.json:
-        print(json.dumps({a: m.model_dump(mode="json") for a, m in sorted(states.items())}, indent=2))
-    elif not states:
-        print("no asset states published yet (is the tracker running?)")
-    else:
-        for asset_id, m in sorted(states.items()):
-            print(f"{asset_id:<20} {m.kind:<11} {m.state:<12} since {m.since:%Y-%m-%d %H:%M:%S}Z")
+    print_retained(states, args.json, "no asset states published yet (is the tracker running?)",
+                   lambda a, m: f"{a:<20} {m.kind:<11} {m.state:<12} since {m.since:%Y-%m-%d %H:%M:%S}Z")
     return 0
 
 
@@ -247,14 +252,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_services(args: argparse.Namespace) -> int:
     statuses = collect_retained(SERVICES_ALL, ServiceStatus, lambda s: s.service, args.wait)
-    if args.json:
-        print(json.dumps({n: s.model_dump(mode="json") for n, s in sorted(statuses.items())}, indent=2))
-    elif not statuses:
-        print("no service has published its status yet")
-    else:
-        for name, st in sorted(statuses.items()):
-            why = f"  ({'; '.join(st.reasons)})" if st.reasons else ""
-            print(f"{name:<24} {st.status:<8} {st.lifecycle:<13} {st.operational:<18} {st.health:<9}{why}")
+    print_retained(statuses, args.json, "no service has published its status yet",
+                   lambda n, s: f"{n:<24} {s.status:<8} {s.lifecycle:<13} {s.operational:<18} {s.health:<9}"
+                                + (f"  ({'; '.join(s.reasons)})" if s.reasons else ""))
     return 0
 
 

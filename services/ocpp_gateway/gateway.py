@@ -67,9 +67,7 @@ class OcppGateway(DeviceGateway):
     async def start_all(self, commands: list[Command]) -> None:
         """Each command in its own task: one slow charger never holds up another."""
         for cmd in commands:
-            task = asyncio.create_task(self.execute(cmd), name=cmd.command_id)
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            self._spawn(self.execute(cmd))
 
     async def execute(self, cmd: Command) -> None:
         asset = self.assets.get(cmd.asset_id)
@@ -185,7 +183,7 @@ class OcppGateway(DeviceGateway):
 
     async def _restore(self, point: Point, connector_id: int, cmd: Command) -> None:
         outcome, error = await self.call(point, connector_id, cmd)
-        log.info("%s: setpoint of %s restored after reconnect: %s %s", point.id, cmd.command_id, outcome, error or "")
+        log.info("%s: setpoint of %s restored: %s %s", point.id, cmd.command_id, outcome, error or "")
 
     def link(self, charge_point_id: str, up: bool, reason: str) -> None:
         asset = self.by_charge_point[charge_point_id]

@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	@mosquitto/ensure-mosquitto.sh
-	$(BIN)/python -m services.demo
+	$(BIN)/python -m tools.demo
 
 test: $(STAMP)
 	@mosquitto/ensure-mosquitto.sh

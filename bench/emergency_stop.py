@@ -28,11 +28,11 @@ import pandas as pd
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from coordinator.codec import decode_event, encode_schedule
-from coordinator.topics import EMERGENCY_STOP, EVENTS_ALL, SCHEDULES_IN, simulator_topic
-from coordinator.wire import ChargerControl, EmergencyStop
-from services.broker import free_port, start_broker, wait_for_port
-from services.launcher import ServiceProcesses
+from coordinator.contract.codec import decode_event, encode_schedule
+from coordinator.contract.topics import EMERGENCY_STOP, EVENTS_ALL, SCHEDULES_IN, simulator_topic
+from coordinator.contract.messages import ChargerControl, EmergencyStop
+from tools.broker import free_port, start_broker, wait_for_port
+from tools.launcher import ServiceProcesses
 
 from batch_timing import percentiles
 from ocpp_gateway import ECHO_SERVER, floor_round

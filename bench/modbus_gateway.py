@@ -23,10 +23,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from pymodbus.client import AsyncModbusTcpClient
 
 from coordinator.base import Command, CommandType
-from coordinator.codec import decode_event
-from coordinator.topics import EVENTS_ALL, RESULTS_ALL
-from services.broker import free_port, start_broker, wait_for_port
-from services.launcher import ServiceProcesses
+from coordinator.contract.codec import decode_event
+from coordinator.contract.topics import EVENTS_ALL, RESULTS_ALL
+from tools.broker import free_port, start_broker, wait_for_port
+from tools.launcher import ServiceProcesses
 
 from batch_timing import percentiles, time_batch
 

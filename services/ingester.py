@@ -18,7 +18,7 @@ from datetime import datetime
 
 import numpy as np
 
-from coordinator.codec import (
+from coordinator.contract.codec import (
     MAX_SCHEDULE_BYTES,
     DecodeError,
     ScheduleMessage,
@@ -35,10 +35,10 @@ from coordinator.schedule import (
 )
 from coordinator.site import AssetKind, SiteConfig
 from coordinator.timeutil import utcnow
-from coordinator.topics import SCHEDULES_ACCEPTED, SCHEDULES_IN
-from coordinator.wire import AcceptedSchedule
+from coordinator.contract.topics import SCHEDULES_ACCEPTED, SCHEDULES_IN
+from coordinator.contract.messages import AcceptedSchedule
 
-from .runtime import Publish, base_arguments, forward_events, load_site, run
+from coordinator.runtime.service import Publish, base_arguments, forward_events, load_site, run
 
 log = logging.getLogger(__name__)
 

@@ -20,12 +20,12 @@ from coordinator.base import Command, CommandType
 from coordinator.events import EventBus, EventType
 from coordinator.site import AssetKind, SiteConfig
 from coordinator.timeutil import utcnow
-from coordinator.topics import (
+from coordinator.contract.topics import (
     commands_topic,
     simulator_topic,
     status_topic,
 )
-from coordinator.wire import (
+from coordinator.contract.messages import (
     CommandBatch,
     CommandResult,
     EmergencyStop,
@@ -33,8 +33,8 @@ from coordinator.wire import (
     StatusReport,
 )
 
-from .command_intake import CommandIntake, result
-from .runtime import Publish, base_arguments, forward_events, load_site, receives, run
+from coordinator.runtime.command_intake import CommandIntake, result
+from coordinator.runtime.service import Publish, base_arguments, forward_events, load_site, receives, run
 
 log = logging.getLogger(__name__)
 

@@ -19,19 +19,19 @@ from typing import Any
 from coordinator.adapters import AdapterRegistry, ProtocolAdapter
 from coordinator.asset_machines import is_early_departure
 from coordinator.base import Command
-from coordinator.codec import MAX_SCHEDULE_BYTES, DecodeError, decode_schedule
+from coordinator.contract.codec import MAX_SCHEDULE_BYTES, DecodeError, decode_schedule
 from coordinator.dispatch import DispatchEngine
 from coordinator.events import EventBus, EventType
 from coordinator.schedule import ScheduleError
 from coordinator.site import SiteConfig
 from coordinator.timeutil import utcnow
-from coordinator.topics import (
+from coordinator.contract.topics import (
     ASSET_STATES_ALL,
     RESULTS_ALL,
     SCHEDULES_ACCEPTED,
     commands_topic,
 )
-from coordinator.wire import (
+from coordinator.contract.messages import (
     AcceptedSchedule,
     AssetStateMessage,
     CommandBatch,
@@ -42,7 +42,7 @@ from coordinator.wire import (
     decode,
 )
 
-from .runtime import Publish, base_arguments, forward_events, load_site, receives, run
+from coordinator.runtime.service import Publish, base_arguments, forward_events, load_site, receives, run
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class Planner:
                 msg.asset_id, f"early departure: vehicle unplugged while {msg.previous_state}", created_before=msg.since
             )
 
-    # -- the site's emergency stop (run by services.runtime, ahead of any backlog) ----
+    # -- the site's emergency stop (run by coordinator.runtime.service, ahead of any backlog) ----
 
     def emergency_stop(self, order: EmergencyStop) -> None:
         """Dispatch nothing more; what falls due meanwhile is held. Recorded as an event."""

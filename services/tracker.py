@@ -17,19 +17,19 @@ from collections import OrderedDict
 from datetime import datetime
 from typing import Any
 
-from coordinator.codec import DecodeError, decode_event
+from coordinator.contract.codec import DecodeError, decode_event
 from coordinator.events import EventBus, EventType
 from coordinator.site import SiteConfig
 from coordinator.statemachine import StateMachine
 from coordinator.timeutil import utcnow
-from coordinator.topics import (
+from coordinator.contract.topics import (
     ASSET_STATES_ALL,
     EVENTS_ALL,
     QUERY_REQUESTS,
     STATUS_ALL,
     asset_state_topic,
 )
-from coordinator.wire import (
+from coordinator.contract.messages import (
     AssetStateMessage,
     Query,
     QueryKind,
@@ -37,7 +37,7 @@ from coordinator.wire import (
     StatusReport,
 )
 
-from .runtime import Publish, base_arguments, forward_events, load_site, receives, run
+from coordinator.runtime.service import Publish, base_arguments, forward_events, load_site, receives, run
 
 log = logging.getLogger(__name__)
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import asyncio
 
-from coordinator.battery_device import DeviceStatus
+from coordinator.protocols.modbus.device import DeviceStatus
 from coordinator.site import Protocol, SiteConfig
-from coordinator.wire import CommandBatch, Outcome
+from coordinator.contract.messages import CommandBatch, Outcome
 
-from ..command_intake import result
-from ..device_gateway import DeviceGateway
-from ..runtime import Publish, base_arguments, load_site, receives, run
+from coordinator.runtime.command_intake import result
+from coordinator.runtime.device_gateway import DeviceGateway
+from coordinator.runtime.service import Publish, base_arguments, load_site, receives, run
 from .link import BatteryLink
 
 

@@ -17,16 +17,16 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from coordinator.adapters import TranslationError
-from coordinator.adapters.modbus import decode_registers
+from coordinator.protocols.modbus.adapter import decode_registers
 from coordinator.base import Command, CommandType
-from coordinator.battery_device import DeviceStatus, decode_status
+from coordinator.protocols.modbus.device import DeviceStatus, decode_status
 from coordinator.events import EventBus, EventType
 from coordinator.site import AssetConfig
 from coordinator.timeutil import utcnow
-from coordinator.wire import CommandResult, Outcome
+from coordinator.contract.messages import CommandResult, Outcome
 
-from ..command_intake import result
-from .setpoints import SetpointPlan, coalesce, plan_command, shows
+from coordinator.runtime.command_intake import result
+from coordinator.protocols.modbus.setpoints import SetpointPlan, coalesce, plan_command, shows
 
 log = logging.getLogger(__name__)
 

@@ -33,11 +33,11 @@ from ocpp.v201.enums import AuthorizationStatusEnumType, RegistrationStatusEnumT
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
-from coordinator.adapters.ocpp import call_payload
+from coordinator.protocols.ocpp.adapter import call_payload
 from coordinator.asset_machines import ChargerState
 from coordinator.site import AssetConfig, OcppListenConfig
 
-from .status import v16_state, v201_connector_state, v201_transaction_state
+from coordinator.protocols.ocpp.status import v16_state, v201_connector_state, v201_transaction_state
 
 log = logging.getLogger(__name__)
 

@@ -28,13 +28,13 @@ from coordinator.base import Command, CommandType
 from coordinator.events import EventType
 from coordinator.site import OcppListenConfig, Protocol, SiteConfig
 from coordinator.timeutil import utcnow
-from coordinator.wire import CommandBatch, Outcome
+from coordinator.contract.messages import CommandBatch, Outcome
 
-from ..command_intake import result
-from ..device_gateway import DeviceGateway
-from ..runtime import Publish, base_arguments, load_site, receives, run
+from coordinator.runtime.command_intake import result
+from coordinator.runtime.device_gateway import DeviceGateway
+from coordinator.runtime.service import Publish, base_arguments, load_site, receives, run
 from .central import CentralSystem, Point
-from .status import outcome_of
+from coordinator.protocols.ocpp.status import outcome_of
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 ``Command`` is a plain dataclass so that a schedule can yield tens of thousands of them
 cheaply; the same class is validated by pydantic (``COMMAND_ADAPTER``) wherever a
-command crosses the wire (see ``coordinator.codec``).
+command crosses the wire (see ``coordinator.contract.codec``).
 
     >>> from datetime import datetime, timezone
     >>> cmd = Command(

@@ -28,7 +28,7 @@ from .asset_machines import (
     create_battery_state_machine,
     create_ev_charger_state_machine,
 )
-from .battery_device import ModbusDeviceConfig
+from coordinator.protocols.modbus.device import ModbusDeviceConfig
 from .config import CoordinatorConfig
 from .events import EventBus
 from .statemachine import StateMachine
@@ -90,7 +90,7 @@ class AssetConfig(BaseModel):
     gateway_id: TopicSafeId
     max_power_kw: float = Field(gt=0, allow_inf_nan=False)
     modbus: ModbusDeviceConfig | None = None
-    """How to reach a battery behind a Modbus gateway (see coordinator.battery_device)."""
+    """How to reach a battery behind a Modbus gateway (see coordinator.protocols.modbus.device)."""
     ocpp: OcppChargerConfig | None = None
     """How a charger behind an OCPP gateway identifies itself."""
 

@@ -10,10 +10,10 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from coordinator.codec import DecodeError, decode_event
-from coordinator.topics import EVENTS_ALL
-from services.broker import free_port, start_broker, wait_for_port
-from services.launcher import ServiceProcesses
+from coordinator.contract.codec import DecodeError, decode_event
+from coordinator.contract.topics import EVENTS_ALL
+from tools.broker import free_port, start_broker, wait_for_port
+from tools.launcher import ServiceProcesses
 
 REPO = Path(__file__).resolve().parents[2]
 SITE = REPO / "tests" / "sites" / "loopback.toml"

@@ -9,13 +9,13 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 import pytest
 
-from services.launcher import REPO
+from tools.launcher import REPO
 
 pytestmark = pytest.mark.timeout(120)
 
 
 def qubit(stack, *args, timeout=60):
-    return subprocess.run([sys.executable, "-m", "services.cli", *args], env=stack.env, cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "tools.cli", *args], env=stack.env, cwd=REPO,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -47,7 +47,7 @@ def test_publish_follow_states_status_and_events(stack, tmp_path):
     assert rejected.returncode == 1 and "rejected: negative_power" in rejected.stdout
 
     # events: a narrower filter gets a subset, JSON lines for machines
-    stack_events = subprocess.Popen([sys.executable, "-m", "services.cli", "events", "--json", "--type", "SCHEDULE_RECEIVED",
+    stack_events = subprocess.Popen([sys.executable, "-m", "tools.cli", "events", "--json", "--type", "SCHEDULE_RECEIVED",
                                      "--count", "1", "--timeout", "30"], env=stack.env, cwd=REPO, stdout=subprocess.PIPE, text=True)
     time.sleep(1.5)
     pd.DataFrame({"ev_001_kw": [5.0]}, index=idx[:1] + timedelta(hours=1)).to_csv(csv)
@@ -59,7 +59,7 @@ def test_publish_follow_states_status_and_events(stack, tmp_path):
 
 def test_cli_says_clearly_when_the_broker_is_away(tmp_path):
     env = {"QUBIT_MQTT_PORT": "1", "PATH": "/usr/bin:/bin"}
-    run = subprocess.run([sys.executable, "-m", "services.cli", "states"], env=env, cwd=REPO, capture_output=True, text=True, timeout=30)
+    run = subprocess.run([sys.executable, "-m", "tools.cli", "states"], env=env, cwd=REPO, capture_output=True, text=True, timeout=30)
     assert run.returncode != 0 and "cannot reach the MQTT broker at 127.0.0.1:1" in run.stderr
 
 

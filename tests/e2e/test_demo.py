@@ -3,12 +3,12 @@ import sys
 
 import pytest
 
-from services.launcher import REPO
+from tools.launcher import REPO
 
 
 @pytest.mark.timeout(150)
 def test_make_demo_runs_the_whole_flow_and_shuts_down_cleanly():
-    run = subprocess.run([sys.executable, "-m", "services.demo"], cwd=REPO, capture_output=True, text=True, timeout=140)
+    run = subprocess.run([sys.executable, "-m", "tools.demo"], cwd=REPO, capture_output=True, text=True, timeout=140)
     out = run.stdout
     assert run.returncode == 0, out + run.stderr
     assert "Summary: 12 commands: 3 cancelled, 9 completed" in out

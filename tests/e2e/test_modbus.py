@@ -9,10 +9,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
 
-from coordinator.codec import encode_schedule
-from coordinator.topics import SCHEDULES_IN
-from services.broker import free_port, wait_for_port
-from services.launcher import ServiceProcesses
+from coordinator.contract.codec import encode_schedule
+from coordinator.contract.topics import SCHEDULES_IN
+from tools.broker import free_port, wait_for_port
+from tools.launcher import ServiceProcesses
 
 pytestmark = pytest.mark.timeout(180)
 

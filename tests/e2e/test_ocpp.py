@@ -9,8 +9,8 @@ import msgpack
 import pandas as pd
 import pytest
 
-from coordinator.codec import encode_schedule
-from coordinator.topics import SCHEDULES_IN, simulator_topic
+from coordinator.contract.codec import encode_schedule
+from coordinator.contract.topics import SCHEDULES_IN, simulator_topic
 
 
 pytestmark = pytest.mark.timeout(180)

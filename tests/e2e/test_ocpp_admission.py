@@ -37,8 +37,8 @@ def test_security_profile_2_tls_with_basic_auth(broker, tmp_path, events, ocpp_s
     """wss:// with the site's certificate: the simulator trusts only our CA, and still authenticates."""
     import trustme
 
-    from services.broker import free_port, wait_for_port
-    from services.launcher import ServiceProcesses
+    from tools.broker import free_port, wait_for_port
+    from tools.launcher import ServiceProcesses
 
     template, password = ocpp_site_template
     ca = trustme.CA()

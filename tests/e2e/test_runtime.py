@@ -9,11 +9,11 @@ import msgpack
 import pandas as pd
 import pytest
 
-from coordinator.codec import encode_schedule
+from coordinator.contract.codec import encode_schedule
 from coordinator.schedule import schedule_to_commands
-from coordinator.topics import ASSET_STATES_ALL, SCHEDULES_IN, SERVICES_ALL
-from coordinator.wire import AssetStateMessage, decode
-from services.launcher import CORE
+from coordinator.contract.topics import ASSET_STATES_ALL, SCHEDULES_IN, SERVICES_ALL
+from coordinator.contract.messages import AssetStateMessage, decode
+from tools.launcher import CORE
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -15,11 +15,11 @@ import msgpack
 import pandas as pd
 import pytest
 
-from coordinator.codec import encode_schedule
-from coordinator.topics import SCHEDULES_IN, SERVICES_ALL, simulator_topic
-from coordinator.wire import ChargerControl, ServiceStatus, decode
-from services.demo import CHARGERS, demo_site
-from services.launcher import REPO, ServiceProcesses
+from coordinator.contract.codec import encode_schedule
+from coordinator.contract.topics import SCHEDULES_IN, SERVICES_ALL, simulator_topic
+from coordinator.contract.messages import ChargerControl, ServiceStatus, decode
+from tools.demo import CHARGERS, demo_site
+from tools.launcher import REPO, ServiceProcesses
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -69,7 +69,7 @@ def connect_chargers(site, events) -> None:
 
 def qubit(site, *args: str) -> subprocess.CompletedProcess:
     env = site.env | {"QUBIT_SITE_CONFIG": str(site.site_path)}
-    return subprocess.run([sys.executable, "-m", "services.cli", *args], env=env, cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "tools.cli", *args], env=env, cwd=REPO, capture_output=True,
                           text=True, timeout=30)
 
 

@@ -2,10 +2,10 @@ import msgpack
 import pandas as pd
 import pytest
 
-from coordinator.codec import encode_schedule
+from coordinator.contract.codec import encode_schedule
 from coordinator.events import EventType
-from coordinator.topics import SCHEDULES_ACCEPTED
-from coordinator.wire import AcceptedSchedule, decode
+from coordinator.contract.topics import SCHEDULES_ACCEPTED
+from coordinator.contract.messages import AcceptedSchedule, decode
 from services.ingester import Accepted, Rejected, ScheduleIngester, review_schedule
 
 IDX = pd.date_range("2025-01-15 08:00", periods=4, freq="15min", tz="UTC")

@@ -1,7 +1,7 @@
 from datetime import datetime, timezone
 
 from coordinator.base import Command, CommandType
-from coordinator.wire import (
+from coordinator.contract.messages import (
     CommandBatch,
     Outcome,
     ResultBatch,

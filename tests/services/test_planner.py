@@ -3,9 +3,9 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 
 from coordinator.base import CommandStatus
-from coordinator.codec import encode_schedule
+from coordinator.contract.codec import encode_schedule
 from coordinator.events import EventType
-from coordinator.wire import (
+from coordinator.contract.messages import (
     AcceptedSchedule,
     AssetStateMessage,
     CommandBatch,

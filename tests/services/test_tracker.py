@@ -1,7 +1,7 @@
 from datetime import datetime, timezone
 
 from coordinator.events import EventType
-from coordinator.wire import (
+from coordinator.contract.messages import (
     AssetStateMessage,
     Query,
     QueryKind,
@@ -65,7 +65,7 @@ def test_initial_states_published_for_silent_assets(site, recorder):
 
 
 def test_queries(site, recorder):
-    from coordinator.codec import encode_event
+    from coordinator.contract.codec import encode_event
     from coordinator.events import Event
 
     tracker = StateTracker(site, recorder)

@@ -1,7 +1,7 @@
 """Protocol adapters: pure translation of commands into device payloads (see docs/adapters.md)."""
 
 from .base import ProtocolAdapter, TranslationError
-from .modbus import (
+from coordinator.protocols.modbus.adapter import (
     DEFAULT_REGISTER_MAP,
     ModbusAdapter,
     RegisterMap,
@@ -11,7 +11,7 @@ from .modbus import (
     decode_registers,
     encode_value,
 )
-from .ocpp import OCPPAdapter, OCPPVersion
+from coordinator.protocols.ocpp.adapter import OCPPAdapter, OCPPVersion
 from .registry import AdapterRegistry
 
 __all__ = [

@@ -1,0 +1,1 @@
+"""The wire contract every process imports: topics, message models, the msgpack codec."""

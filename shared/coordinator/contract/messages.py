@@ -1,0 +1,192 @@
+"""The runtime's MQTT message formats (msgpack maps), validated with pydantic on receipt.
+
+Commands, events and schedules themselves are encoded by ``coordinator.contract.codec``; this
+module holds the envelopes the processes exchange around them. Every field is listed in
+docs/wire-contract.md.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal, TypeVar
+
+import msgpack
+import pydantic
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from coordinator.base import COMMAND_ADAPTER, Command
+from coordinator.contract.codec import MAX_MESSAGE_BYTES, DecodeError, unpack
+
+Id = Field(min_length=1, max_length=128, pattern=r"^[^/#+\x00]+$")
+
+
+class WireModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def encode(self) -> bytes:
+        return msgpack.packb(self.model_dump(mode="python"), datetime=True, use_bin_type=True)
+
+
+M = TypeVar("M", bound=WireModel)
+
+
+def decode(model: type[M], data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> M:
+    """Untrusted bytes -> ``model``, or DecodeError with a specific reason."""
+    obj = unpack(data, max_bytes=max_bytes)
+    try:
+        return model.model_validate(obj)
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "message"
+        raise DecodeError(f"{model.__name__}: field {where}: {first['msg']}") from None
+
+
+class AcceptedSchedule(WireModel):
+    """Ingester -> planner: a schedule that passed every check, as it was received."""
+
+    schedule_id: str = Id
+    version: int = Field(ge=0)
+    received_at: AwareDatetime
+    command_count: int = Field(ge=0)
+    schedule: bytes
+    """The schedule message exactly as Layer 3 sent it (codec.encode_schedule format)."""
+
+
+class CommandBatch(WireModel):
+    """Planner -> gateway: every command due for this gateway at one tick."""
+
+    gateway_id: str = Id
+    commands: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, gateway_id: str, commands: list[Command]) -> CommandBatch:
+        return cls(gateway_id=gateway_id, commands=[command_to_wire(c) for c in commands])
+
+
+def command_to_wire(cmd: Command) -> dict[str, Any]:
+    return COMMAND_ADAPTER.dump_python(cmd, mode="python")
+
+
+def command_from_wire(item: object) -> Command:
+    """One command of a batch; DecodeError names what is wrong with it."""
+    try:
+        return COMMAND_ADAPTER.validate_python(item)
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        raise DecodeError(f"command field {'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+
+
+class Outcome(StrEnum):
+    ACKNOWLEDGED = "acknowledged"
+    """The device accepted the command; completion follows."""
+    COMPLETED = "completed"
+    FAILED = "failed"
+    """This attempt failed; the planner may retry."""
+    REFUSED = "refused"
+    """The command can never succeed as it is (malformed, unsupported, out of range): no retry."""
+
+
+class CommandResult(WireModel):
+    command_id: str = Id
+    asset_id: str = Id
+    outcome: Outcome
+    at: AwareDatetime
+    error: str | None = Field(None, max_length=2000)
+
+
+class ResultBatch(WireModel):
+    """Gateway -> planner."""
+
+    gateway_id: str = Id
+    results: list[CommandResult]
+
+
+class StatusReport(WireModel):
+    """Gateway -> tracker: the state a device is in now, in the asset machine's words
+    (ChargerState / BatteryState values)."""
+
+    asset_id: str = Id
+    state: str = Field(min_length=1, max_length=64)
+    at: AwareDatetime
+    detail: dict[str, Any] | None = None
+
+
+class ChargerControl(WireModel):
+    """Tests, the demo or a commissioning engineer -> the charge point simulator: make one
+    simulated charger plug in, fault, answer slowly... (docs/chargepoint-simulator.md)."""
+
+    charge_point_id: str = Id
+    action: str = Field(min_length=1, max_length=32)
+    value: pydantic.StrictFloat | pydantic.StrictInt | None = None
+
+
+class Telemetry(WireModel):
+    """Gateway -> anyone, QoS 0: measurements of one device at one instant."""
+
+    asset_id: str = Id
+    at: AwareDatetime
+    values: dict[str, float | int | str | None]
+
+
+class AssetStateMessage(WireModel):
+    """Tracker -> anyone, retained: an asset's current state and how it got there."""
+
+    asset_id: str = Id
+    kind: str
+    state: str
+    previous_state: str | None = None
+    trigger: str | None = None
+    since: AwareDatetime
+
+
+class ServiceStatus(WireModel):
+    """Each process -> anyone, retained on qubit/services/{service}/status: its module state
+    (coordinator.state: lifecycle, operational, health) and why. The Last Will is one of these
+    with status "offline", so a process that dies says so too."""
+
+    service: str = Id
+    status: Literal["online", "offline"]
+    pid: int
+    lifecycle: str
+    operational: str
+    health: str
+    reasons: list[str] = Field(default_factory=list)
+    """Why health is not Healthy (broker unreachable, link to ast_bay_1 down, ...)."""
+    emergency_stop: bool = False
+    metrics_port: int | None = None
+    """Where the process serves Prometheus metrics (/metrics), if it does."""
+    at: AwareDatetime
+
+
+class EmergencyStop(WireModel):
+    """Operator -> every process, retained on qubit/control/emergency_stop: ``active`` true
+    stops the site (every asset to its safe state, no dispatching); false is the explicit
+    reset that lets dispatching resume. Retained, so a process that starts during a stop
+    starts stopped."""
+
+    active: bool
+    reason: str = Field(min_length=1, max_length=500)
+    issued_by: str = Field(min_length=1, max_length=128)
+    at: AwareDatetime
+
+
+class QueryKind(StrEnum):
+    ASSET_STATES = "asset_states"
+    COMMAND = "command"
+    SCHEDULE = "schedule"
+
+
+class Query(WireModel):
+    """Operator -> tracker."""
+
+    query_id: str = Id
+    reply_to: str = Field(pattern=r"^qubit/query/replies/[^/#+\x00]{1,128}$")
+    kind: QueryKind
+    id: str | None = Field(None, max_length=128)
+
+
+class QueryReply(WireModel):
+    query_id: str = Id
+    ok: bool
+    result: Any = None
+    error: str | None = None

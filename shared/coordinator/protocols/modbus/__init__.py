@@ -1,0 +1,1 @@
+"""Modbus TCP batteries: register maps, the device model, setpoint planning."""

@@ -1,0 +1,1 @@
+"""The process shell every service shares: MQTT, settings, supervision, metrics, logs, signals."""

@@ -1,0 +1,117 @@
+"""What every gateway does with a command batch before a device sees anything.
+
+Malformed commands are refused (when they carry ids to answer to), and a delivery seen
+before is answered again from memory, never applied twice: QoS 1 delivers at least once.
+A delivery is a command_id with its attempt number: a retry from the planner is new work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import OrderedDict
+from datetime import datetime
+
+from coordinator.base import Command
+from coordinator.contract.codec import DecodeError
+from coordinator.timeutil import utcnow
+from coordinator.contract.topics import results_topic
+from coordinator.contract.messages import (
+    CommandBatch,
+    CommandResult,
+    Outcome,
+    ResultBatch,
+    command_from_wire,
+)
+
+from coordinator.runtime.service import Publish
+
+log = logging.getLogger(__name__)
+
+REMEMBERED_DELIVERIES = 100_000
+
+Delivery = tuple[str, int]  # (command_id, attempts)
+
+
+def result(cmd_id: str, asset_id: str, outcome: Outcome, error: str | None = None, at: datetime | None = None) -> CommandResult:
+    return CommandResult(command_id=cmd_id, asset_id=asset_id, outcome=outcome, at=at or utcnow(), error=error)
+
+
+class CommandIntake:
+    def __init__(self, gateway_id: str, publish: Publish) -> None:
+        self.gateway_id = gateway_id
+        self.publish = publish
+        self._answers: OrderedDict[Delivery, list[CommandResult]] = OrderedDict()
+        self._latest: dict[str, Delivery] = {}  # command_id -> the delivery being worked on
+        self._lock = threading.Lock()  # answers come from device tasks, batches from the MQTT thread
+
+    def accept(self, batch: CommandBatch) -> list[Command]:
+        """The batch's new, well-formed deliveries; refusals and repeats are answered here."""
+        fresh: list[Command] = []
+        answers: list[CommandResult] = []
+        for item in batch.commands:
+            try:
+                cmd = command_from_wire(item)
+            except DecodeError as exc:
+                cid, aid = (item.get("command_id"), item.get("asset_id")) if isinstance(item, dict) else (None, None)
+                if isinstance(cid, str) and isinstance(aid, str):
+                    answers.append(result(cid, aid, Outcome.REFUSED, f"malformed command: {exc.reason}"))
+                else:
+                    log.error("unanswerable malformed command in batch: %s", exc.reason)
+                continue
+            delivery = (cmd.command_id, cmd.attempts)
+            with self._lock:
+                earlier = self._answers.get(delivery)
+                if earlier is None:
+                    self._remember(delivery)
+            if earlier is None:
+                fresh.append(cmd)
+            else:
+                log.info("command %s attempt %d delivered again: answering from memory", *delivery)
+                answers += earlier
+        self.send(answers, remember=False)
+        return fresh
+
+    def _remember(self, delivery: Delivery) -> None:
+        self._answers[delivery] = []
+        self._latest[delivery[0]] = delivery
+        while len(self._answers) > REMEMBERED_DELIVERIES:
+            old, _ = self._answers.popitem(last=False)
+            if self._latest.get(old[0]) == old:
+                del self._latest[old[0]]
+
+    def send(self, results: list[CommandResult], remember: bool = True) -> None:
+        if not results:
+            return
+        if remember:
+            with self._lock:
+                for r in results:
+                    delivery = self._latest.get(r.command_id)
+                    if delivery is not None:
+                        self._answers[delivery].append(r)
+        self.publish(results_topic(self.gateway_id), ResultBatch(gateway_id=self.gateway_id, results=results).encode(), qos=1)
+
+
+class ResultBatcher:
+    """On a gateway's event loop: results that come out together leave in one message.
+
+    One MQTT client moves only a few thousand messages a second (field notes); a slot
+    boundary at a large site finishes hundreds of commands within milliseconds.
+    """
+
+    WINDOW = 0.002  # seconds a result waits for others to share its message
+
+    def __init__(self, intake: CommandIntake, loop: asyncio.AbstractEventLoop) -> None:
+        self.intake, self.loop = intake, loop
+        self._unsent: list[CommandResult] = []
+
+    def send(self, results: list[CommandResult]) -> None:
+        """Call on ``loop``."""
+        if not self._unsent:
+            self.loop.call_later(self.WINDOW, self._flush)
+        self._unsent += results
+
+    def _flush(self) -> None:
+        results, self._unsent = self._unsent, []
+        self.intake.send(results)

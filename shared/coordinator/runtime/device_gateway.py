@@ -1,0 +1,175 @@
+"""What every gateway with real device links shares: an asyncio loop for the links beside
+the MQTT thread, the command intake, batched results, status reports and telemetry, the
+link state its health is judged by, and the site's emergency stop: every asset to its
+safe state at once (``make_safe``, one task per asset), commands refused until the reset."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from coordinator.base import Command
+from coordinator.events import Event, EventBus, EventType
+from coordinator.site import Protocol, SiteConfig
+from coordinator.timeutil import utcnow
+from coordinator.contract.topics import commands_topic, status_topic, telemetry_topic
+from coordinator.contract.messages import CommandBatch, CommandResult, EmergencyStop, Outcome, StatusReport, Telemetry
+
+from coordinator.runtime.command_intake import CommandIntake, ResultBatcher, result
+from coordinator.runtime.service import Publish, forward_events
+from coordinator.runtime.supervision import Supervisor
+
+log = logging.getLogger(__name__)
+
+SAFE_STATE_TIMEOUT = 10.0
+"""Seconds an asset may take to confirm its safe state before the gateway reports it could not."""
+
+
+class DeviceGateway:
+    tick_interval = None
+    protocol: Protocol
+
+    def __init__(self, site: SiteConfig, publish: Publish, gateway_id: str) -> None:
+        config = site.gateway(gateway_id)
+        if config is None or config.protocol is not self.protocol:
+            raise ValueError(f"{gateway_id!r} is not a {self.protocol} gateway of the site config")
+        self.site, self.config, self.gateway_id, self.publish = site, config, gateway_id, publish
+        self.bus = EventBus()
+        forward_events(self.bus, publish)
+        self.intake = CommandIntake(gateway_id, publish)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=f"{gateway_id}-links", daemon=True)
+        self._thread.start()
+        self.results = ResultBatcher(self.intake, self.loop)
+        self.halted: str | None = None
+        """Why commands are refused (the site's emergency stop), or None."""
+        self.draining = False
+        self.in_flight: dict[str, Command] = {}
+        """Accepted and not yet ended by a result: what SIGTERM waits for, or hands back."""
+        self._in_flight_lock = threading.Lock()
+        self.supervisor: Supervisor | None = None
+        self._links_down: set[str] = {a.asset_id for a in site.assets_of(gateway_id)}  # none is up until it says so
+        self.bus.subscribe(EventType.DEVICE_LINK_UP, self._on_link)
+        self.bus.subscribe(EventType.DEVICE_LINK_DOWN, self._on_link)
+
+    # -- health: the device links ----------------------------------------------------
+
+    def attach(self, supervisor: Supervisor) -> None:
+        self.supervisor = supervisor
+        self._tell_links()
+
+    def _on_link(self, event: Event) -> None:
+        asset_id = event.payload.get("asset_id")
+        (self._links_down.discard if event.event_type is EventType.DEVICE_LINK_UP else self._links_down.add)(asset_id)
+        self._tell_links()
+
+    def _tell_links(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.update(links_down=frozenset(self._links_down),
+                                   links_total=len(self.site.assets_of(self.gateway_id)))
+
+    # -- the site's emergency stop (called ahead of any backlog, on the MQTT thread) --
+
+    def emergency_stop(self, order: EmergencyStop) -> None:
+        self.halted = f"site emergency stop: {order.reason}"
+        self.run_on_loop(self._make_all_safe(self.halted))
+
+    def emergency_reset(self, order: EmergencyStop) -> None:
+        self.halted = None
+        self.run_on_loop(self.after_reset())
+
+    async def _make_all_safe(self, reason: str) -> None:
+        await asyncio.gather(*(self._make_safe_one(a.asset_id, reason) for a in self.site.assets_of(self.gateway_id)))
+
+    async def _make_safe_one(self, asset_id: str, reason: str) -> None:
+        try:
+            async with asyncio.timeout(SAFE_STATE_TIMEOUT):
+                detail = await self.make_safe(asset_id, reason)
+        except Exception as exc:  # every asset gets an answer, a failed one loudest
+            message = str(exc) or type(exc).__name__
+            log.error("%s NOT in its safe state: %s", asset_id, message)
+            self.bus.emit(EventType.ASSET_SAFE_STATE, {"asset_id": asset_id, "safe": False, "error": message})
+            return
+        log.warning("%s in its safe state: %s", asset_id, detail)
+        self.bus.emit(EventType.ASSET_SAFE_STATE, {"asset_id": asset_id, "safe": True, "detail": detail})
+
+    async def make_safe(self, asset_id: str, reason: str) -> str:
+        """Put the asset into its safe state and confirm it; what was done, or raise why not."""
+        raise NotImplementedError
+
+    async def after_reset(self) -> None:
+        """After the reset: whatever the gateway restores by itself (dispatching resumes anyway)."""
+
+    # -- commands ----------------------------------------------------------------------
+
+    def accept(self, batch: CommandBatch) -> list[Command]:
+        """The batch's new commands, now in flight; none while shutting down (handed back)."""
+        commands = self.intake.accept(batch)
+        if self.draining:
+            self.intake.send([result(c.command_id, c.asset_id, Outcome.FAILED, "not sent: gateway shutting down")
+                              for c in commands])
+            return []
+        with self._in_flight_lock:
+            self.in_flight.update((c.command_id, c) for c in commands)
+        return commands
+
+    def send_results(self, results: list[CommandResult]) -> None:
+        with self._in_flight_lock:
+            for r in results:
+                if r.outcome is not Outcome.ACKNOWLEDGED:
+                    self.in_flight.pop(r.command_id, None)
+        self.results.send(results)
+
+    def settled(self, cmd: Command) -> None:
+        """``cmd`` ended without a result of ours (no answer: the planner's timeout decides)."""
+        with self._in_flight_lock:
+            self.in_flight.pop(cmd.command_id, None)
+
+    def drain(self, timeout: float) -> None:
+        """SIGTERM: take nothing new, let in-flight commands finish for up to ``timeout``
+        seconds, hand the rest back as failed (the planner retries them while attempts remain)."""
+        self.draining = True
+        deadline = time.monotonic() + timeout
+        while self.in_flight and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with self._in_flight_lock:
+            left, self.in_flight = list(self.in_flight.values()), {}
+        self.run_on_loop(asyncio.sleep(4 * ResultBatcher.WINDOW), timeout=1)  # results still batching go out
+        if left:
+            log.warning("%d commands unfinished after %g s; handed back", len(left), timeout)
+            self.intake.send([result(c.command_id, c.asset_id, Outcome.FAILED,
+                                     "gateway shut down before the device answered; state unknown") for c in left])
+
+    def subscriptions(self):
+        return [(commands_topic(self.gateway_id), self.on_commands)]
+
+    def on_commands(self, topic: str, data: bytes) -> None:
+        raise NotImplementedError
+
+    def tick(self, now) -> None:
+        pass
+
+    def run_on_loop(self, coroutine: Coroutine[Any, Any, Any], timeout: float | None = None) -> Any:
+        """Run ``coroutine`` on the links' loop from another thread; wait for it if ``timeout``."""
+        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        return future.result(timeout) if timeout is not None else future
+
+    def report(self, asset_id: str, state: str, detail: dict[str, Any] | None = None) -> None:
+        report = StatusReport(asset_id=asset_id, state=state, at=utcnow(), detail=detail)
+        self.publish(status_topic(self.gateway_id, asset_id), report.encode(), qos=1)
+
+    def telemetry(self, asset_id: str, values: dict[str, Any]) -> None:
+        message = Telemetry(asset_id=asset_id, at=utcnow(), values=values)
+        self.publish(telemetry_topic(self.gateway_id, asset_id), message.encode(), qos=0)
+
+    async def stop_links(self) -> None:
+        """Close every device link (on the loop)."""
+
+    def close(self) -> None:
+        self.run_on_loop(self.stop_links(), timeout=10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)

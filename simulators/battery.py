@@ -1,0 +1,187 @@
+"""Battery simulator: real Modbus TCP servers (pymodbus) that behave like battery systems.
+
+Every battery of a modbus gateway in the site config is served on its configured
+host:port and unit id, with its configured register map. A battery integrates its state
+of charge from the applied power, keeps to its power limits and SOC bounds, and reports
+mode, SOC, active power and fault code in its status registers.
+
+Tests and operators steer it through one extra holding register, 40900 (``CONTROL``):
+0 normal (clears a fault), 1 fault, 2 stop answering, 3 accept writes without applying them.
+
+    qubit-battery-simulator --site-config deploy/site.toml --gateway-id modbus
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from enum import IntEnum
+
+from pymodbus.constants import ExcCodes
+from pymodbus.server import ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from coordinator.protocols.modbus.adapter import RegisterSpec, decode_registers, encode_value
+from coordinator.base import CommandType
+from coordinator.protocols.modbus.device import OperatingMode
+from coordinator.site import AssetConfig, Protocol
+
+from coordinator.runtime.service import DEFAULT_SITE_CONFIG, configure_logging, load_site
+
+log = logging.getLogger(__name__)
+
+CONTROL = RegisterSpec(40900)
+REGISTER_COUNT = 1000  # 40001..41000: every default register, the control register and room for custom maps
+
+
+class Control(IntEnum):
+    NORMAL = 0
+    FAULT = 1
+    MUTE = 2
+    IGNORE_WRITES = 3
+
+
+@dataclass
+class BatteryPhysics:
+    """State of charge and power, advanced in time. Pure."""
+
+    capacity_kwh: float
+    max_charge_kw: float
+    max_discharge_kw: float
+    soc_percent: float = 50.0
+    soc_min: float = 5.0
+    soc_max: float = 95.0
+
+    def applied_power(self, charge_kw: float, discharge_kw: float) -> float:
+        """+ charging / - discharging, within the power limits and SOC bounds."""
+        power = min(charge_kw, self.max_charge_kw) - min(discharge_kw, self.max_discharge_kw)
+        if power > 0 and self.soc_percent >= self.soc_max:
+            return 0.0
+        if power < 0 and self.soc_percent <= self.soc_min:
+            return 0.0
+        return power
+
+    def advance(self, power_kw: float, seconds: float) -> None:
+        delta = power_kw * seconds / 3600.0 / self.capacity_kwh * 100.0
+        self.soc_percent = min(self.soc_max, max(self.soc_min, self.soc_percent + delta)) if power_kw else self.soc_percent
+
+
+class SimulatedBattery:
+    def __init__(self, asset: AssetConfig, soc_percent: float = 50.0) -> None:
+        assert asset.modbus is not None
+        device = asset.modbus
+        self.asset_id = asset.asset_id
+        self.unit = device.device_id
+        self.registers_map = device.register_map()
+        self.status = device.status()
+        self.physics = BatteryPhysics(
+            device.capacity_kwh, device.max_charge_kw or asset.max_power_kw,
+            device.max_discharge_kw or asset.max_power_kw, soc_percent,
+        )
+        self.control = Control.NORMAL
+        self._last = time.monotonic()
+
+    def _get(self, regs: list[int], spec: RegisterSpec) -> float:
+        return decode_registers(spec, regs[spec.offset : spec.offset + spec.word_count])
+
+    def _put(self, regs: list[int], spec: RegisterSpec, value: float) -> None:
+        regs[spec.offset : spec.offset + spec.word_count] = encode_value(spec, value)[1]
+
+    def _setpoint(self, regs: list[int], ctype: CommandType) -> float:
+        spec = self.registers_map.get(ctype)
+        return self._get(regs, spec) if spec is not None else 0.0
+
+    def refresh(self, regs: list[int]) -> None:
+        """Advance time and write the status registers from the setpoints in force."""
+        now = time.monotonic()
+        faulted = self.control is Control.FAULT
+        power = 0.0 if faulted else self.physics.applied_power(
+            self._setpoint(regs, CommandType.SET_CHARGE_RATE), self._setpoint(regs, CommandType.SET_DISCHARGE_RATE))
+        self.physics.advance(power, now - self._last)
+        self._last = now
+        power = 0.0 if faulted else self.physics.applied_power(
+            self._setpoint(regs, CommandType.SET_CHARGE_RATE), self._setpoint(regs, CommandType.SET_DISCHARGE_RATE))
+        mode = (OperatingMode.FAULTED if faulted else OperatingMode.CHARGING if power > 0
+                else OperatingMode.DISCHARGING if power < 0 else OperatingMode.IDLE)
+        self._put(regs, self.status.mode, mode)
+        self._put(regs, self.status.soc_percent, round(self.physics.soc_percent, 1))
+        self._put(regs, self.status.active_power_kw, round(power, 1))
+        self._put(regs, self.status.fault_code, 1 if faulted else 0)
+
+    async def action(self, function_code: int, start_address: int, address: int, count: int,
+                     current_registers: list[int], set_values: list[int] | None) -> ExcCodes | None:
+        if address <= CONTROL.offset < address + count:  # the control register always answers
+            if set_values is not None:
+                try:
+                    self.control = Control(set_values[CONTROL.offset - address])
+                except ValueError:
+                    return ExcCodes.ILLEGAL_VALUE
+                log.info("%s: control %s", self.asset_id, self.control.name)
+                if self.control is Control.FAULT:  # a tripped battery drops its setpoints, as real ones do
+                    for ctype in (CommandType.SET_CHARGE_RATE, CommandType.SET_DISCHARGE_RATE):
+                        if ctype in self.registers_map:
+                            self._put(current_registers, self.registers_map[ctype], 0)
+            self.refresh(current_registers)
+            return None
+        if self.control is Control.MUTE:
+            await asyncio.sleep(3600)  # the request is never answered; other batteries carry on
+        self.refresh(current_registers)
+        if set_values is not None:
+            if self.control is Control.FAULT:
+                return ExcCodes.DEVICE_FAILURE
+            if self.control is Control.IGNORE_WRITES:
+                set_values[:] = current_registers[address - start_address : address - start_address + count]
+        return None
+
+
+def build_servers(assets: list[AssetConfig], soc_percent: float) -> tuple[list[ModbusTcpServer], dict[str, SimulatedBattery]]:
+    """One server per host:port; batteries sharing one are told apart by unit id."""
+    by_endpoint: dict[tuple[str, int], list[SimDevice]] = defaultdict(list)
+    batteries = {}
+    for asset in assets:
+        battery = SimulatedBattery(asset, soc_percent)
+        batteries[asset.asset_id] = battery
+        device = SimDevice(id=battery.unit, simdata=[SimData(0, count=REGISTER_COUNT, values=0, datatype=DataType.REGISTERS)],
+                           action=battery.action)
+        by_endpoint[(asset.modbus.host, asset.modbus.port)].append(device)
+    servers = [ModbusTcpServer(context=devices if len(devices) > 1 else devices[0], address=endpoint)
+               for endpoint, devices in by_endpoint.items()]
+    return servers, batteries
+
+
+async def serve(assets: list[AssetConfig], soc_percent: float) -> None:
+    servers, _ = build_servers(assets, soc_percent)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = [asyncio.create_task(s.serve_forever()) for s in servers]
+    log.info("simulating %d batteries on %d endpoints", len(assets), len(servers))
+    await stop.wait()
+    for server in servers:
+        await server.shutdown()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--site-config", help=f"default: $QUBIT_SITE_CONFIG or {DEFAULT_SITE_CONFIG.name}")
+    parser.add_argument("--gateway-id", default="modbus")
+    parser.add_argument("--soc", type=float, default=50.0, help="initial state of charge, percent")
+    args = parser.parse_args(argv)
+    configure_logging("battery-simulator")
+    site = load_site(args.site_config)
+    gateway = site.gateway(args.gateway_id)
+    if gateway is None or gateway.protocol is not Protocol.MODBUS:
+        parser.error(f"{args.gateway_id!r} is not a modbus gateway of the site config")
+    asyncio.run(serve(site.assets_of(args.gateway_id), args.soc))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,5 @@
+"""``python -m simulators.chargepoint`` (how the launcher starts it)."""
+
+from simulators.chargepoint import main
+
+raise SystemExit(main())

@@ -1,0 +1,168 @@
+"""The simulator process: which chargers, where the CSMS is, the MQTT control channel, signals."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import ssl
+from collections.abc import Mapping
+
+import ocpp.messages
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from coordinator.runtime.mqtt import BrokerSettings
+from coordinator.site import AssetConfig, AssetKind, OcppListenConfig, Protocol, SiteConfig
+from coordinator.contract.topics import simulator_topic
+from coordinator.contract.messages import ChargerControl, decode
+
+from coordinator.runtime.service import DEFAULT_SITE_CONFIG, configure_logging, load_site
+from simulators.chargepoint.charger import SimulatedCharger
+
+log = logging.getLogger(__name__)
+
+MAX_CONTROL_BYTES = 4096
+WILDCARD_HOSTS = ("0.0.0.0", "", "::")
+
+
+def default_url(listen: OcppListenConfig) -> str:
+    """Where the gateway of ``[gateways.ocpp]`` listens, as a charger on this machine reaches it."""
+    host = "127.0.0.1" if listen.host in WILDCARD_HOSTS else listen.host
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{'wss' if listen.tls_cert else 'ws'}://{host}:{listen.port}"
+
+
+def chargers_of(site: SiteConfig, gateway_id: str, only: list[str] | None = None) -> list[AssetConfig]:
+    """The gateway's ev_chargers with an [assets.ocpp] table, optionally only some charge point ids."""
+    assets = [a for a in site.assets_of(gateway_id) if a.kind is AssetKind.EV_CHARGER and a.ocpp is not None]
+    if only:
+        unknown = sorted(set(only) - {a.ocpp.charge_point_id for a in assets})
+        if unknown:
+            raise ValueError(f"no such charge point behind gateway {gateway_id!r}: {', '.join(unknown)}")
+        assets = [a for a in assets if a.ocpp.charge_point_id in only]
+    return assets
+
+
+def parse_control(payload: bytes) -> tuple[str, str, float | None]:
+    """A control message -> (charge_point_id, action, value); ValueError says what is wrong."""
+    message = decode(ChargerControl, payload, max_bytes=MAX_CONTROL_BYTES)  # DecodeError is a ValueError
+    return message.charge_point_id, message.action, None if message.value is None else float(message.value)
+
+
+class ControlListener:
+    """``qubit/sim/{gateway_id}`` -> ``SimulatedCharger.apply_control``, on the event loop.
+
+    A plain clean-session client: control messages are for now, not to be replayed.
+    """
+
+    def __init__(self, gateway_id: str, chargers: Mapping[str, SimulatedCharger], loop: asyncio.AbstractEventLoop,
+                 settings: BrokerSettings | None = None) -> None:
+        self.topic = simulator_topic(gateway_id)
+        self.chargers, self.loop = chargers, loop
+        self.settings = settings or BrokerSettings.from_env()
+        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"qubit-chargepoint-sim-{gateway_id}-{os.getpid()}",
+                                   clean_session=True, protocol=paho.MQTTv311)
+        if self.settings.username:
+            self._client.username_pw_set(self.settings.username, self.settings.password)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=10)
+        self._client.on_connect = self._on_connect
+        self._client.on_message = lambda client, userdata, message: loop.call_soon_threadsafe(self.dispatch, message.payload)
+
+    def connect(self) -> bool:
+        """Blocking; False (with a warning) when the broker cannot be reached."""
+        try:
+            self._client.connect(self.settings.host, self.settings.port, keepalive=30)
+        except OSError as exc:
+            log.warning("MQTT broker %s:%s not reachable (%s): running without the control channel",
+                        self.settings.host, self.settings.port, exc)
+            return False
+        self._client.loop_start()
+        return True
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def _on_connect(self, client: paho.Client, userdata: object, flags: object, reason: object, properties: object) -> None:
+        if getattr(reason, "is_failure", False):
+            log.warning("MQTT broker refused the control channel: %s", reason)
+            return
+        client.subscribe(self.topic, qos=1)  # renewed on every connect: the session is clean
+        log.info("control channel: %s", self.topic)
+
+    def dispatch(self, payload: bytes) -> None:
+        """One control message (runs on the event loop). Bad messages are logged, never raised."""
+        try:
+            cp_id, action, value = parse_control(payload)
+        except ValueError as exc:
+            log.warning("unreadable control message: %s", exc)
+            return
+        charger = self.chargers.get(cp_id)
+        if charger is None:
+            log.warning("control %r for unknown charge point %r ignored", action, cp_id)
+            return
+        try:
+            charger.apply_control(action, value)
+        except Exception:
+            log.exception("%s: control %r failed", cp_id, action)
+
+
+async def simulate(chargers: list[SimulatedCharger], gateway_id: str, control: bool = True) -> None:
+    """Run every charger until SIGTERM/SIGINT, then close their websockets."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = [asyncio.create_task(c.run(), name=c.charge_point_id) for c in chargers]
+    log.info("simulating %d chargers against %s", len(chargers), chargers[0].url.rsplit("/", 1)[0] if chargers else "-")
+    listener = ControlListener(gateway_id, {c.charge_point_id: c for c in chargers}, loop) if control else None
+    if listener is not None and not await asyncio.to_thread(listener.connect):
+        listener = None
+    await stop.wait()
+    log.info("stopping: closing %d connections", len(tasks))
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    if listener is not None:
+        listener.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="OCPP 1.6J / 2.0.1 charge point simulator for the site's chargers")
+    parser.add_argument("--site-config", help=f"default: $QUBIT_SITE_CONFIG or {DEFAULT_SITE_CONFIG.name}")
+    parser.add_argument("--gateway-id", default="ocpp", help="the OCPP gateway whose chargers to simulate")
+    parser.add_argument("--url", help="CSMS base URL, ws://host:port (default: from [gateways.ocpp])")
+    parser.add_argument("--cafile", help="PEM file of the CA (or self-signed certificate) to trust for wss://")
+    parser.add_argument("--only", action="append", metavar="CP_ID", help="simulate only this charge point (repeatable)")
+    parser.add_argument("--meter-interval", type=float, default=5.0, help="seconds between meter values (default 5)")
+    parser.add_argument("--no-control", action="store_true", help="do not connect to MQTT for control messages")
+    parser.add_argument("--no-validation", action="store_true",
+                        help="do not check CSMS calls against the OCPP schemas (load tests with many chargers)")
+    args = parser.parse_args(argv)
+    configure_logging("chargepoint-simulator")
+    if logging.getLogger().level > logging.DEBUG:
+        logging.getLogger("ocpp").setLevel(logging.WARNING)  # it logs every message at INFO
+    site = load_site(args.site_config)
+    gateway = site.gateway(args.gateway_id)
+    if gateway is None or gateway.protocol is not Protocol.OCPP:
+        parser.error(f"{args.gateway_id!r} is not an ocpp gateway of the site config")
+    try:
+        assets = chargers_of(site, args.gateway_id, args.only)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if not assets:
+        parser.error(f"gateway {args.gateway_id!r} has no ev_charger with an [assets.ocpp] table")
+    if args.meter_interval <= 0:
+        parser.error("--meter-interval must be positive")
+    url = args.url or default_url(gateway.ocpp or OcppListenConfig())
+    context = ssl.create_default_context(cafile=args.cafile) if url.startswith("wss://") else None
+    # Validation in executor threads costs more than it saves with many chargers in one process (field notes).
+    ocpp.messages.ASYNC_VALIDATION = False
+    chargers = [SimulatedCharger(a, url, ssl_context=context, meter_interval=args.meter_interval,
+                                 validate_calls=not args.no_validation) for a in assets]
+    asyncio.run(simulate(chargers, args.gateway_id, control=not args.no_control))
+    return 0

@@ -1,0 +1,1 @@
+"""What people run by hand: the operator's ``qubit`` CLI, the demo, and the local broker and launcher they use."""

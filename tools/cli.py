@@ -1,0 +1,322 @@
+"""`qubit`: the operator's command line.
+
+    qubit publish schedule.csv --asset-map ev_001=ast_bay_1,battery=ast_batt_001 --follow
+    qubit events [--json] [--type COMMAND_FAILED] [--asset ast_bay_1]
+    qubit states [--json]
+    qubit status cmd_0123456789ab | sch_0123456789ab
+    qubit services [--json]                       every process's lifecycle, operational state and health
+    qubit estop --reason "fire alarm"             site emergency stop: every asset to its safe state
+    qubit estop --reset --reason "all clear"      the explicit reset: dispatching resumes
+
+The broker comes from QUBIT_MQTT_HOST / QUBIT_MQTT_PORT, the site from QUBIT_SITE_CONFIG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import queue
+import socket
+import sys
+import time
+from datetime import datetime, timezone
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import pandas as pd
+
+from coordinator.contract.codec import DecodeError, decode_event, encode_schedule
+from coordinator.events import EventType
+from coordinator.ids import new_id, schedule_content_id
+from coordinator.runtime.mqtt import BrokerSettings, MqttClient
+from coordinator.contract.topics import (
+    ASSET_STATES_ALL,
+    EMERGENCY_STOP,
+    EVENTS_ALL,
+    QUERY_REQUESTS,
+    ROOT,
+    SCHEDULES_IN,
+    SERVICES_ALL,
+    query_reply_topic,
+)
+from coordinator.contract.messages import (
+    AssetStateMessage,
+    EmergencyStop,
+    Query,
+    QueryKind,
+    QueryReply,
+    ServiceStatus,
+    WireModel,
+    decode,
+)
+
+from tools.event_lines import describe, to_json
+from coordinator.runtime.service import load_site
+
+FINAL = {"COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"}
+M = TypeVar("M", bound=WireModel)
+
+
+class Session:
+    """A short-lived, non-persistent MQTT session that collects messages into a queue."""
+
+    def __init__(self) -> None:
+        self.client_id = new_id("cli_")
+        self.client = MqttClient("cli", BrokerSettings.from_env(), client_id=self.client_id, persistent=False)
+        self.inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
+
+    def listen(self, topic_filter: str) -> None:
+        self.client.subscribe(topic_filter, lambda topic, data: self.inbox.put((topic, data)))
+
+    def __enter__(self) -> Session:
+        self.client.start(timeout=5)
+        if not self.client.connected.is_set():
+            s = self.client.settings
+            raise SystemExit(f"qubit: cannot reach the MQTT broker at {s.host}:{s.port} (QUBIT_MQTT_HOST/PORT)")
+        time.sleep(0.2)  # let the subscriptions settle before anything is published
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.stop()
+
+    def messages(self, timeout: float | None):
+        """Yield (topic, payload) until ``timeout`` seconds pass without the caller stopping."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while deadline is None or time.monotonic() < deadline:
+            wait = 0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic()))
+            try:
+                yield self.inbox.get(timeout=wait)
+            except queue.Empty:
+                continue
+
+
+# -- publish -------------------------------------------------------------------------
+
+
+def read_schedule(path: Path) -> pd.DataFrame:
+    if path.suffix.lower() in (".parquet", ".pq"):
+        try:
+            return pd.read_parquet(path)
+        except ImportError as exc:
+            raise SystemExit(f"qubit: reading Parquet needs pyarrow (pip install pyarrow): {exc}") from None
+    df = pd.read_csv(path, index_col=0)
+    df.index = pd.to_datetime(df.index, utc=False, format="ISO8601")
+    return df
+
+
+def parse_asset_map(value: str) -> dict[str, str]:
+    """A JSON file, or ``key=asset_id`` pairs separated by commas."""
+    if os.path.exists(value):
+        with open(value) as f:
+            data = json.load(f)
+        if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+            raise SystemExit(f"qubit: {value} must hold a JSON object of strings")
+        return data
+    pairs = [p.split("=", 1) for p in value.split(",") if p]
+    if not pairs or any(len(p) != 2 or not p[0] or not p[1] for p in pairs):
+        raise SystemExit("qubit: --asset-map takes a JSON file or key=asset_id,key=asset_id")
+    return dict(pairs)
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    df = read_schedule(Path(args.file))
+    if df.index.tz is None:
+        raise SystemExit("qubit: schedule timestamps need a UTC offset (e.g. 2025-01-15T08:00:00+00:00)")
+    site_id = args.site_id or load_site(args.site_config).site_id
+    data = encode_schedule(df, asset_map=parse_asset_map(args.asset_map), site_id=site_id, schedule_id=args.schedule_id)
+    schedule_id = args.schedule_id or schedule_content_id(data)
+    with Session() as session:
+        if args.follow:
+            session.listen(f"{ROOT}/events/#")
+        info = session.client.publish(SCHEDULES_IN, data, qos=1)
+        info.wait_for_publish(timeout=10)
+        print(f"published {schedule_id}: {len(df.columns)} columns x {len(df.index)} slots ({len(data)} bytes)")
+        return follow(session, schedule_id, args.timeout) if args.follow else 0
+
+
+def follow(session: Session, schedule_id: str, timeout: float) -> int:
+    """Show the schedule's progress until every command of it has ended."""
+    statuses: dict[str, str] = {}
+    expected: int | None = None
+    for _topic, data in session.messages(timeout):
+        try:
+            event = decode_event(data)
+        except DecodeError:
+            continue
+        p = event.payload
+        if p.get("schedule_id") != schedule_id:
+            continue
+        if event.event_type is EventType.SCHEDULE_REJECTED:
+            print(f"\nrejected: {p.get('reason')}: {p.get('message')}")
+            return 1
+        if event.event_type is EventType.SCHEDULE_RECEIVED:
+            expected = int(p.get("command_count", 0))
+        elif isinstance(p.get("command_id"), str) and isinstance(p.get("status"), str):
+            statuses[p["command_id"]] = p["status"]
+        done = sum(s in FINAL for s in statuses.values())
+        counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(_count(statuses).items()))
+        print(f"\r{schedule_id}: {done}/{expected if expected is not None else '?'} commands ended ({counts})   ",
+              end="", flush=True)
+        if expected is not None and done >= expected:
+            print()
+            return 0 if all(s == "COMPLETED" or s == "CANCELLED" for s in statuses.values()) else 2
+    print(f"\nqubit: gave up following after {timeout:g} s")
+    return 3
+
+
+def _count(statuses: dict[str, str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for s in statuses.values():
+        counts[s] = counts.get(s, 0) + 1
+    return counts
+
+
+# -- events, states, status ----------------------------------------------------------
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    topic_filter = EVENTS_ALL if not (args.type or args.asset) else f"{ROOT}/events/{args.type or '+'}/{args.asset or '+'}"
+    shown = 0
+    with Session() as session:
+        session.listen(topic_filter)
+        try:
+            for topic, data in session.messages(args.timeout):
+                try:
+                    event = decode_event(data)
+                except DecodeError as exc:
+                    print(f"unreadable event on {topic}: {exc.reason}", file=sys.stderr)
+                    continue
+                print(to_json(event) if args.json else describe(event), flush=True)
+                shown += 1
+                if args.count and shown >= args.count:
+                    break
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def collect_retained(topic_filter: str, model: type[M], key: Callable[[M], str], wait: float) -> dict[str, M]:
+    """The retained messages under ``topic_filter`` (the newest per ``key``), gathered for ``wait`` s."""
+    found: dict[str, M] = {}
+    with Session() as session:
+        session.listen(topic_filter)
+        for topic, data in session.messages(wait):
+            try:
+                message = decode(model, data)
+            except DecodeError as exc:
+                print(f"unreadable {model.__name__} on {topic}: {exc.reason}", file=sys.stderr)
+                continue
+            found[key(message)] = message
+    return found
+
+
+def print_retained(found: dict[str, M], as_json: bool, nothing: str, row: Callable[[str, M], str]) -> None:
+    """One JSON object keyed like ``found``, or one line per message (``nothing`` when none)."""
+    if as_json:
+        print(json.dumps({k: m.model_dump(mode="json") for k, m in sorted(found.items())}, indent=2))
+    elif not found:
+        print(nothing)
+    for key, message in ([] if as_json else sorted(found.items())):
+        print(row(key, message))
+
+
+def cmd_states(args: argparse.Namespace) -> int:
+    states = collect_retained(ASSET_STATES_ALL, AssetStateMessage, lambda m: m.asset_id, args.wait)
+    print_retained(states, args.json, "no asset states published yet (is the tracker running?)",
+                   lambda a, m: f"{a:<20} {m.kind:<11} {m.state:<12} since {m.since:%Y-%m-%d %H:%M:%S}Z")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    kind = QueryKind.COMMAND if args.id.startswith("cmd_") else QueryKind.SCHEDULE
+    with Session() as session:
+        reply_to = query_reply_topic(session.client_id)
+        session.listen(reply_to)
+        query = Query(query_id=new_id("qry_"), reply_to=reply_to, kind=kind, id=args.id)
+        session.client.publish(QUERY_REQUESTS, query.encode(), qos=1)
+        for _topic, data in session.messages(args.timeout):
+            reply = decode(QueryReply, data)
+            if reply.query_id != query.query_id:
+                continue
+            if not reply.ok:
+                print(f"qubit: {reply.error}", file=sys.stderr)
+                return 1
+            print(json.dumps(reply.result, indent=2, default=str, sort_keys=True))
+            return 0
+    print("qubit: no answer from the tracker (is it running?)", file=sys.stderr)
+    return 1
+
+
+def cmd_services(args: argparse.Namespace) -> int:
+    statuses = collect_retained(SERVICES_ALL, ServiceStatus, lambda s: s.service, args.wait)
+    print_retained(statuses, args.json, "no service has published its status yet",
+                   lambda n, s: f"{n:<24} {s.status:<8} {s.lifecycle:<13} {s.operational:<18} {s.health:<9}"
+                                + (f"  ({'; '.join(s.reasons)})" if s.reasons else ""))
+    return 0
+
+
+def cmd_estop(args: argparse.Namespace) -> int:
+    order = EmergencyStop(active=not args.reset, reason=args.reason, issued_by=args.by, at=datetime.now(timezone.utc))
+    with Session() as session:
+        # Retained: a process that starts (or reconnects) during the stop starts stopped.
+        info = session.client.publish(EMERGENCY_STOP, order.encode(), qos=1, retain=True)
+        info.wait_for_publish(5)
+        if not info.is_published():
+            print("qubit: the broker did not confirm the order; it may not have been received", file=sys.stderr)
+            return 1
+    print(f"emergency stop {'RESET' if args.reset else 'ACTIVATED'} by {args.by}: {args.reason}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="qubit", description="Operate a qubit-energy-coordinator site.")
+    parser.add_argument("--site-config", help="site config file (default: $QUBIT_SITE_CONFIG or deploy/site.toml)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("publish", help="publish a Layer 3 schedule (CSV or Parquet)")
+    p.add_argument("file")
+    p.add_argument("--asset-map", required=True, help="JSON file or key=asset_id,key=asset_id")
+    p.add_argument("--site-id", help="default: the site config's")
+    p.add_argument("--schedule-id")
+    p.add_argument("--follow", action="store_true", help="show progress until every command has ended")
+    p.add_argument("--timeout", type=float, default=3600.0)
+    p.set_defaults(run=cmd_publish)
+
+    p = sub.add_parser("events", help="print events as they happen")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--type", help="only this event type, e.g. COMMAND_FAILED")
+    p.add_argument("--asset", help="only this asset")
+    p.add_argument("--count", type=int, default=0, help="stop after this many events")
+    p.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
+    p.set_defaults(run=cmd_events)
+
+    p = sub.add_parser("states", help="every asset's current state")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--wait", type=float, default=1.0, help="seconds to collect retained states")
+    p.set_defaults(run=cmd_states)
+
+    p = sub.add_parser("status", help="status of a command (cmd_...) or schedule (sch_...)")
+    p.add_argument("id")
+    p.add_argument("--timeout", type=float, default=5.0)
+    p.set_defaults(run=cmd_status)
+
+    p = sub.add_parser("services", help="every process's lifecycle, operational state and health")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--wait", type=float, default=1.0, help="seconds to collect retained statuses")
+    p.set_defaults(run=cmd_services)
+
+    p = sub.add_parser("estop", help="site emergency stop (or, with --reset, its reset)")
+    p.add_argument("--reason", required=True, help="recorded with the order and in every event")
+    p.add_argument("--reset", action="store_true", help="end the stop: dispatching resumes")
+    p.add_argument("--by", default=f"{getpass.getuser()}@{socket.gethostname()}", help="who gives the order")
+    p.set_defaults(run=cmd_estop)
+
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

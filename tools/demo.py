@@ -1,0 +1,186 @@
+"""`make demo`: the whole stack on this machine, driven by one Layer 3 schedule.
+
+Starts a private Mosquitto and, as separate processes, the ingester, planner, tracker, the
+OCPP gateway with two simulated chargers connected to it over real OCPP-J websockets (bay 1
+speaks 1.6, bay 2 speaks 2.0.1), the Modbus gateway and a simulated battery on real Modbus
+TCP. Both buses plug in, a schedule of eight 3-second slots goes out, and every event is
+printed as SCADA would see it on qubit/events/#. Midway the battery faults and is reset (its
+commands are held, then the newest goes out) and bus 12 leaves early (its remaining
+commands are cancelled). Ends with a summary and a clean shutdown, in about 45 seconds.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from pymodbus.client import ModbusTcpClient
+
+from coordinator.contract.codec import DecodeError, decode_event, encode_schedule
+from coordinator.events import EventType
+from coordinator.runtime.mqtt import BrokerSettings, MqttClient
+from coordinator.timeutil import utcnow
+from coordinator.contract.topics import (
+    ASSET_STATES_ALL,
+    EVENTS_ALL,
+    SCHEDULES_IN,
+    simulator_topic,
+)
+from coordinator.contract.messages import AssetStateMessage, ChargerControl, decode
+
+from simulators.battery import CONTROL, Control
+from tools.broker import free_port, start_broker
+from tools.event_lines import describe
+from tools.launcher import ServiceProcesses
+from coordinator.runtime.service import DEFAULT_SITE_CONFIG, load_site
+from tools.walkthrough import ASSET_MAP, sample_schedule
+
+SLOT = timedelta(seconds=3)
+FINAL = {"COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"}
+DEADLINE = 60.0
+
+
+class Watcher:
+    """Prints events as they arrive and keeps what the summary needs."""
+
+    def __init__(self, schedule_id: str) -> None:
+        self.schedule_id = schedule_id
+        self.expected: int | None = None
+        self.statuses: dict[str, str] = {}
+        self.states: dict[str, str] = {}
+        self.rejected: str | None = None
+        self.linked: set[str] = set()
+
+    def on_event(self, topic: str, data: bytes) -> None:
+        try:
+            event = decode_event(data)
+        except DecodeError as exc:
+            print(f"unreadable event on {topic}: {exc.reason}")
+            return
+        print(describe(event), flush=True)
+        p = event.payload
+        if event.event_type is EventType.DEVICE_LINK_UP:
+            self.linked.add(p.get("asset_id"))
+        if p.get("schedule_id") != self.schedule_id:
+            return
+        if event.event_type is EventType.SCHEDULE_RECEIVED:
+            self.expected = p["command_count"]
+        elif event.event_type is EventType.SCHEDULE_REJECTED:
+            self.rejected = f"{p['reason']}: {p['message']}"
+        elif "command_id" in p:
+            self.statuses[p["command_id"]] = p["status"]
+
+    def on_state(self, topic: str, data: bytes) -> None:
+        msg = decode(AssetStateMessage, data)
+        self.states[msg.asset_id] = msg.state
+
+    @property
+    def done(self) -> bool:
+        ended = sum(s in FINAL for s in self.statuses.values())
+        return self.rejected is not None or (self.expected is not None and ended >= self.expected)
+
+
+PROCESSES = ("ingester", "planner", "tracker", "gateway-ocpp", "chargepoint-simulator", "battery-simulator",
+             "gateway-modbus")
+CHARGERS = {"ast_bay_1": "CP_BAY_1", "ast_bay_2": "CP_BAY_2"}
+
+
+def demo_site(workdir: Path) -> tuple[Path, int]:
+    """deploy/site.toml with the CSMS and the battery moved to free ports; the battery's port."""
+    text = DEFAULT_SITE_CONFIG.read_text()
+    battery_port = free_port()
+    for fixed, free in (("port = 9000", free_port()), ("port = 15020", battery_port)):
+        if fixed not in text:
+            raise SystemExit(f"deploy/site.toml no longer has {fixed!r}; update tools/demo.py")
+        text = text.replace(fixed, f"port = {free}")
+    (workdir / "site.toml").write_text(text)
+    return workdir / "site.toml", battery_port
+
+
+def main() -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="qubit-demo-"))
+    site_path, battery_port = demo_site(workdir)
+    site = load_site(str(site_path))
+    print(f"starting Mosquitto and the services (logs in {workdir})")
+    broker = start_broker(workdir / "broker")
+    procs = ServiceProcesses(broker.host, broker.port, site_path, workdir / "logs")
+    watcher = Watcher("sch_demo_0001")
+    client = MqttClient("demo", BrokerSettings(broker.host, broker.port), persistent=False)
+    try:
+        procs.start_all(PROCESSES[:-3] + PROCESSES[-2:])
+        client.subscribe(EVENTS_ALL, watcher.on_event)
+        client.subscribe(ASSET_STATES_ALL, watcher.on_state)
+        client.start()
+        procs.start("chargepoint-simulator")  # now, so that the chargers connecting show up as events
+        print(f"all services online: {', '.join(procs.procs)}\n")
+        wait_until(lambda: watcher.linked >= CHARGERS.keys(), timeout=20, what="both chargers connected over OCPP")
+        for cp_id in CHARGERS.values():
+            print(f"--- a bus plugs in at {cp_id}", flush=True)
+            client.publish(simulator_topic("ocpp"), ChargerControl(charge_point_id=cp_id, action="plug_in").encode())
+        wait_until(lambda: all(watcher.states.get(a) == "PREPARING" for a in CHARGERS), timeout=10,
+                   what="both chargers PREPARING")
+
+        start = utcnow().replace(microsecond=0) + 2 * SLOT
+        df = sample_schedule(start, SLOT)
+        print("Layer 3 schedule (kW), slots of 3 s:")
+        print(df.to_string(float_format=lambda v: f"{v:g}"), "\n", flush=True)
+        client.publish(SCHEDULES_IN, encode_schedule(df, asset_map=ASSET_MAP, site_id=site.site_id, schedule_id="sch_demo_0001"))
+
+        incidents = [
+            (start + 3.5 * SLOT, "battery faults (fault code set on the device)", lambda: battery_control(battery_port, Control.FAULT)),
+            (start + 5.5 * SLOT, "battery reset by the operator", lambda: battery_control(battery_port, Control.NORMAL)),
+            (start + 5.2 * SLOT, "bus 12 unplugs and leaves early", lambda: client.publish(
+                simulator_topic("ocpp"), ChargerControl(charge_point_id=CHARGERS["ast_bay_2"], action="unplug").encode())),
+        ]
+        run_until(watcher, sorted(incidents, key=lambda i: i[0]), deadline=time.monotonic() + DEADLINE)
+    finally:
+        codes = procs.stop_all()
+        client.stop()
+        broker.stop()
+    summary(watcher, codes)
+    return 0 if watcher.done and all(c == 0 for c in codes.values()) else 1
+
+
+def battery_control(port: int, value: Control) -> None:
+    """What a technician's commissioning tool does: write the simulator's control register."""
+    client = ModbusTcpClient("127.0.0.1", port=port, timeout=2)
+    client.connect()
+    client.write_register(CONTROL.offset, int(value), device_id=1)
+    client.close()
+
+
+def wait_until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"demo stopped: no sign of {what} within {timeout:g} s")
+        time.sleep(0.1)
+
+
+def run_until(watcher: Watcher, incidents: list, deadline: float) -> None:
+    while not watcher.done and time.monotonic() < deadline:
+        while incidents and incidents[0][0] <= datetime.now(timezone.utc):
+            _, what, act = incidents.pop(0)
+            print(f"--- {what}", flush=True)
+            act()
+        time.sleep(0.1)
+    time.sleep(1.0)  # the last state changes
+
+
+def summary(watcher: Watcher, codes: dict[str, int]) -> None:
+    counts: dict[str, int] = {}
+    for status in watcher.statuses.values():
+        counts[status] = counts.get(status, 0) + 1
+    print()
+    if watcher.rejected:
+        print(f"Schedule rejected: {watcher.rejected}")
+    print(f"Summary: {watcher.expected} commands: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())))
+    print("Final states: " + ", ".join(f"{a} {s}" for a, s in sorted(watcher.states.items())))
+    print("Shutdown: " + ", ".join(f"{n} exit {c}" for n, c in codes.items()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

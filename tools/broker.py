@@ -16,6 +16,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from coordinator.runtime.settings import settings
+
 log = logging.getLogger(__name__)
 
 CONFIG_TEMPLATE = Path(__file__).resolve().parent.parent / "mosquitto" / "mosquitto.conf"
@@ -143,7 +145,7 @@ class ContainerMosquitto:
 def start_broker(data_dir: Path, prefer_container: bool | None = None) -> LocalMosquitto | ContainerMosquitto:
     """A running private broker: a container if Docker answers (and QUBIT_BROKER != local), else local."""
     if prefer_container is None:
-        prefer_container = os.environ.get("QUBIT_BROKER", "auto") != "local"
+        prefer_container = settings().broker != "local"
     if prefer_container:
         try:
             return ContainerMosquitto(data_dir).start()

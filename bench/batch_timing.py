@@ -9,8 +9,8 @@ import time
 import paho.mqtt.client as paho
 
 from coordinator.base import Command
-from coordinator.contract.topics import commands_topic
 from coordinator.contract.messages import CommandBatch, Outcome, ResultBatch, decode
+from coordinator.contract.topics import commands_topic
 
 
 def percentiles(samples: list[float]) -> str:

@@ -19,11 +19,12 @@ import sys
 import tempfile
 import textwrap
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import paho.mqtt.client as paho
 import websockets
+from batch_timing import percentiles, time_batch
 from paho.mqtt.enums import CallbackAPIVersion
 
 from coordinator.base import Command, CommandType
@@ -31,8 +32,6 @@ from coordinator.contract.codec import decode_event
 from coordinator.contract.topics import EVENTS_ALL, RESULTS_ALL
 from tools.broker import free_port, start_broker, wait_for_port
 from tools.launcher import ServiceProcesses
-
-from batch_timing import percentiles, time_batch
 
 CHARGERS, ROUNDS, ROUND_GAP = 1000, 5, 2.0
 PASSWORD = "bench-password-0123456789"
@@ -124,7 +123,7 @@ def main() -> None:
         gateway = []
         for r in range(ROUNDS):
             time.sleep(ROUND_GAP)
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             batch = [Command(a, CommandType.SET_CHARGE_RATE, {"power_kw": 7.0 + r}, now, attempts=1) for a in assets]
             gateway += time_batch(inbox, client, "ocpp", batch)
     finally:

@@ -10,6 +10,7 @@ alternately in the same process so that machine noise hits both alike.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 
@@ -56,7 +57,7 @@ def main() -> None:
     for _ in range(RUNS):
         floor_runs.append(timed(lambda: msgpack.unpackb(data, timestamp=3, raw=False)))
         engine = DispatchEngine(event_bus=EventBus())
-        convert_runs.append(timed(lambda: engine.schedule_to_commands(df, asset_map)))
+        convert_runs.append(timed(functools.partial(engine.schedule_to_commands, df, asset_map)))
         count = len(engine.commands)
     floor = statistics.median(floor_runs)
     convert = statistics.median(convert_runs)

@@ -26,12 +26,11 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from coordinator.protocols.modbus.adapter import RegisterSpec, decode_registers, encode_value
 from coordinator.base import CommandType
+from coordinator.protocols.modbus.adapter import RegisterSpec, decode_registers, encode_value
 from coordinator.protocols.modbus.device import OperatingMode
-from coordinator.site import AssetConfig, Protocol
-
 from coordinator.runtime.service import DEFAULT_SITE_CONFIG, configure_logging, load_site
+from coordinator.site import AssetConfig, Protocol
 
 log = logging.getLogger(__name__)
 

@@ -129,7 +129,7 @@ class ContainerMosquitto:
     def start(self) -> ContainerMosquitto:
         conf = self.data_dir / "mosquitto.conf"
         lines = shipped_config_lines()
-        conf.write_text("\n".join(lines + ["listener 1883", "persistence_location /data/"]) + "\n")
+        conf.write_text("\n".join([*lines, "listener 1883", "persistence_location /data/"]) + "\n")
         self._container.start(configfile=str(conf))
         self.host = self._container.get_container_host_ip()
         self.port = int(self._container.get_exposed_port(1883))

@@ -14,28 +14,27 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pymodbus.client import ModbusTcpClient
 
 from coordinator.contract.codec import DecodeError, decode_event, encode_schedule
-from coordinator.events import EventType
-from coordinator.runtime.mqtt import BrokerSettings, MqttClient
-from coordinator.timeutil import utcnow
+from coordinator.contract.messages import AssetStateMessage, ChargerControl, decode
 from coordinator.contract.topics import (
     ASSET_STATES_ALL,
     EVENTS_ALL,
     SCHEDULES_IN,
     simulator_topic,
 )
-from coordinator.contract.messages import AssetStateMessage, ChargerControl, decode
-
+from coordinator.events import EventType
+from coordinator.runtime.mqtt import BrokerSettings, MqttClient
+from coordinator.runtime.service import DEFAULT_SITE_CONFIG, load_site
+from coordinator.timeutil import utcnow
 from simulators.battery import CONTROL, Control
 from tools.broker import free_port, start_broker
 from tools.event_lines import describe
 from tools.launcher import ServiceProcesses
-from coordinator.runtime.service import DEFAULT_SITE_CONFIG, load_site
 from tools.walkthrough import ASSET_MAP, sample_schedule
 
 SLOT = timedelta(seconds=3)
@@ -162,7 +161,7 @@ def wait_until(condition, timeout: float, what: str) -> None:
 
 def run_until(watcher: Watcher, incidents: list, deadline: float) -> None:
     while not watcher.done and time.monotonic() < deadline:
-        while incidents and incidents[0][0] <= datetime.now(timezone.utc):
+        while incidents and incidents[0][0] <= datetime.now(UTC):
             _, what, act = incidents.pop(0)
             print(f"--- {what}", flush=True)
             act()

@@ -11,7 +11,7 @@ commands are cancelled). Every event is printed as it happens.
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
@@ -26,10 +26,9 @@ from coordinator import (
     create_battery_state_machine,
     create_ev_charger_state_machine,
 )
-
 from tools.event_lines import describe
 
-START = datetime(2025, 1, 15, 6, 0, tzinfo=timezone.utc)
+START = datetime(2025, 1, 15, 6, 0, tzinfo=UTC)
 SLOT = timedelta(minutes=15)
 ASSET_MAP = {"ev_bus_07": "ast_bay_1", "ev_bus_12": "ast_bay_2", "battery": "ast_batt_001"}
 

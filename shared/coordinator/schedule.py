@@ -116,19 +116,19 @@ def _numeric_block(df: pd.DataFrame, columns: list[str]) -> np.ndarray:
     """The columns as one float64 matrix (slots x columns); refuse anything that is not a power."""
     block = df[columns]
     bad_type = [
-        c for c, dtype in zip(columns, block.dtypes) if dtype.kind not in "iuf"
+        c for c, dtype in zip(columns, block.dtypes, strict=True) if dtype.kind not in "iuf"
     ]  # bool, object, string, datetime... are not powers
     if bad_type:
         raise ScheduleError("non_numeric", f"setpoint columns must be numeric: {_listed(bad_type)}", bad_type)
     values = block.to_numpy(dtype=np.float64, na_value=np.nan)
     bad = np.isinf(values).any(axis=0)
     if bad.any():
-        cols = [c for c, b in zip(columns, bad) if b]
+        cols = [c for c, b in zip(columns, bad, strict=True) if b]
         raise ScheduleError("infinite_power", f"infinite power in columns: {_listed(cols)}", cols)
     with np.errstate(invalid="ignore"):
         bad = (values < 0).any(axis=0)
     if bad.any():
-        cols = [c for c, b in zip(columns, bad) if b]
+        cols = [c for c, b in zip(columns, bad, strict=True) if b]
         raise ScheduleError(
             "negative_power",
             f"negative power in columns: {_listed(cols)} (use battery_discharge_kw to discharge)",
@@ -237,7 +237,7 @@ def _plan_batteries(df: pd.DataFrame, battery: dict[str, tuple[str | None, str |
     clash = (charge > 0) & (discharge > 0)
     if clash.any():
         slots, idx = np.nonzero(clash)
-        where = [f"{df.index[s].isoformat()} ({keys[i]})" for s, i in zip(slots, idx)]
+        where = [f"{df.index[s].isoformat()} ({keys[i]})" for s, i in zip(slots, idx, strict=True)]
         cols = sorted({c for i in idx for c in battery[keys[i]] if c})
         raise ScheduleError(
             "charge_and_discharge",
@@ -318,6 +318,6 @@ def _build_commands(
             created,
         )
         for slot, key, ctype, power, command_id in zip(
-            plan.slot.tolist(), plan.key.tolist(), plan.command_type.tolist(), plan.power_kw.tolist(), ids
+            plan.slot.tolist(), plan.key.tolist(), plan.command_type.tolist(), plan.power_kw.tolist(), ids, strict=True
         )
     ]

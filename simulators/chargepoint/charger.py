@@ -28,7 +28,6 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from coordinator.site import AssetConfig
-
 from simulators.chargepoint.model import (
     MAX_POWER_W,
     ChargerModel,
@@ -230,7 +229,7 @@ class SimulatedCharger:
                 log.error("%s: refused by the CSMS: %s; trying again in %.0f s", self.charge_point_id, exc, REFUSED_RETRY)
                 delay = REFUSED_RETRY
                 continue
-            except (OSError, asyncio.TimeoutError, ConnectionClosed, InvalidHandshake) as exc:
+            except (TimeoutError, OSError, ConnectionClosed, InvalidHandshake) as exc:
                 log.warning("%s: cannot reach the CSMS at %s: %s", self.charge_point_id, self.url, exc or type(exc).__name__)
                 booted = False
             except Exception:  # a bad URL, a TLS error, a protocol surprise: never take the fleet down
@@ -304,7 +303,7 @@ class SimulatedCharger:
         while True:
             try:
                 accepted, interval = await point.boot()
-            except (OCPPError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OCPPError) as exc:
                 log.warning("%s: BootNotification failed (%s); trying again", self.charge_point_id, exc or "timeout")
                 await asyncio.sleep(BOOT_RETRY)
                 continue
@@ -325,7 +324,7 @@ class SimulatedCharger:
                 return  # the effect stays queued; the reader ends the session
             except OCPPError as exc:
                 log.warning("%s: CSMS answered %s with a CallError: %s", self.charge_point_id, type(effect).__name__, exc)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("%s: no answer to %s", self.charge_point_id, type(effect).__name__)
             if self.outbox and self.outbox[0] is effect:
                 self.outbox.popleft()
@@ -337,7 +336,7 @@ class SimulatedCharger:
                 await point.heartbeat()
             except ConnectionClosed:
                 return
-            except (OCPPError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OCPPError) as exc:
                 log.warning("%s: heartbeat failed: %s", self.charge_point_id, exc or "timeout")
 
     async def _meter_loop(self) -> None:

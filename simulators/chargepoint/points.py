@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ocpp.exceptions import OCPPError
@@ -27,6 +27,8 @@ from ocpp.v16 import call_result as v16_result
 from ocpp.v16 import datatypes as v16_types
 from ocpp.v16.enums import (
     Action as V16Action,
+)
+from ocpp.v16.enums import (
     AuthorizationStatus,
     AvailabilityStatus,
     AvailabilityType,
@@ -44,6 +46,8 @@ from ocpp.v201 import call_result as v201_result
 from ocpp.v201 import datatypes as v201_types
 from ocpp.v201.enums import (
     Action as V201Action,
+)
+from ocpp.v201.enums import (
     BootReasonEnumType,
     ChangeAvailabilityStatusEnumType,
     ChargingProfileStatusEnumType,
@@ -76,7 +80,7 @@ RESPONSE_TIMEOUT = 30.0
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 class _SimulatedPoint:

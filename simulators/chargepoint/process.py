@@ -14,12 +14,11 @@ import ocpp.messages
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from coordinator.runtime.mqtt import BrokerSettings
-from coordinator.site import AssetConfig, AssetKind, OcppListenConfig, Protocol, SiteConfig
-from coordinator.contract.topics import simulator_topic
 from coordinator.contract.messages import ChargerControl, decode
-
+from coordinator.contract.topics import simulator_topic
+from coordinator.runtime.mqtt import BrokerSettings
 from coordinator.runtime.service import DEFAULT_SITE_CONFIG, configure_logging, load_site
+from coordinator.site import AssetConfig, AssetKind, OcppListenConfig, Protocol, SiteConfig
 from simulators.chargepoint.charger import SimulatedCharger
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Every example of seeds 002/003 (Layer 4 overview; 003 is the same page as text)."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pandas as pd
@@ -9,7 +9,7 @@ import pandas as pd
 def test_quick_start():
     idx = pd.date_range("2025-01-15 08:00", periods=3, freq="15min", tz="UTC")
     optimization_result = SimpleNamespace(schedule=pd.DataFrame({"ev_001_kw": [11.0, 22.0, 0.0]}, index=idx))
-    now = datetime(2025, 1, 15, 8, 0, tzinfo=timezone.utc)
+    now = datetime(2025, 1, 15, 8, 0, tzinfo=UTC)
 
     from coordinator import AdapterRegistry, DispatchEngine, EventBus, OCPPAdapter
 
@@ -75,7 +75,7 @@ def test_adapter_tables():
     from coordinator import ModbusAdapter, OCPPAdapter
     from coordinator.base import Command, CommandType
 
-    t = datetime(2025, 1, 15, 8, 0, tzinfo=timezone.utc)
+    t = datetime(2025, 1, 15, 8, 0, tzinfo=UTC)
     ocpp = OCPPAdapter("ocpp_site_1")
     actions = {
         CommandType.SET_CHARGE_RATE: ({"power_kw": 7.4}, "SetChargingProfile"),

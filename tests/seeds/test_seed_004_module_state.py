@@ -39,7 +39,7 @@ def test_event_structure():
 
 
 def test_event_example():
-    from coordinator.state.state_events import StateEvent, EventType
+    from coordinator.state.state_events import EventType, StateEvent
 
     state_machine = active(EventType.SET_READY)
 
@@ -73,7 +73,7 @@ def test_basic_usage():
 
 
 def test_with_payload():
-    from coordinator.state.state_events import StateEvent, EventType
+    from coordinator.state.state_events import EventType, StateEvent
 
     state_machine = active(EventType.SET_READY)
     seen = []
@@ -358,7 +358,7 @@ def test_best_practice_always_use_event_type_enum():
     state_machine = active(EventType.SET_READY)
 
     # ❌ Don't use strings:
-    with pytest.raises(TypeError, match="use EventType.TASK_START"):
+    with pytest.raises(TypeError, match=r"use EventType\.TASK_START"):
         state_machine.handle_event("task_start")  # Wrong
     assert state_machine.get_operational_state() == OperationalState.READY
 

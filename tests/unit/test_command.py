@@ -1,5 +1,5 @@
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pydantic
 import pytest
@@ -7,7 +7,7 @@ import pytest
 from coordinator import NaiveDatetimeError
 from coordinator.base import COMMAND_ADAPTER, Command, CommandStatus, CommandType
 
-T0 = datetime(2025, 1, 15, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2025, 1, 15, 8, 0, tzinfo=UTC)
 
 
 def test_defaults_match_the_seed():

@@ -1,4 +1,4 @@
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
@@ -15,7 +15,7 @@ from coordinator import (
 from coordinator.adapters.base import ProtocolAdapter, TranslationError
 from coordinator.base import Command, CommandStatus, CommandType
 
-T0 = datetime(2025, 1, 15, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2025, 1, 15, 8, 0, tzinfo=UTC)
 MIN = timedelta(minutes=1)
 
 
@@ -82,12 +82,12 @@ def test_full_lifecycle_pending_dispatched_completed(bus_log):
     assert engine.handle_response(c1, success=True, now=T0 + MIN) is CommandStatus.COMPLETED
     assert engine.get_pending_commands(T0 + 15 * MIN) == [c2]
     assert types(log)[-3:] == [EventType.COMMAND_DISPATCHED, EventType.COMMAND_ACKNOWLEDGED, EventType.COMMAND_COMPLETED]
-    dispatched = [e for e in log if e.event_type is EventType.COMMAND_DISPATCHED][0]
+    dispatched = next(e for e in log if e.event_type is EventType.COMMAND_DISPATCHED)
     assert dispatched.payload["command_type"] == "SET_CHARGE_RATE" and dispatched.payload["asset_id"] == "a"
 
 
 def test_one_command_in_flight_per_asset_and_newest_setpoint_wins(bus_log):
-    bus, log = bus_log
+    bus, _ = bus_log
     engine = DispatchEngine(event_bus=bus)
     c1, c2, c3 = engine.schedule_to_commands(schedule(ev_1_kw=[7.0, 11.0, 3.0]), {"ev_1": "a"})
     engine.dispatch_command(c1, EchoAdapter("gw"), now=T0)
@@ -263,7 +263,7 @@ def test_normal_unplug_after_finishing_cancels_nothing():
     engine = DispatchEngine()
     charger = create_ev_charger_state_machine("a")
     engine.register_state_machine(charger)
-    c1, c2 = engine.schedule_to_commands(schedule(ev_1_kw=[7.0, 0.0]), {"ev_1": "a"})
+    _, c2 = engine.schedule_to_commands(schedule(ev_1_kw=[7.0, 0.0]), {"ev_1": "a"})
     for t in ("plug_in", "start_charge", "complete", "unplug"):
         charger.trigger(t)
     assert c2.status is CommandStatus.PENDING
@@ -313,7 +313,7 @@ def test_refused_result_is_final():
 
 
 def test_newer_schedule_supersedes_future_commands_of_older_one(bus_log):
-    bus, log = bus_log
+    bus, _ = bus_log
     engine = DispatchEngine(event_bus=bus)
     old = engine.schedule_to_commands(schedule(ev_1_kw=[1.0, 2.0, 3.0, 4.0], ev_2_kw=[5.0, 6.0, 7.0, 8.0]),
                                       {"ev_1": "a", "ev_2": "b"}, schedule_id="sch_old")

@@ -6,13 +6,14 @@ the library's tables fails a test instead of being checked against itself."""
 
 import asyncio
 import copy
+import itertools
 import logging
 import pickle
 import re
 import threading
 import time
 from dataclasses import FrozenInstanceError
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -27,8 +28,8 @@ from coordinator.state import (
     StateEvent,
     StateSnapshot,
     UnifiedStateMachine,
+    state_types,
 )
-from coordinator.state import state_types
 
 E = EventType
 LOGGER = "coordinator.state.unified"
@@ -156,7 +157,7 @@ def test_recover_to_critical_is_a_value_error_and_changes_nothing():
 
 def test_recover_from_healthy_names_the_requested_target():
     sm = at(health="Warning")
-    with pytest.raises(InvalidTransitionError, match="^Cannot transition from Warning to Warning with event RECOVER$"):
+    with pytest.raises(InvalidTransitionError, match=r"^Cannot transition from Warning to Warning with event RECOVER$"):
         sm.handle_event(StateEvent(E.RECOVER, payload={"to": "Warning"}))
 
 
@@ -584,7 +585,7 @@ def test_threads_hammering_the_machine():
     for i in range(threads):
         assert [h.event.payload["n"] for h in history if h.event.payload["t"] == i] == list(range(per_thread))
     # each entry starts where the previous one ended: no lost or interleaved update
-    assert all(a.after == b.before for a, b in zip(history, history[1:]))
+    assert all(a.after == b.before for a, b in itertools.pairwise(history))
 
 
 def _until(condition, timeout=5.0):
@@ -681,10 +682,10 @@ def test_handle_event_refuses_anything_but_event_type_or_state_event(bad):
 
 
 def test_state_event_defaults():
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     a, b = StateEvent(event_type=E.TASK_START), StateEvent(E.TASK_START)
     assert a.timestamp.tzinfo is not None and a.timestamp.utcoffset().total_seconds() == 0
-    assert before <= a.timestamp <= datetime.now(timezone.utc)
+    assert before <= a.timestamp <= datetime.now(UTC)
     assert re.fullmatch(r"evt_[0-9a-f]{12}", a.event_id) and a.event_id != b.event_id
     assert (a.origin_layer, a.payload) == (None, None)
 

@@ -169,7 +169,7 @@ def reference(df, asset_map):
     d = df.get("battery_discharge_kw")
     if c is not None:
         current, mode = None, 1
-        for t, cv, dv in zip(df.index, c, d):
+        for t, cv, dv in zip(df.index, c, d, strict=True):
             if math.isnan(cv) and math.isnan(dv):
                 continue
             net = (0 if math.isnan(cv) else cv) - (0 if math.isnan(dv) else dv)

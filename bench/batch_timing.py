@@ -16,7 +16,8 @@ from coordinator.contract.topics import commands_topic
 def percentiles(samples: list[float]) -> str:
     ordered = sorted(samples)
     p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return f"p50 {statistics.median(ordered) * 1e3:7.1f} ms   p99 {p99 * 1e3:7.1f} ms   last {ordered[-1] * 1e3:7.1f} ms"
+    median, last = statistics.median(ordered), ordered[-1]
+    return f"p50 {median * 1e3:7.1f} ms   p99 {p99 * 1e3:7.1f} ms   last {last * 1e3:7.1f} ms"
 
 
 def time_batch(inbox: queue.Queue[paho.MQTTMessage], client: paho.Client, gateway_id: str,

@@ -135,11 +135,14 @@ def main() -> None:
         procs.start("chargepoint-simulator", "--no-validation", "--meter-interval", "3600")
         watch.until(chargers, "DEVICE_LINK_UP")
         for i in range(CHARGERS):
-            watch.client.publish(simulator_topic("ocpp"), ChargerControl(charge_point_id=f"CP{i:04d}", action="plug_in").encode(), qos=1)
+            plug_in = ChargerControl(charge_point_id=f"CP{i:04d}", action="plug_in")
+            watch.client.publish(simulator_topic("ocpp"), plug_in.encode(), qos=1)
         time.sleep(2)
         start = datetime.now(UTC) + timedelta(seconds=1)
-        columns = {f"ev_{i}_kw": [7.0] for i in range(CHARGERS)} | {f"battery_{i}_charge_kw": [30.0] for i in range(BATTERIES)}
-        asset_map = {f"ev_{i}": f"ast_cp_{i:04d}" for i in range(CHARGERS)} | {f"battery_{i}": f"ast_bat_{i:03d}" for i in range(BATTERIES)}
+        columns = ({f"ev_{i}_kw": [7.0] for i in range(CHARGERS)}
+                   | {f"battery_{i}_charge_kw": [30.0] for i in range(BATTERIES)})
+        asset_map = ({f"ev_{i}": f"ast_cp_{i:04d}" for i in range(CHARGERS)}
+                     | {f"battery_{i}": f"ast_bat_{i:03d}" for i in range(BATTERIES)})
         watch.client.publish(SCHEDULES_IN, encode_schedule(pd.DataFrame(columns, index=pd.DatetimeIndex([start])),
                                                            asset_map=asset_map, site_id="sit_bench"), qos=1)
         watch.until(chargers | batteries, "COMMAND_COMPLETED")

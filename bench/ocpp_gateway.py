@@ -60,9 +60,11 @@ ECHO_SERVER = textwrap.dedent("""
 
 
 async def floor_round(port: int, chargers: int = CHARGERS) -> list[float]:
-    connections = await asyncio.gather(*(websockets.connect(f"ws://127.0.0.1:{port}/CP{i:04d}") for i in range(chargers)))
+    connections = await asyncio.gather(
+        *(websockets.connect(f"ws://127.0.0.1:{port}/CP{i:04d}") for i in range(chargers)))
     # About the size of a SetChargingProfile call and its answer.
-    message = '[2,"0c43b85b-b429-43bf-8133-52698b9d34e4","SetChargingProfile",{"connectorId":1,' + '"x":0,' * 40 + '"y":1}]'
+    message = ('[2,"0c43b85b-b429-43bf-8133-52698b9d34e4","SetChargingProfile",{"connectorId":1,'
+               + '"x":0,' * 40 + '"y":1}]')
     start = time.perf_counter()
 
     async def one(ws) -> float:

@@ -67,7 +67,8 @@ class BatteryPhysics:
 
     def advance(self, power_kw: float, seconds: float) -> None:
         delta = power_kw * seconds / 3600.0 / self.capacity_kwh * 100.0
-        self.soc_percent = min(self.soc_max, max(self.soc_min, self.soc_percent + delta)) if power_kw else self.soc_percent
+        if power_kw:
+            self.soc_percent = min(self.soc_max, max(self.soc_min, self.soc_percent + delta))
 
 
 class SimulatedBattery:
@@ -138,14 +139,16 @@ class SimulatedBattery:
         return None
 
 
-def build_servers(assets: list[AssetConfig], soc_percent: float) -> tuple[list[ModbusTcpServer], dict[str, SimulatedBattery]]:
+def build_servers(assets: list[AssetConfig],
+                  soc_percent: float) -> tuple[list[ModbusTcpServer], dict[str, SimulatedBattery]]:
     """One server per host:port; batteries sharing one are told apart by unit id."""
     by_endpoint: dict[tuple[str, int], list[SimDevice]] = defaultdict(list)
     batteries = {}
     for asset in assets:
         battery = SimulatedBattery(asset, soc_percent)
         batteries[asset.asset_id] = battery
-        device = SimDevice(id=battery.unit, simdata=[SimData(0, count=REGISTER_COUNT, values=0, datatype=DataType.REGISTERS)],
+        registers = SimData(0, count=REGISTER_COUNT, values=0, datatype=DataType.REGISTERS)
+        device = SimDevice(id=battery.unit, simdata=[registers],
                            action=battery.action)
         by_endpoint[(asset.modbus.host, asset.modbus.port)].append(device)
     servers = [ModbusTcpServer(context=devices if len(devices) > 1 else devices[0], address=endpoint)

@@ -60,7 +60,8 @@ def shipped_config_lines() -> list[str]:
 def broker_config(port: int, data_dir: Path, listen: str = "127.0.0.1") -> str:
     """Our shipped config, bound to ``port`` and persisting into ``data_dir``."""
     lines = shipped_config_lines()
-    lines += [f"listener {port} {listen}", f"persistence_location {data_dir}/", f"log_dest file {data_dir}/mosquitto.log"]
+    lines += [f"listener {port} {listen}", f"persistence_location {data_dir}/",
+              f"log_dest file {data_dir}/mosquitto.log"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         # Started as root, mosquitto switches to the `mosquitto` user and then cannot
         # write our data directory (field notes); stay root for a private test broker.
@@ -82,7 +83,8 @@ class LocalMosquitto:
     def start(self) -> LocalMosquitto:
         conf = self.data_dir / "mosquitto.conf"
         conf.write_text(broker_config(self.port, self.data_dir))
-        self._proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self._proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if not wait_for_port(self.host, self.port, 10):
             self.stop()
             raise RuntimeError(f"mosquitto did not listen on {self.port}: {self.log_tail()}")

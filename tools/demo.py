@@ -126,13 +126,17 @@ def main() -> int:
         df = sample_schedule(start, SLOT)
         print("Layer 3 schedule (kW), slots of 3 s:")
         print(df.to_string(float_format=lambda v: f"{v:g}"), "\n", flush=True)
-        client.publish(SCHEDULES_IN, encode_schedule(df, asset_map=ASSET_MAP, site_id=site.site_id, schedule_id="sch_demo_0001"))
+        schedule = encode_schedule(df, asset_map=ASSET_MAP, site_id=site.site_id, schedule_id="sch_demo_0001")
+        client.publish(SCHEDULES_IN, schedule)
 
         incidents = [
-            (start + 3.5 * SLOT, "battery faults (fault code set on the device)", lambda: battery_control(battery_port, Control.FAULT)),
-            (start + 5.5 * SLOT, "battery reset by the operator", lambda: battery_control(battery_port, Control.NORMAL)),
+            (start + 3.5 * SLOT, "battery faults (fault code set on the device)",
+             lambda: battery_control(battery_port, Control.FAULT)),
+            (start + 5.5 * SLOT, "battery reset by the operator",
+             lambda: battery_control(battery_port, Control.NORMAL)),
             (start + 5.2 * SLOT, "bus 12 unplugs and leaves early", lambda: client.publish(
-                simulator_topic("ocpp"), ChargerControl(charge_point_id=CHARGERS["ast_bay_2"], action="unplug").encode())),
+                simulator_topic("ocpp"),
+                ChargerControl(charge_point_id=CHARGERS["ast_bay_2"], action="unplug").encode())),
         ]
         run_until(watcher, sorted(incidents, key=lambda i: i[0]), deadline=time.monotonic() + DEADLINE)
     finally:

@@ -59,7 +59,8 @@ def main() -> int:
     registry.register("ast_bay_1", OCPPAdapter("ocpp_site_1"))
     registry.register("ast_bay_2", OCPPAdapter("ocpp_site_1", ocpp_version="2.0.1"))
     registry.register("ast_batt_001", ModbusAdapter("modbus_site_1"))
-    engine = DispatchEngine(event_bus=bus, adapter_registry=registry, config=CoordinatorConfig(site_id="sit_demo_depot"))
+    config = CoordinatorConfig(site_id="sit_demo_depot")
+    engine = DispatchEngine(event_bus=bus, adapter_registry=registry, config=config)
 
     bay1 = create_ev_charger_state_machine("ast_bay_1", event_bus=bus)
     bay2 = create_ev_charger_state_machine("ast_bay_2", event_bus=bus)

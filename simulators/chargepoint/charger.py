@@ -119,7 +119,8 @@ class SimulatedCharger:
 
     # -- decisions, for the points (each returns the answer and the effects) -------
 
-    def set_profile(self, target_id: int, purpose: str | None, schedule: Mapping[str, Any]) -> tuple[bool, list[Effect]]:
+    def set_profile(self, target_id: int, purpose: str | None,
+                    schedule: Mapping[str, Any]) -> tuple[bool, list[Effect]]:
         self._accrue()
         scope = profile_scope(target_id, purpose, self.connector_id, self.model.in_transaction)
         watts = schedule_limit_w(schedule)
@@ -132,7 +133,8 @@ class SimulatedCharger:
     def clear_profiles(self, target_id: int | None, purpose: str | None) -> tuple[bool, list[Effect]]:
         self._accrue()
         # By purpose, else by connector; neither (or connector 0) clears everything.
-        scope = purpose_scope(purpose) if purpose is not None else "connector" if target_id == self.connector_id else None
+        scope = (purpose_scope(purpose) if purpose is not None
+                 else "connector" if target_id == self.connector_id else None)
         before = (self.model.connector_limit_w, self.model.station_limit_w)
         effects = self.model.clear_limits(scope)
         return before != (self.model.connector_limit_w, self.model.station_limit_w), effects
@@ -152,7 +154,8 @@ class SimulatedCharger:
     def remote_stop(self, transaction_id: int | str) -> tuple[bool, list[Effect]]:
         self._accrue()
         accepted, effects = self.model.remote_stop(transaction_id)
-        log.info("%s: remote stop of %s %s", self.charge_point_id, transaction_id, "accepted" if accepted else "rejected")
+        log.info("%s: remote stop of %s %s", self.charge_point_id, transaction_id,
+                 "accepted" if accepted else "rejected")
         return accepted, effects
 
     def change_availability(self, target_id: int, operative: bool) -> tuple[AvailabilityStatus | None, list[Effect]]:
@@ -205,7 +208,8 @@ class SimulatedCharger:
                     log.info("%s: disconnect ignored: not connected", self.charge_point_id)
                 else:
                     self._reconnect_after = DEFAULT_RECONNECT_DELAY if value is None else max(0.0, float(value))
-                    self._closing = asyncio.get_running_loop().create_task(self._ws.close(1000, "disconnect (simulator control)"))
+                    self._closing = asyncio.get_running_loop().create_task(
+                        self._ws.close(1000, "disconnect (simulator control)"))
         log.info("%s: control %s%s -> %s", self.charge_point_id, action.value,
                  "" if value is None else f" {value:g}", model.status.value)
         return True
@@ -226,11 +230,13 @@ class SimulatedCharger:
             try:
                 booted = await self._connect_once()
             except Refused as exc:
-                log.error("%s: refused by the CSMS: %s; trying again in %.0f s", self.charge_point_id, exc, REFUSED_RETRY)
+                log.error("%s: refused by the CSMS: %s; trying again in %.0f s",
+                          self.charge_point_id, exc, REFUSED_RETRY)
                 delay = REFUSED_RETRY
                 continue
             except (TimeoutError, OSError, ConnectionClosed, InvalidHandshake) as exc:
-                log.warning("%s: cannot reach the CSMS at %s: %s", self.charge_point_id, self.url, exc or type(exc).__name__)
+                log.warning("%s: cannot reach the CSMS at %s: %s",
+                            self.charge_point_id, self.url, exc or type(exc).__name__)
                 booted = False
             except Exception:  # a bad URL, a TLS error, a protocol surprise: never take the fleet down
                 log.exception("%s: connection failed", self.charge_point_id)
@@ -323,7 +329,8 @@ class SimulatedCharger:
             except ConnectionClosed:
                 return  # the effect stays queued; the reader ends the session
             except OCPPError as exc:
-                log.warning("%s: CSMS answered %s with a CallError: %s", self.charge_point_id, type(effect).__name__, exc)
+                log.warning("%s: CSMS answered %s with a CallError: %s",
+                            self.charge_point_id, type(effect).__name__, exc)
             except TimeoutError:
                 log.warning("%s: no answer to %s", self.charge_point_id, type(effect).__name__)
             if self.outbox and self.outbox[0] is effect:

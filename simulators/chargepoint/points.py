@@ -166,10 +166,12 @@ class V16Point(_SimulatedPoint, V16ChargePoint):
         match effect:
             case StatusChanged():
                 await self._call(v16_call.StatusNotification(
-                    connector_id=charger.connector_id, error_code=effect.error_code, status=effect.status, timestamp=_now()))
+                    connector_id=charger.connector_id, error_code=effect.error_code, status=effect.status,
+                    timestamp=_now()))
             case TransactionStarted():
                 answer = await self._call(v16_call.StartTransaction(
-                    connector_id=charger.connector_id, id_tag=effect.id_tag, meter_start=effect.meter_wh, timestamp=_now()))
+                    connector_id=charger.connector_id, id_tag=effect.id_tag, meter_start=effect.meter_wh,
+                    timestamp=_now()))
                 charger.transaction_bound(effect.local_id, answer.transaction_id)
                 status = (answer.id_tag_info or {}).get("status")
                 if status != AuthorizationStatus.accepted:  # a real charger might stop; this one carries on
@@ -190,7 +192,8 @@ class V16Point(_SimulatedPoint, V16ChargePoint):
                         v16_types.SampledValue(value=f"{effect.power_w:.1f}", context=ReadingContext.sample_periodic,
                                                measurand=Measurand.power_active_import, unit=UnitOfMeasure.w),
                         v16_types.SampledValue(value=f"{effect.energy_wh:.1f}", context=ReadingContext.sample_periodic,
-                                               measurand=Measurand.energy_active_import_register, unit=UnitOfMeasure.wh),
+                                               measurand=Measurand.energy_active_import_register,
+                                               unit=UnitOfMeasure.wh),
                     ])],
                 ))
 
@@ -209,7 +212,8 @@ class V16Point(_SimulatedPoint, V16ChargePoint):
 
     @on(V16Action.clear_charging_profile)
     def on_clear_charging_profile(self, call_unique_id: str, connector_id: int | None = None,
-                                  charging_profile_purpose: str | None = None, **_: Any) -> v16_result.ClearChargingProfile:
+                                  charging_profile_purpose: str | None = None,
+                                  **_: Any) -> v16_result.ClearChargingProfile:
         if self.charger.rejecting:
             return v16_result.ClearChargingProfile(status=ClearChargingProfileStatus.unknown)
         cleared = self._decided(call_unique_id, self.charger.clear_profiles(connector_id, charging_profile_purpose))
@@ -271,10 +275,12 @@ class V201Point(_SimulatedPoint, V201ChargePoint):
             case StatusChanged():
                 if effect.announce or effect.connector != self._connector:
                     await self._call(v201_call.StatusNotification(
-                        timestamp=_now(), connector_status=effect.connector, evse_id=charger.connector_id, connector_id=1))
+                        timestamp=_now(), connector_status=effect.connector, evse_id=charger.connector_id,
+                        connector_id=1))
                     self._connector = effect.connector
                 if effect.transaction and effect.charging_state and effect.charging_state != self._charging:
-                    await self._transaction_event(TransactionEventEnumType.updated, TriggerReasonEnumType.charging_state_changed,
+                    await self._transaction_event(TransactionEventEnumType.updated,
+                                                  TriggerReasonEnumType.charging_state_changed,
                                                   effect.transaction, charging_state=effect.charging_state)
                 self._charging = effect.charging_state
             case TransactionStarted():
@@ -312,12 +318,15 @@ class V201Point(_SimulatedPoint, V201ChargePoint):
             meter_value=meter, **extra))
 
     @staticmethod
-    def _meter(context: ReadingContextEnumType, energy_wh: float, power_w: float | None = None) -> list[v201_types.MeterValueType]:
-        def sample(value: float, measurand: MeasurandEnumType, unit: StandardizedUnitsOfMeasureType) -> v201_types.SampledValueType:
+    def _meter(context: ReadingContextEnumType, energy_wh: float,
+               power_w: float | None = None) -> list[v201_types.MeterValueType]:
+        def sample(value: float, measurand: MeasurandEnumType,
+                   unit: StandardizedUnitsOfMeasureType) -> v201_types.SampledValueType:
             return v201_types.SampledValueType(value=round(value, 1), context=context, measurand=measurand,
                                                unit_of_measure=v201_types.UnitOfMeasureType(unit=unit))
 
-        samples = [sample(energy_wh, MeasurandEnumType.energy_active_import_register, StandardizedUnitsOfMeasureType.wh)]
+        samples = [sample(energy_wh, MeasurandEnumType.energy_active_import_register,
+                          StandardizedUnitsOfMeasureType.wh)]
         if power_w is not None:
             samples.insert(0, sample(power_w, MeasurandEnumType.power_active_import, StandardizedUnitsOfMeasureType.w))
         return [v201_types.MeterValueType(timestamp=_now(), sampled_value=samples)]
@@ -344,7 +353,8 @@ class V201Point(_SimulatedPoint, V201ChargePoint):
         cleared = self._decided(call_unique_id, self.charger.clear_profiles(
             criteria.get("evse_id"), criteria.get("charging_profile_purpose")))
         return v201_result.ClearChargingProfile(
-            status=ClearChargingProfileStatusEnumType.accepted if cleared else ClearChargingProfileStatusEnumType.unknown)
+            status=ClearChargingProfileStatusEnumType.accepted if cleared
+                   else ClearChargingProfileStatusEnumType.unknown)
 
     @on(V201Action.request_start_transaction)
     def on_request_start(self, id_token: dict, remote_start_id: int, call_unique_id: str, evse_id: int | None = None,
@@ -373,7 +383,8 @@ class V201Point(_SimulatedPoint, V201ChargePoint):
         status = self._decided(call_unique_id, self.charger.change_availability(
             (evse or {}).get("id", 0), operational_status == OperationalStatusEnumType.operative))
         return v201_result.ChangeAvailability(
-            status=ChangeAvailabilityStatusEnumType(status.value) if status else ChangeAvailabilityStatusEnumType.rejected)
+            status=ChangeAvailabilityStatusEnumType(status.value) if status
+                   else ChangeAvailabilityStatusEnumType.rejected)
 
 
 POINTS: dict[str, type[V16Point] | type[V201Point]] = {"1.6": V16Point, "2.0.1": V201Point}

@@ -63,13 +63,15 @@ class ControlListener:
         self.topic = simulator_topic(gateway_id)
         self.chargers, self.loop = chargers, loop
         self.settings = settings or BrokerSettings.from_env()
-        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"qubit-chargepoint-sim-{gateway_id}-{os.getpid()}",
+        self._client = paho.Client(CallbackAPIVersion.VERSION2,
+                                   client_id=f"qubit-chargepoint-sim-{gateway_id}-{os.getpid()}",
                                    clean_session=True, protocol=paho.MQTTv311)
         if self.settings.username:
             self._client.username_pw_set(self.settings.username, self.settings.password)
         self._client.reconnect_delay_set(min_delay=1, max_delay=10)
         self._client.on_connect = self._on_connect
-        self._client.on_message = lambda client, userdata, message: loop.call_soon_threadsafe(self.dispatch, message.payload)
+        self._client.on_message = (
+            lambda client, userdata, message: loop.call_soon_threadsafe(self.dispatch, message.payload))
 
     def connect(self) -> bool:
         """Blocking; False (with a warning) when the broker cannot be reached."""
@@ -86,7 +88,8 @@ class ControlListener:
         self._client.disconnect()
         self._client.loop_stop()
 
-    def _on_connect(self, client: paho.Client, userdata: object, flags: object, reason: object, properties: object) -> None:
+    def _on_connect(self, client: paho.Client, userdata: object, flags: object, reason: object,
+                    properties: object) -> None:
         if getattr(reason, "is_failure", False):
             log.warning("MQTT broker refused the control channel: %s", reason)
             return

@@ -204,9 +204,12 @@ def test_meter_energy_accumulates_only_while_charging():
 
 
 def test_charging_schedules_and_profile_scopes():
-    assert schedule_limit_w({"charging_rate_unit": "W", "charging_schedule_period": [{"start_period": 0, "limit": Decimal("7400.0")}]}) == 7400.0
-    assert schedule_limit_w({"charging_rate_unit": "A", "charging_schedule_period": [{"start_period": 0, "limit": 16}]}) == 16 * 230 * 3
-    assert schedule_limit_w({"charging_rate_unit": "A", "charging_schedule_period": [{"limit": 10, "number_phases": 1}]}) == 2300
+    def limit_w(unit: str, **period: object) -> float:
+        return schedule_limit_w({"charging_rate_unit": unit, "charging_schedule_period": [period]})
+
+    assert limit_w("W", start_period=0, limit=Decimal("7400.0")) == 7400.0
+    assert limit_w("A", start_period=0, limit=16) == 16 * 230 * 3
+    assert limit_w("A", limit=10, number_phases=1) == 2300
     assert schedule_limit_w({"charging_schedule_period": []}) is None
     assert schedule_limit_w({}) is None
     assert profile_scope(1, "TxDefaultProfile", 1, False) == "connector"
@@ -294,7 +297,8 @@ class Recorder:
                 if got == action and where(payload):
                     return payload
             if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"no {action} as expected within {timeout:g} s; saw {[m[0] for m in self.messages]}")
+                seen = [m[0] for m in self.messages]
+                raise AssertionError(f"no {action} as expected within {timeout:g} s; saw {seen}")
             await asyncio.sleep(0.01)
 
 
@@ -371,7 +375,8 @@ def power_of(meter_values: list[dict[str, Any]]) -> float | None:
 
 def v16_profile(watts: float) -> v16_call.SetChargingProfile:
     return v16_call.SetChargingProfile(connector_id=1, cs_charging_profiles=v16_types.ChargingProfile(
-        charging_profile_id=1, stack_level=0, charging_profile_purpose=v16.ChargingProfilePurposeType.tx_default_profile,
+        charging_profile_id=1, stack_level=0,
+        charging_profile_purpose=v16.ChargingProfilePurposeType.tx_default_profile,
         charging_profile_kind=v16.ChargingProfileKindType.absolute,
         charging_schedule=v16_types.ChargingSchedule(
             charging_rate_unit=v16.ChargingRateUnitType.watts,

@@ -40,7 +40,8 @@ def test_unregister():
 
 def test_assets_for_an_adapter_or_a_gateway():
     registry = AdapterRegistry()
-    shared, bay_2, battery = OCPPAdapter("ocpp_site_1"), OCPPAdapter("ocpp_site_1", connector_id=2), ModbusAdapter("modbus_site_1")
+    shared, bay_2 = OCPPAdapter("ocpp_site_1"), OCPPAdapter("ocpp_site_1", connector_id=2)
+    battery = ModbusAdapter("modbus_site_1")
     registry.register("ast_ev_b", shared)
     registry.register("ast_ev_a", shared)
     registry.register("ast_ev_c", bay_2)

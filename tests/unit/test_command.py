@@ -11,7 +11,8 @@ T0 = datetime(2025, 1, 15, 8, 0, tzinfo=UTC)
 
 
 def test_defaults_match_the_seed():
-    cmd = Command(asset_id="ast_1", command_type=CommandType.SET_CHARGE_RATE, parameters={"power_kw": 22.0}, scheduled_at=T0)
+    cmd = Command(asset_id="ast_1", command_type=CommandType.SET_CHARGE_RATE, parameters={"power_kw": 22.0},
+                  scheduled_at=T0)
     assert re.fullmatch(r"cmd_[0-9a-f]{12}", cmd.command_id)
     assert (cmd.status, cmd.attempts, cmd.max_retries, cmd.timeout_seconds, cmd.priority) == (
         CommandStatus.PENDING, 0, 3, 30.0, 1

@@ -81,7 +81,8 @@ def test_full_lifecycle_pending_dispatched_completed(bus_log):
     assert c1.status is CommandStatus.ACKNOWLEDGED
     assert engine.handle_response(c1, success=True, now=T0 + MIN) is CommandStatus.COMPLETED
     assert engine.get_pending_commands(T0 + 15 * MIN) == [c2]
-    assert types(log)[-3:] == [EventType.COMMAND_DISPATCHED, EventType.COMMAND_ACKNOWLEDGED, EventType.COMMAND_COMPLETED]
+    assert types(log)[-3:] == [
+        EventType.COMMAND_DISPATCHED, EventType.COMMAND_ACKNOWLEDGED, EventType.COMMAND_COMPLETED]
     dispatched = next(e for e in log if e.event_type is EventType.COMMAND_DISPATCHED)
     assert dispatched.payload["command_type"] == "SET_CHARGE_RATE" and dispatched.payload["asset_id"] == "a"
 
@@ -302,7 +303,8 @@ def test_two_schedules_interleave_in_slot_order_per_asset():
 
 def test_config_defaults_from_seed():
     cfg = CoordinatorConfig()
-    assert (cfg.dispatch_interval_seconds, cfg.command_timeout_seconds, cfg.max_retries, cfg.retry_backoff_factor, cfg.stale_state_seconds) == (5.0, 30.0, 3, 2.0, 60.0)
+    assert (cfg.dispatch_interval_seconds, cfg.command_timeout_seconds, cfg.max_retries,
+            cfg.retry_backoff_factor, cfg.stale_state_seconds) == (5.0, 30.0, 3, 2.0, 60.0)
 
 
 def test_refused_result_is_final():
@@ -317,7 +319,8 @@ def test_newer_schedule_supersedes_future_commands_of_older_one(bus_log):
     engine = DispatchEngine(event_bus=bus)
     old = engine.schedule_to_commands(schedule(ev_1_kw=[1.0, 2.0, 3.0, 4.0], ev_2_kw=[5.0, 6.0, 7.0, 8.0]),
                                       {"ev_1": "a", "ev_2": "b"}, schedule_id="sch_old")
-    new = engine.schedule_to_commands(schedule(ev_1_kw=[9.0, 9.0]).shift(2, freq="15min"), {"ev_1": "a"}, schedule_id="sch_new")
+    new = engine.schedule_to_commands(schedule(ev_1_kw=[9.0, 9.0]).shift(2, freq="15min"), {"ev_1": "a"},
+                                      schedule_id="sch_new")
     cancelled = engine.supersede(["a"], T0 + 30 * MIN, "sch_new")
     a_old = [c for c in old if c.asset_id == "a"]
     assert cancelled == a_old[2:]

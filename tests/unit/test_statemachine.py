@@ -33,7 +33,8 @@ def test_invalid_trigger_leaves_state_and_explains():
     sm.trigger("start")
     with pytest.raises(InvalidTransition) as info:
         sm.trigger("stop")
-    assert (info.value.current_state, info.value.trigger, info.value.valid_triggers) == ("STARTING", "stop", ["ready", "fail"])
+    refused = info.value
+    assert (refused.current_state, refused.trigger, refused.valid_triggers) == ("STARTING", "stop", ["ready", "fail"])
     assert "ready, fail" in str(info.value)
     assert sm.state == "STARTING"
     assert len(sm.history) == 1

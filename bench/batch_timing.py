@@ -36,7 +36,7 @@ def time_batch(inbox: queue.Queue[paho.MQTTMessage], client: paho.Client, gatewa
             continue
         if not message.topic.startswith("qubit/results/"):
             continue
-        for r in decode(ResultBatch, message.payload).results:
+        for r in decode(ResultBatch, bytes(message.payload)).results:
             if r.command_id in pending and r.outcome is not Outcome.ACKNOWLEDGED:
                 if r.outcome is not Outcome.COMPLETED:
                     raise SystemExit(f"{r.asset_id}: {r.outcome} {r.error}")

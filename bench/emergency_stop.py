@@ -77,7 +77,7 @@ class Watch:
             except queue.Empty:
                 continue
             if m.topic.startswith(f"qubit/events/{event_type}/"):
-                event = decode_event(m.payload)
+                event = decode_event(bytes(m.payload))
                 if event_type != "ASSET_SAFE_STATE" or event.payload.get("safe"):
                     seen.setdefault(event.payload["asset_id"], at)
                 else:

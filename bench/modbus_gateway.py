@@ -84,14 +84,15 @@ def main() -> None:
         procs.start("gateway-modbus")
         procs.wait_online("gateway-modbus")
         mqtt = Mqtt(broker.host, broker.port, RESULTS_ALL, EVENTS_ALL)
-        ups, deadline = set(), time.monotonic() + 30
+        ups: set[str] = set()
+        deadline = time.monotonic() + 30
         while len(ups) < BATTERIES and time.monotonic() < deadline:
             try:
                 m = mqtt.inbox.get(timeout=1)
             except queue.Empty:
                 continue
             if m.topic.startswith("qubit/events/DEVICE_LINK_UP/"):
-                ups.add(decode_event(m.payload).payload["asset_id"])
+                ups.add(decode_event(bytes(m.payload)).payload["asset_id"])
         assets = [f"ast_batt_{i:03d}" for i in range(BATTERIES)]
         gateway = []
         for r in range(ROUNDS):

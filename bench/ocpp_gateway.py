@@ -111,14 +111,15 @@ def main() -> None:
         # The simulator is the load generator: a line per charger per setpoint would be its busiest work.
         procs.env["QUBIT_LOG_LEVEL"] = "WARNING"
         procs.start("chargepoint-simulator", "--no-validation", "--no-control", "--meter-interval", "3600")
-        ups, deadline = set(), time.monotonic() + 120
+        ups: set[str] = set()
+        deadline = time.monotonic() + 120
         while len(ups) < CHARGERS and time.monotonic() < deadline:
             try:
                 m = inbox.get(timeout=1)
             except queue.Empty:
                 continue
             if m.topic.startswith("qubit/events/DEVICE_LINK_UP/"):
-                ups.add(decode_event(m.payload).payload["asset_id"])
+                ups.add(decode_event(bytes(m.payload)).payload["asset_id"])
         print(f"{len(ups)} chargers connected (OCPP {args.version})")
         time.sleep(3)  # let boots and status notifications settle
         assets = [f"ast_cp_{i:04d}" for i in range(CHARGERS)]

@@ -37,6 +37,7 @@ def make_schedule(seed: int = 7) -> tuple[pd.DataFrame, dict[str, str]]:
 
 
 def columnar_bytes(df: pd.DataFrame) -> bytes:
+    assert isinstance(df.index, pd.DatetimeIndex)
     return msgpack.packb(
         {"index": list(df.index.to_pydatetime()), "columns": {c: df[c].tolist() for c in df.columns}},
         datetime=True,

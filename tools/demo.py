@@ -29,7 +29,8 @@ from coordinator.contract.topics import (
 )
 from coordinator.events import EventType
 from coordinator.runtime.mqtt import BrokerSettings, MqttClient
-from coordinator.runtime.service import DEFAULT_SITE_CONFIG, load_site
+from coordinator.runtime.service import load_site
+from coordinator.runtime.settings import DEFAULT_SITE_CONFIG
 from coordinator.timeutil import utcnow
 from simulators.battery import CONTROL, Control
 from tools.broker import free_port, start_broker
@@ -61,8 +62,8 @@ class Watcher:
             return
         print(describe(event), flush=True)
         p = event.payload
-        if event.event_type is EventType.DEVICE_LINK_UP:
-            self.linked.add(p.get("asset_id"))
+        if event.event_type is EventType.DEVICE_LINK_UP and (asset_id := p.get("asset_id")):
+            self.linked.add(asset_id)
         if p.get("schedule_id") != self.schedule_id:
             return
         if event.event_type is EventType.SCHEDULE_RECEIVED:

@@ -101,7 +101,9 @@ def main() -> int:
             engine.handle_acknowledgement(cmd, now=now)
             engine.handle_response(cmd, success=True, now=now)
             if cmd.asset_id == "ast_batt_001":
-                follow_battery(battery, cmd.command_type.value, cmd.parameters["power_kw"])
+                power_kw = cmd.parameters["power_kw"]
+                assert isinstance(power_kw, float | int)
+                follow_battery(battery, cmd.command_type.value, power_kw)
         clock["now"] = now + step
 
     counts = {status: sum(c.status is status for c in commands) for status in CommandStatus}

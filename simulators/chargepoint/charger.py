@@ -26,6 +26,7 @@ from ocpp.exceptions import OCPPError
 from ocpp.v16.enums import AvailabilityStatus, ChargePointErrorCode
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.typing import Subprotocol
 
 from coordinator.site import AssetConfig
 from simulators.chargepoint.model import (
@@ -258,8 +259,9 @@ class SimulatedCharger:
     async def _connect_once(self) -> bool:
         """One connection's life; True if it got as far as an accepted boot."""
         try:
-            ws = await connect(self.url, subprotocols=[self.subprotocol], additional_headers=self._headers(),
-                               ssl=self.ssl_context, proxy=None, compression=None, open_timeout=10,
+            ws = await connect(self.url, subprotocols=[Subprotocol(self.subprotocol)],
+                               additional_headers=self._headers(), ssl=self.ssl_context, proxy=None,
+                               compression=None, open_timeout=10,
                                close_timeout=2, ping_interval=30)
         except InvalidStatus as exc:
             status = exc.response.status_code

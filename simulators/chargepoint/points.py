@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ocpp.exceptions import OCPPError
 from ocpp.messages import MessageType, unpack
@@ -70,7 +70,11 @@ from websockets.exceptions import ConnectionClosed
 from simulators.chargepoint.model import Effect, MeterSample, StatusChanged, TransactionEnded, TransactionStarted
 
 if TYPE_CHECKING:
+    from ocpp.charge_point import ChargePoint as _OcppChargePoint
+
     from simulators.chargepoint.charger import SimulatedCharger
+else:
+    _OcppChargePoint = object  # a mixin at run time: each point's other base is the real ChargePoint
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +87,7 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-class _SimulatedPoint:
+class _SimulatedPoint(_OcppChargePoint):
     """What both versions share: answering in tasks, deferring follow-ups, the call wrapper."""
 
     subprotocol: str
@@ -96,7 +100,7 @@ class _SimulatedPoint:
         if not charger.validate_calls:
             # The ocpp package's own per-handler switch: what a thousand-charger load test
             # needs, since each call would otherwise be checked against its JSON schema twice.
-            for handlers in self.route_map.values():  # type: ignore[attr-defined]
+            for handlers in self.route_map.values():
                 handlers["_skip_schema_validation"] = True
         self._deferred: dict[str, list[Effect]] = {}
         self._answering: set[asyncio.Task[None]] = set()
@@ -141,8 +145,8 @@ class _SimulatedPoint:
         for task in list(self._answering):
             task.cancel()
 
-    async def _call(self, payload: Any) -> Any:
-        return await self.call(payload, suppress=False)  # type: ignore[attr-defined]
+    async def _request(self, payload: Any) -> Any:
+        return await self.call(payload, suppress=False)
 
 
 class V16Point(_SimulatedPoint, V16ChargePoint):
@@ -155,21 +159,21 @@ class V16Point(_SimulatedPoint, V16ChargePoint):
         self._setup(charger)
 
     async def boot(self) -> tuple[bool, int]:
-        answer = await self._call(v16_call.BootNotification(charge_point_model=MODEL, charge_point_vendor=VENDOR))
+        answer = await self._request(v16_call.BootNotification(charge_point_model=MODEL, charge_point_vendor=VENDOR))
         return answer.status == RegistrationStatus.accepted, int(answer.interval)
 
     async def heartbeat(self) -> None:
-        await self._call(v16_call.Heartbeat())
+        await self._request(v16_call.Heartbeat())
 
     async def send(self, effect: Effect) -> None:
         charger = self.charger
         match effect:
             case StatusChanged():
-                await self._call(v16_call.StatusNotification(
+                await self._request(v16_call.StatusNotification(
                     connector_id=charger.connector_id, error_code=effect.error_code, status=effect.status,
                     timestamp=_now()))
             case TransactionStarted():
-                answer = await self._call(v16_call.StartTransaction(
+                answer = await self._request(v16_call.StartTransaction(
                     connector_id=charger.connector_id, id_tag=effect.id_tag, meter_start=effect.meter_wh,
                     timestamp=_now()))
                 charger.transaction_bound(effect.local_id, answer.transaction_id)
@@ -181,11 +185,11 @@ class V16Point(_SimulatedPoint, V16ChargePoint):
                 if transaction_id is None:
                     log.warning("%s: the CSMS never gave this transaction an id; StopTransaction not sent", self.id)
                     return
-                await self._call(v16_call.StopTransaction(
+                await self._request(v16_call.StopTransaction(
                     meter_stop=effect.meter_wh, timestamp=_now(), transaction_id=transaction_id, reason=effect.reason))
                 charger.csms_transaction_ids.pop(effect.local_id, None)
             case MeterSample():
-                await self._call(v16_call.MeterValues(
+                await self._request(v16_call.MeterValues(
                     connector_id=charger.connector_id,
                     transaction_id=charger.csms_transaction_ids.get(effect.local_id),
                     meter_value=[v16_types.MeterValue(timestamp=_now(), sampled_value=[
@@ -261,20 +265,20 @@ class V201Point(_SimulatedPoint, V201ChargePoint):
         self._charging: ChargingStateEnumType | None = None
 
     async def boot(self) -> tuple[bool, int]:
-        answer = await self._call(v201_call.BootNotification(
+        answer = await self._request(v201_call.BootNotification(
             charging_station=v201_types.ChargingStationType(vendor_name=VENDOR, model=MODEL),
             reason=BootReasonEnumType.power_up))
         return answer.status == RegistrationStatusEnumType.accepted, int(answer.interval)
 
     async def heartbeat(self) -> None:
-        await self._call(v201_call.Heartbeat())
+        await self._request(v201_call.Heartbeat())
 
     async def send(self, effect: Effect) -> None:
         charger = self.charger
         match effect:
             case StatusChanged():
                 if effect.announce or effect.connector != self._connector:
-                    await self._call(v201_call.StatusNotification(
+                    await self._request(v201_call.StatusNotification(
                         timestamp=_now(), connector_status=effect.connector, evse_id=charger.connector_id,
                         connector_id=1))
                     self._connector = effect.connector
@@ -285,7 +289,8 @@ class V201Point(_SimulatedPoint, V201ChargePoint):
                 self._charging = effect.charging_state
             case TransactionStarted():
                 id_token = None if effect.free_vend else v201_types.IdTokenType(
-                    id_token=effect.id_tag, type=effect.id_token_type or IdTokenEnumType.central)
+                    # the CSMS's own token type, handed back as it came (ocpp's dataclasses take the text)
+                    id_token=effect.id_tag, type=cast(IdTokenEnumType, effect.id_token_type or IdTokenEnumType.central))
                 await self._transaction_event(
                     TransactionEventEnumType.started, effect.trigger, effect.local_id,
                     charging_state=effect.charging_state, remote_start_id=effect.remote_start_id, id_token=id_token,
@@ -310,7 +315,7 @@ class V201Point(_SimulatedPoint, V201ChargePoint):
                                  meter: list[v201_types.MeterValueType] | None = None, **extra: Any) -> None:
         seq_no = self.charger.seq_nos.get(transaction_id, 0)
         self.charger.seq_nos[transaction_id] = seq_no + 1
-        await self._call(v201_call.TransactionEvent(
+        await self._request(v201_call.TransactionEvent(
             event_type=event_type, timestamp=_now(), trigger_reason=trigger, seq_no=seq_no,
             transaction_info=v201_types.TransactionType(
                 transaction_id=transaction_id, charging_state=charging_state, stopped_reason=stopped_reason,

@@ -16,8 +16,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from coordinator.contract.messages import ChargerControl, decode
 from coordinator.contract.topics import simulator_topic
+from coordinator.runtime.log_format import configure_logging
 from coordinator.runtime.mqtt import BrokerSettings
-from coordinator.runtime.service import DEFAULT_SITE_CONFIG, configure_logging, load_site
+from coordinator.runtime.service import load_site
+from coordinator.runtime.settings import DEFAULT_SITE_CONFIG
 from coordinator.site import AssetConfig, AssetKind, OcppListenConfig, Protocol, SiteConfig
 from simulators.chargepoint.charger import SimulatedCharger
 
@@ -39,10 +41,11 @@ def chargers_of(site: SiteConfig, gateway_id: str, only: list[str] | None = None
     """The gateway's ev_chargers with an [assets.ocpp] table, optionally only some charge point ids."""
     assets = [a for a in site.assets_of(gateway_id) if a.kind is AssetKind.EV_CHARGER and a.ocpp is not None]
     if only:
-        unknown = sorted(set(only) - {a.ocpp.charge_point_id for a in assets})
+        by_id = {a.ocpp.charge_point_id: a for a in assets if a.ocpp is not None}
+        unknown = sorted(set(only) - by_id.keys())
         if unknown:
             raise ValueError(f"no such charge point behind gateway {gateway_id!r}: {', '.join(unknown)}")
-        assets = [a for a in assets if a.ocpp.charge_point_id in only]
+        assets = [a for cp_id, a in by_id.items() if cp_id in only]
     return assets
 
 
@@ -70,8 +73,7 @@ class ControlListener:
             self._client.username_pw_set(self.settings.username, self.settings.password)
         self._client.reconnect_delay_set(min_delay=1, max_delay=10)
         self._client.on_connect = self._on_connect
-        self._client.on_message = (
-            lambda client, userdata, message: loop.call_soon_threadsafe(self.dispatch, message.payload))
+        self._client.on_message = self._on_message
 
     def connect(self) -> bool:
         """Blocking; False (with a warning) when the broker cannot be reached."""
@@ -95,6 +97,9 @@ class ControlListener:
             return
         client.subscribe(self.topic, qos=1)  # renewed on every connect: the session is clean
         log.info("control channel: %s", self.topic)
+
+    def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
+        self.loop.call_soon_threadsafe(self.dispatch, bytes(message.payload))  # paho's thread -> the loop
 
     def dispatch(self, payload: bytes) -> None:
         """One control message (runs on the event loop). Bad messages are logged, never raised."""

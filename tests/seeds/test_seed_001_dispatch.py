@@ -89,8 +89,8 @@ def test_dispatch_page_end_to_end(caplog, capsys):
     assert capsys.readouterr().out == f"Command {pending[2].command_id} to {pending[2].asset_id} timed out\n"
 
     # Find a specific command
-    cmd = engine.get_command(commands[0].command_id)
-    assert cmd is commands[0]
+    found = engine.get_command(commands[0].command_id)
+    assert found is commands[0]
     # Get all commands for an asset
     asset_cmds = engine.get_commands_for_asset("ast_charger_bay_1")
     assert [c.asset_id for c in asset_cmds] == ["ast_charger_bay_1"] * 2

@@ -33,7 +33,7 @@ def test_event_structure():
     assert [f.name for f in fields] == ["event_type", "timestamp", "origin_layer", "payload", "event_id"]
     event = StateEvent(event_type=EventType.START)
     with pytest.raises(dataclasses.FrozenInstanceError):
-        event.origin_layer = "health"
+        event.origin_layer = "health"  # type: ignore[misc]  # the immutability is under test
     assert isinstance(event.timestamp, datetime) and event.timestamp.tzinfo is not None
     assert event.event_id.startswith("evt_")
 

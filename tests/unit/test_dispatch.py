@@ -6,6 +6,7 @@ import pytest
 from coordinator import (
     CoordinatorConfig,
     DispatchEngine,
+    Event,
     EventBus,
     EventType,
     ScheduleError,
@@ -33,7 +34,7 @@ class EchoAdapter(ProtocolAdapter):
 @pytest.fixture
 def bus_log():
     bus = EventBus()
-    log = []
+    log: list[Event] = []
     bus.subscribe_all(log.append)
     return bus, log
 
@@ -94,7 +95,7 @@ def test_one_command_in_flight_per_asset_and_newest_setpoint_wins(bus_log):
     engine.dispatch_command(c1, EchoAdapter("gw"), now=T0)
     # c2 and c3 fall due while c1 is in flight: nothing else goes to this asset
     assert engine.get_pending_commands(T0 + 30 * MIN) == []
-    assert c2.status is CommandStatus.CANCELLED and "superseded by " + c3.command_id in c2.error
+    assert c2.status is CommandStatus.CANCELLED and "superseded by " + c3.command_id in (c2.error or "")
     engine.handle_response(c1, success=True)
     assert engine.get_pending_commands(T0 + 30 * MIN) == [c3]
     with pytest.raises(ValueError):
@@ -141,7 +142,7 @@ def test_failure_retries_with_exponential_backoff_then_fails(bus_log):
         engine.dispatch_command(cmd, EchoAdapter("gw"), now=now)
         status = engine.handle_response(cmd, success=False, error="connection timeout", now=now)
         if attempt <= 3:
-            assert status is CommandStatus.PENDING
+            assert status is CommandStatus.PENDING and cmd.next_attempt_at is not None
             retry_at.append((cmd.next_attempt_at - now).total_seconds())
             assert engine.get_pending_commands(now) == []  # backing off
             now = cmd.next_attempt_at
@@ -160,6 +161,7 @@ def test_timeout_retries_then_times_out(bus_log):
     assert engine.check_timeouts(T0 + timedelta(seconds=10)) == [cmd]
     assert cmd.status is CommandStatus.PENDING
     retry = cmd.next_attempt_at
+    assert retry is not None
     engine.dispatch_command(engine.get_pending_commands(retry)[0], EchoAdapter("gw"), now=retry)
     assert engine.check_timeouts(retry + timedelta(seconds=10)) == [cmd]
     assert cmd.status is CommandStatus.TIMED_OUT
@@ -182,7 +184,7 @@ def test_untranslatable_command_fails_at_once_without_retry(bus_log):
     engine = DispatchEngine(event_bus=bus)
     (cmd,) = engine.schedule_to_commands(schedule(ev_1_kw=[99.0]), {"ev_1": "a"})
     assert engine.dispatch_command(cmd, EchoAdapter("gw"), now=T0) is None
-    assert cmd.status is CommandStatus.FAILED and "above 50 kW" in cmd.error
+    assert cmd.status is CommandStatus.FAILED and "above 50 kW" in (cmd.error or "")
     assert types(log)[-1] is EventType.COMMAND_FAILED
 
 
@@ -190,7 +192,7 @@ def test_no_adapter_fails_with_reason():
     engine = DispatchEngine()
     (cmd,) = engine.schedule_to_commands(schedule(ev_1_kw=[9.0]), {"ev_1": "a"})
     assert engine.dispatch_command(cmd, now=T0) is None
-    assert cmd.status is CommandStatus.FAILED and "no protocol adapter" in cmd.error
+    assert cmd.status is CommandStatus.FAILED and "no protocol adapter" in (cmd.error or "")
 
 
 def test_registry_is_used_when_no_adapter_given():
@@ -200,7 +202,8 @@ def test_registry_is_used_when_no_adapter_given():
     registry.register("a", EchoAdapter("gw"))
     engine = DispatchEngine(adapter_registry=registry)
     (cmd,) = engine.schedule_to_commands(schedule(ev_1_kw=[9.0]), {"ev_1": "a"})
-    assert engine.dispatch_command(cmd, now=T0)["power_kw"] == 9.0
+    sent = engine.dispatch_command(cmd, now=T0)
+    assert sent is not None and sent["power_kw"] == 9.0
 
 
 @pytest.mark.parametrize("trigger_path", [["fault"], ["disable"]])
@@ -254,7 +257,7 @@ def test_early_departure_cancels_remaining_commands(bus_log, path):
     engine.dispatch_command(c1, EchoAdapter("gw"), now=T0)
     charger.trigger("unplug")
     assert (c2.status, c3.status) == (CommandStatus.CANCELLED, CommandStatus.CANCELLED)
-    assert "early departure" in c2.error
+    assert "early departure" in (c2.error or "")
     assert c1.status is CommandStatus.DISPATCHED  # in flight: finishes normally
     assert types(log).count(EventType.COMMAND_CANCELLED) == 2
     assert engine.get_pending_commands(T0 + 60 * MIN) == []
@@ -326,7 +329,7 @@ def test_newer_schedule_supersedes_future_commands_of_older_one(bus_log):
     assert cancelled == a_old[2:]
     assert all(c.status is CommandStatus.PENDING for c in a_old[:2] + new)
     assert all(c.status is CommandStatus.PENDING for c in old if c.asset_id == "b")
-    assert "superseded by schedule sch_new" in a_old[2].error
+    assert "superseded by schedule sch_new" in (a_old[2].error or "")
 
 
 def test_forget_finished_drops_only_old_terminal_commands():

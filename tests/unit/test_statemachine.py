@@ -2,7 +2,7 @@ import threading
 
 import pytest
 
-from coordinator import EventBus, EventType, InvalidTransition, StateMachine
+from coordinator import Event, EventBus, EventType, InvalidTransition, StateMachine
 
 
 def make(bus=None):
@@ -67,7 +67,7 @@ def test_history_is_bounded():
 
 def test_state_changed_published_with_payload():
     bus = EventBus()
-    seen = []
+    seen: list[Event] = []
     bus.subscribe(EventType.STATE_CHANGED, seen.append)
     make(bus).trigger("start")
     assert seen[0].payload == {"asset_id": "ast_x", "from_state": "OFF", "to_state": "STARTING", "trigger": "start"}

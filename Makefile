@@ -46,4 +46,4 @@ bench-estop: $(STAMP)
 	$(BIN)/python bench/emergency_stop.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache .ruff_cache

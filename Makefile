@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench bench-modbus bench-ocpp bench-estop clean
+.PHONY: demo lint test bench bench-modbus bench-ocpp bench-estop clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required, found " + sys.version.split()[0])'
@@ -20,7 +20,12 @@ demo: $(STAMP)
 	@mosquitto/ensure-mosquitto.sh
 	$(BIN)/python -m tools.demo
 
-test: $(STAMP)
+# Configured in pyproject.toml: ruff (lint, no formatter) and mypy (strict for the library).
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: lint
 	@mosquitto/ensure-mosquitto.sh
 	$(BIN)/python -m pytest
 
@@ -41,4 +46,4 @@ bench-estop: $(STAMP)
 	$(BIN)/python bench/emergency_stop.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache .ruff_cache

@@ -9,14 +9,15 @@ import time
 import paho.mqtt.client as paho
 
 from coordinator.base import Command
-from coordinator.contract.topics import commands_topic
 from coordinator.contract.messages import CommandBatch, Outcome, ResultBatch, decode
+from coordinator.contract.topics import commands_topic
 
 
 def percentiles(samples: list[float]) -> str:
     ordered = sorted(samples)
     p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return f"p50 {statistics.median(ordered) * 1e3:7.1f} ms   p99 {p99 * 1e3:7.1f} ms   last {ordered[-1] * 1e3:7.1f} ms"
+    median, last = statistics.median(ordered), ordered[-1]
+    return f"p50 {median * 1e3:7.1f} ms   p99 {p99 * 1e3:7.1f} ms   last {last * 1e3:7.1f} ms"
 
 
 def time_batch(inbox: queue.Queue[paho.MQTTMessage], client: paho.Client, gateway_id: str,
@@ -35,7 +36,7 @@ def time_batch(inbox: queue.Queue[paho.MQTTMessage], client: paho.Client, gatewa
             continue
         if not message.topic.startswith("qubit/results/"):
             continue
-        for r in decode(ResultBatch, message.payload).results:
+        for r in decode(ResultBatch, bytes(message.payload)).results:
             if r.command_id in pending and r.outcome is not Outcome.ACKNOWLEDGED:
                 if r.outcome is not Outcome.COMPLETED:
                     raise SystemExit(f"{r.asset_id}: {r.outcome} {r.error}")

@@ -21,21 +21,20 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pandas as pd
 import paho.mqtt.client as paho
+import pandas as pd
+from batch_timing import percentiles
+from ocpp_gateway import ECHO_SERVER, floor_round
 from paho.mqtt.enums import CallbackAPIVersion
 
 from coordinator.contract.codec import decode_event, encode_schedule
-from coordinator.contract.topics import EMERGENCY_STOP, EVENTS_ALL, SCHEDULES_IN, simulator_topic
 from coordinator.contract.messages import ChargerControl, EmergencyStop
+from coordinator.contract.topics import EMERGENCY_STOP, EVENTS_ALL, SCHEDULES_IN, simulator_topic
 from tools.broker import free_port, start_broker, wait_for_port
 from tools.launcher import ServiceProcesses
-
-from batch_timing import percentiles
-from ocpp_gateway import ECHO_SERVER, floor_round
 
 CHARGERS, BATTERIES, ROUNDS = 200, 20, 3
 PASSWORD = "bench-password-0123456789"
@@ -78,7 +77,7 @@ class Watch:
             except queue.Empty:
                 continue
             if m.topic.startswith(f"qubit/events/{event_type}/"):
-                event = decode_event(m.payload)
+                event = decode_event(bytes(m.payload))
                 if event_type != "ASSET_SAFE_STATE" or event.payload.get("safe"):
                     seen.setdefault(event.payload["asset_id"], at)
                 else:
@@ -89,7 +88,7 @@ class Watch:
         """Publish the order; (when published, when it came back through the broker)."""
         while not self.inbox.empty():
             self.inbox.get_nowait()
-        order = EmergencyStop(active=active, reason="benchmark", issued_by="bench", at=datetime.now(timezone.utc))
+        order = EmergencyStop(active=active, reason="benchmark", issued_by="bench", at=datetime.now(UTC))
         start = time.perf_counter()
         self.client.publish(EMERGENCY_STOP, order.encode(), qos=1, retain=True)
         while True:
@@ -107,7 +106,7 @@ def floor(samples: list[float], mqtt: list[float]) -> list[float]:
         async def two_round_trips() -> list[float]:
             first = await floor_round(port, CHARGERS)
             second = await floor_round(port, CHARGERS)
-            return [a + b for a, b in zip(first, second)]
+            return [a + b for a, b in zip(first, second, strict=True)]
 
         for r in range(ROUNDS):
             samples += [t + mqtt[r] for t in asyncio.run(two_round_trips())]
@@ -136,11 +135,14 @@ def main() -> None:
         procs.start("chargepoint-simulator", "--no-validation", "--meter-interval", "3600")
         watch.until(chargers, "DEVICE_LINK_UP")
         for i in range(CHARGERS):
-            watch.client.publish(simulator_topic("ocpp"), ChargerControl(charge_point_id=f"CP{i:04d}", action="plug_in").encode(), qos=1)
+            plug_in = ChargerControl(charge_point_id=f"CP{i:04d}", action="plug_in")
+            watch.client.publish(simulator_topic("ocpp"), plug_in.encode(), qos=1)
         time.sleep(2)
-        start = datetime.now(timezone.utc) + timedelta(seconds=1)
-        columns = {f"ev_{i}_kw": [7.0] for i in range(CHARGERS)} | {f"battery_{i}_charge_kw": [30.0] for i in range(BATTERIES)}
-        asset_map = {f"ev_{i}": f"ast_cp_{i:04d}" for i in range(CHARGERS)} | {f"battery_{i}": f"ast_bat_{i:03d}" for i in range(BATTERIES)}
+        start = datetime.now(UTC) + timedelta(seconds=1)
+        columns = ({f"ev_{i}_kw": [7.0] for i in range(CHARGERS)}
+                   | {f"battery_{i}_charge_kw": [30.0] for i in range(BATTERIES)})
+        asset_map = ({f"ev_{i}": f"ast_cp_{i:04d}" for i in range(CHARGERS)}
+                     | {f"battery_{i}": f"ast_bat_{i:03d}" for i in range(BATTERIES)})
         watch.client.publish(SCHEDULES_IN, encode_schedule(pd.DataFrame(columns, index=pd.DatetimeIndex([start])),
                                                            asset_map=asset_map, site_id="sit_bench"), qos=1)
         watch.until(chargers | batteries, "COMMAND_COMPLETED")

@@ -15,10 +15,11 @@ import asyncio
 import queue
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import paho.mqtt.client as paho
+from batch_timing import percentiles, time_batch
 from paho.mqtt.enums import CallbackAPIVersion
 from pymodbus.client import AsyncModbusTcpClient
 
@@ -27,8 +28,6 @@ from coordinator.contract.codec import decode_event
 from coordinator.contract.topics import EVENTS_ALL, RESULTS_ALL
 from tools.broker import free_port, start_broker, wait_for_port
 from tools.launcher import ServiceProcesses
-
-from batch_timing import percentiles, time_batch
 
 BATTERIES, ROUNDS, ROUND_GAP = 100, 5, 1.0
 
@@ -85,19 +84,20 @@ def main() -> None:
         procs.start("gateway-modbus")
         procs.wait_online("gateway-modbus")
         mqtt = Mqtt(broker.host, broker.port, RESULTS_ALL, EVENTS_ALL)
-        ups, deadline = set(), time.monotonic() + 30
+        ups: set[str] = set()
+        deadline = time.monotonic() + 30
         while len(ups) < BATTERIES and time.monotonic() < deadline:
             try:
                 m = mqtt.inbox.get(timeout=1)
             except queue.Empty:
                 continue
             if m.topic.startswith("qubit/events/DEVICE_LINK_UP/"):
-                ups.add(decode_event(m.payload).payload["asset_id"])
+                ups.add(decode_event(bytes(m.payload)).payload["asset_id"])
         assets = [f"ast_batt_{i:03d}" for i in range(BATTERIES)]
         gateway = []
         for r in range(ROUNDS):
             time.sleep(ROUND_GAP)  # slot boundaries are apart; back to back, a round meets the last one's tail
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             batch = [Command(a, CommandType.SET_CHARGE_RATE, {"power_kw": 10.0 + r}, now, attempts=1) for a in assets]
             gateway += time_batch(mqtt.inbox, mqtt.client, "modbus", batch)
         procs.kill("gateway-modbus", 15)

@@ -19,11 +19,12 @@ import sys
 import tempfile
 import textwrap
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import paho.mqtt.client as paho
 import websockets
+from batch_timing import percentiles, time_batch
 from paho.mqtt.enums import CallbackAPIVersion
 
 from coordinator.base import Command, CommandType
@@ -31,8 +32,6 @@ from coordinator.contract.codec import decode_event
 from coordinator.contract.topics import EVENTS_ALL, RESULTS_ALL
 from tools.broker import free_port, start_broker, wait_for_port
 from tools.launcher import ServiceProcesses
-
-from batch_timing import percentiles, time_batch
 
 CHARGERS, ROUNDS, ROUND_GAP = 1000, 5, 2.0
 PASSWORD = "bench-password-0123456789"
@@ -61,9 +60,11 @@ ECHO_SERVER = textwrap.dedent("""
 
 
 async def floor_round(port: int, chargers: int = CHARGERS) -> list[float]:
-    connections = await asyncio.gather(*(websockets.connect(f"ws://127.0.0.1:{port}/CP{i:04d}") for i in range(chargers)))
+    connections = await asyncio.gather(
+        *(websockets.connect(f"ws://127.0.0.1:{port}/CP{i:04d}") for i in range(chargers)))
     # About the size of a SetChargingProfile call and its answer.
-    message = '[2,"0c43b85b-b429-43bf-8133-52698b9d34e4","SetChargingProfile",{"connectorId":1,' + '"x":0,' * 40 + '"y":1}]'
+    message = ('[2,"0c43b85b-b429-43bf-8133-52698b9d34e4","SetChargingProfile",{"connectorId":1,'
+               + '"x":0,' * 40 + '"y":1}]')
     start = time.perf_counter()
 
     async def one(ws) -> float:
@@ -110,21 +111,22 @@ def main() -> None:
         # The simulator is the load generator: a line per charger per setpoint would be its busiest work.
         procs.env["QUBIT_LOG_LEVEL"] = "WARNING"
         procs.start("chargepoint-simulator", "--no-validation", "--no-control", "--meter-interval", "3600")
-        ups, deadline = set(), time.monotonic() + 120
+        ups: set[str] = set()
+        deadline = time.monotonic() + 120
         while len(ups) < CHARGERS and time.monotonic() < deadline:
             try:
                 m = inbox.get(timeout=1)
             except queue.Empty:
                 continue
             if m.topic.startswith("qubit/events/DEVICE_LINK_UP/"):
-                ups.add(decode_event(m.payload).payload["asset_id"])
+                ups.add(decode_event(bytes(m.payload)).payload["asset_id"])
         print(f"{len(ups)} chargers connected (OCPP {args.version})")
         time.sleep(3)  # let boots and status notifications settle
         assets = [f"ast_cp_{i:04d}" for i in range(CHARGERS)]
         gateway = []
         for r in range(ROUNDS):
             time.sleep(ROUND_GAP)
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             batch = [Command(a, CommandType.SET_CHARGE_RATE, {"power_kw": 7.0 + r}, now, attempts=1) for a in assets]
             gateway += time_batch(inbox, client, "ocpp", batch)
     finally:

@@ -10,6 +10,7 @@ alternately in the same process so that machine noise hits both alike.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 
@@ -36,6 +37,7 @@ def make_schedule(seed: int = 7) -> tuple[pd.DataFrame, dict[str, str]]:
 
 
 def columnar_bytes(df: pd.DataFrame) -> bytes:
+    assert isinstance(df.index, pd.DatetimeIndex)
     return msgpack.packb(
         {"index": list(df.index.to_pydatetime()), "columns": {c: df[c].tolist() for c in df.columns}},
         datetime=True,
@@ -56,7 +58,7 @@ def main() -> None:
     for _ in range(RUNS):
         floor_runs.append(timed(lambda: msgpack.unpackb(data, timestamp=3, raw=False)))
         engine = DispatchEngine(event_bus=EventBus())
-        convert_runs.append(timed(lambda: engine.schedule_to_commands(df, asset_map)))
+        convert_runs.append(timed(functools.partial(engine.schedule_to_commands, df, asset_map)))
         count = len(engine.commands)
     floor = statistics.median(floor_runs)
     convert = statistics.median(convert_runs)

@@ -21,17 +21,19 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import cast
 
 from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from coordinator.protocols.modbus.adapter import RegisterSpec, decode_registers, encode_value
 from coordinator.base import CommandType
+from coordinator.protocols.modbus.adapter import RegisterSpec, decode_registers, encode_value
 from coordinator.protocols.modbus.device import OperatingMode
+from coordinator.runtime.log_format import configure_logging
+from coordinator.runtime.service import load_site
+from coordinator.runtime.settings import DEFAULT_SITE_CONFIG
 from coordinator.site import AssetConfig, Protocol
-
-from coordinator.runtime.service import DEFAULT_SITE_CONFIG, configure_logging, load_site
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +70,15 @@ class BatteryPhysics:
 
     def advance(self, power_kw: float, seconds: float) -> None:
         delta = power_kw * seconds / 3600.0 / self.capacity_kwh * 100.0
-        self.soc_percent = min(self.soc_max, max(self.soc_min, self.soc_percent + delta)) if power_kw else self.soc_percent
+        if power_kw:
+            self.soc_percent = min(self.soc_max, max(self.soc_min, self.soc_percent + delta))
 
 
 class SimulatedBattery:
     def __init__(self, asset: AssetConfig, soc_percent: float = 50.0) -> None:
-        assert asset.modbus is not None
+        assert asset.modbus is not None  # the site config refuses a modbus asset without one
         device = asset.modbus
+        self.endpoint = (device.host, device.port)
         self.asset_id = asset.asset_id
         self.unit = device.device_id
         self.registers_map = device.register_map()
@@ -114,7 +118,7 @@ class SimulatedBattery:
         self._put(regs, self.status.fault_code, 1 if faulted else 0)
 
     async def action(self, function_code: int, start_address: int, address: int, count: int,
-                     current_registers: list[int], set_values: list[int] | None) -> ExcCodes | None:
+                     current_registers: list[int], set_values: list[int] | list[bool] | None) -> ExcCodes | None:
         if address <= CONTROL.offset < address + count:  # the control register always answers
             if set_values is not None:
                 try:
@@ -135,20 +139,24 @@ class SimulatedBattery:
             if self.control is Control.FAULT:
                 return ExcCodes.DEVICE_FAILURE
             if self.control is Control.IGNORE_WRITES:
-                set_values[:] = current_registers[address - start_address : address - start_address + count]
+                # registers only: pymodbus hands bits (list[bool]) for coil requests, which this device has none of
+                kept = current_registers[address - start_address : address - start_address + count]
+                cast(list[int], set_values)[:] = kept
         return None
 
 
-def build_servers(assets: list[AssetConfig], soc_percent: float) -> tuple[list[ModbusTcpServer], dict[str, SimulatedBattery]]:
+def build_servers(assets: list[AssetConfig],
+                  soc_percent: float) -> tuple[list[ModbusTcpServer], dict[str, SimulatedBattery]]:
     """One server per host:port; batteries sharing one are told apart by unit id."""
     by_endpoint: dict[tuple[str, int], list[SimDevice]] = defaultdict(list)
     batteries = {}
     for asset in assets:
         battery = SimulatedBattery(asset, soc_percent)
         batteries[asset.asset_id] = battery
-        device = SimDevice(id=battery.unit, simdata=[SimData(0, count=REGISTER_COUNT, values=0, datatype=DataType.REGISTERS)],
+        registers = SimData(0, count=REGISTER_COUNT, values=0, datatype=DataType.REGISTERS)
+        device = SimDevice(id=battery.unit, simdata=[registers],
                            action=battery.action)
-        by_endpoint[(asset.modbus.host, asset.modbus.port)].append(device)
+        by_endpoint[battery.endpoint].append(device)
     servers = [ModbusTcpServer(context=devices if len(devices) > 1 else devices[0], address=endpoint)
                for endpoint, devices in by_endpoint.items()]
     return servers, batteries

@@ -16,6 +16,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from coordinator.runtime.settings import settings
+
 log = logging.getLogger(__name__)
 
 CONFIG_TEMPLATE = Path(__file__).resolve().parent.parent / "mosquitto" / "mosquitto.conf"
@@ -58,7 +60,8 @@ def shipped_config_lines() -> list[str]:
 def broker_config(port: int, data_dir: Path, listen: str = "127.0.0.1") -> str:
     """Our shipped config, bound to ``port`` and persisting into ``data_dir``."""
     lines = shipped_config_lines()
-    lines += [f"listener {port} {listen}", f"persistence_location {data_dir}/", f"log_dest file {data_dir}/mosquitto.log"]
+    lines += [f"listener {port} {listen}", f"persistence_location {data_dir}/",
+              f"log_dest file {data_dir}/mosquitto.log"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         # Started as root, mosquitto switches to the `mosquitto` user and then cannot
         # write our data directory (field notes); stay root for a private test broker.
@@ -80,7 +83,8 @@ class LocalMosquitto:
     def start(self) -> LocalMosquitto:
         conf = self.data_dir / "mosquitto.conf"
         conf.write_text(broker_config(self.port, self.data_dir))
-        self._proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self._proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if not wait_for_port(self.host, self.port, 10):
             self.stop()
             raise RuntimeError(f"mosquitto did not listen on {self.port}: {self.log_tail()}")
@@ -127,7 +131,7 @@ class ContainerMosquitto:
     def start(self) -> ContainerMosquitto:
         conf = self.data_dir / "mosquitto.conf"
         lines = shipped_config_lines()
-        conf.write_text("\n".join(lines + ["listener 1883", "persistence_location /data/"]) + "\n")
+        conf.write_text("\n".join([*lines, "listener 1883", "persistence_location /data/"]) + "\n")
         self._container.start(configfile=str(conf))
         self.host = self._container.get_container_host_ip()
         self.port = int(self._container.get_exposed_port(1883))
@@ -143,7 +147,7 @@ class ContainerMosquitto:
 def start_broker(data_dir: Path, prefer_container: bool | None = None) -> LocalMosquitto | ContainerMosquitto:
     """A running private broker: a container if Docker answers (and QUBIT_BROKER != local), else local."""
     if prefer_container is None:
-        prefer_container = os.environ.get("QUBIT_BROKER", "auto") != "local"
+        prefer_container = settings().broker != "local"
     if prefer_container:
         try:
             return ContainerMosquitto(data_dir).start()

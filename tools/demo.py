@@ -14,28 +14,28 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pymodbus.client import ModbusTcpClient
 
 from coordinator.contract.codec import DecodeError, decode_event, encode_schedule
-from coordinator.events import EventType
-from coordinator.runtime.mqtt import BrokerSettings, MqttClient
-from coordinator.timeutil import utcnow
+from coordinator.contract.messages import AssetStateMessage, ChargerControl, decode
 from coordinator.contract.topics import (
     ASSET_STATES_ALL,
     EVENTS_ALL,
     SCHEDULES_IN,
     simulator_topic,
 )
-from coordinator.contract.messages import AssetStateMessage, ChargerControl, decode
-
+from coordinator.events import EventType
+from coordinator.runtime.mqtt import BrokerSettings, MqttClient
+from coordinator.runtime.service import load_site
+from coordinator.runtime.settings import DEFAULT_SITE_CONFIG
+from coordinator.timeutil import utcnow
 from simulators.battery import CONTROL, Control
 from tools.broker import free_port, start_broker
 from tools.event_lines import describe
 from tools.launcher import ServiceProcesses
-from coordinator.runtime.service import DEFAULT_SITE_CONFIG, load_site
 from tools.walkthrough import ASSET_MAP, sample_schedule
 
 SLOT = timedelta(seconds=3)
@@ -62,8 +62,8 @@ class Watcher:
             return
         print(describe(event), flush=True)
         p = event.payload
-        if event.event_type is EventType.DEVICE_LINK_UP:
-            self.linked.add(p.get("asset_id"))
+        if event.event_type is EventType.DEVICE_LINK_UP and (asset_id := p.get("asset_id")):
+            self.linked.add(asset_id)
         if p.get("schedule_id") != self.schedule_id:
             return
         if event.event_type is EventType.SCHEDULE_RECEIVED:
@@ -127,13 +127,17 @@ def main() -> int:
         df = sample_schedule(start, SLOT)
         print("Layer 3 schedule (kW), slots of 3 s:")
         print(df.to_string(float_format=lambda v: f"{v:g}"), "\n", flush=True)
-        client.publish(SCHEDULES_IN, encode_schedule(df, asset_map=ASSET_MAP, site_id=site.site_id, schedule_id="sch_demo_0001"))
+        schedule = encode_schedule(df, asset_map=ASSET_MAP, site_id=site.site_id, schedule_id="sch_demo_0001")
+        client.publish(SCHEDULES_IN, schedule)
 
         incidents = [
-            (start + 3.5 * SLOT, "battery faults (fault code set on the device)", lambda: battery_control(battery_port, Control.FAULT)),
-            (start + 5.5 * SLOT, "battery reset by the operator", lambda: battery_control(battery_port, Control.NORMAL)),
+            (start + 3.5 * SLOT, "battery faults (fault code set on the device)",
+             lambda: battery_control(battery_port, Control.FAULT)),
+            (start + 5.5 * SLOT, "battery reset by the operator",
+             lambda: battery_control(battery_port, Control.NORMAL)),
             (start + 5.2 * SLOT, "bus 12 unplugs and leaves early", lambda: client.publish(
-                simulator_topic("ocpp"), ChargerControl(charge_point_id=CHARGERS["ast_bay_2"], action="unplug").encode())),
+                simulator_topic("ocpp"),
+                ChargerControl(charge_point_id=CHARGERS["ast_bay_2"], action="unplug").encode())),
         ]
         run_until(watcher, sorted(incidents, key=lambda i: i[0]), deadline=time.monotonic() + DEADLINE)
     finally:
@@ -162,7 +166,7 @@ def wait_until(condition, timeout: float, what: str) -> None:
 
 def run_until(watcher: Watcher, incidents: list, deadline: float) -> None:
     while not watcher.done and time.monotonic() < deadline:
-        while incidents and incidents[0][0] <= datetime.now(timezone.utc):
+        while incidents and incidents[0][0] <= datetime.now(UTC):
             _, what, act = incidents.pop(0)
             print(f"--- {what}", flush=True)
             act()

@@ -11,7 +11,7 @@ commands are cancelled). Every event is printed as it happens.
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
@@ -26,10 +26,9 @@ from coordinator import (
     create_battery_state_machine,
     create_ev_charger_state_machine,
 )
-
 from tools.event_lines import describe
 
-START = datetime(2025, 1, 15, 6, 0, tzinfo=timezone.utc)
+START = datetime(2025, 1, 15, 6, 0, tzinfo=UTC)
 SLOT = timedelta(minutes=15)
 ASSET_MAP = {"ev_bus_07": "ast_bay_1", "ev_bus_12": "ast_bay_2", "battery": "ast_batt_001"}
 
@@ -60,7 +59,8 @@ def main() -> int:
     registry.register("ast_bay_1", OCPPAdapter("ocpp_site_1"))
     registry.register("ast_bay_2", OCPPAdapter("ocpp_site_1", ocpp_version="2.0.1"))
     registry.register("ast_batt_001", ModbusAdapter("modbus_site_1"))
-    engine = DispatchEngine(event_bus=bus, adapter_registry=registry, config=CoordinatorConfig(site_id="sit_demo_depot"))
+    config = CoordinatorConfig(site_id="sit_demo_depot")
+    engine = DispatchEngine(event_bus=bus, adapter_registry=registry, config=config)
 
     bay1 = create_ev_charger_state_machine("ast_bay_1", event_bus=bus)
     bay2 = create_ev_charger_state_machine("ast_bay_2", event_bus=bus)
@@ -101,7 +101,9 @@ def main() -> int:
             engine.handle_acknowledgement(cmd, now=now)
             engine.handle_response(cmd, success=True, now=now)
             if cmd.asset_id == "ast_batt_001":
-                follow_battery(battery, cmd.command_type.value, cmd.parameters["power_kw"])
+                power_kw = cmd.parameters["power_kw"]
+                assert isinstance(power_kw, float | int)
+                follow_battery(battery, cmd.command_type.value, power_kw)
         clock["now"] = now + step
 
     counts = {status: sum(c.status is status for c in commands) for status in CommandStatus}

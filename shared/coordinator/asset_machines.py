@@ -80,9 +80,9 @@ BATTERY_TRANSITIONS: dict[str, dict[str, str]] = {
     B.STANDBY: {BT.ACTIVATE: B.IDLE},
     B.FAULTED: {BT.RESET: B.IDLE},
 }
-for _state in B:
-    if _state is not B.FAULTED:
-        BATTERY_TRANSITIONS[_state][BT.FAULT] = B.FAULTED
+for _battery_state in B:
+    if _battery_state is not B.FAULTED:
+        BATTERY_TRANSITIONS[_battery_state][BT.FAULT] = B.FAULTED
 
 # Early departure: the vehicle leaves before the session finished.
 EARLY_DEPARTURE_STATES = frozenset({C.PREPARING, C.CHARGING, C.SUSPENDED})

@@ -27,7 +27,7 @@ from __future__ import annotations
 import gc
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -106,29 +106,29 @@ def validate_index(index: pd.Index) -> pd.DatetimeIndex:
     return index.tz_convert("UTC")
 
 
-def _listed(items: Sequence[object]) -> str:
-    items = [str(i) for i in items]
-    more = f" (+{len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else ""
-    return ", ".join(items[:_MAX_LISTED]) + more
+def _listed(items: Iterable[object]) -> str:
+    names = [str(i) for i in items]
+    more = f" (+{len(names) - _MAX_LISTED} more)" if len(names) > _MAX_LISTED else ""
+    return ", ".join(names[:_MAX_LISTED]) + more
 
 
 def _numeric_block(df: pd.DataFrame, columns: list[str]) -> np.ndarray:
     """The columns as one float64 matrix (slots x columns); refuse anything that is not a power."""
     block = df[columns]
     bad_type = [
-        c for c, dtype in zip(columns, block.dtypes) if dtype.kind not in "iuf"
+        c for c, dtype in zip(columns, block.dtypes, strict=True) if dtype.kind not in "iuf"
     ]  # bool, object, string, datetime... are not powers
     if bad_type:
         raise ScheduleError("non_numeric", f"setpoint columns must be numeric: {_listed(bad_type)}", bad_type)
     values = block.to_numpy(dtype=np.float64, na_value=np.nan)
     bad = np.isinf(values).any(axis=0)
     if bad.any():
-        cols = [c for c, b in zip(columns, bad) if b]
+        cols = [c for c, b in zip(columns, bad, strict=True) if b]
         raise ScheduleError("infinite_power", f"infinite power in columns: {_listed(cols)}", cols)
     with np.errstate(invalid="ignore"):
-        bad = (values < 0).any(axis=0)
-    if bad.any():
-        cols = [c for c, b in zip(columns, bad) if b]
+        negative = np.asarray((values < 0).any(axis=0))
+    if negative.any():
+        cols = [c for c, b in zip(columns, negative, strict=True) if b]
         raise ScheduleError(
             "negative_power",
             f"negative power in columns: {_listed(cols)} (use battery_discharge_kw to discharge)",
@@ -142,14 +142,14 @@ def _forward_fill(values: np.ndarray) -> np.ndarray:
     rows = np.arange(values.shape[0])[:, None]
     last = np.where(np.isnan(values), 0, rows)
     np.maximum.accumulate(last, axis=0, out=last)
-    filled = values[last, np.arange(values.shape[1])]
+    filled: np.ndarray = values[last, np.arange(values.shape[1])]
     # rows before a column's first value pointed at row 0, which may itself be NaN: correct.
     return filled
 
 
 def _changes(filled: np.ndarray) -> np.ndarray:
     """True where a setpoint must be sent: first value, and every change after it."""
-    changed = ~np.isnan(filled)
+    changed: np.ndarray = ~np.isnan(filled)
     with np.errstate(invalid="ignore"):
         changed[1:] &= filled[1:] != filled[:-1]
     # After a leading NaN the first value differs from NaN, so `!=` already marks it.
@@ -237,7 +237,7 @@ def _plan_batteries(df: pd.DataFrame, battery: dict[str, tuple[str | None, str |
     clash = (charge > 0) & (discharge > 0)
     if clash.any():
         slots, idx = np.nonzero(clash)
-        where = [f"{df.index[s].isoformat()} ({keys[i]})" for s, i in zip(slots, idx)]
+        where = [f"{df.index[int(s)].isoformat()} ({keys[i]})" for s, i in zip(slots, idx, strict=True)]
         cols = sorted({c for i in idx for c in battery[keys[i]] if c})
         raise ScheduleError(
             "charge_and_discharge",
@@ -318,6 +318,6 @@ def _build_commands(
             created,
         )
         for slot, key, ctype, power, command_id in zip(
-            plan.slot.tolist(), plan.key.tolist(), plan.command_type.tolist(), plan.power_kw.tolist(), ids
+            plan.slot.tolist(), plan.key.tolist(), plan.command_type.tolist(), plan.power_kw.tolist(), ids, strict=True
         )
     ]

@@ -24,11 +24,12 @@ from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from coordinator.protocols.modbus.device import ModbusDeviceConfig
+
 from .asset_machines import (
     create_battery_state_machine,
     create_ev_charger_state_machine,
 )
-from coordinator.protocols.modbus.device import ModbusDeviceConfig
 from .config import CoordinatorConfig
 from .events import EventBus
 from .statemachine import StateMachine

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 class NaiveDatetimeError(ValueError):
@@ -10,7 +10,7 @@ class NaiveDatetimeError(ValueError):
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def require_aware(value: datetime, name: str) -> datetime:

@@ -26,9 +26,9 @@ from ocpp.exceptions import OCPPError
 from ocpp.v16.enums import AvailabilityStatus, ChargePointErrorCode
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.typing import Subprotocol
 
 from coordinator.site import AssetConfig
-
 from simulators.chargepoint.model import (
     MAX_POWER_W,
     ChargerModel,
@@ -120,7 +120,8 @@ class SimulatedCharger:
 
     # -- decisions, for the points (each returns the answer and the effects) -------
 
-    def set_profile(self, target_id: int, purpose: str | None, schedule: Mapping[str, Any]) -> tuple[bool, list[Effect]]:
+    def set_profile(self, target_id: int, purpose: str | None,
+                    schedule: Mapping[str, Any]) -> tuple[bool, list[Effect]]:
         self._accrue()
         scope = profile_scope(target_id, purpose, self.connector_id, self.model.in_transaction)
         watts = schedule_limit_w(schedule)
@@ -133,7 +134,8 @@ class SimulatedCharger:
     def clear_profiles(self, target_id: int | None, purpose: str | None) -> tuple[bool, list[Effect]]:
         self._accrue()
         # By purpose, else by connector; neither (or connector 0) clears everything.
-        scope = purpose_scope(purpose) if purpose is not None else "connector" if target_id == self.connector_id else None
+        scope = (purpose_scope(purpose) if purpose is not None
+                 else "connector" if target_id == self.connector_id else None)
         before = (self.model.connector_limit_w, self.model.station_limit_w)
         effects = self.model.clear_limits(scope)
         return before != (self.model.connector_limit_w, self.model.station_limit_w), effects
@@ -153,7 +155,8 @@ class SimulatedCharger:
     def remote_stop(self, transaction_id: int | str) -> tuple[bool, list[Effect]]:
         self._accrue()
         accepted, effects = self.model.remote_stop(transaction_id)
-        log.info("%s: remote stop of %s %s", self.charge_point_id, transaction_id, "accepted" if accepted else "rejected")
+        log.info("%s: remote stop of %s %s", self.charge_point_id, transaction_id,
+                 "accepted" if accepted else "rejected")
         return accepted, effects
 
     def change_availability(self, target_id: int, operative: bool) -> tuple[AvailabilityStatus | None, list[Effect]]:
@@ -206,7 +209,8 @@ class SimulatedCharger:
                     log.info("%s: disconnect ignored: not connected", self.charge_point_id)
                 else:
                     self._reconnect_after = DEFAULT_RECONNECT_DELAY if value is None else max(0.0, float(value))
-                    self._closing = asyncio.get_running_loop().create_task(self._ws.close(1000, "disconnect (simulator control)"))
+                    self._closing = asyncio.get_running_loop().create_task(
+                        self._ws.close(1000, "disconnect (simulator control)"))
         log.info("%s: control %s%s -> %s", self.charge_point_id, action.value,
                  "" if value is None else f" {value:g}", model.status.value)
         return True
@@ -227,11 +231,13 @@ class SimulatedCharger:
             try:
                 booted = await self._connect_once()
             except Refused as exc:
-                log.error("%s: refused by the CSMS: %s; trying again in %.0f s", self.charge_point_id, exc, REFUSED_RETRY)
+                log.error("%s: refused by the CSMS: %s; trying again in %.0f s",
+                          self.charge_point_id, exc, REFUSED_RETRY)
                 delay = REFUSED_RETRY
                 continue
-            except (OSError, asyncio.TimeoutError, ConnectionClosed, InvalidHandshake) as exc:
-                log.warning("%s: cannot reach the CSMS at %s: %s", self.charge_point_id, self.url, exc or type(exc).__name__)
+            except (TimeoutError, OSError, ConnectionClosed, InvalidHandshake) as exc:
+                log.warning("%s: cannot reach the CSMS at %s: %s",
+                            self.charge_point_id, self.url, exc or type(exc).__name__)
                 booted = False
             except Exception:  # a bad URL, a TLS error, a protocol surprise: never take the fleet down
                 log.exception("%s: connection failed", self.charge_point_id)
@@ -253,8 +259,9 @@ class SimulatedCharger:
     async def _connect_once(self) -> bool:
         """One connection's life; True if it got as far as an accepted boot."""
         try:
-            ws = await connect(self.url, subprotocols=[self.subprotocol], additional_headers=self._headers(),
-                               ssl=self.ssl_context, proxy=None, compression=None, open_timeout=10,
+            ws = await connect(self.url, subprotocols=[Subprotocol(self.subprotocol)],
+                               additional_headers=self._headers(), ssl=self.ssl_context, proxy=None,
+                               compression=None, open_timeout=10,
                                close_timeout=2, ping_interval=30)
         except InvalidStatus as exc:
             status = exc.response.status_code
@@ -304,7 +311,7 @@ class SimulatedCharger:
         while True:
             try:
                 accepted, interval = await point.boot()
-            except (OCPPError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OCPPError) as exc:
                 log.warning("%s: BootNotification failed (%s); trying again", self.charge_point_id, exc or "timeout")
                 await asyncio.sleep(BOOT_RETRY)
                 continue
@@ -324,8 +331,9 @@ class SimulatedCharger:
             except ConnectionClosed:
                 return  # the effect stays queued; the reader ends the session
             except OCPPError as exc:
-                log.warning("%s: CSMS answered %s with a CallError: %s", self.charge_point_id, type(effect).__name__, exc)
-            except asyncio.TimeoutError:
+                log.warning("%s: CSMS answered %s with a CallError: %s",
+                            self.charge_point_id, type(effect).__name__, exc)
+            except TimeoutError:
                 log.warning("%s: no answer to %s", self.charge_point_id, type(effect).__name__)
             if self.outbox and self.outbox[0] is effect:
                 self.outbox.popleft()
@@ -337,7 +345,7 @@ class SimulatedCharger:
                 await point.heartbeat()
             except ConnectionClosed:
                 return
-            except (OCPPError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OCPPError) as exc:
                 log.warning("%s: heartbeat failed: %s", self.charge_point_id, exc or "timeout")
 
     async def _meter_loop(self) -> None:

@@ -125,9 +125,11 @@ def schedule_limit_w(schedule: Mapping[str, Any]) -> float | None:
 
 def purpose_scope(purpose: str | None) -> str | None:
     """Which limit a profile purpose sets: "station" (the whole charger) or "connector"."""
-    if purpose in (ChargingProfilePurposeType.charge_point_max_profile, ChargingProfilePurposeEnumType.charging_station_max_profile):
+    if purpose in (ChargingProfilePurposeType.charge_point_max_profile,
+                   ChargingProfilePurposeEnumType.charging_station_max_profile):
         return "station"
-    if purpose in (ChargingProfilePurposeType.tx_default_profile, ChargingProfilePurposeType.tx_profile):  # same words in 2.0.1
+    # 2.0.1 names these two purposes with the same words
+    if purpose in (ChargingProfilePurposeType.tx_default_profile, ChargingProfilePurposeType.tx_profile):
         return "connector"
     return None
 
@@ -302,7 +304,8 @@ class ChargerModel:
         if not self.plugged:
             self.pending_start = Authorization(id_tag, id_token_type, remote_start_id)
             return True, []
-        return True, self._settle([self._start(id_tag, TriggerReasonEnumType.remote_start, id_token_type, remote_start_id)])
+        started = self._start(id_tag, TriggerReasonEnumType.remote_start, id_token_type, remote_start_id)
+        return True, self._settle([started])
 
     def remote_stop(self, transaction_id: int | str) -> tuple[bool, list[Effect]]:
         """Accepted only for the transaction in progress, named as the CSMS knows it."""
@@ -343,7 +346,8 @@ class ChargerModel:
         self.local_id = uuid.uuid4().hex
         self.transaction_id = self.local_id if self.issues_transaction_ids else None
         state = self.charging_state or ChargingStateEnumType.charging
-        return TransactionStarted(self.local_id, id_tag, int(self.energy_wh), trigger, state, id_token_type, remote_start_id)
+        return TransactionStarted(self.local_id, id_tag, int(self.energy_wh), trigger, state,
+                                  id_token_type, remote_start_id)
 
     def _end(self, reason: Reason, trigger: TriggerReasonEnumType) -> TransactionEnded:
         local_id = self.local_id or ""

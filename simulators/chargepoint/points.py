@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, cast
 
 from ocpp.exceptions import OCPPError
 from ocpp.messages import MessageType, unpack
@@ -27,6 +27,8 @@ from ocpp.v16 import call_result as v16_result
 from ocpp.v16 import datatypes as v16_types
 from ocpp.v16.enums import (
     Action as V16Action,
+)
+from ocpp.v16.enums import (
     AuthorizationStatus,
     AvailabilityStatus,
     AvailabilityType,
@@ -44,6 +46,8 @@ from ocpp.v201 import call_result as v201_result
 from ocpp.v201 import datatypes as v201_types
 from ocpp.v201.enums import (
     Action as V201Action,
+)
+from ocpp.v201.enums import (
     BootReasonEnumType,
     ChangeAvailabilityStatusEnumType,
     ChargingProfileStatusEnumType,
@@ -66,7 +70,11 @@ from websockets.exceptions import ConnectionClosed
 from simulators.chargepoint.model import Effect, MeterSample, StatusChanged, TransactionEnded, TransactionStarted
 
 if TYPE_CHECKING:
+    from ocpp.charge_point import ChargePoint as _OcppChargePoint
+
     from simulators.chargepoint.charger import SimulatedCharger
+else:
+    _OcppChargePoint = object  # a mixin at run time: each point's other base is the real ChargePoint
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +84,10 @@ RESPONSE_TIMEOUT = 30.0
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
-class _SimulatedPoint:
+class _SimulatedPoint(_OcppChargePoint):
     """What both versions share: answering in tasks, deferring follow-ups, the call wrapper."""
 
     subprotocol: str
@@ -92,7 +100,7 @@ class _SimulatedPoint:
         if not charger.validate_calls:
             # The ocpp package's own per-handler switch: what a thousand-charger load test
             # needs, since each call would otherwise be checked against its JSON schema twice.
-            for handlers in self.route_map.values():  # type: ignore[attr-defined]
+            for handlers in self.route_map.values():
                 handlers["_skip_schema_validation"] = True
         self._deferred: dict[str, list[Effect]] = {}
         self._answering: set[asyncio.Task[None]] = set()
@@ -137,8 +145,8 @@ class _SimulatedPoint:
         for task in list(self._answering):
             task.cancel()
 
-    async def _call(self, payload: Any) -> Any:
-        return await self.call(payload, suppress=False)  # type: ignore[attr-defined]
+    async def _request(self, payload: Any) -> Any:
+        return await self.call(payload, suppress=False)
 
 
 class V16Point(_SimulatedPoint, V16ChargePoint):
@@ -151,21 +159,23 @@ class V16Point(_SimulatedPoint, V16ChargePoint):
         self._setup(charger)
 
     async def boot(self) -> tuple[bool, int]:
-        answer = await self._call(v16_call.BootNotification(charge_point_model=MODEL, charge_point_vendor=VENDOR))
+        answer = await self._request(v16_call.BootNotification(charge_point_model=MODEL, charge_point_vendor=VENDOR))
         return answer.status == RegistrationStatus.accepted, int(answer.interval)
 
     async def heartbeat(self) -> None:
-        await self._call(v16_call.Heartbeat())
+        await self._request(v16_call.Heartbeat())
 
     async def send(self, effect: Effect) -> None:
         charger = self.charger
         match effect:
             case StatusChanged():
-                await self._call(v16_call.StatusNotification(
-                    connector_id=charger.connector_id, error_code=effect.error_code, status=effect.status, timestamp=_now()))
+                await self._request(v16_call.StatusNotification(
+                    connector_id=charger.connector_id, error_code=effect.error_code, status=effect.status,
+                    timestamp=_now()))
             case TransactionStarted():
-                answer = await self._call(v16_call.StartTransaction(
-                    connector_id=charger.connector_id, id_tag=effect.id_tag, meter_start=effect.meter_wh, timestamp=_now()))
+                answer = await self._request(v16_call.StartTransaction(
+                    connector_id=charger.connector_id, id_tag=effect.id_tag, meter_start=effect.meter_wh,
+                    timestamp=_now()))
                 charger.transaction_bound(effect.local_id, answer.transaction_id)
                 status = (answer.id_tag_info or {}).get("status")
                 if status != AuthorizationStatus.accepted:  # a real charger might stop; this one carries on
@@ -175,18 +185,19 @@ class V16Point(_SimulatedPoint, V16ChargePoint):
                 if transaction_id is None:
                     log.warning("%s: the CSMS never gave this transaction an id; StopTransaction not sent", self.id)
                     return
-                await self._call(v16_call.StopTransaction(
+                await self._request(v16_call.StopTransaction(
                     meter_stop=effect.meter_wh, timestamp=_now(), transaction_id=transaction_id, reason=effect.reason))
                 charger.csms_transaction_ids.pop(effect.local_id, None)
             case MeterSample():
-                await self._call(v16_call.MeterValues(
+                await self._request(v16_call.MeterValues(
                     connector_id=charger.connector_id,
                     transaction_id=charger.csms_transaction_ids.get(effect.local_id),
                     meter_value=[v16_types.MeterValue(timestamp=_now(), sampled_value=[
                         v16_types.SampledValue(value=f"{effect.power_w:.1f}", context=ReadingContext.sample_periodic,
                                                measurand=Measurand.power_active_import, unit=UnitOfMeasure.w),
                         v16_types.SampledValue(value=f"{effect.energy_wh:.1f}", context=ReadingContext.sample_periodic,
-                                               measurand=Measurand.energy_active_import_register, unit=UnitOfMeasure.wh),
+                                               measurand=Measurand.energy_active_import_register,
+                                               unit=UnitOfMeasure.wh),
                     ])],
                 ))
 
@@ -205,7 +216,8 @@ class V16Point(_SimulatedPoint, V16ChargePoint):
 
     @on(V16Action.clear_charging_profile)
     def on_clear_charging_profile(self, call_unique_id: str, connector_id: int | None = None,
-                                  charging_profile_purpose: str | None = None, **_: Any) -> v16_result.ClearChargingProfile:
+                                  charging_profile_purpose: str | None = None,
+                                  **_: Any) -> v16_result.ClearChargingProfile:
         if self.charger.rejecting:
             return v16_result.ClearChargingProfile(status=ClearChargingProfileStatus.unknown)
         cleared = self._decided(call_unique_id, self.charger.clear_profiles(connector_id, charging_profile_purpose))
@@ -253,29 +265,32 @@ class V201Point(_SimulatedPoint, V201ChargePoint):
         self._charging: ChargingStateEnumType | None = None
 
     async def boot(self) -> tuple[bool, int]:
-        answer = await self._call(v201_call.BootNotification(
+        answer = await self._request(v201_call.BootNotification(
             charging_station=v201_types.ChargingStationType(vendor_name=VENDOR, model=MODEL),
             reason=BootReasonEnumType.power_up))
         return answer.status == RegistrationStatusEnumType.accepted, int(answer.interval)
 
     async def heartbeat(self) -> None:
-        await self._call(v201_call.Heartbeat())
+        await self._request(v201_call.Heartbeat())
 
     async def send(self, effect: Effect) -> None:
         charger = self.charger
         match effect:
             case StatusChanged():
                 if effect.announce or effect.connector != self._connector:
-                    await self._call(v201_call.StatusNotification(
-                        timestamp=_now(), connector_status=effect.connector, evse_id=charger.connector_id, connector_id=1))
+                    await self._request(v201_call.StatusNotification(
+                        timestamp=_now(), connector_status=effect.connector, evse_id=charger.connector_id,
+                        connector_id=1))
                     self._connector = effect.connector
                 if effect.transaction and effect.charging_state and effect.charging_state != self._charging:
-                    await self._transaction_event(TransactionEventEnumType.updated, TriggerReasonEnumType.charging_state_changed,
+                    await self._transaction_event(TransactionEventEnumType.updated,
+                                                  TriggerReasonEnumType.charging_state_changed,
                                                   effect.transaction, charging_state=effect.charging_state)
                 self._charging = effect.charging_state
             case TransactionStarted():
                 id_token = None if effect.free_vend else v201_types.IdTokenType(
-                    id_token=effect.id_tag, type=effect.id_token_type or IdTokenEnumType.central)
+                    # the CSMS's own token type, handed back as it came (ocpp's dataclasses take the text)
+                    id_token=effect.id_tag, type=cast(IdTokenEnumType, effect.id_token_type or IdTokenEnumType.central))
                 await self._transaction_event(
                     TransactionEventEnumType.started, effect.trigger, effect.local_id,
                     charging_state=effect.charging_state, remote_start_id=effect.remote_start_id, id_token=id_token,
@@ -300,7 +315,7 @@ class V201Point(_SimulatedPoint, V201ChargePoint):
                                  meter: list[v201_types.MeterValueType] | None = None, **extra: Any) -> None:
         seq_no = self.charger.seq_nos.get(transaction_id, 0)
         self.charger.seq_nos[transaction_id] = seq_no + 1
-        await self._call(v201_call.TransactionEvent(
+        await self._request(v201_call.TransactionEvent(
             event_type=event_type, timestamp=_now(), trigger_reason=trigger, seq_no=seq_no,
             transaction_info=v201_types.TransactionType(
                 transaction_id=transaction_id, charging_state=charging_state, stopped_reason=stopped_reason,
@@ -308,12 +323,15 @@ class V201Point(_SimulatedPoint, V201ChargePoint):
             meter_value=meter, **extra))
 
     @staticmethod
-    def _meter(context: ReadingContextEnumType, energy_wh: float, power_w: float | None = None) -> list[v201_types.MeterValueType]:
-        def sample(value: float, measurand: MeasurandEnumType, unit: StandardizedUnitsOfMeasureType) -> v201_types.SampledValueType:
+    def _meter(context: ReadingContextEnumType, energy_wh: float,
+               power_w: float | None = None) -> list[v201_types.MeterValueType]:
+        def sample(value: float, measurand: MeasurandEnumType,
+                   unit: StandardizedUnitsOfMeasureType) -> v201_types.SampledValueType:
             return v201_types.SampledValueType(value=round(value, 1), context=context, measurand=measurand,
                                                unit_of_measure=v201_types.UnitOfMeasureType(unit=unit))
 
-        samples = [sample(energy_wh, MeasurandEnumType.energy_active_import_register, StandardizedUnitsOfMeasureType.wh)]
+        samples = [sample(energy_wh, MeasurandEnumType.energy_active_import_register,
+                          StandardizedUnitsOfMeasureType.wh)]
         if power_w is not None:
             samples.insert(0, sample(power_w, MeasurandEnumType.power_active_import, StandardizedUnitsOfMeasureType.w))
         return [v201_types.MeterValueType(timestamp=_now(), sampled_value=samples)]
@@ -340,7 +358,8 @@ class V201Point(_SimulatedPoint, V201ChargePoint):
         cleared = self._decided(call_unique_id, self.charger.clear_profiles(
             criteria.get("evse_id"), criteria.get("charging_profile_purpose")))
         return v201_result.ClearChargingProfile(
-            status=ClearChargingProfileStatusEnumType.accepted if cleared else ClearChargingProfileStatusEnumType.unknown)
+            status=ClearChargingProfileStatusEnumType.accepted if cleared
+                   else ClearChargingProfileStatusEnumType.unknown)
 
     @on(V201Action.request_start_transaction)
     def on_request_start(self, id_token: dict, remote_start_id: int, call_unique_id: str, evse_id: int | None = None,
@@ -369,7 +388,8 @@ class V201Point(_SimulatedPoint, V201ChargePoint):
         status = self._decided(call_unique_id, self.charger.change_availability(
             (evse or {}).get("id", 0), operational_status == OperationalStatusEnumType.operative))
         return v201_result.ChangeAvailability(
-            status=ChangeAvailabilityStatusEnumType(status.value) if status else ChangeAvailabilityStatusEnumType.rejected)
+            status=ChangeAvailabilityStatusEnumType(status.value) if status
+                   else ChangeAvailabilityStatusEnumType.rejected)
 
 
 POINTS: dict[str, type[V16Point] | type[V201Point]] = {"1.6": V16Point, "2.0.1": V201Point}

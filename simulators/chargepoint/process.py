@@ -14,12 +14,13 @@ import ocpp.messages
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from coordinator.runtime.mqtt import BrokerSettings
-from coordinator.site import AssetConfig, AssetKind, OcppListenConfig, Protocol, SiteConfig
-from coordinator.contract.topics import simulator_topic
 from coordinator.contract.messages import ChargerControl, decode
-
-from coordinator.runtime.service import DEFAULT_SITE_CONFIG, configure_logging, load_site
+from coordinator.contract.topics import simulator_topic
+from coordinator.runtime.log_format import configure_logging
+from coordinator.runtime.mqtt import BrokerSettings
+from coordinator.runtime.service import load_site
+from coordinator.runtime.settings import DEFAULT_SITE_CONFIG
+from coordinator.site import AssetConfig, AssetKind, OcppListenConfig, Protocol, SiteConfig
 from simulators.chargepoint.charger import SimulatedCharger
 
 log = logging.getLogger(__name__)
@@ -40,10 +41,11 @@ def chargers_of(site: SiteConfig, gateway_id: str, only: list[str] | None = None
     """The gateway's ev_chargers with an [assets.ocpp] table, optionally only some charge point ids."""
     assets = [a for a in site.assets_of(gateway_id) if a.kind is AssetKind.EV_CHARGER and a.ocpp is not None]
     if only:
-        unknown = sorted(set(only) - {a.ocpp.charge_point_id for a in assets})
+        by_id = {a.ocpp.charge_point_id: a for a in assets if a.ocpp is not None}
+        unknown = sorted(set(only) - by_id.keys())
         if unknown:
             raise ValueError(f"no such charge point behind gateway {gateway_id!r}: {', '.join(unknown)}")
-        assets = [a for a in assets if a.ocpp.charge_point_id in only]
+        assets = [a for cp_id, a in by_id.items() if cp_id in only]
     return assets
 
 
@@ -64,13 +66,14 @@ class ControlListener:
         self.topic = simulator_topic(gateway_id)
         self.chargers, self.loop = chargers, loop
         self.settings = settings or BrokerSettings.from_env()
-        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"qubit-chargepoint-sim-{gateway_id}-{os.getpid()}",
+        self._client = paho.Client(CallbackAPIVersion.VERSION2,
+                                   client_id=f"qubit-chargepoint-sim-{gateway_id}-{os.getpid()}",
                                    clean_session=True, protocol=paho.MQTTv311)
         if self.settings.username:
             self._client.username_pw_set(self.settings.username, self.settings.password)
         self._client.reconnect_delay_set(min_delay=1, max_delay=10)
         self._client.on_connect = self._on_connect
-        self._client.on_message = lambda client, userdata, message: loop.call_soon_threadsafe(self.dispatch, message.payload)
+        self._client.on_message = self._on_message
 
     def connect(self) -> bool:
         """Blocking; False (with a warning) when the broker cannot be reached."""
@@ -87,12 +90,16 @@ class ControlListener:
         self._client.disconnect()
         self._client.loop_stop()
 
-    def _on_connect(self, client: paho.Client, userdata: object, flags: object, reason: object, properties: object) -> None:
+    def _on_connect(self, client: paho.Client, userdata: object, flags: object, reason: object,
+                    properties: object) -> None:
         if getattr(reason, "is_failure", False):
             log.warning("MQTT broker refused the control channel: %s", reason)
             return
         client.subscribe(self.topic, qos=1)  # renewed on every connect: the session is clean
         log.info("control channel: %s", self.topic)
+
+    def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
+        self.loop.call_soon_threadsafe(self.dispatch, bytes(message.payload))  # paho's thread -> the loop
 
     def dispatch(self, payload: bytes) -> None:
         """One control message (runs on the event loop). Bad messages are logged, never raised."""

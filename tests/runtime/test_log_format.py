@@ -98,19 +98,31 @@ def test_environment_chooses_level_and_format(monkeypatch):
     assert out.getvalue().endswith("INFO services.test_component: shown\n")
 
 
-@pytest.mark.parametrize(("kwargs", "env", "message"), [
-    ({"level": "LOUD"}, {}, "unknown log level 'LOUD': expected one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
-    ({}, {"QUBIT_LOG_LEVEL": "verbose"}, "unknown log level QUBIT_LOG_LEVEL='verbose'"),
-    ({"fmt": "yaml"}, {}, "unknown log format 'yaml': expected one of text, json"),
-    ({}, {"QUBIT_LOG_FORMAT": "logfmt"}, "unknown log format QUBIT_LOG_FORMAT='logfmt'"),
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"level": "LOUD"}, "unknown log level 'LOUD': expected one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+    ({"fmt": "yaml"}, "unknown log format 'yaml': expected one of text, json"),
 ])
-def test_unknown_level_or_format_is_refused_and_nothing_changes(kwargs, env, message, monkeypatch):
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
+def test_unknown_level_or_format_is_refused_and_nothing_changes(kwargs, message):
     root = logging.getLogger()
     handlers = list(root.handlers)
     with pytest.raises(ValueError, match=re.escape(message)):
         configure_logging("planner", **kwargs)
+    assert root.handlers == handlers
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"QUBIT_LOG_LEVEL": "verbose"}, "QUBIT_LOG_LEVEL='verbose': must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+    ({"QUBIT_LOG_FORMAT": "logfmt"}, "QUBIT_LOG_FORMAT='logfmt': must be one of text, json"),
+])
+def test_unknown_level_or_format_in_the_environment_ends_the_process_in_one_line(env, message, monkeypatch, capsys):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    with pytest.raises(SystemExit) as stopped:
+        configure_logging("planner")
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == message + "\n"
     assert root.handlers == handlers
 
 

@@ -271,10 +271,8 @@ def test_metrics_port_from_env(value, port, monkeypatch):
     assert metrics_port_from_env() == port  # the process environment by default
 
 
-@pytest.mark.parametrize(("value", "message"), [
-    ("nine", "expected a port number"), ("9100.5", "expected a port number"),
-    ("70000", "within 0..65535"), ("-1", "within 0..65535"),
-])
-def test_metrics_port_from_env_refuses_nonsense(value, message):
-    with pytest.raises(ValueError, match=f"QUBIT_METRICS_PORT='{value}'.*{message}"):
+@pytest.mark.parametrize("value", ["nine", "9100.5", "70000", "-1"])
+def test_metrics_port_from_env_refuses_nonsense(value):
+    message = "must be 'off' or a port number 0-65535"
+    with pytest.raises(ValueError, match=f"QUBIT_METRICS_PORT='{value}': {message}"):
         metrics_port_from_env({"QUBIT_METRICS_PORT": value})

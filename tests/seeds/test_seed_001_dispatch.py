@@ -1,7 +1,7 @@
 """Every example of seed 001 (Dispatch Engine), with the context the page assumes."""
 
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pandas as pd
@@ -59,10 +59,10 @@ def test_dispatch_page_end_to_end(caplog, capsys):
         f"Dispatched {e.payload['command_type']} to {e.payload['asset_id']}"
     ))
 
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     # Get commands ready for execution
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     pending = engine.get_pending_commands(now)
 
     # Dispatch through protocol adapters
@@ -82,15 +82,15 @@ def test_dispatch_page_end_to_end(caplog, capsys):
     assert cmd.status.value == "COMPLETED" and cmd2.status.value == "PENDING" and cmd2.error == "connection timeout"
 
     # Check for commands stuck in DISPATCHED state
-    later = datetime.now(timezone.utc).replace(year=now.year + 1)
+    later = datetime.now(UTC).replace(year=now.year + 1)
     timed_out = engine.check_timeouts(later)
     for cmd in timed_out:
         print(f"Command {cmd.command_id} to {cmd.asset_id} timed out")
     assert capsys.readouterr().out == f"Command {pending[2].command_id} to {pending[2].asset_id} timed out\n"
 
     # Find a specific command
-    cmd = engine.get_command(commands[0].command_id)
-    assert cmd is commands[0]
+    found = engine.get_command(commands[0].command_id)
+    assert found is commands[0]
     # Get all commands for an asset
     asset_cmds = engine.get_commands_for_asset("ast_charger_bay_1")
     assert [c.asset_id for c in asset_cmds] == ["ast_charger_bay_1"] * 2
@@ -103,7 +103,7 @@ def test_command_object():
         asset_id="ast_charger_001",
         command_type=CommandType.SET_CHARGE_RATE,
         parameters={"power_kw": 22.0},
-        scheduled_at=datetime(2025, 1, 15, 8, 0, tzinfo=timezone.utc),
+        scheduled_at=datetime(2025, 1, 15, 8, 0, tzinfo=UTC),
         # Auto-generated:
         # command_id="cmd_a1b2c3d4e5f6"
         # status=CommandStatus.PENDING

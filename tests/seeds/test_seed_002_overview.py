@@ -1,6 +1,6 @@
 """Every example of seeds 002/003 (Layer 4 overview; 003 is the same page as text)."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pandas as pd
@@ -9,7 +9,7 @@ import pandas as pd
 def test_quick_start():
     idx = pd.date_range("2025-01-15 08:00", periods=3, freq="15min", tz="UTC")
     optimization_result = SimpleNamespace(schedule=pd.DataFrame({"ev_001_kw": [11.0, 22.0, 0.0]}, index=idx))
-    now = datetime(2025, 1, 15, 8, 0, tzinfo=timezone.utc)
+    now = datetime(2025, 1, 15, 8, 0, tzinfo=UTC)
 
     from coordinator import AdapterRegistry, DispatchEngine, EventBus, OCPPAdapter
 
@@ -33,7 +33,7 @@ def test_quick_start():
         sent.append(engine.dispatch_command(cmd, adapter))
 
     assert len(commands) == 3
-    assert len(sent) == 1 and sent[0]["action"] == "SetChargingProfile"
+    assert len(sent) == 1 and sent[0] is not None and sent[0]["action"] == "SetChargingProfile"
     assert commands[0].status.value == "DISPATCHED"
 
 
@@ -73,11 +73,11 @@ def test_eight_event_types_listed():
 
 def test_adapter_tables():
     from coordinator import ModbusAdapter, OCPPAdapter
-    from coordinator.base import Command, CommandType
+    from coordinator.base import Command, CommandType, ParameterValue
 
-    t = datetime(2025, 1, 15, 8, 0, tzinfo=timezone.utc)
+    t = datetime(2025, 1, 15, 8, 0, tzinfo=UTC)
     ocpp = OCPPAdapter("ocpp_site_1")
-    actions = {
+    actions: dict[CommandType, tuple[dict[str, ParameterValue], str]] = {
         CommandType.SET_CHARGE_RATE: ({"power_kw": 7.4}, "SetChargingProfile"),
         CommandType.START_CHARGING: ({}, "RemoteStartTransaction"),
         CommandType.STOP_CHARGING: ({"transaction_id": 1}, "RemoteStopTransaction"),
@@ -90,7 +90,7 @@ def test_adapter_tables():
     assert profile["csChargingProfiles"]["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"] == 7400
 
     modbus = ModbusAdapter("modbus_site_1")
-    registers = {
+    registers: dict[CommandType, tuple[dict[str, ParameterValue], int]] = {
         CommandType.SET_CHARGE_RATE: ({"power_kw": 5.0}, 40001),
         CommandType.SET_DISCHARGE_RATE: ({"power_kw": 5.0}, 40002),
         CommandType.SET_POWER_LIMIT: ({"power_kw": 5.0}, 40003),

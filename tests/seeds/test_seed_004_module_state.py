@@ -33,13 +33,13 @@ def test_event_structure():
     assert [f.name for f in fields] == ["event_type", "timestamp", "origin_layer", "payload", "event_id"]
     event = StateEvent(event_type=EventType.START)
     with pytest.raises(dataclasses.FrozenInstanceError):
-        event.origin_layer = "health"
+        event.origin_layer = "health"  # type: ignore[misc]  # the immutability is under test
     assert isinstance(event.timestamp, datetime) and event.timestamp.tzinfo is not None
     assert event.event_id.startswith("evt_")
 
 
 def test_event_example():
-    from coordinator.state.state_events import StateEvent, EventType
+    from coordinator.state.state_events import EventType, StateEvent
 
     state_machine = active(EventType.SET_READY)
 
@@ -73,7 +73,7 @@ def test_basic_usage():
 
 
 def test_with_payload():
-    from coordinator.state.state_events import StateEvent, EventType
+    from coordinator.state.state_events import EventType, StateEvent
 
     state_machine = active(EventType.SET_READY)
     seen = []
@@ -358,7 +358,7 @@ def test_best_practice_always_use_event_type_enum():
     state_machine = active(EventType.SET_READY)
 
     # ❌ Don't use strings:
-    with pytest.raises(TypeError, match="use EventType.TASK_START"):
+    with pytest.raises(TypeError, match=r"use EventType\.TASK_START"):
         state_machine.handle_event("task_start")  # Wrong
     assert state_machine.get_operational_state() == OperationalState.READY
 

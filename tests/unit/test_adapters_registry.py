@@ -23,7 +23,7 @@ def test_registering_the_same_adapter_again_is_a_no_op():
 def test_a_different_adapter_for_a_registered_asset_needs_replace():
     registry, first, second = AdapterRegistry(), OCPPAdapter("ocpp_site_1"), OCPPAdapter("ocpp_site_1", "2.0.1")
     registry.register("ast_ev_001", first)
-    with pytest.raises(ValueError, match="ast_ev_001 already has adapter OCPPAdapter.*replace=True"):
+    with pytest.raises(ValueError, match=r"ast_ev_001 already has adapter OCPPAdapter.*replace=True"):
         registry.register("ast_ev_001", second)
     assert registry.get("ast_ev_001") is first
     registry.register("ast_ev_001", second, replace=True)
@@ -40,7 +40,8 @@ def test_unregister():
 
 def test_assets_for_an_adapter_or_a_gateway():
     registry = AdapterRegistry()
-    shared, bay_2, battery = OCPPAdapter("ocpp_site_1"), OCPPAdapter("ocpp_site_1", connector_id=2), ModbusAdapter("modbus_site_1")
+    shared, bay_2 = OCPPAdapter("ocpp_site_1"), OCPPAdapter("ocpp_site_1", connector_id=2)
+    battery = ModbusAdapter("modbus_site_1")
     registry.register("ast_ev_b", shared)
     registry.register("ast_ev_a", shared)
     registry.register("ast_ev_c", bay_2)

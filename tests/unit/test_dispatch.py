@@ -1,4 +1,4 @@
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
@@ -6,6 +6,7 @@ import pytest
 from coordinator import (
     CoordinatorConfig,
     DispatchEngine,
+    Event,
     EventBus,
     EventType,
     ScheduleError,
@@ -15,7 +16,7 @@ from coordinator import (
 from coordinator.adapters.base import ProtocolAdapter, TranslationError
 from coordinator.base import Command, CommandStatus, CommandType
 
-T0 = datetime(2025, 1, 15, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2025, 1, 15, 8, 0, tzinfo=UTC)
 MIN = timedelta(minutes=1)
 
 
@@ -33,7 +34,7 @@ class EchoAdapter(ProtocolAdapter):
 @pytest.fixture
 def bus_log():
     bus = EventBus()
-    log = []
+    log: list[Event] = []
     bus.subscribe_all(log.append)
     return bus, log
 
@@ -81,19 +82,20 @@ def test_full_lifecycle_pending_dispatched_completed(bus_log):
     assert c1.status is CommandStatus.ACKNOWLEDGED
     assert engine.handle_response(c1, success=True, now=T0 + MIN) is CommandStatus.COMPLETED
     assert engine.get_pending_commands(T0 + 15 * MIN) == [c2]
-    assert types(log)[-3:] == [EventType.COMMAND_DISPATCHED, EventType.COMMAND_ACKNOWLEDGED, EventType.COMMAND_COMPLETED]
-    dispatched = [e for e in log if e.event_type is EventType.COMMAND_DISPATCHED][0]
+    assert types(log)[-3:] == [
+        EventType.COMMAND_DISPATCHED, EventType.COMMAND_ACKNOWLEDGED, EventType.COMMAND_COMPLETED]
+    dispatched = next(e for e in log if e.event_type is EventType.COMMAND_DISPATCHED)
     assert dispatched.payload["command_type"] == "SET_CHARGE_RATE" and dispatched.payload["asset_id"] == "a"
 
 
 def test_one_command_in_flight_per_asset_and_newest_setpoint_wins(bus_log):
-    bus, log = bus_log
+    bus, _ = bus_log
     engine = DispatchEngine(event_bus=bus)
     c1, c2, c3 = engine.schedule_to_commands(schedule(ev_1_kw=[7.0, 11.0, 3.0]), {"ev_1": "a"})
     engine.dispatch_command(c1, EchoAdapter("gw"), now=T0)
     # c2 and c3 fall due while c1 is in flight: nothing else goes to this asset
     assert engine.get_pending_commands(T0 + 30 * MIN) == []
-    assert c2.status is CommandStatus.CANCELLED and "superseded by " + c3.command_id in c2.error
+    assert c2.status is CommandStatus.CANCELLED and "superseded by " + c3.command_id in (c2.error or "")
     engine.handle_response(c1, success=True)
     assert engine.get_pending_commands(T0 + 30 * MIN) == [c3]
     with pytest.raises(ValueError):
@@ -140,7 +142,7 @@ def test_failure_retries_with_exponential_backoff_then_fails(bus_log):
         engine.dispatch_command(cmd, EchoAdapter("gw"), now=now)
         status = engine.handle_response(cmd, success=False, error="connection timeout", now=now)
         if attempt <= 3:
-            assert status is CommandStatus.PENDING
+            assert status is CommandStatus.PENDING and cmd.next_attempt_at is not None
             retry_at.append((cmd.next_attempt_at - now).total_seconds())
             assert engine.get_pending_commands(now) == []  # backing off
             now = cmd.next_attempt_at
@@ -159,6 +161,7 @@ def test_timeout_retries_then_times_out(bus_log):
     assert engine.check_timeouts(T0 + timedelta(seconds=10)) == [cmd]
     assert cmd.status is CommandStatus.PENDING
     retry = cmd.next_attempt_at
+    assert retry is not None
     engine.dispatch_command(engine.get_pending_commands(retry)[0], EchoAdapter("gw"), now=retry)
     assert engine.check_timeouts(retry + timedelta(seconds=10)) == [cmd]
     assert cmd.status is CommandStatus.TIMED_OUT
@@ -181,7 +184,7 @@ def test_untranslatable_command_fails_at_once_without_retry(bus_log):
     engine = DispatchEngine(event_bus=bus)
     (cmd,) = engine.schedule_to_commands(schedule(ev_1_kw=[99.0]), {"ev_1": "a"})
     assert engine.dispatch_command(cmd, EchoAdapter("gw"), now=T0) is None
-    assert cmd.status is CommandStatus.FAILED and "above 50 kW" in cmd.error
+    assert cmd.status is CommandStatus.FAILED and "above 50 kW" in (cmd.error or "")
     assert types(log)[-1] is EventType.COMMAND_FAILED
 
 
@@ -189,7 +192,7 @@ def test_no_adapter_fails_with_reason():
     engine = DispatchEngine()
     (cmd,) = engine.schedule_to_commands(schedule(ev_1_kw=[9.0]), {"ev_1": "a"})
     assert engine.dispatch_command(cmd, now=T0) is None
-    assert cmd.status is CommandStatus.FAILED and "no protocol adapter" in cmd.error
+    assert cmd.status is CommandStatus.FAILED and "no protocol adapter" in (cmd.error or "")
 
 
 def test_registry_is_used_when_no_adapter_given():
@@ -199,7 +202,8 @@ def test_registry_is_used_when_no_adapter_given():
     registry.register("a", EchoAdapter("gw"))
     engine = DispatchEngine(adapter_registry=registry)
     (cmd,) = engine.schedule_to_commands(schedule(ev_1_kw=[9.0]), {"ev_1": "a"})
-    assert engine.dispatch_command(cmd, now=T0)["power_kw"] == 9.0
+    sent = engine.dispatch_command(cmd, now=T0)
+    assert sent is not None and sent["power_kw"] == 9.0
 
 
 @pytest.mark.parametrize("trigger_path", [["fault"], ["disable"]])
@@ -253,7 +257,7 @@ def test_early_departure_cancels_remaining_commands(bus_log, path):
     engine.dispatch_command(c1, EchoAdapter("gw"), now=T0)
     charger.trigger("unplug")
     assert (c2.status, c3.status) == (CommandStatus.CANCELLED, CommandStatus.CANCELLED)
-    assert "early departure" in c2.error
+    assert "early departure" in (c2.error or "")
     assert c1.status is CommandStatus.DISPATCHED  # in flight: finishes normally
     assert types(log).count(EventType.COMMAND_CANCELLED) == 2
     assert engine.get_pending_commands(T0 + 60 * MIN) == []
@@ -263,7 +267,7 @@ def test_normal_unplug_after_finishing_cancels_nothing():
     engine = DispatchEngine()
     charger = create_ev_charger_state_machine("a")
     engine.register_state_machine(charger)
-    c1, c2 = engine.schedule_to_commands(schedule(ev_1_kw=[7.0, 0.0]), {"ev_1": "a"})
+    _, c2 = engine.schedule_to_commands(schedule(ev_1_kw=[7.0, 0.0]), {"ev_1": "a"})
     for t in ("plug_in", "start_charge", "complete", "unplug"):
         charger.trigger(t)
     assert c2.status is CommandStatus.PENDING
@@ -302,7 +306,8 @@ def test_two_schedules_interleave_in_slot_order_per_asset():
 
 def test_config_defaults_from_seed():
     cfg = CoordinatorConfig()
-    assert (cfg.dispatch_interval_seconds, cfg.command_timeout_seconds, cfg.max_retries, cfg.retry_backoff_factor, cfg.stale_state_seconds) == (5.0, 30.0, 3, 2.0, 60.0)
+    assert (cfg.dispatch_interval_seconds, cfg.command_timeout_seconds, cfg.max_retries,
+            cfg.retry_backoff_factor, cfg.stale_state_seconds) == (5.0, 30.0, 3, 2.0, 60.0)
 
 
 def test_refused_result_is_final():
@@ -313,17 +318,18 @@ def test_refused_result_is_final():
 
 
 def test_newer_schedule_supersedes_future_commands_of_older_one(bus_log):
-    bus, log = bus_log
+    bus, _ = bus_log
     engine = DispatchEngine(event_bus=bus)
     old = engine.schedule_to_commands(schedule(ev_1_kw=[1.0, 2.0, 3.0, 4.0], ev_2_kw=[5.0, 6.0, 7.0, 8.0]),
                                       {"ev_1": "a", "ev_2": "b"}, schedule_id="sch_old")
-    new = engine.schedule_to_commands(schedule(ev_1_kw=[9.0, 9.0]).shift(2, freq="15min"), {"ev_1": "a"}, schedule_id="sch_new")
+    new = engine.schedule_to_commands(schedule(ev_1_kw=[9.0, 9.0]).shift(2, freq="15min"), {"ev_1": "a"},
+                                      schedule_id="sch_new")
     cancelled = engine.supersede(["a"], T0 + 30 * MIN, "sch_new")
     a_old = [c for c in old if c.asset_id == "a"]
     assert cancelled == a_old[2:]
     assert all(c.status is CommandStatus.PENDING for c in a_old[:2] + new)
     assert all(c.status is CommandStatus.PENDING for c in old if c.asset_id == "b")
-    assert "superseded by schedule sch_new" in a_old[2].error
+    assert "superseded by schedule sch_new" in (a_old[2].error or "")
 
 
 def test_forget_finished_drops_only_old_terminal_commands():

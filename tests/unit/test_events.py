@@ -6,7 +6,8 @@ from coordinator import Event, EventBus, EventType
 
 def test_typed_delivery_and_subscribe_all():
     bus = EventBus()
-    typed, everything = [], []
+    typed: list[Event] = []
+    everything: list[Event] = []
     bus.subscribe(EventType.COMMAND_FAILED, typed.append)
     bus.subscribe_all(everything.append)
     bus.emit(EventType.COMMAND_FAILED, {"x": 1})
@@ -24,7 +25,7 @@ def test_event_fields():
 
 def test_failing_subscriber_does_not_break_others(caplog):
     bus = EventBus()
-    seen = []
+    seen: list[Event] = []
 
     def broken(event):
         raise RuntimeError("boom")
@@ -40,7 +41,7 @@ def test_failing_subscriber_does_not_break_others(caplog):
 
 def test_unsubscribe():
     bus = EventBus()
-    seen = []
+    seen: list[Event] = []
     sub = bus.subscribe(EventType.STATE_CHANGED, seen.append)
     all_sub = bus.subscribe_all(seen.append)
     bus.unsubscribe(sub)
@@ -53,7 +54,7 @@ def test_unsubscribe():
 
 def test_same_handler_twice_gets_two_calls_until_one_unsubscribed():
     bus = EventBus()
-    seen = []
+    seen: list[Event] = []
     s1 = bus.subscribe(EventType.STATE_CHANGED, seen.append)
     bus.subscribe(EventType.STATE_CHANGED, seen.append)
     bus.emit(EventType.STATE_CHANGED)
@@ -64,7 +65,7 @@ def test_same_handler_twice_gets_two_calls_until_one_unsubscribed():
 
 def test_subscribe_during_publish_from_other_thread_is_safe():
     bus = EventBus()
-    count = []
+    count: list[Event] = []
     stop = threading.Event()
 
     def churn():

@@ -6,13 +6,15 @@ the library's tables fails a test instead of being checked against itself."""
 
 import asyncio
 import copy
+import itertools
 import logging
 import pickle
 import re
 import threading
 import time
 from dataclasses import FrozenInstanceError
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -27,8 +29,8 @@ from coordinator.state import (
     StateEvent,
     StateSnapshot,
     UnifiedStateMachine,
+    state_types,
 )
-from coordinator.state import state_types
 
 E = EventType
 LOGGER = "coordinator.state.unified"
@@ -118,7 +120,7 @@ def test_state_display_names():
 @pytest.mark.parametrize("event, src, dst", SEED_LIFECYCLE, ids=[f"{e}:{s}" for e, s, _ in SEED_LIFECYCLE])
 def test_lifecycle_transition(event, src, dst):
     sm = at(lifecycle=src, operational="Running", health="Warning")
-    result = sm.handle_event(E[event])
+    result = sm.handle_event(EventType[event])
     assert names(sm) == (dst, "Running", "Warning")
     assert result == StateSnapshot(LifecycleState(dst), OperationalState.RUNNING, HealthState.WARNING)
 
@@ -126,14 +128,14 @@ def test_lifecycle_transition(event, src, dst):
 @pytest.mark.parametrize("event, src, dst", SEED_OPERATIONAL, ids=[f"{e}:{s}" for e, s, _ in SEED_OPERATIONAL])
 def test_operational_transition(event, src, dst):
     sm = at(lifecycle="Active", operational=src, health="Critical")
-    assert sm.handle_event(E[event]).operational == dst
+    assert sm.handle_event(EventType[event]).operational == dst
     assert names(sm) == ("Active", dst, "Critical")
 
 
 @pytest.mark.parametrize("event, src, dst", SEED_HEALTH, ids=[f"{e}:{s}" for e, s, _ in SEED_HEALTH])
 def test_health_transition(event, src, dst):
     sm = at(lifecycle="Recovering", operational="Paused", health=src)
-    assert sm.handle_event(E[event]).health == dst
+    assert sm.handle_event(EventType[event]).health == dst
     assert names(sm) == ("Recovering", "Paused", dst)
 
 
@@ -156,7 +158,7 @@ def test_recover_to_critical_is_a_value_error_and_changes_nothing():
 
 def test_recover_from_healthy_names_the_requested_target():
     sm = at(health="Warning")
-    with pytest.raises(InvalidTransitionError, match="^Cannot transition from Warning to Warning with event RECOVER$"):
+    with pytest.raises(InvalidTransitionError, match=r"^Cannot transition from Warning to Warning with event RECOVER$"):
         sm.handle_event(StateEvent(E.RECOVER, payload={"to": "Warning"}))
 
 
@@ -177,11 +179,11 @@ def test_invalid_transition_raises_the_documented_message(layer, event, state, d
     sm = at(**start)
     before = sm.states
     with pytest.raises(InvalidTransitionError) as excinfo:
-        sm.handle_event(E[event])
+        sm.handle_event(EventType[event])
     assert str(excinfo.value) == f"Cannot transition from {state} to {documented_target} with event {event}"
     err = excinfo.value
     assert (err.from_state, err.to_state, err.event, err.layer, err.reason) == (
-        state, documented_target, E[event], layer, None)
+        state, documented_target, EventType[event], layer, None)
     assert sm.states == before
     assert sm.history[-1].error == str(err) and sm.history[-1].after == before
 
@@ -201,7 +203,7 @@ def test_every_seed_event_is_covered_by_the_invalid_cases():
 def test_starting_work_needs_lifecycle_active(lifecycle, event, src, dst):
     sm = at(lifecycle=lifecycle, operational=src)
     with pytest.raises(InvalidTransitionError) as excinfo:
-        sm.handle_event(E[event])
+        sm.handle_event(EventType[event])
     assert str(excinfo.value) == (
         f"Cannot transition from {src} to {dst} with event {event}: lifecycle is {lifecycle}, not Active")
     assert excinfo.value.reason == f"lifecycle is {lifecycle}, not Active"
@@ -215,7 +217,7 @@ def test_starting_work_needs_lifecycle_active(lifecycle, event, src, dst):
                                              ("SET_FOREGROUND", "BackgroundRunning", "Running")])
 def test_ending_or_reshaping_work_is_allowed_in_any_lifecycle(lifecycle, event, src, dst):
     sm = at(lifecycle=lifecycle, operational=src)
-    sm.handle_event(E[event])
+    sm.handle_event(EventType[event])
     assert names(sm) == (lifecycle, dst, "Healthy")
 
 
@@ -271,7 +273,7 @@ def test_after_emergency_stop_work_restarts_only_after_reset_and_restart():
 @pytest.mark.parametrize("lifecycle", ["Offline", "Active", "ShuttingDown"])
 def test_interrupt(operational, after, lifecycle):
     sm = at(lifecycle=lifecycle, operational=operational, health="Warning")
-    calls = []
+    calls: list[object] = []
     sm.register_operational_callback(lambda old, new, ev: calls.append((old, new)))
     sm.register_health_callback(lambda *a: calls.append("health"))
     sm.register_lifecycle_callback(lambda *a: calls.append("lifecycle"))
@@ -337,7 +339,7 @@ def test_status_update_changes_nothing_and_is_recorded(caplog):
 
 def test_callbacks_per_layer_get_old_new_and_event():
     sm = UnifiedStateMachine(module_name="m")
-    seen = {"lifecycle": [], "operational": [], "health": []}
+    seen: dict[str, list[tuple[object, object, StateEvent]]] = {"lifecycle": [], "operational": [], "health": []}
     for layer, items in seen.items():
         getattr(sm, f"register_{layer}_callback")(lambda old, new, ev, items=items: items.append((old, new, ev)))
     start = StateEvent(E.START, payload={"by": "test"})
@@ -387,7 +389,8 @@ def test_failing_callback_is_logged_and_does_not_stop_the_machine(caplog):
 
     sm.register_lifecycle_callback(broken)
     sm.register_lifecycle_callback(lambda old, new, ev: later.append(new))
-    assert sm.handle_event(E.START).lifecycle == LifecycleState.INITIALIZING
+    snapshot = sm.handle_event(E.START)
+    assert snapshot is not None and snapshot.lifecycle == LifecycleState.INITIALIZING
     assert later == ["Initializing"]
     [record] = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert "lifecycle callback" in record.getMessage() and record.exc_info[0] is RuntimeError
@@ -395,7 +398,7 @@ def test_failing_callback_is_logged_and_does_not_stop_the_machine(caplog):
 
 def test_register_refuses_non_callables():
     with pytest.raises(TypeError):
-        UnifiedStateMachine(module_name="m").register_health_callback("not callable")
+        UnifiedStateMachine(module_name="m").register_health_callback("not callable")  # type: ignore[arg-type]
 
 
 # -- the queue ----------------------------------------------------------------------------------
@@ -498,7 +501,12 @@ def test_event_from_another_thread_waits_and_high_priority_jumps_ahead():
 def test_invalid_event_from_another_thread_raises_in_that_thread():
     sm = at(lifecycle="Active", operational="Ready")
     in_callback, release = threading.Event(), threading.Event()
-    sm.register_operational_callback(lambda *a: (in_callback.set(), release.wait(5)))
+
+    def hold(*_: object) -> None:
+        in_callback.set()
+        release.wait(5)
+
+    sm.register_operational_callback(hold)
     errors = []
 
     def bad():
@@ -584,7 +592,7 @@ def test_threads_hammering_the_machine():
     for i in range(threads):
         assert [h.event.payload["n"] for h in history if h.event.payload["t"] == i] == list(range(per_thread))
     # each entry starts where the previous one ended: no lost or interleaved update
-    assert all(a.after == b.before for a, b in zip(history, history[1:]))
+    assert all(a.after == b.before for a, b in itertools.pairwise(history))
 
 
 def _until(condition, timeout=5.0):
@@ -612,7 +620,12 @@ def test_handle_event_async_returns_and_raises_like_handle_event():
 def test_handle_event_async_does_not_block_the_loop_while_another_thread_processes():
     sm = at(lifecycle="Active", operational="Ready")
     in_callback, release = threading.Event(), threading.Event()
-    sm.register_operational_callback(lambda *a: (in_callback.set(), release.wait(5)))
+
+    def hold(*_: object) -> None:
+        in_callback.set()
+        release.wait(5)
+
+    sm.register_operational_callback(hold)
     worker = threading.Thread(target=sm.handle_event, args=(E.TASK_START,))
     worker.start()
     assert in_callback.wait(5)
@@ -636,7 +649,7 @@ def test_handle_event_async_does_not_block_the_loop_while_another_thread_process
 def test_handle_event_async_refuses_strings():
     sm = UnifiedStateMachine(module_name="m")
     with pytest.raises(TypeError):
-        asyncio.run(sm.handle_event_async("start"))
+        asyncio.run(sm.handle_event_async("start"))  # type: ignore[arg-type]  # the refusal is under test
 
 
 # -- logging ------------------------------------------------------------------------------------
@@ -681,23 +694,25 @@ def test_handle_event_refuses_anything_but_event_type_or_state_event(bad):
 
 
 def test_state_event_defaults():
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     a, b = StateEvent(event_type=E.TASK_START), StateEvent(E.TASK_START)
-    assert a.timestamp.tzinfo is not None and a.timestamp.utcoffset().total_seconds() == 0
-    assert before <= a.timestamp <= datetime.now(timezone.utc)
+    offset = a.timestamp.utcoffset()
+    assert offset is not None and offset.total_seconds() == 0
+    assert before <= a.timestamp <= datetime.now(UTC)
     assert re.fullmatch(r"evt_[0-9a-f]{12}", a.event_id) and a.event_id != b.event_id
     assert (a.origin_layer, a.payload) == (None, None)
 
 
 def test_state_event_is_immutable_and_its_payload_read_only():
-    original = {"task_id": "task_123", "parameters": {"speed": 100}, "tags": ["a"]}
+    # Every mutation below is a type error too: the run-time refusal is what is under test.
+    original: dict[str, Any] = {"task_id": "task_123", "parameters": {"speed": 100}, "tags": ["a"]}
     event = StateEvent(event_type=E.TASK_START, origin_layer="operational", payload=original)
     with pytest.raises(FrozenInstanceError):
-        event.event_type = E.TASK_STOP
+        event.event_type = E.TASK_STOP  # type: ignore[misc]
     with pytest.raises(TypeError, match="read-only"):
-        event.payload["task_id"] = "other"
+        event.payload["task_id"] = "other"  # type: ignore[index]
     with pytest.raises(TypeError):
-        event.payload["parameters"]["speed"] = 1
+        event.payload["parameters"]["speed"] = 1  # type: ignore[index]
     for mutate in (lambda p: p.update(x=1), lambda p: p.pop("task_id"), lambda p: p.clear(),
                    lambda p: p.setdefault("x", 1), lambda p: p.popitem(), lambda p: p.__delitem__("task_id")):
         with pytest.raises(TypeError):
@@ -710,7 +725,7 @@ def test_state_event_is_immutable_and_its_payload_read_only():
     for clone in (copy.deepcopy(event.payload), pickle.loads(pickle.dumps(event.payload)), copy.copy(event.payload)):
         assert clone == event.payload
         with pytest.raises(TypeError):
-            clone["x"] = 1
+            clone["x"] = 1  # type: ignore[index]
 
 
 @pytest.mark.parametrize("kwargs, error", [

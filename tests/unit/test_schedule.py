@@ -16,7 +16,8 @@ def convert(columns, asset_map=None, index=IDX):
     df = pd.DataFrame(columns, index=index)
     if asset_map is None:
         asset_map = {"ev_001": "ast_bay_1", "ev_002": "ast_bay_2", "battery": "ast_batt_1"}
-    return [(c.scheduled_at.hour, c.asset_id, c.command_type, c.parameters["power_kw"]) for c in schedule_to_commands(df, asset_map)]
+    return [(c.scheduled_at.hour, c.asset_id, c.command_type, c.parameters["power_kw"])
+            for c in schedule_to_commands(df, asset_map)]
 
 
 def test_seed_change_detection():
@@ -131,7 +132,8 @@ def test_several_batteries_by_column_convention():
 
 
 def test_classify_columns():
-    cols = classify_columns(["ev_a_kw", "battery_charge_kw", "battery_x_discharge_kw", "battery_soc_kwh", "total_ev_kw"])
+    cols = classify_columns(
+        ["ev_a_kw", "battery_charge_kw", "battery_x_discharge_kw", "battery_soc_kwh", "total_ev_kw"])
     assert cols.ev == {"ev_a": "ev_a_kw"}
     assert cols.battery == {"battery": ("battery_charge_kw", None), "battery_x": (None, "battery_x_discharge_kw")}
 
@@ -169,7 +171,7 @@ def reference(df, asset_map):
     d = df.get("battery_discharge_kw")
     if c is not None:
         current, mode = None, 1
-        for t, cv, dv in zip(df.index, c, d):
+        for t, cv, dv in zip(df.index, c, d, strict=True):
             if math.isnan(cv) and math.isnan(dv):
                 continue
             net = (0 if math.isnan(cv) else cv) - (0 if math.isnan(dv) else dv)
@@ -199,7 +201,8 @@ def test_vectorised_matches_reference(n, n_ev, data):
     cols |= {"battery_charge_kw": charge, "battery_discharge_kw": discharge}
     df = pd.DataFrame(cols, index=idx, dtype=float)
     asset_map = {f"ev_{i}": f"ast_ev_{i}" for i in range(n_ev)} | {"battery": "ast_batt"}
-    got = [(c.scheduled_at, c.asset_id, c.command_type.value, c.parameters["power_kw"]) for c in schedule_to_commands(df, asset_map)]
+    got = [(c.scheduled_at, c.asset_id, c.command_type.value, c.parameters["power_kw"])
+           for c in schedule_to_commands(df, asset_map)]
     want = reference(df, asset_map)
     assert sorted(got, key=repr) == sorted([(t.to_pydatetime(), a, ty, p) for t, a, ty, p in want], key=repr)
 

@@ -2,7 +2,7 @@ import threading
 
 import pytest
 
-from coordinator import EventBus, EventType, InvalidTransition, StateMachine
+from coordinator import Event, EventBus, EventType, InvalidTransition, StateMachine
 
 
 def make(bus=None):
@@ -33,7 +33,8 @@ def test_invalid_trigger_leaves_state_and_explains():
     sm.trigger("start")
     with pytest.raises(InvalidTransition) as info:
         sm.trigger("stop")
-    assert (info.value.current_state, info.value.trigger, info.value.valid_triggers) == ("STARTING", "stop", ["ready", "fail"])
+    refused = info.value
+    assert (refused.current_state, refused.trigger, refused.valid_triggers) == ("STARTING", "stop", ["ready", "fail"])
     assert "ready, fail" in str(info.value)
     assert sm.state == "STARTING"
     assert len(sm.history) == 1
@@ -66,7 +67,7 @@ def test_history_is_bounded():
 
 def test_state_changed_published_with_payload():
     bus = EventBus()
-    seen = []
+    seen: list[Event] = []
     bus.subscribe(EventType.STATE_CHANGED, seen.append)
     make(bus).trigger("start")
     assert seen[0].payload == {"asset_id": "ast_x", "from_state": "OFF", "to_state": "STARTING", "trigger": "start"}

@@ -15,19 +15,17 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
-LEVEL_ENV = "QUBIT_LOG_LEVEL"
-FORMAT_ENV = "QUBIT_LOG_FORMAT"
-LOG_FORMATS = ("text", "json")
+from coordinator.runtime.settings import LOG_FORMATS as LOG_FORMATS  # re-exported: callers look here
+from coordinator.runtime.settings import LOG_LEVELS as _LEVELS
+from coordinator.runtime.settings import settings
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 """Unchanged from the processes' earlier basicConfig: tests and operators grep for it."""
 
-_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _RECORD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
@@ -74,22 +72,23 @@ def configure_logging(
 
     ``level`` defaults to $QUBIT_LOG_LEVEL or INFO, ``fmt`` to $QUBIT_LOG_FORMAT or
     ``text``; ``json`` writes one object per line (see JsonFormatter). Raises ValueError
-    for an unknown level or format. Safe to call again: the handler of an earlier call (or
-    of ``logging.basicConfig``) is replaced, other handlers (files, test capture) stay.
+    for an unknown level or format argument; a bad variable ends the process (runtime/settings.py).
+    Safe to call again: the handler of an earlier call (or of ``logging.basicConfig``) is
+    replaced, other handlers (files, test capture) stay.
     Returns the installed handler.
     """
-    raw_level = _choose(level, LEVEL_ENV, "INFO")
+    if level is None or fmt is None:
+        env = settings()  # a bad QUBIT_LOG_LEVEL / QUBIT_LOG_FORMAT ends the process here, in one line
+        level = env.log_level if level is None else level
+        fmt = env.log_format if fmt is None else fmt
+    raw_level = level.strip()
     level_name = raw_level.upper()
     if level_name not in _LEVELS:
-        raise ValueError(
-            f"unknown log level {_source(level, LEVEL_ENV, raw_level)}: expected one of {', '.join(_LEVELS)}"
-        )
-    raw_format = _choose(fmt, FORMAT_ENV, "text")
+        raise ValueError(f"unknown log level {raw_level!r}: expected one of {', '.join(_LEVELS)}")
+    raw_format = fmt.strip()
     format_name = raw_format.lower()
     if format_name not in LOG_FORMATS:
-        raise ValueError(
-            f"unknown log format {_source(fmt, FORMAT_ENV, raw_format)}: expected one of {', '.join(LOG_FORMATS)}"
-        )
+        raise ValueError(f"unknown log format {raw_format!r}: expected one of {', '.join(LOG_FORMATS)}")
 
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter(service) if format_name == "json" else logging.Formatter(TEXT_FORMAT))
@@ -103,15 +102,6 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel(level_name)
     return handler
-
-
-def _choose(given: str | None, env_name: str, default: str) -> str:
-    value = given if given is not None else os.environ.get(env_name)
-    return (value or default).strip()
-
-
-def _source(given: str | None, env_name: str, value: str) -> str:
-    return repr(value) if given is not None else f"{env_name}={value!r}"
 
 
 def _json_value(value: Any) -> Any:

@@ -19,7 +19,6 @@ global registry, so tests (and a process hosting several services) can hold seve
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -34,14 +33,12 @@ from prometheus_client.registry import Collector
 
 from coordinator.base import CommandStatus
 from coordinator.events import Event, EventBus, EventType, Subscription
+from coordinator.runtime.settings import DEFAULT_METRICS_PORT as DEFAULT_METRICS_PORT  # re-exported: callers look here
+from coordinator.runtime.settings import Settings, settings
 from coordinator.state.state_types import HealthState, LifecycleState, OperationalState
 
 log = logging.getLogger(__name__)
 
-DEFAULT_METRICS_PORT = 9464
-"""The OpenTelemetry Prometheus exporter's default port: a port scrape configs already expect."""
-
-METRICS_PORT_ENV = "QUBIT_METRICS_PORT"
 
 LATENCY_BUCKETS: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -300,22 +297,10 @@ class _ReconnectCollector(Collector):
 def metrics_port_from_env(environ: Mapping[str, str] | None = None) -> int | None:
     """The metrics port from QUBIT_METRICS_PORT (default 9464); None when it is ``off`` or empty.
 
-    Raises ValueError when it is neither a port number (0..65535, 0 = any free port) nor ``off``.
+    From ``environ`` a bad value raises SettingsError (a ValueError); from the process
+    environment (the default) it ends the process (runtime/settings.py).
     """
-    env = os.environ if environ is None else environ
-    raw = env.get(METRICS_PORT_ENV)
-    if raw is None:
-        return DEFAULT_METRICS_PORT
-    value = raw.strip()
-    if not value or value.lower() == "off":
-        return None
-    try:
-        port = int(value)
-    except ValueError:
-        raise ValueError(f"{METRICS_PORT_ENV}={raw!r}: expected a port number (0..65535) or 'off'") from None
-    if not 0 <= port <= 65535:
-        raise ValueError(f"{METRICS_PORT_ENV}={raw!r}: port must be within 0..65535 (or 'off')")
-    return port
+    return (settings() if environ is None else Settings.from_environ(environ)).metrics_port
 
 
 def _as_datetime(value: Any) -> datetime | None:

@@ -21,15 +21,16 @@
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+
+from coordinator.runtime.settings import settings
 
 log = logging.getLogger(__name__)
 
@@ -42,19 +43,15 @@ class BrokerSettings:
     host: str = "127.0.0.1"
     port: int = 1883
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a log line
     keepalive: int = 15
 
     @classmethod
     def from_env(cls) -> BrokerSettings:
-        """QUBIT_MQTT_HOST, QUBIT_MQTT_PORT, QUBIT_MQTT_USERNAME, QUBIT_MQTT_PASSWORD."""
-        env = os.environ
-        return cls(
-            host=env.get("QUBIT_MQTT_HOST", cls.host),
-            port=int(env.get("QUBIT_MQTT_PORT", cls.port)),
-            username=env.get("QUBIT_MQTT_USERNAME") or None,
-            password=env.get("QUBIT_MQTT_PASSWORD") or None,
-        )
+        """QUBIT_MQTT_HOST, QUBIT_MQTT_PORT, QUBIT_MQTT_USERNAME, QUBIT_MQTT_PASSWORD (runtime/settings.py)."""
+        s = settings()
+        password = s.mqtt_password.get_secret_value() if s.mqtt_password is not None else None
+        return cls(host=s.mqtt_host, port=s.mqtt_port, username=s.mqtt_username, password=password)
 
 
 class MqttClient:

@@ -9,12 +9,10 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
-import os
 import signal
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Protocol
 
 from coordinator.contract.codec import DecodeError, encode_event
@@ -27,11 +25,11 @@ from coordinator.contract.messages import EmergencyStop, WireModel, decode
 
 from coordinator.runtime.log_format import configure_logging
 from coordinator.runtime.metrics import ServiceMetrics, metrics_port_from_env
+from coordinator.runtime.settings import DEFAULT_SITE_CONFIG as DEFAULT_SITE_CONFIG  # re-exported: callers look here
+from coordinator.runtime.settings import settings
 from coordinator.runtime.supervision import Supervisor
 
 log = logging.getLogger(__name__)
-
-DEFAULT_SITE_CONFIG = Path(__file__).resolve().parents[3] / "deploy" / "site.toml"
 
 Publish = Callable[..., object]
 """publish(topic, payload, qos=1, retain=False), as MqttClient.publish."""
@@ -80,7 +78,10 @@ def receives(model: type[WireModel], what: str):
 
 
 def load_site(path: str | None) -> SiteConfig:
-    return SiteConfig.load(path or os.environ.get("QUBIT_SITE_CONFIG") or DEFAULT_SITE_CONFIG)
+    """The site config at ``path``, else $QUBIT_SITE_CONFIG, else deploy/site.toml.
+
+    Every setting is validated here, the first thing a process does: a bad one ends it in one line."""
+    return SiteConfig.load(path or settings().site_config)
 
 
 def base_arguments(description: str) -> argparse.ArgumentParser:

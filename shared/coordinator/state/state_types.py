@@ -65,7 +65,7 @@ class StateSnapshot:
         return {"lifecycle": self.lifecycle, "operational": self.operational, "health": self.health}
 
     def with_state(self, layer: str, state: State) -> StateSnapshot:
-        return replace(self, **{layer: state})
+        return replace(self, **{layer: state})  # type: ignore[arg-type]  # the layer names its state's type
 
     def __str__(self) -> str:
         return f"{self.lifecycle}/{self.operational}/{self.health}"

@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from ..timeutil import utcnow
 from .state_events import EventType, StateEvent
@@ -95,7 +95,7 @@ class UnifiedStateMachine:
         self._seq = itertools.count()
         self._processor: int | None = None  # ident of the thread processing the queue
         self._history: deque[HandledEvent] = deque(maxlen=history_limit)
-        self._callbacks: dict[str, list[StateCallback]] = {"lifecycle": [], "operational": [], "health": []}
+        self._callbacks: dict[str, list[StateCallback[Any]]] = {"lifecycle": [], "operational": [], "health": []}
 
     # -- reading ---------------------------------------------------------------------
 
@@ -156,7 +156,7 @@ class UnifiedStateMachine:
         calls it with old and new both Critical: the payload is new)."""
         return self._register("health", callback)
 
-    def _register(self, layer: str, callback: StateCallback) -> StateCallback:
+    def _register(self, layer: str, callback: StateCallback[S]) -> StateCallback[S]:
         if not callable(callback):
             raise TypeError(f"callback must be callable, got {type(callback).__name__}")
         with self._lock:
@@ -261,7 +261,7 @@ class UnifiedStateMachine:
                 self._processor = None
                 self._changed.notify_all()
 
-    def _apply(self, ticket: _Ticket) -> tuple[tuple[Step, ...], dict[str, list[StateCallback]]]:
+    def _apply(self, ticket: _Ticket) -> tuple[tuple[Step, ...], dict[str, list[StateCallback[Any]]]]:
         """Under the lock: resolve, update the states, record. Never raises: a refusal is
         stored on the ticket, for its caller."""
         event = ticket.event
@@ -297,7 +297,7 @@ class UnifiedStateMachine:
     def _log_extra(self, event: StateEvent) -> dict[str, object]:
         return {"module_name": self.module_name, "event_id": event.event_id}
 
-    def _call(self, callback: StateCallback, step: Step, event: StateEvent) -> None:
+    def _call(self, callback: StateCallback[Any], step: Step, event: StateEvent) -> None:
         # A failing observer must not stop the machine: the state has already changed and
         # other threads may be waiting on the queue.
         try:

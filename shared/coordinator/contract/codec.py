@@ -35,6 +35,7 @@ import pydantic
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Strict, StrictStr
 
 from coordinator.base import COMMAND_ADAPTER, Command, CommandStatus, CommandType
+from coordinator.contract.events import payload_model
 from coordinator.events import Event, EventType
 
 MAX_MESSAGE_BYTES = 1 << 20
@@ -224,7 +225,10 @@ def decode_command(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Comman
 # ---------------------------------------------------------------------------------- events
 
 
-class _EventWire(BaseModel):
+class EventEnvelope(BaseModel):
+    """An event on the wire: {event_id, event_type, timestamp, payload}; the payload's own
+    model depends on event_type (``coordinator.contract.events.PAYLOAD_MODELS``)."""
+
     model_config = ConfigDict(extra="forbid")
 
     event_id: Annotated[str, Field(pattern=r"^evt_[0-9a-zA-Z_-]{1,64}$")]
@@ -233,37 +237,48 @@ class _EventWire(BaseModel):
     payload: dict[StrictStr, Any]
 
 
-_EVENT_FIELDS = frozenset(_EventWire.model_fields)
+_EVENT_FIELDS = frozenset(EventEnvelope.model_fields)
 
 
 def encode_event(ev: Event) -> bytes:
     """An Event as a msgpack map {event_id, event_type, timestamp, payload}.
 
-    The payload may hold nested maps and lists, numbers, strings, bytes, bools, nil and
-    aware datetimes; tuples come back as lists, datetimes in UTC.
+    The payload is its model's fields, every one of them (optional ones as nil when unset);
+    datetimes travel as Timestamps and come back in UTC.
 
-        >>> ev = Event(EventType.STATE_CHANGED, {"asset_id": "ast_1", "to_state": "CHARGING"})
-        >>> decode_event(encode_event(ev)).payload
-        {'asset_id': 'ast_1', 'to_state': 'CHARGING'}
+        >>> from coordinator.contract.events import StateChanged
+        >>> ev = Event(EventType.STATE_CHANGED, StateChanged(asset_id="ast_1", from_state="IDLE",
+        ...                                                  to_state="CHARGING", trigger="charge"))
+        >>> decode_event(encode_event(ev)).payload.to_state
+        'CHARGING'
     """
     return _pack(
         {"event_id": ev.event_id, "event_type": EventType(ev.event_type).value, "timestamp": ev.timestamp,
-         "payload": dict(ev.payload)}
+         "payload": ev.payload.model_dump(mode="python")}
     )
 
 
 def decode_event(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Event:
-    """Untrusted bytes -> Event (known event_type, aware timestamp, map payload with str keys); else DecodeError.
+    """Untrusted bytes -> Event; else DecodeError.
 
-        >>> decode_event(encode_event(Event(EventType.SCHEDULE_RECEIVED))).event_type
-        <EventType.SCHEDULE_RECEIVED: 'SCHEDULE_RECEIVED'>
+    The envelope must be complete (a known event_type, an aware Timestamp) and the payload
+    must fit the type's model: no unknown or missing field, no text where a Timestamp belongs,
+    no bool where a number belongs.
+
+        >>> up = Event(EventType.DEVICE_LINK_UP, {"asset_id": "ast_1", "endpoint": "cp_1", "reason": ""})
+        >>> decode_event(encode_event(up)).payload
+        DeviceLinkUp(asset_id='ast_1', endpoint='cp_1', reason='')
     """
     obj = _require_map(unpack(data, max_bytes=max_bytes), _EVENT_FIELDS)
     try:
-        wire = _EventWire.model_validate(obj)
+        wire = EventEnvelope.model_validate(obj)
     except pydantic.ValidationError as exc:
         raise DecodeError(_validation_reason(exc)) from None
-    return Event(wire.event_type, wire.payload, wire.timestamp, wire.event_id)
+    try:
+        payload = payload_model(wire.event_type).model_validate(wire.payload)
+    except pydantic.ValidationError as exc:
+        raise DecodeError(f"{wire.event_type.value} payload: {_validation_reason(exc)}") from None
+    return Event(wire.event_type, payload, wire.timestamp, wire.event_id)
 
 
 # ------------------------------------------------------------------------------- schedules

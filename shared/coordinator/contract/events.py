@@ -63,15 +63,10 @@ CommandTypeField = Annotated[CommandType, Strict(False)]
 CommandStatusField = Annotated[CommandStatus, Strict(False)]
 
 
-class EventPayload(BaseModel):
-    """Base of every payload: immutable, no unknown fields, strict types."""
+class PayloadModel(BaseModel):
+    """Immutable, no unknown fields, strict types; reads like a mapping too."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    @property
-    def about_asset(self) -> str | None:
-        """The asset the event is about (its topic's last level), None for site-wide events."""
-        return None
 
     def __getitem__(self, name: str) -> Any:
         """Mapping-style read, for code written against dict payloads (the seed documents)."""
@@ -92,6 +87,15 @@ class EventPayload(BaseModel):
         return super().__eq__(other)
 
     __hash__ = BaseModel.__hash__
+
+
+class EventPayload(PayloadModel):
+    """Base of every event payload."""
+
+    @property
+    def about_asset(self) -> str | None:
+        """The asset the event is about (its topic's last level), None for site-wide events."""
+        return None
 
 
 class AssetPayload(EventPayload):
@@ -293,10 +297,8 @@ class EmergencyStopReset(EmergencyStopPayload):
     """The explicit reset: dispatching resumes."""
 
 
-class ServiceStates(BaseModel):
+class ServiceStates(PayloadModel):
     """A process's three module states (coordinator.state), by their values."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     lifecycle: str
     operational: str

@@ -201,23 +201,37 @@ def encode_command(cmd: Command) -> bytes:
 
 
 def decode_command(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Command:
-    """Untrusted bytes -> Command, validated by ``base.COMMAND_ADAPTER``; else DecodeError.
-
-    Every field must be present (optional ones as nil): a missing ``command_id`` must not
-    quietly become a fresh one. Datetimes must be msgpack Timestamps, not strings or numbers.
+    """Untrusted bytes -> Command by the rules of ``command_from_wire``; else DecodeError.
 
         >>> decode_command(encode_command(Command("ast_1", CommandType.STOP_CHARGING))).asset_id
         'ast_1'
     """
-    obj = _require_map(unpack(data, max_bytes=max_bytes), _COMMAND_FIELDS)
+    return command_from_wire(unpack(data, max_bytes=max_bytes))
+
+
+def command_from_wire(obj: object) -> Command:
+    """One command as decoded from msgpack (a message of its own, or an item of a
+    ``CommandBatch``) -> Command, validated by ``base.COMMAND_ADAPTER``; else DecodeError.
+
+    The only way a command is read off the wire. Every field must be present (optional ones
+    as nil): a missing ``command_id`` must not quietly become a fresh one, nor a missing
+    ``scheduled_at`` "now". Datetimes must be msgpack Timestamps, not strings or numbers;
+    numbers must not be bools.
+
+        >>> command_from_wire({"asset_id": "ast_1"})
+        Traceback (most recent call last):
+        ...
+        coordinator.contract.codec.DecodeError: missing field(s): attempts, command_id, command_type, ...
+    """
+    fields = _require_map(obj, _COMMAND_FIELDS)
     for name in _COMMAND_TIMES:
-        if obj[name] is not None and type(obj[name]) is not datetime:
-            raise DecodeError(f"field {name}: expected a timestamp, got {_kind(obj[name])}")
+        if fields[name] is not None and not isinstance(fields[name], datetime):
+            raise DecodeError(f"field {name}: expected a timestamp, got {_kind(fields[name])}")
     for name in _COMMAND_NUMBERS:
-        if type(obj[name]) is bool:  # pydantic's lax mode would read true as 1
+        if type(fields[name]) is bool:  # pydantic's lax mode would read true as 1
             raise DecodeError(f"field {name}: expected a number, got bool")
     try:
-        return COMMAND_ADAPTER.validate_python(obj)
+        return COMMAND_ADAPTER.validate_python(fields)
     except pydantic.ValidationError as exc:
         raise DecodeError(_validation_reason(exc)) from None
 

@@ -243,12 +243,13 @@ class EventEnvelope(BaseModel):
     """An event on the wire: {event_id, event_type, timestamp, payload}; the payload's own
     model depends on event_type (``coordinator.contract.events.PAYLOAD_MODELS``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     event_id: Annotated[str, Field(pattern=r"^evt_[0-9a-zA-Z_-]{1,64}$")]
     event_type: EventType
     timestamp: Annotated[AwareDatetime, Strict()]
     payload: dict[StrictStr, Any]
+    """The event type's payload model (schemas/events/{event_type}.json)."""
 
 
 _EVENT_FIELDS = frozenset(EventEnvelope.model_fields)
@@ -307,6 +308,25 @@ class ScheduleMessage:
     asset_map: dict[str, str]
     frame: pd.DataFrame
     """float64 columns (NaN where the message had nil), tz-aware UTC DatetimeIndex."""
+
+
+class ScheduleFormat(BaseModel):
+    """The schedule message's wire form, for its JSON Schema (docs/contract/). ``decode_schedule``
+    checks these rules by hand, at C speed; a test holds the two together."""
+
+    model_config = ConfigDict(extra="forbid", title="Schedule", use_attribute_docstrings=True)
+
+    schedule_id: Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS)] | None = None
+    """Your id; if absent, ``sch_`` + 12 hex of a hash of the bytes."""
+    site_id: Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS)]
+    asset_map: dict[Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS)],
+                    Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS)]]
+    """Schedule key (ev_{key}_kw, battery) -> asset_id."""
+    index: Annotated[list[AwareDatetime], Field(max_length=MAX_ROWS)]
+    """Slot starts (Timestamps), ascending and unique."""
+    columns: Annotated[dict[Annotated[str, Field(min_length=1, max_length=MAX_COLUMN_NAME_CHARS)],
+                            list[float | None]], Field(max_length=MAX_COLUMNS)]
+    """One list per column, as long as ``index``; nil is NaN."""
 
 
 _SCHEDULE_REQUIRED = frozenset({"site_id", "asset_map", "index", "columns"})

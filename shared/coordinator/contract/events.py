@@ -66,7 +66,7 @@ CommandStatusField = Annotated[CommandStatus, Strict(False)]
 class PayloadModel(BaseModel):
     """Immutable, no unknown fields, strict types; reads like a mapping too."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, use_attribute_docstrings=True)
 
     def __getitem__(self, name: str) -> Any:
         """Mapping-style read, for code written against dict payloads (the seed documents)."""

@@ -21,7 +21,7 @@ Id = Field(min_length=1, max_length=128, pattern=r"^[^/#+\x00]+$")
 
 
 class WireModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     def encode(self) -> bytes:
         return msgpack.packb(self.model_dump(mode="python"), datetime=True, use_bin_type=True)

@@ -71,6 +71,7 @@ def test_another_types_model_is_refused():
 def test_payloads_read_like_mappings_for_dict_era_code():
     assert MOVED["to_state"] == "PREPARING"
     assert "trigger" in MOVED and "nope" not in MOVED
+    assert MOVED.get("trigger") == "plug_in" and MOVED.get("nope", 0) == 0
     assert dict(MOVED) == {"asset_id": "ast_1", "from_state": "AVAILABLE", "to_state": "PREPARING",
                            "trigger": "plug_in"}
     with pytest.raises(KeyError):

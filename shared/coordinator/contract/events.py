@@ -10,7 +10,8 @@ JSON Schema (``coordinator.contract.schema``).
     'CommandFailed'
 
 A payload also reads like the mapping it used to be (``event.payload["to_state"]`` as the
-seed documents do, ``dict(event.payload)``, ``payload == {...}``); new code reads attributes.
+seed documents do, ``.get``, ``dict(event.payload)``, ``payload == {...}``); new code reads
+attributes, which a type checker can follow.
 
 Decoding is strict: numbers are not bools, datetimes are msgpack Timestamps (never text),
 fields are not unknown. Only enum fields accept their values as text, the form they travel in.
@@ -79,6 +80,9 @@ class PayloadModel(BaseModel):
 
     def keys(self) -> list[str]:
         return list(type(self).model_fields)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return getattr(self, name) if name in type(self).model_fields else default
 
     def __eq__(self, other: object) -> bool:
         # Equal to the dict of its fields too, so that ``payload == {...}`` keeps its meaning.

@@ -118,7 +118,25 @@ def test_retained_and_qos_bindings_follow_the_table():
 
 
 def test_make_contract_writes_and_then_finds_nothing_to_do(tmp_path):
-    assert schema.main([str(tmp_path)]) == 0
-    assert schema.write(tmp_path, GENERATED) == []
-    (tmp_path / "schemas" / "Gone.json").write_text("{}")
-    assert schema.write(tmp_path, GENERATED) == [tmp_path / "schemas" / "Gone.json"]
+    root = tmp_path / "docs" / "contract"
+    root.mkdir(parents=True)
+    page = tmp_path / "docs" / "wire-contract.md"
+    page.write_text(f"# Wire\n\n{schema.EVENTS_BEGIN}\n{schema.EVENTS_END}\n", encoding="utf-8")
+    assert schema.main([str(root)]) == 0
+    assert "**STATE_CHANGED**" in page.read_text(encoding="utf-8")
+    assert schema.write(root, GENERATED) == []
+    (root / "schemas" / "Gone.json").write_text("{}")
+    assert schema.write(root, GENERATED) == [root / "schemas" / "Gone.json"]
+
+
+def test_the_events_of_wire_contract_md_match_the_models():
+    page = (CONTRACT_DIR / schema.WIRE_CONTRACT).read_text(encoding="utf-8")
+    assert schema.with_events_section(page) == page, "docs/wire-contract.md lists other events: run make contract"
+    for event_type, model in PAYLOAD_MODELS.items():
+        assert f"**{event_type.value}**" in page
+        assert all(f"`{name}`" in page for name in model.model_fields)
+
+
+def test_a_page_without_the_events_section_is_an_error():
+    with pytest.raises(ValueError, match="no '<!-- events"):
+        schema.with_events_section("# no markers here\n")

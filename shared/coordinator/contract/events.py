@@ -106,6 +106,7 @@ class AssetPayload(EventPayload):
     """A payload about one asset."""
 
     asset_id: Id
+    """The asset it is about; also the last level of its topic."""
 
     @property
     def about_asset(self) -> str | None:
@@ -121,12 +122,15 @@ class CommandPayload(AssetPayload):
     command_id: Id
     command_type: CommandTypeField
     parameters: dict[str, ParameterValue]
+    """What the command sets, e.g. {"power_kw": 22.0}."""
     scheduled_at: Time
+    """The start of its slot."""
     status: CommandStatusField
     """The status the command moved into (COMMAND_HELD: still PENDING)."""
     attempts: Annotated[int, Field(ge=0)]
     """Dispatches so far, this one included."""
     schedule_id: Id | None
+    """The schedule it came from; None for a command added by hand."""
     error: Text | None
     """Why the last attempt failed or the command ended, else None."""
     dispatched_at: Time | None = None
@@ -151,7 +155,9 @@ class CommandDispatched(CommandPayload):
     """An attempt went to the asset's gateway."""
 
     protocol: Annotated[str, Field(min_length=1, max_length=64)]
+    """The gateway's protocol: ocpp, modbus, loopback."""
     gateway_id: Id
+    """The gateway it went to (qubit/commands/{gateway_id})."""
 
 
 class CommandAcknowledged(CommandPayload):
@@ -178,7 +184,9 @@ class CommandRetryScheduled(CommandPayload):
     """An attempt failed or timed out and another is due at ``retry_at``."""
 
     timed_out: bool
+    """True when the attempt got no answer, False when it failed."""
     retry_at: Time
+    """When the next attempt may go out."""
 
 
 class CommandHeld(CommandPayload):
@@ -199,6 +207,7 @@ class StateChanged(AssetPayload):
     from_state: Annotated[str, Field(min_length=1, max_length=64)]
     to_state: Annotated[str, Field(min_length=1, max_length=64)]
     trigger: Annotated[str, Field(min_length=1, max_length=64)]
+    """The machine's trigger that moved it (plug_in, charge, fault, ...)."""
 
 
 class SetpointClamped(AssetPayload):
@@ -207,8 +216,11 @@ class SetpointClamped(AssetPayload):
     command_id: Id
     command_type: CommandTypeField
     requested: float
+    """What the command asked for (kW)."""
     applied: float
+    """What was written to the device (kW)."""
     limit: float
+    """The limit that applied (kW): the device's, or the asset's max_power_kw."""
 
 
 class DeviceLink(AssetPayload):
@@ -232,7 +244,9 @@ class AssetSafeState(AssetPayload):
 
     safe: bool
     detail: Text | None = None
+    """When safe: what the device confirmed."""
     error: Text | None = None
+    """When not safe: why not."""
 
     @model_validator(mode="after")
     def _says_why(self) -> AssetSafeState:
@@ -253,8 +267,11 @@ class ScheduleReceived(EventPayload):
     """None only from a library engine given a schedule without an id."""
     site_id: Id
     command_count: Annotated[int, Field(ge=0)]
+    """Commands the schedule makes."""
     asset_count: Annotated[int, Field(ge=0)]
+    """Assets those commands are for."""
     slot_count: Annotated[int, Field(ge=0)]
+    """Rows of the schedule."""
     starts_at: Time | None
     """The first slot; None for a schedule with no rows."""
     ends_at: Time | None
@@ -288,7 +305,9 @@ class ScheduleRejected(EventPayload):
 
 class EmergencyStopPayload(EventPayload):
     reason: Annotated[str, Field(min_length=1, max_length=500)]
+    """The operator's reason."""
     issued_by: Annotated[str, Field(min_length=1, max_length=128)]
+    """Who ordered it."""
     ordered_at: Time
     """When the operator ordered it (EmergencyStop.at)."""
 
@@ -313,13 +332,19 @@ class ServiceStateChanged(EventPayload):
     """A process's lifecycle, operational or health state (or the reasons) changed."""
 
     service: Id
+    """The process's name (qubit/services/{service}/status)."""
     lifecycle: str
+    """Offline, Initializing, Active, Recovering, ShuttingDown."""
     operational: str
+    """Idle, Ready, Running, BackgroundRunning, Paused, Stopped."""
     health: str
+    """Healthy, Warning, Critical."""
     reasons: list[str]
     """Why health is not Healthy."""
     emergency_stop: bool
+    """True while the site's emergency stop holds."""
     previous: ServiceStates
+    """The three states before the change."""
 
 
 PAYLOAD_MODELS: dict[EventType, type[EventPayload]] = {

@@ -119,7 +119,8 @@ class LoopbackGateway:
                 if state != self.states[asset_id]:
                     self.states[asset_id] = state
                     self._report(asset_id, now)
-                self.bus.emit(EventType.ASSET_SAFE_STATE, AssetSafeState(asset_id=asset_id, safe=True, detail="simulated: 0 kW"))
+                self.bus.emit(EventType.ASSET_SAFE_STATE,
+                              AssetSafeState(asset_id=asset_id, safe=True, detail="simulated: 0 kW"))
 
     def emergency_reset(self, order: EmergencyStop) -> None:
         with self._lock:

@@ -47,7 +47,7 @@ def _subject_and_detail(kind: EventType, p: EventPayload) -> tuple[str, str]:
     if isinstance(p, EmergencyStopPayload):
         return "site", f"by {p.issued_by}: {p.reason}"
     if isinstance(p, AssetSafeState):
-        return p.asset_id, p.detail if p.safe else f"NOT SAFE: {p.error}"
+        return p.asset_id, f"{p.detail}" if p.safe else f"NOT SAFE: {p.error}"
     if isinstance(p, CommandPayload):
         return p.asset_id, _command_detail(kind, p)
     # device links, clamps, ...: not about one command; every field but the subject

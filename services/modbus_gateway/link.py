@@ -89,7 +89,8 @@ class BatteryLink:
         log.log(logging.INFO if up else logging.WARNING, "%s link %s %s %s", self.asset.asset_id,
                 "up" if up else "down", self.where, reason)
         if up:
-            self.bus.emit(EventType.DEVICE_LINK_UP, DeviceLinkUp(asset_id=self.asset.asset_id, endpoint=self.where, reason=reason))
+            self.bus.emit(EventType.DEVICE_LINK_UP,
+                          DeviceLinkUp(asset_id=self.asset.asset_id, endpoint=self.where, reason=reason))
         else:
             self.bus.emit(EventType.DEVICE_LINK_DOWN,
                           DeviceLinkDown(asset_id=self.asset.asset_id, endpoint=self.where, reason=reason))

@@ -189,7 +189,8 @@ class OcppGateway(DeviceGateway):
     def link(self, charge_point_id: str, up: bool, reason: str) -> None:
         asset = self.by_charge_point[charge_point_id]
         if up:
-            self.bus.emit(EventType.DEVICE_LINK_UP, DeviceLinkUp(asset_id=asset.asset_id, endpoint=charge_point_id, reason=reason))
+            self.bus.emit(EventType.DEVICE_LINK_UP,
+                          DeviceLinkUp(asset_id=asset.asset_id, endpoint=charge_point_id, reason=reason))
         else:
             self.bus.emit(EventType.DEVICE_LINK_DOWN,
                           DeviceLinkDown(asset_id=asset.asset_id, endpoint=charge_point_id, reason=reason))

@@ -3,7 +3,7 @@
     >>> from coordinator.contract.events import StateChanged
     >>> bus = EventBus()
     >>> seen = []
-    >>> _ = bus.subscribe(EventType.STATE_CHANGED, lambda e: seen.append(e.payload["to_state"]))
+    >>> _ = bus.subscribe(EventType.STATE_CHANGED, lambda e: seen.append(e.payload.to_state))
     >>> _ = bus.emit(EventType.STATE_CHANGED, StateChanged(asset_id="ast_1", from_state="IDLE",
     ...                                                    to_state="CHARGING", trigger="charge"))
     >>> seen
@@ -123,7 +123,8 @@ class EventBus:
     def emit(self, event_type: EventType, payload: EventPayload | Mapping[str, Any]) -> Event:
         """Build an Event of ``event_type`` with ``payload`` (its model, or a mapping that fits
         it) and publish it; return the event."""
-        event = Event(EventType(event_type), payload)
+        event_type = EventType(event_type)
+        event = Event(event_type, _typed(event_type, payload))
         self.publish(event)
         return event
 

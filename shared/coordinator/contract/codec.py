@@ -142,7 +142,8 @@ def _default(obj: Any) -> Any:
 
 
 def _pack(obj: Any) -> bytes:
-    return msgpack.packb(obj, datetime=True, use_bin_type=True, default=_default)
+    data: bytes = msgpack.packb(obj, datetime=True, use_bin_type=True, default=_default)
+    return data
 
 
 _WIRE_NAMES = {dict: "map", list: "array", type(None): "nil", datetime: "timestamp", msgpack.Timestamp: "timestamp"}

@@ -24,7 +24,8 @@ class WireModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     def encode(self) -> bytes:
-        return msgpack.packb(self.model_dump(mode="python"), datetime=True, use_bin_type=True)
+        data: bytes = msgpack.packb(self.model_dump(mode="python"), datetime=True, use_bin_type=True)
+        return data
 
 
 M = TypeVar("M", bound=WireModel)
@@ -68,7 +69,8 @@ class CommandBatch(WireModel):
 
 
 def command_to_wire(cmd: Command) -> dict[str, Any]:
-    return COMMAND_ADAPTER.dump_python(cmd, mode="python")
+    fields: dict[str, Any] = COMMAND_ADAPTER.dump_python(cmd, mode="python")
+    return fields
 
 
 class Outcome(StrEnum):

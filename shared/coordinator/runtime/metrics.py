@@ -1,10 +1,11 @@
 """Prometheus metrics of one process, fed by its event bus and served over HTTP.
 
+    >>> from coordinator.contract.events import DeviceLinkUp
     >>> from coordinator.events import EventBus, EventType
     >>> metrics = ServiceMetrics("planner")
     >>> bus = EventBus()
     >>> _ = metrics.observe_bus(bus)
-    >>> _ = bus.emit(EventType.DEVICE_LINK_UP, {"asset_id": "ast_1", "endpoint": "10.0.0.5:502", "reason": ""})
+    >>> _ = bus.emit(EventType.DEVICE_LINK_UP, DeviceLinkUp(asset_id="ast_1", endpoint="10.0.0.5:502", reason=""))
     >>> b'qubit_device_link_up{asset_id="ast_1",service="planner"} 1.0' in metrics.render()
     True
 

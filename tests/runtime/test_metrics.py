@@ -124,14 +124,14 @@ def test_held_commands_are_not_counted_as_a_status_change(observed):
     assert sample(metrics, "qubit_commands_total", status="PENDING") == 2
 
 
-def test_payload_times_are_used_when_present_and_negative_lags_clip_to_zero(observed):
+def test_schedule_lag_from_payload_times_ack_lag_from_event_times_negative_lags_clip_to_zero(observed):
     bus, metrics = observed
     t0 = T0
     cmd = command(dispatched_at=t0 + 1.5 * SECOND)
-    bus.emit(EventType.COMMAND_DISPATCHED, dispatched(cmd))
+    # the ack is timed between the two events' own times
+    bus.publish(Event(EventType.COMMAND_DISPATCHED, dispatched(cmd), t0 + 100 * SECOND))
     cmd.status = CommandStatus.ACKNOWLEDGED
-    # the acknowledgement's time is its event's time
-    bus.publish(Event(EventType.COMMAND_ACKNOWLEDGED, ev.CommandAcknowledged.of(cmd), t0 + 1.75 * SECOND))
+    bus.publish(Event(EventType.COMMAND_ACKNOWLEDGED, ev.CommandAcknowledged.of(cmd), t0 + 100.25 * SECOND))
     assert sample(metrics, "qubit_schedule_to_dispatch_seconds_sum") == 1.5
     assert sample(metrics, "qubit_dispatch_to_ack_seconds_sum") == 0.25
 
@@ -146,15 +146,14 @@ def test_dispatch_times_are_forgotten_on_final_events_and_capped(observed, monke
     bus, metrics = observed
     bus.emit(EventType.COMMAND_DISPATCHED, dispatched(command()))
     bus.emit(EventType.COMMAND_FAILED, ev.CommandFailed.of(command(status=CommandStatus.FAILED)))
-    # an acknowledgement that carries no dispatch time of its own, so only the remembered one could time it
-    bus.emit(EventType.COMMAND_ACKNOWLEDGED, ev.CommandAcknowledged.of(command(dispatched_at=None)))
+    bus.emit(EventType.COMMAND_ACKNOWLEDGED, ev.CommandAcknowledged.of(command(status=CommandStatus.ACKNOWLEDGED)))
     assert sample(metrics, "qubit_dispatch_to_ack_seconds_count") == 0  # no attempt was waiting any more
 
     monkeypatch.setattr(metrics_module, "MAX_TRACKED_DISPATCHES", 3)
     for n in range(5):
         bus.emit(EventType.COMMAND_DISPATCHED, dispatched(command(f"cmd_{n}")))
     for n in range(5):
-        bus.emit(EventType.COMMAND_ACKNOWLEDGED, ev.CommandAcknowledged.of(command(f"cmd_{n}", dispatched_at=None)))
+        bus.emit(EventType.COMMAND_ACKNOWLEDGED, ev.CommandAcknowledged.of(command(f"cmd_{n}")))
     assert sample(metrics, "qubit_dispatch_to_ack_seconds_count") == 3  # the two oldest were dropped
     assert len(metrics._dispatched_at) == 0
 

@@ -370,13 +370,6 @@ PAYLOAD_MODELS: dict[EventType, type[EventPayload]] = {
 }
 """Each event type's one payload model."""
 
-EVENT_TYPES: dict[type[EventPayload], EventType] = {model: kind for kind, model in PAYLOAD_MODELS.items()}
-
 
 def payload_model(event_type: EventType) -> type[EventPayload]:
     return PAYLOAD_MODELS[EventType(event_type)]
-
-
-def event_type_of(payload: EventPayload) -> EventType:
-    """The event type a payload model belongs to (each model belongs to exactly one)."""
-    return EVENT_TYPES[type(payload)]

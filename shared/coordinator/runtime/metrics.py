@@ -213,7 +213,7 @@ class ServiceMetrics:
         if isinstance(p, CommandPayload) and kind in _STATUS_EVENTS:
             self._commands[p.status.value].inc()
         if isinstance(p, CommandDispatched):
-            self._on_dispatched(p)
+            self._on_dispatched(p, event.timestamp)
         elif isinstance(p, CommandAcknowledged):
             self._on_acknowledged(p, event.timestamp)
         elif isinstance(p, CommandPayload) and kind in _ATTEMPT_OVER:
@@ -227,25 +227,24 @@ class ServiceMetrics:
         elif kind is EventType.EMERGENCY_STOP_RESET:
             self.set_emergency_stop(False)
 
-    def _on_dispatched(self, p: CommandDispatched) -> None:
-        assert p.dispatched_at is not None  # a dispatched command has a dispatch time
+    def _on_dispatched(self, p: CommandDispatched, sent_at: datetime) -> None:
         # Only first attempts: a retry goes out after its backoff by design, and that delay is
         # what qubit_command_retries_total already counts, not dispatch lag.
-        if p.attempts <= 1:
+        if p.attempts <= 1 and p.dispatched_at is not None:
             self._schedule_to_dispatch.observe(max(0.0, (p.dispatched_at - p.scheduled_at).total_seconds()))
+        # The ack is timed on the events' own clock (wall time, both ends): dispatched_at is
+        # the engine's clock, which a caller may inject.
         with self._dispatch_lock:
-            self._dispatched_at[p.command_id] = p.dispatched_at
+            self._dispatched_at[p.command_id] = sent_at
             self._dispatched_at.move_to_end(p.command_id)
             while len(self._dispatched_at) > MAX_TRACKED_DISPATCHES:
                 self._dispatched_at.popitem(last=False)
 
     def _on_acknowledged(self, p: CommandAcknowledged, acked_at: datetime) -> None:
-        remembered = self._forget(p.command_id)
-        dispatched_at = p.dispatched_at or remembered
-        if dispatched_at is None:
+        sent_at = self._forget(p.command_id)
+        if sent_at is None:
             return  # dispatched before observe_bus, or evicted: no honest value to record
-        # The event is emitted as the acknowledgement is recorded: its time is the ack time.
-        self._dispatch_to_ack.observe(max(0.0, (acked_at - dispatched_at).total_seconds()))
+        self._dispatch_to_ack.observe(max(0.0, (acked_at - sent_at).total_seconds()))
 
     def _forget(self, command_id: str) -> datetime | None:
         with self._dispatch_lock:

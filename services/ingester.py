@@ -117,7 +117,7 @@ def _peek(data: bytes) -> tuple[bool, str | None]:
     except DecodeError:
         return False, None
     value = obj.get("schedule_id") if isinstance(obj, dict) else None
-    return True, value if isinstance(value, str) and len(value) <= 128 else None
+    return True, value if isinstance(value, str) and 0 < len(value) <= 128 else None
 
 
 class ScheduleIngester:

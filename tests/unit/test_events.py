@@ -150,3 +150,12 @@ def test_subscribe_during_publish_from_other_thread_is_safe():
 def test_event_refuses_naive_timestamp():
     with pytest.raises(ValueError, match="timezone-aware"):
         Event(EventType.STATE_CHANGED, MOVED, datetime(2025, 1, 1))
+
+
+def test_free_text_quoting_untrusted_input_never_fails_the_emitter():
+    from coordinator.contract.events import ScheduleRejected
+
+    columns = [f"ev_{n}_kw" for n in range(2000)]
+    rejected = ScheduleRejected(schedule_id="sch_1", reason="above_limit", site_id="sit_1", columns=columns,
+                                message="setpoints above the asset's max_power_kw: " + ", ".join(columns))
+    assert EventBus().emit(EventType.SCHEDULE_REJECTED, rejected).payload.columns == columns

@@ -57,8 +57,12 @@ class EventType(StrEnum):
 
 
 Time = AwareDatetime
-Text = Annotated[str, Field(max_length=2000)]
+# Free text (reasons, errors) has no length limit of its own: it often quotes untrusted input,
+# and an emitter must never fail on it. The message size limit (codec) bounds it on receipt.
+Text = str
 Id = Annotated[str, Field(min_length=1, max_length=128)]
+Word = Annotated[str, Field(min_length=1)]
+"""A non-empty name: a state, a trigger, a reason code."""
 # Enums travel as their values: the one place strict decoding accepts text for a type.
 CommandTypeField = Annotated[CommandType, Strict(False)]
 CommandStatusField = Annotated[CommandStatus, Strict(False)]
@@ -192,7 +196,7 @@ class CommandRetryScheduled(CommandPayload):
 class CommandHeld(CommandPayload):
     """A due command waits, once per command: its asset is faulted/unavailable or the site is stopped."""
 
-    asset_state: Annotated[str, Field(max_length=64)] | None
+    asset_state: str | None
     """The asset's state machine state, None when nothing is known of it."""
     site_hold: Text | None = None
     """Why the whole site holds (the emergency stop), None for an asset-level hold."""
@@ -204,9 +208,9 @@ class CommandHeld(CommandPayload):
 class StateChanged(AssetPayload):
     """An asset's state machine moved."""
 
-    from_state: Annotated[str, Field(min_length=1, max_length=64)]
-    to_state: Annotated[str, Field(min_length=1, max_length=64)]
-    trigger: Annotated[str, Field(min_length=1, max_length=64)]
+    from_state: Word
+    to_state: Word
+    trigger: Word
     """The machine's trigger that moved it (plug_in, charge, fault, ...)."""
 
 
@@ -290,7 +294,7 @@ class ScheduleRejected(EventPayload):
 
     schedule_id: Id | None
     """None when no id could be read from the message."""
-    reason: Annotated[str, Field(min_length=1, max_length=64)]
+    reason: Word
     """A short machine-readable code: too_large, not_msgpack, malformed, wrong_site, ..."""
     message: Text
     """The same for a human."""

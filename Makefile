@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo lint test bench bench-modbus bench-ocpp bench-estop clean
+.PHONY: demo lint test contract bench bench-modbus bench-ocpp bench-estop clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required, found " + sys.version.split()[0])'
@@ -28,6 +28,10 @@ lint: $(STAMP)
 test: lint
 	@mosquitto/ensure-mosquitto.sh
 	$(BIN)/python -m pytest
+
+# docs/contract/: the JSON Schemas and the AsyncAPI document, generated from the models
+contract: $(STAMP)
+	$(BIN)/python -m coordinator.contract.schema docs/contract
 
 bench: $(STAMP)
 	$(BIN)/python bench/schedule_conversion.py

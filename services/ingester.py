@@ -26,6 +26,7 @@ from coordinator.contract.codec import (
     unpack,
 )
 from coordinator.events import EventBus, EventType
+from coordinator.contract.events import ScheduleReceived, ScheduleRejected
 from coordinator.ids import schedule_content_id
 from coordinator.schedule import (
     ScheduleError,
@@ -116,7 +117,7 @@ def _peek(data: bytes) -> tuple[bool, str | None]:
     except DecodeError:
         return False, None
     value = obj.get("schedule_id") if isinstance(obj, dict) else None
-    return True, value if isinstance(value, str) and len(value) <= 128 else None
+    return True, value if isinstance(value, str) and 0 < len(value) <= 128 else None
 
 
 class ScheduleIngester:
@@ -147,8 +148,8 @@ class ScheduleIngester:
             log.warning("schedule %s rejected: %s: %s", outcome.schedule_id, outcome.reason, outcome.message)
             self.bus.emit(
                 EventType.SCHEDULE_REJECTED,
-                {"schedule_id": outcome.schedule_id, "reason": outcome.reason, "message": outcome.message,
-                 "columns": outcome.columns, "site_id": self.site.site_id},
+                ScheduleRejected(schedule_id=outcome.schedule_id, reason=outcome.reason, message=outcome.message,
+                                 site_id=self.site.site_id, columns=outcome.columns),
             )
             return
         received_at = self.clock()
@@ -161,16 +162,16 @@ class ScheduleIngester:
         index = outcome.schedule.frame.index
         self.bus.emit(
             EventType.SCHEDULE_RECEIVED,
-            {
-                "schedule_id": outcome.schedule_id,
-                "version": version,
-                "site_id": self.site.site_id,
-                "command_count": outcome.command_count,
-                "asset_count": len(outcome.asset_ids),
-                "slot_count": len(index),
-                "starts_at": index[0].to_pydatetime() if len(index) else None,
-                "ends_at": index[-1].to_pydatetime() if len(index) else None,
-            },
+            ScheduleReceived(
+                schedule_id=outcome.schedule_id,
+                version=version,
+                site_id=self.site.site_id,
+                command_count=outcome.command_count,
+                asset_count=len(outcome.asset_ids),
+                slot_count=len(index),
+                starts_at=index[0].to_pydatetime() if len(index) else None,
+                ends_at=index[-1].to_pydatetime() if len(index) else None,
+            ),
         )
         log.info("schedule %s v%s accepted: %s commands", outcome.schedule_id, version, outcome.command_count)
 

@@ -17,6 +17,7 @@ from datetime import datetime
 
 from coordinator.asset_machines import BatteryState, ChargerState
 from coordinator.base import Command, CommandType
+from coordinator.contract.events import AssetSafeState
 from coordinator.events import EventBus, EventType
 from coordinator.site import AssetKind, SiteConfig
 from coordinator.timeutil import utcnow
@@ -118,7 +119,8 @@ class LoopbackGateway:
                 if state != self.states[asset_id]:
                     self.states[asset_id] = state
                     self._report(asset_id, now)
-                self.bus.emit(EventType.ASSET_SAFE_STATE, {"asset_id": asset_id, "safe": True, "detail": "simulated: 0 kW"})
+                self.bus.emit(EventType.ASSET_SAFE_STATE,
+                              AssetSafeState(asset_id=asset_id, safe=True, detail="simulated: 0 kW"))
 
     def emergency_reset(self, order: EmergencyStop) -> None:
         with self._lock:

@@ -21,6 +21,7 @@ from coordinator.asset_machines import is_early_departure
 from coordinator.base import Command
 from coordinator.contract.codec import MAX_SCHEDULE_BYTES, DecodeError, decode_schedule
 from coordinator.dispatch import DispatchEngine
+from coordinator.contract.events import EmergencyStopActivated, EmergencyStopReset, ScheduleRejected
 from coordinator.events import EventBus, EventType
 from coordinator.schedule import ScheduleError
 from coordinator.site import SiteConfig
@@ -93,7 +94,8 @@ class Planner:
             msg = decode_schedule(accepted.schedule)
         except DecodeError as exc:
             log.error("unreadable accepted schedule on %s: %s", topic, exc.reason)
-            self.bus.emit(EventType.SCHEDULE_REJECTED, {"schedule_id": None, "reason": "malformed", "message": exc.reason})
+            self.bus.emit(EventType.SCHEDULE_REJECTED, ScheduleRejected(
+                schedule_id=None, reason="malformed", message=exc.reason, site_id=self.site.site_id))
             return
         sid = accepted.schedule_id
         if sid in self._versions:
@@ -104,8 +106,9 @@ class Planner:
         if newer:
             self.bus.emit(
                 EventType.SCHEDULE_REJECTED,
-                {"schedule_id": sid, "reason": "stale_version",
-                 "message": f"version {accepted.version} is older than the schedule already in force for {', '.join(newer)}"},
+                ScheduleRejected(
+                    schedule_id=sid, reason="stale_version", site_id=self.site.site_id,
+                    message=f"version {accepted.version} is older than the schedule already in force for {', '.join(newer)}"),
             )
             return
         try:
@@ -156,13 +159,13 @@ class Planner:
         """Dispatch nothing more; what falls due meanwhile is held. Recorded as an event."""
         self.engine.hold_site(f"emergency stop: {order.reason}")
         self.bus.emit(EventType.EMERGENCY_STOP_ACTIVATED,
-                      {"reason": order.reason, "issued_by": order.issued_by, "ordered_at": order.at})
+                      EmergencyStopActivated(reason=order.reason, issued_by=order.issued_by, ordered_at=order.at))
 
     def emergency_reset(self, order: EmergencyStop) -> None:
         """Dispatching resumes: the newest held setpoint per asset goes out at the next tick."""
         self.engine.release_site()
         self.bus.emit(EventType.EMERGENCY_STOP_RESET,
-                      {"reason": order.reason, "issued_by": order.issued_by, "ordered_at": order.at})
+                      EmergencyStopReset(reason=order.reason, issued_by=order.issued_by, ordered_at=order.at))
 
     # -- clock ---------------------------------------------------------------------
 

@@ -18,7 +18,8 @@ from datetime import datetime
 from typing import Any
 
 from coordinator.contract.codec import DecodeError, decode_event
-from coordinator.events import EventBus, EventType
+from coordinator.contract.events import CommandPayload, ScheduleReceived, ScheduleRejected
+from coordinator.events import EventBus
 from coordinator.site import SiteConfig
 from coordinator.statemachine import StateMachine
 from coordinator.timeutil import utcnow
@@ -129,19 +130,16 @@ class StateTracker:
             log.error("unreadable event on %s: %s", topic, exc.reason)
             return
         p = event.payload
-        if event.event_type.value.startswith("COMMAND_") and isinstance(p.get("command_id"), str):
-            self.commands[p["command_id"]] = dict(p) | {"last_event": event.event_type.value, "at": event.timestamp}
-            self.commands.move_to_end(p["command_id"])
+        if isinstance(p, CommandPayload):
+            self.commands[p.command_id] = p.model_dump() | {"last_event": event.event_type.value, "at": event.timestamp}
+            self.commands.move_to_end(p.command_id)
             while len(self.commands) > MAX_TRACKED_COMMANDS:
                 self.commands.popitem(last=False)
-            sid = p.get("schedule_id")
-            if isinstance(sid, str):  # the planner's events may overtake the ingester's
-                self.schedules.setdefault(sid, {"commands": {}})["commands"][p["command_id"]] = p.get("status")
-        elif event.event_type in (EventType.SCHEDULE_RECEIVED, EventType.SCHEDULE_REJECTED):
-            sid = p.get("schedule_id")
-            if isinstance(sid, str):
-                entry = self.schedules.setdefault(sid, {"commands": {}})
-                entry.update(dict(p) | {"status": event.event_type.value, "at": event.timestamp})
+            if p.schedule_id is not None:  # the planner's events may overtake the ingester's
+                self.schedules.setdefault(p.schedule_id, {"commands": {}})["commands"][p.command_id] = p.status.value
+        elif isinstance(p, (ScheduleReceived, ScheduleRejected)) and p.schedule_id is not None:
+            entry = self.schedules.setdefault(p.schedule_id, {"commands": {}})
+            entry.update(p.model_dump() | {"status": event.event_type.value, "at": event.timestamp})
 
     @receives(Query, "query")
     def on_query(self, topic: str, query: Query) -> None:

@@ -29,7 +29,7 @@ from typing import TypeVar
 import pandas as pd
 
 from coordinator.contract.codec import DecodeError, decode_event, encode_schedule
-from coordinator.events import EventType
+from coordinator.contract.events import CommandPayload, ScheduleReceived, ScheduleRejected
 from coordinator.ids import new_id, schedule_content_id
 from coordinator.runtime.mqtt import BrokerSettings, MqttClient
 from coordinator.contract.topics import (
@@ -147,15 +147,15 @@ def follow(session: Session, schedule_id: str, timeout: float) -> int:
         except DecodeError:
             continue
         p = event.payload
-        if p.get("schedule_id") != schedule_id:
+        if not isinstance(p, (ScheduleReceived, ScheduleRejected, CommandPayload)) or p.schedule_id != schedule_id:
             continue
-        if event.event_type is EventType.SCHEDULE_REJECTED:
-            print(f"\nrejected: {p.get('reason')}: {p.get('message')}")
+        if isinstance(p, ScheduleRejected):
+            print(f"\nrejected: {p.reason}: {p.message}")
             return 1
-        if event.event_type is EventType.SCHEDULE_RECEIVED:
-            expected = int(p.get("command_count", 0))
-        elif isinstance(p.get("command_id"), str) and isinstance(p.get("status"), str):
-            statuses[p["command_id"]] = p["status"]
+        if isinstance(p, ScheduleReceived):
+            expected = p.command_count
+        else:
+            statuses[p.command_id] = p.status.value
         done = sum(s in FINAL for s in statuses.values())
         counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(_count(statuses).items()))
         print(f"\r{schedule_id}: {done}/{expected if expected is not None else '?'} commands ended ({counts})   ",

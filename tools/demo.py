@@ -20,6 +20,7 @@ from pathlib import Path
 from pymodbus.client import ModbusTcpClient
 
 from coordinator.contract.codec import DecodeError, decode_event, encode_schedule
+from coordinator.contract.events import CommandPayload, DeviceLinkUp, ScheduleReceived, ScheduleRejected
 from coordinator.contract.messages import AssetStateMessage, ChargerControl, decode
 from coordinator.contract.topics import (
     ASSET_STATES_ALL,
@@ -27,7 +28,6 @@ from coordinator.contract.topics import (
     SCHEDULES_IN,
     simulator_topic,
 )
-from coordinator.events import EventType
 from coordinator.runtime.mqtt import BrokerSettings, MqttClient
 from coordinator.runtime.service import load_site
 from coordinator.runtime.settings import DEFAULT_SITE_CONFIG
@@ -62,16 +62,16 @@ class Watcher:
             return
         print(describe(event), flush=True)
         p = event.payload
-        if event.event_type is EventType.DEVICE_LINK_UP and (asset_id := p.get("asset_id")):
-            self.linked.add(asset_id)
-        if p.get("schedule_id") != self.schedule_id:
+        if isinstance(p, DeviceLinkUp):
+            self.linked.add(p.asset_id)
+        if not isinstance(p, (ScheduleReceived, ScheduleRejected, CommandPayload)) or p.schedule_id != self.schedule_id:
             return
-        if event.event_type is EventType.SCHEDULE_RECEIVED:
-            self.expected = p["command_count"]
-        elif event.event_type is EventType.SCHEDULE_REJECTED:
-            self.rejected = f"{p['reason']}: {p['message']}"
-        elif "command_id" in p:
-            self.statuses[p["command_id"]] = p["status"]
+        if isinstance(p, ScheduleReceived):
+            self.expected = p.command_count
+        elif isinstance(p, ScheduleRejected):
+            self.rejected = f"{p.reason}: {p.message}"
+        else:
+            self.statuses[p.command_id] = p.status.value
 
     def on_state(self, topic: str, data: bytes) -> None:
         msg = decode(AssetStateMessage, data)

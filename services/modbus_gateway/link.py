@@ -20,6 +20,7 @@ from coordinator.adapters import TranslationError
 from coordinator.protocols.modbus.adapter import decode_registers
 from coordinator.base import Command, CommandType
 from coordinator.protocols.modbus.device import DeviceStatus, decode_status
+from coordinator.contract.events import DeviceLinkDown, DeviceLinkUp, SetpointClamped
 from coordinator.events import EventBus, EventType
 from coordinator.site import AssetConfig
 from coordinator.timeutil import utcnow
@@ -85,10 +86,14 @@ class BatteryLink:
         if up == self.up:
             return
         self.up = up
-        event = EventType.DEVICE_LINK_UP if up else EventType.DEVICE_LINK_DOWN
         log.log(logging.INFO if up else logging.WARNING, "%s link %s %s %s", self.asset.asset_id,
                 "up" if up else "down", self.where, reason)
-        self.bus.emit(event, {"asset_id": self.asset.asset_id, "endpoint": self.where, "reason": reason})
+        if up:
+            self.bus.emit(EventType.DEVICE_LINK_UP,
+                          DeviceLinkUp(asset_id=self.asset.asset_id, endpoint=self.where, reason=reason))
+        else:
+            self.bus.emit(EventType.DEVICE_LINK_DOWN,
+                          DeviceLinkDown(asset_id=self.asset.asset_id, endpoint=self.where, reason=reason))
         if not up:
             self.client.close()  # a device that stopped answering gets a fresh connection
 
@@ -169,10 +174,10 @@ class BatteryLink:
             self.send_results([answer(Outcome.REFUSED, str(exc))])
             return
         if plan.clamped:
-            self.bus.emit(EventType.SETPOINT_CLAMPED, {
-                "asset_id": cmd.asset_id, "command_id": cmd.command_id, "command_type": cmd.command_type.value,
-                "requested": plan.requested, "applied": plan.applied, "limit": plan.limit,
-            })
+            self.bus.emit(EventType.SETPOINT_CLAMPED, SetpointClamped(
+                asset_id=cmd.asset_id, command_id=cmd.command_id, command_type=cmd.command_type,
+                requested=plan.requested, applied=plan.applied, limit=plan.limit,
+            ))
         if self.halted is not None:
             self.send_results([answer(Outcome.REFUSED, self.halted)])
             return

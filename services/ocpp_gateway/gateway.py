@@ -25,6 +25,7 @@ from ocpp.exceptions import OCPPError
 from coordinator.adapters import OCPPAdapter, TranslationError
 from coordinator.asset_machines import ChargerState
 from coordinator.base import Command, CommandType
+from coordinator.contract.events import DeviceLinkDown, DeviceLinkUp
 from coordinator.events import EventType
 from coordinator.site import OcppListenConfig, Protocol, SiteConfig
 from coordinator.timeutil import utcnow
@@ -187,8 +188,12 @@ class OcppGateway(DeviceGateway):
 
     def link(self, charge_point_id: str, up: bool, reason: str) -> None:
         asset = self.by_charge_point[charge_point_id]
-        self.bus.emit(EventType.DEVICE_LINK_UP if up else EventType.DEVICE_LINK_DOWN,
-                      {"asset_id": asset.asset_id, "endpoint": charge_point_id, "reason": reason})
+        if up:
+            self.bus.emit(EventType.DEVICE_LINK_UP,
+                          DeviceLinkUp(asset_id=asset.asset_id, endpoint=charge_point_id, reason=reason))
+        else:
+            self.bus.emit(EventType.DEVICE_LINK_DOWN,
+                          DeviceLinkDown(asset_id=asset.asset_id, endpoint=charge_point_id, reason=reason))
 
     async def stop_links(self) -> None:
         await self.central.stop()

@@ -34,6 +34,7 @@ from .adapters.registry import AdapterRegistry
 from .asset_machines import HOLDING_STATES, is_early_departure
 from .base import Command, CommandStatus, CommandType
 from .config import CoordinatorConfig
+from .contract import events as ev
 from .events import EventBus, EventType
 from .schedule import ScheduleError
 from .statemachine import StateMachine
@@ -48,21 +49,6 @@ _CHANNEL = {
     CommandType.SET_POWER_LIMIT: "limit",
     CommandType.SET_SOC_TARGET: "soc",
 }
-
-
-def command_summary(cmd: Command) -> dict[str, Any]:
-    """The payload of every COMMAND_* event."""
-    return {
-        "command_id": cmd.command_id,
-        "asset_id": cmd.asset_id,
-        "command_type": cmd.command_type.value,
-        "parameters": dict(cmd.parameters),
-        "scheduled_at": cmd.scheduled_at,
-        "status": cmd.status.value,
-        "attempts": cmd.attempts,
-        "schedule_id": cmd.schedule_id,
-        "error": cmd.error,
-    }
 
 
 class _Batch:
@@ -127,7 +113,8 @@ class DispatchEngine:
         except ScheduleError as exc:
             self.event_bus.emit(
                 EventType.SCHEDULE_REJECTED,
-                {"schedule_id": schedule_id, "reason": exc.reason, "message": str(exc), "columns": exc.columns},
+                ev.ScheduleRejected(schedule_id=schedule_id, reason=exc.reason, message=str(exc),
+                                    site_id=self.config.site_id, columns=exc.columns),
             )
             raise
         with self._lock:
@@ -135,15 +122,15 @@ class DispatchEngine:
         index = df.index
         self.event_bus.emit(
             EventType.SCHEDULE_RECEIVED,
-            {
-                "schedule_id": schedule_id,
-                "site_id": self.config.site_id,
-                "command_count": len(commands),
-                "asset_count": len({c.asset_id for c in commands}),
-                "slot_count": len(index),
-                "starts_at": index[0].to_pydatetime() if len(index) else None,
-                "ends_at": index[-1].to_pydatetime() if len(index) else None,
-            },
+            ev.ScheduleReceived(
+                schedule_id=schedule_id,
+                site_id=self.config.site_id,
+                command_count=len(commands),
+                asset_count=len({c.asset_id for c in commands}),
+                slot_count=len(index),
+                starts_at=index[0].to_pydatetime() if len(index) else None,
+                ends_at=index[-1].to_pydatetime() if len(index) else None,
+            ),
         )
         self._announce_created(commands)
         return commands
@@ -170,7 +157,7 @@ class DispatchEngine:
         # Skipped when nobody listens: a large schedule makes tens of thousands of these.
         if self.event_bus.has_subscribers(EventType.COMMAND_CREATED):
             for cmd in commands:
-                self.event_bus.emit(EventType.COMMAND_CREATED, command_summary(cmd))
+                self.event_bus.emit(EventType.COMMAND_CREATED, ev.CommandCreated.of(cmd))
 
     # -- asset states --------------------------------------------------------------
 
@@ -281,10 +268,8 @@ class DispatchEngine:
         for cmd in queue:
             if cmd.command_id not in self._hold_announced:
                 self._hold_announced.add(cmd.command_id)
-                payload = command_summary(cmd) | {"asset_state": self.asset_state(asset_id)}
-                if self._site_hold is not None:
-                    payload["site_hold"] = self._site_hold
-                self.event_bus.emit(EventType.COMMAND_HELD, payload)
+                self.event_bus.emit(EventType.COMMAND_HELD, ev.CommandHeld.of(
+                    cmd, asset_state=self.asset_state(asset_id), site_hold=self._site_hold))
 
     def dispatch_command(
         self,
@@ -331,7 +316,7 @@ class DispatchEngine:
             # Events are published under the lock so that their order is the order of the changes.
             self.event_bus.emit(
                 EventType.COMMAND_DISPATCHED,
-                command_summary(cmd) | {"protocol": adapter.protocol, "gateway_id": adapter.gateway_id},
+                ev.CommandDispatched.of(cmd, protocol=adapter.protocol, gateway_id=adapter.gateway_id),
             )
             return payload
 
@@ -344,7 +329,7 @@ class DispatchEngine:
                 log.warning("ignoring acknowledgement of %s in status %s", cmd.command_id, cmd.status)
                 return
             cmd.status = CommandStatus.ACKNOWLEDGED
-            self.event_bus.emit(EventType.COMMAND_ACKNOWLEDGED, command_summary(cmd))
+            self.event_bus.emit(EventType.COMMAND_ACKNOWLEDGED, ev.CommandAcknowledged.of(cmd))
 
     def handle_response(
         self,
@@ -404,7 +389,7 @@ class DispatchEngine:
             cmd.next_attempt_at = now + timedelta(seconds=delay)
             self.event_bus.emit(
                 EventType.COMMAND_RETRY_SCHEDULED,
-                command_summary(cmd) | {"timed_out": timed_out, "retry_at": cmd.next_attempt_at},
+                ev.CommandRetryScheduled.of(cmd, timed_out=timed_out, retry_at=cmd.next_attempt_at),
             )
         else:
             self._finish(cmd, CommandStatus.TIMED_OUT if timed_out else CommandStatus.FAILED, reason, now)
@@ -466,11 +451,11 @@ class DispatchEngine:
                     del self._by_asset[asset_id]
             return len(old)
 
-    _TERMINAL_EVENTS = {
-        CommandStatus.COMPLETED: EventType.COMMAND_COMPLETED,
-        CommandStatus.FAILED: EventType.COMMAND_FAILED,
-        CommandStatus.TIMED_OUT: EventType.COMMAND_TIMED_OUT,
-        CommandStatus.CANCELLED: EventType.COMMAND_CANCELLED,
+    _TERMINAL_EVENTS: dict[CommandStatus, tuple[EventType, type[ev.CommandPayload]]] = {
+        CommandStatus.COMPLETED: (EventType.COMMAND_COMPLETED, ev.CommandCompleted),
+        CommandStatus.FAILED: (EventType.COMMAND_FAILED, ev.CommandFailed),
+        CommandStatus.TIMED_OUT: (EventType.COMMAND_TIMED_OUT, ev.CommandTimedOut),
+        CommandStatus.CANCELLED: (EventType.COMMAND_CANCELLED, ev.CommandCancelled),
     }
 
     def _finish(self, cmd: Command, status: CommandStatus, error: str | None, now: datetime) -> None:
@@ -479,7 +464,8 @@ class DispatchEngine:
         cmd.finished_at = now
         cmd.next_attempt_at = None
         self._hold_announced.discard(cmd.command_id)
-        self.event_bus.emit(self._TERMINAL_EVENTS[status], command_summary(cmd))
+        event_type, model = self._TERMINAL_EVENTS[status]
+        self.event_bus.emit(event_type, model.of(cmd))
 
     # -- lookups -------------------------------------------------------------------
 

@@ -1,11 +1,17 @@
 """Typed synchronous pub/sub between the components of one process.
 
+    >>> from coordinator.contract.events import StateChanged
     >>> bus = EventBus()
     >>> seen = []
-    >>> _ = bus.subscribe(EventType.STATE_CHANGED, lambda e: seen.append(e.payload["to_state"]))
-    >>> _ = bus.emit(EventType.STATE_CHANGED, {"asset_id": "ast_1", "from_state": "IDLE", "to_state": "CHARGING"})
+    >>> _ = bus.subscribe(EventType.STATE_CHANGED, lambda e: seen.append(e.payload.to_state))
+    >>> _ = bus.emit(EventType.STATE_CHANGED, StateChanged(asset_id="ast_1", from_state="IDLE",
+    ...                                                    to_state="CHARGING", trigger="charge"))
     >>> seen
     ['CHARGING']
+
+Every payload is the event type's model (``coordinator.contract.events``); a mapping given to
+``emit`` or ``Event`` is validated into that model, so a payload that does not fit its type
+raises at the emitter, never at a reader.
 
 Handlers run in the publisher's thread, in subscription order. A handler that raises is
 logged with its traceback and counted in ``handler_errors``; the publisher and the other
@@ -19,47 +25,27 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
+from .contract.events import EventPayload, EventType, payload_model
 from .ids import EVENT_PREFIX, new_id
 from .timeutil import require_aware, utcnow
+
+__all__ = ["Event", "EventBus", "EventPayload", "EventType", "Handler", "Subscription"]
 
 log = logging.getLogger(__name__)
 
 
-class EventType(StrEnum):
-    # the seed's eight
-    COMMAND_CREATED = "COMMAND_CREATED"
-    COMMAND_DISPATCHED = "COMMAND_DISPATCHED"
-    COMMAND_ACKNOWLEDGED = "COMMAND_ACKNOWLEDGED"
-    COMMAND_COMPLETED = "COMMAND_COMPLETED"
-    COMMAND_FAILED = "COMMAND_FAILED"
-    COMMAND_TIMED_OUT = "COMMAND_TIMED_OUT"
-    STATE_CHANGED = "STATE_CHANGED"
-    SCHEDULE_RECEIVED = "SCHEDULE_RECEIVED"
-    # what the lifecycle needs beyond them
-    COMMAND_RETRY_SCHEDULED = "COMMAND_RETRY_SCHEDULED"
-    COMMAND_CANCELLED = "COMMAND_CANCELLED"
-    COMMAND_HELD = "COMMAND_HELD"
-    SCHEDULE_REJECTED = "SCHEDULE_REJECTED"
-    # from gateways, about devices
-    SETPOINT_CLAMPED = "SETPOINT_CLAMPED"
-    DEVICE_LINK_DOWN = "DEVICE_LINK_DOWN"
-    DEVICE_LINK_UP = "DEVICE_LINK_UP"
-    ASSET_SAFE_STATE = "ASSET_SAFE_STATE"
-    """A gateway put an asset into its safe state (emergency stop), or says why it could not."""
-    # the site and its processes
-    EMERGENCY_STOP_ACTIVATED = "EMERGENCY_STOP_ACTIVATED"
-    EMERGENCY_STOP_RESET = "EMERGENCY_STOP_RESET"
-    SERVICE_STATE_CHANGED = "SERVICE_STATE_CHANGED"
-    """A process's lifecycle, operational or health state moved (coordinator.state)."""
-
-
 @dataclass(frozen=True, slots=True)
 class Event:
+    """One event: its type, its typed payload, when and which.
+
+    ``payload`` may be given as a mapping: it is validated into the type's model
+    (pydantic.ValidationError, a ValueError, when it does not fit).
+    """
+
     event_type: EventType
-    payload: Mapping[str, Any] = field(default_factory=dict)
+    payload: EventPayload
     timestamp: datetime = field(default_factory=utcnow)
     event_id: str = field(default_factory=lambda: new_id(EVENT_PREFIX))
 
@@ -67,6 +53,21 @@ class Event:
         require_aware(self.timestamp, "timestamp")
         if not isinstance(self.event_type, EventType):
             object.__setattr__(self, "event_type", EventType(self.event_type))
+        object.__setattr__(self, "payload", _typed(self.event_type, self.payload))
+
+    @property
+    def asset_id(self) -> str | None:
+        """The asset the event is about, None for a site-wide one (schedules, processes)."""
+        return self.payload.about_asset
+
+
+def _typed(event_type: EventType, payload: EventPayload | Mapping[str, Any]) -> EventPayload:
+    model = payload_model(event_type)
+    if type(payload) is model:
+        return payload
+    if isinstance(payload, EventPayload):
+        raise TypeError(f"{event_type} carries {model.__name__}, not {type(payload).__name__}")
+    return model.model_validate(dict(payload))
 
 
 Handler = Callable[[Event], Any]
@@ -119,9 +120,11 @@ class EventBus:
         """True if publishing ``event_type`` would reach anyone (lets hot paths skip building events)."""
         return bool(self._all or self._by_type.get(event_type))
 
-    def emit(self, event_type: EventType, payload: Mapping[str, Any] | None = None) -> Event:
-        """Build an Event of ``event_type`` and publish it; return the event."""
-        event = Event(EventType(event_type), dict(payload or {}))
+    def emit(self, event_type: EventType, payload: EventPayload | Mapping[str, Any]) -> Event:
+        """Build an Event of ``event_type`` with ``payload`` (its model, or a mapping that fits
+        it) and publish it; return the event."""
+        event_type = EventType(event_type)
+        event = Event(event_type, _typed(event_type, payload))
         self.publish(event)
         return event
 

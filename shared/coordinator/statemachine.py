@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import TypedDict
 
+from .contract.events import StateChanged
 from .events import EventBus, EventType
 from .timeutil import utcnow
 
@@ -150,7 +151,7 @@ class StateMachine:
             if self._event_bus is not None:
                 self._event_bus.emit(
                     EventType.STATE_CHANGED,
-                    {"asset_id": self.asset_id, "from_state": from_state, "to_state": to_state, "trigger": trigger},
+                    StateChanged(asset_id=self.asset_id, from_state=from_state, to_state=to_state, trigger=trigger),
                 )
             return to_state
 

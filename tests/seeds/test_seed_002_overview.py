@@ -58,9 +58,13 @@ def test_event_bus_section(capsys):
     from coordinator import create_ev_charger_state_machine
 
     create_ev_charger_state_machine("ast_ev_001", event_bus=bus).trigger("plug_in")
-    bus.emit(EventType.COMMAND_FAILED, {"command_id": "cmd_000000000001"})
+    from coordinator import Command, CommandType
+    from coordinator.contract.events import CommandFailed
+
+    failure = CommandFailed.of(Command("ast_ev_001", CommandType.STOP_CHARGING, command_id="cmd_000000000001"))
+    bus.emit(EventType.COMMAND_FAILED, failure)
     assert capsys.readouterr().out == "Asset ast_ev_001: AVAILABLE → PREPARING\n"
-    assert alerts == [{"command_id": "cmd_000000000001"}]
+    assert [a["command_id"] for a in alerts] == ["cmd_000000000001"]
 
 
 def test_eight_event_types_listed():

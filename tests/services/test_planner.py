@@ -3,7 +3,7 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 
 from coordinator.base import CommandStatus
-from coordinator.contract.codec import encode_schedule
+from coordinator.contract.codec import command_from_wire, encode_schedule
 from coordinator.events import EventType
 from coordinator.contract.messages import (
     AcceptedSchedule,
@@ -12,7 +12,6 @@ from coordinator.contract.messages import (
     CommandResult,
     Outcome,
     ResultBatch,
-    command_from_wire,
     decode,
 )
 from services.planner import Planner

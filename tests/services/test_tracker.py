@@ -69,9 +69,18 @@ def test_queries(site, recorder):
     from coordinator.events import Event
 
     tracker = StateTracker(site, recorder)
-    tracker.on_event("e", encode_event(Event(EventType.SCHEDULE_RECEIVED, {"schedule_id": "sch_1", "command_count": 2})))
-    for cid, status, etype in (("cmd_1", "COMPLETED", EventType.COMMAND_COMPLETED), ("cmd_2", "PENDING", EventType.COMMAND_RETRY_SCHEDULED)):
-        tracker.on_event("e", encode_event(Event(etype, {"command_id": cid, "schedule_id": "sch_1", "status": status, "asset_id": "ast_bay_1"})))
+    from coordinator.base import Command, CommandType
+    from coordinator.contract.events import CommandCompleted, CommandRetryScheduled, ScheduleReceived
+
+    received = ScheduleReceived(schedule_id="sch_1", site_id=site.site_id, command_count=2, asset_count=1, slot_count=2,
+                                starts_at=None, ends_at=None)
+    tracker.on_event("e", encode_event(Event(EventType.SCHEDULE_RECEIVED, received)))
+    done = Command("ast_bay_1", CommandType.STOP_CHARGING, command_id="cmd_1", schedule_id="sch_1", status="COMPLETED")
+    retry = Command("ast_bay_1", CommandType.STOP_CHARGING, command_id="cmd_2", schedule_id="sch_1")
+    for etype, payload in ((EventType.COMMAND_COMPLETED, CommandCompleted.of(done)),
+                           (EventType.COMMAND_RETRY_SCHEDULED,
+                            CommandRetryScheduled.of(retry, timed_out=True, retry_at=retry.scheduled_at))):
+        tracker.on_event("e", encode_event(Event(etype, payload)))
     ask = lambda kind, id_=None: tracker.answer(Query(query_id="q1", reply_to="qubit/query/replies/me", kind=kind, id=id_))
     assert ask(QueryKind.COMMAND, "cmd_1").result["status"] == "COMPLETED"
     assert ask(QueryKind.SCHEDULE, "sch_1").result["command_statuses"] == {"COMPLETED": 1, "PENDING": 1}

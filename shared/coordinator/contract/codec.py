@@ -35,6 +35,7 @@ import pydantic
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Strict, StrictStr
 
 from coordinator.base import COMMAND_ADAPTER, Command, CommandStatus, CommandType
+from coordinator.contract.events import payload_model
 from coordinator.events import Event, EventType
 
 MAX_MESSAGE_BYTES = 1 << 20
@@ -141,7 +142,8 @@ def _default(obj: Any) -> Any:
 
 
 def _pack(obj: Any) -> bytes:
-    return msgpack.packb(obj, datetime=True, use_bin_type=True, default=_default)
+    data: bytes = msgpack.packb(obj, datetime=True, use_bin_type=True, default=_default)
+    return data
 
 
 _WIRE_NAMES = {dict: "map", list: "array", type(None): "nil", datetime: "timestamp", msgpack.Timestamp: "timestamp"}
@@ -200,23 +202,37 @@ def encode_command(cmd: Command) -> bytes:
 
 
 def decode_command(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Command:
-    """Untrusted bytes -> Command, validated by ``base.COMMAND_ADAPTER``; else DecodeError.
-
-    Every field must be present (optional ones as nil): a missing ``command_id`` must not
-    quietly become a fresh one. Datetimes must be msgpack Timestamps, not strings or numbers.
+    """Untrusted bytes -> Command by the rules of ``command_from_wire``; else DecodeError.
 
         >>> decode_command(encode_command(Command("ast_1", CommandType.STOP_CHARGING))).asset_id
         'ast_1'
     """
-    obj = _require_map(unpack(data, max_bytes=max_bytes), _COMMAND_FIELDS)
+    return command_from_wire(unpack(data, max_bytes=max_bytes))
+
+
+def command_from_wire(obj: object) -> Command:
+    """One command as decoded from msgpack (a message of its own, or an item of a
+    ``CommandBatch``) -> Command, validated by ``base.COMMAND_ADAPTER``; else DecodeError.
+
+    The only way a command is read off the wire. Every field must be present (optional ones
+    as nil): a missing ``command_id`` must not quietly become a fresh one, nor a missing
+    ``scheduled_at`` "now". Datetimes must be msgpack Timestamps, not strings or numbers;
+    numbers must not be bools.
+
+        >>> command_from_wire({"asset_id": "ast_1"})
+        Traceback (most recent call last):
+        ...
+        coordinator.contract.codec.DecodeError: missing field(s): attempts, command_id, command_type, ...
+    """
+    fields = _require_map(obj, _COMMAND_FIELDS)
     for name in _COMMAND_TIMES:
-        if obj[name] is not None and type(obj[name]) is not datetime:
-            raise DecodeError(f"field {name}: expected a timestamp, got {_kind(obj[name])}")
+        if fields[name] is not None and not isinstance(fields[name], datetime):
+            raise DecodeError(f"field {name}: expected a timestamp, got {_kind(fields[name])}")
     for name in _COMMAND_NUMBERS:
-        if type(obj[name]) is bool:  # pydantic's lax mode would read true as 1
+        if type(fields[name]) is bool:  # pydantic's lax mode would read true as 1
             raise DecodeError(f"field {name}: expected a number, got bool")
     try:
-        return COMMAND_ADAPTER.validate_python(obj)
+        return COMMAND_ADAPTER.validate_python(fields)
     except pydantic.ValidationError as exc:
         raise DecodeError(_validation_reason(exc)) from None
 
@@ -224,46 +240,61 @@ def decode_command(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Comman
 # ---------------------------------------------------------------------------------- events
 
 
-class _EventWire(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class EventEnvelope(BaseModel):
+    """An event on the wire: {event_id, event_type, timestamp, payload}; the payload's own
+    model depends on event_type (``coordinator.contract.events.PAYLOAD_MODELS``)."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     event_id: Annotated[str, Field(pattern=r"^evt_[0-9a-zA-Z_-]{1,64}$")]
     event_type: EventType
     timestamp: Annotated[AwareDatetime, Strict()]
     payload: dict[StrictStr, Any]
+    """The event type's payload model (schemas/events/{event_type}.json)."""
 
 
-_EVENT_FIELDS = frozenset(_EventWire.model_fields)
+_EVENT_FIELDS = frozenset(EventEnvelope.model_fields)
 
 
 def encode_event(ev: Event) -> bytes:
     """An Event as a msgpack map {event_id, event_type, timestamp, payload}.
 
-    The payload may hold nested maps and lists, numbers, strings, bytes, bools, nil and
-    aware datetimes; tuples come back as lists, datetimes in UTC.
+    The payload is its model's fields, every one of them (optional ones as nil when unset);
+    datetimes travel as Timestamps and come back in UTC.
 
-        >>> ev = Event(EventType.STATE_CHANGED, {"asset_id": "ast_1", "to_state": "CHARGING"})
-        >>> decode_event(encode_event(ev)).payload
-        {'asset_id': 'ast_1', 'to_state': 'CHARGING'}
+        >>> from coordinator.contract.events import StateChanged
+        >>> ev = Event(EventType.STATE_CHANGED, StateChanged(asset_id="ast_1", from_state="IDLE",
+        ...                                                  to_state="CHARGING", trigger="charge"))
+        >>> decode_event(encode_event(ev)).payload.to_state
+        'CHARGING'
     """
     return _pack(
         {"event_id": ev.event_id, "event_type": EventType(ev.event_type).value, "timestamp": ev.timestamp,
-         "payload": dict(ev.payload)}
+         "payload": ev.payload.model_dump(mode="python")}
     )
 
 
 def decode_event(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Event:
-    """Untrusted bytes -> Event (known event_type, aware timestamp, map payload with str keys); else DecodeError.
+    """Untrusted bytes -> Event; else DecodeError.
 
-        >>> decode_event(encode_event(Event(EventType.SCHEDULE_RECEIVED))).event_type
-        <EventType.SCHEDULE_RECEIVED: 'SCHEDULE_RECEIVED'>
+    The envelope must be complete (a known event_type, an aware Timestamp) and the payload
+    must fit the type's model: no unknown or missing field, no text where a Timestamp belongs,
+    no bool where a number belongs.
+
+        >>> up = Event(EventType.DEVICE_LINK_UP, {"asset_id": "ast_1", "endpoint": "cp_1", "reason": ""})
+        >>> decode_event(encode_event(up)).payload
+        DeviceLinkUp(asset_id='ast_1', endpoint='cp_1', reason='')
     """
     obj = _require_map(unpack(data, max_bytes=max_bytes), _EVENT_FIELDS)
     try:
-        wire = _EventWire.model_validate(obj)
+        wire = EventEnvelope.model_validate(obj)
     except pydantic.ValidationError as exc:
         raise DecodeError(_validation_reason(exc)) from None
-    return Event(wire.event_type, wire.payload, wire.timestamp, wire.event_id)
+    try:
+        payload = payload_model(wire.event_type).model_validate(wire.payload)
+    except pydantic.ValidationError as exc:
+        raise DecodeError(f"{wire.event_type.value} payload: {_validation_reason(exc)}") from None
+    return Event(wire.event_type, payload, wire.timestamp, wire.event_id)
 
 
 # ------------------------------------------------------------------------------- schedules
@@ -278,6 +309,25 @@ class ScheduleMessage:
     asset_map: dict[str, str]
     frame: pd.DataFrame
     """float64 columns (NaN where the message had nil), tz-aware UTC DatetimeIndex."""
+
+
+class ScheduleFormat(BaseModel):
+    """The schedule message's wire form, for its JSON Schema (docs/contract/). ``decode_schedule``
+    checks these rules by hand, at C speed; a test holds the two together."""
+
+    model_config = ConfigDict(extra="forbid", title="Schedule", use_attribute_docstrings=True)
+
+    schedule_id: Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS)] | None = None
+    """Your id; if absent, ``sch_`` + 12 hex of a hash of the bytes."""
+    site_id: Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS)]
+    asset_map: dict[Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS)],
+                    Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS)]]
+    """Schedule key (ev_{key}_kw, battery) -> asset_id."""
+    index: Annotated[list[AwareDatetime], Field(max_length=MAX_ROWS)]
+    """Slot starts (Timestamps), ascending and unique."""
+    columns: Annotated[dict[Annotated[str, Field(min_length=1, max_length=MAX_COLUMN_NAME_CHARS)],
+                            list[float | None]], Field(max_length=MAX_COLUMNS)]
+    """One list per column, as long as ``index``; nil is NaN."""
 
 
 _SCHEDULE_REQUIRED = frozenset({"site_id", "asset_map", "index", "columns"})

@@ -9,6 +9,7 @@ Documented for integrators in docs/wire-contract.md (QoS, retain, publisher, sub
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 ROOT = "qubit"
 
@@ -96,3 +97,61 @@ def query_reply_topic(client_id: str) -> str:
 
 def last_level(topic: str) -> str:
     return topic.rsplit("/", 1)[-1]
+
+
+# ------------------------------------------------------------------------- the topic tree
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    """One topic (or family of topics) of the tree, as integrators need to know it.
+
+    ``address`` names its variable levels in braces; ``messages`` are model names of
+    ``coordinator.contract`` (``"event"``: every event type, one message each). The
+    AsyncAPI document in docs/contract/ is generated from this table.
+    """
+
+    name: str
+    address: str
+    messages: tuple[str, ...]
+    qos: int
+    retain: bool
+    publishers: tuple[str, ...]
+    subscribers: tuple[str, ...]
+    description: str
+
+
+EVERY_SERVICE = "every service"
+
+CHANNELS: tuple[Channel, ...] = (
+    Channel("schedulesIn", SCHEDULES_IN, ("Schedule",), 1, False, ("Layer 3 optimizer", "qubit publish"),
+            ("ingester",), "Layer 3 schedules, checked by the ingester."),
+    Channel("schedulesAccepted", SCHEDULES_ACCEPTED, ("AcceptedSchedule",), 1, False, ("ingester",), ("planner",),
+            "Each schedule that passed every check, with its id and version."),
+    Channel("commands", f"{ROOT}/commands/{{gateway_id}}", ("CommandBatch",), 1, False, ("planner",),
+            ("that gateway",), "Every command due for one gateway at one planner tick."),
+    Channel("results", f"{ROOT}/results/{{gateway_id}}", ("ResultBatch",), 1, False, ("gateway",), ("planner",),
+            "What became of each command: acknowledged, completed, failed (retry may help), refused."),
+    Channel("status", f"{ROOT}/status/{{gateway_id}}/{{asset_id}}", ("StatusReport",), 1, False, ("gateway",),
+            ("tracker",), "The state a device reports, in the asset machine's words."),
+    Channel("telemetry", f"{ROOT}/telemetry/{{gateway_id}}/{{asset_id}}", ("Telemetry",), 0, False, ("gateway",),
+            ("anyone",), "Measurements; QoS 0, the next reading replaces a lost one."),
+    Channel("assetState", f"{ROOT}/state/{{asset_id}}", ("AssetStateMessage",), 1, True, ("tracker",),
+            ("planner", "SCADA", "qubit states"), "An asset's current state, retained for late subscribers."),
+    Channel("events", f"{ROOT}/events/{{event_type}}/{{asset_id_or_site}}", ("event",), 1, False, (EVERY_SERVICE,),
+            ("SCADA", "tracker", "qubit events"),
+            f"Every event; the last level is the asset's id, or '{SITE}' for events about no single asset."),
+    Channel("serviceStatus", f"{ROOT}/services/{{service}}/status", ("ServiceStatus",), 1, True,
+            (EVERY_SERVICE + " (and its Last Will)",), ("monitoring", "qubit services"),
+            "Each process's module state and why, retained; the Last Will says offline."),
+    Channel("emergencyStop", EMERGENCY_STOP, ("EmergencyStop",), 1, True, ("operator", "qubit estop"),
+            (EVERY_SERVICE,), "The site's emergency stop and its explicit reset, retained, handled ahead of any backlog."),
+    Channel("queryRequests", QUERY_REQUESTS, ("Query",), 1, False, ("qubit status",), ("tracker",),
+            "Questions to the state tracker."),
+    Channel("queryReplies", f"{ROOT}/query/replies/{{client_id}}", ("QueryReply",), 1, False, ("tracker",),
+            ("the asking client",), "The tracker's answer, on the request's reply_to topic."),
+    Channel("simulator", f"{ROOT}/sim/{{gateway_id}}", ("StatusReport", "ChargerControl"), 1, False,
+            ("tests", "demo"), ("simulated gateways", "the charge point simulator"),
+            "Force a simulated device into a state (StatusReport), or drive a simulated charger (ChargerControl)."),
+)
+"""Every topic of the runtime (docs/wire-contract.md, docs/contract/asyncapi.json)."""

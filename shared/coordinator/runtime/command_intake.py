@@ -14,7 +14,7 @@ from collections import OrderedDict
 from datetime import datetime
 
 from coordinator.base import Command
-from coordinator.contract.codec import DecodeError
+from coordinator.contract.codec import DecodeError, command_from_wire
 from coordinator.timeutil import utcnow
 from coordinator.contract.topics import results_topic
 from coordinator.contract.messages import (
@@ -22,7 +22,6 @@ from coordinator.contract.messages import (
     CommandResult,
     Outcome,
     ResultBatch,
-    command_from_wire,
 )
 
 from coordinator.runtime.service import Publish

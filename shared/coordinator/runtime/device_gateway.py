@@ -13,6 +13,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from coordinator.base import Command
+from coordinator.contract.events import AssetSafeState
 from coordinator.events import Event, EventBus, EventType
 from coordinator.site import Protocol, SiteConfig
 from coordinator.timeutil import utcnow
@@ -63,7 +64,7 @@ class DeviceGateway:
         self._tell_links()
 
     def _on_link(self, event: Event) -> None:
-        asset_id = event.payload.get("asset_id")
+        asset_id = event.payload.about_asset
         (self._links_down.discard if event.event_type is EventType.DEVICE_LINK_UP else self._links_down.add)(asset_id)
         self._tell_links()
 
@@ -92,10 +93,10 @@ class DeviceGateway:
         except Exception as exc:  # every asset gets an answer, a failed one loudest
             message = str(exc) or type(exc).__name__
             log.error("%s NOT in its safe state: %s", asset_id, message)
-            self.bus.emit(EventType.ASSET_SAFE_STATE, {"asset_id": asset_id, "safe": False, "error": message})
+            self.bus.emit(EventType.ASSET_SAFE_STATE, AssetSafeState(asset_id=asset_id, safe=False, error=message))
             return
         log.warning("%s in its safe state: %s", asset_id, detail)
-        self.bus.emit(EventType.ASSET_SAFE_STATE, {"asset_id": asset_id, "safe": True, "detail": detail})
+        self.bus.emit(EventType.ASSET_SAFE_STATE, AssetSafeState(asset_id=asset_id, safe=True, detail=detail))
 
     async def make_safe(self, asset_id: str, reason: str) -> str:
         """Put the asset into its safe state and confirm it; what was done, or raise why not."""

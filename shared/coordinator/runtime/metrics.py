@@ -1,10 +1,11 @@
 """Prometheus metrics of one process, fed by its event bus and served over HTTP.
 
+    >>> from coordinator.contract.events import DeviceLinkUp
     >>> from coordinator.events import EventBus, EventType
     >>> metrics = ServiceMetrics("planner")
     >>> bus = EventBus()
     >>> _ = metrics.observe_bus(bus)
-    >>> _ = bus.emit(EventType.DEVICE_LINK_UP, {"asset_id": "ast_1"})
+    >>> _ = bus.emit(EventType.DEVICE_LINK_UP, DeviceLinkUp(asset_id="ast_1", endpoint="10.0.0.5:502", reason=""))
     >>> b'qubit_device_link_up{asset_id="ast_1",service="planner"} 1.0' in metrics.render()
     True
 
@@ -24,7 +25,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, start_http_server
@@ -32,6 +32,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from coordinator.base import CommandStatus
+from coordinator.contract.events import CommandAcknowledged, CommandDispatched, CommandPayload, DeviceLink, DeviceLinkUp
 from coordinator.events import Event, EventBus, EventType, Subscription
 from coordinator.runtime.settings import DEFAULT_METRICS_PORT as DEFAULT_METRICS_PORT  # re-exported: callers look here
 from coordinator.runtime.settings import Settings, settings
@@ -71,8 +72,6 @@ _ATTEMPT_OVER = frozenset({
     EventType.COMMAND_TIMED_OUT,
     EventType.COMMAND_CANCELLED,
 })
-_STATUSES = frozenset(s.value for s in CommandStatus)
-_UNKNOWN_STATUS = "UNKNOWN"
 
 
 class ServiceMetrics:
@@ -94,7 +93,7 @@ class ServiceMetrics:
             "qubit_commands", "Commands entering each status (one per COMMAND_* event except COMMAND_HELD).",
             ["service", "status"], registry=r,
         )
-        self._commands = {s: commands.labels(service, s) for s in [*sorted(_STATUSES), _UNKNOWN_STATUS]}
+        self._commands = {s.value: commands.labels(service, s.value) for s in sorted(CommandStatus)}
         self._schedule_to_dispatch = Histogram(
             "qubit_schedule_to_dispatch_seconds",
             "From a command's scheduled time to its first dispatch.",
@@ -208,58 +207,43 @@ class ServiceMetrics:
         kind = event.event_type
         self._events[kind].inc()
         p = event.payload
-        if kind in _STATUS_EVENTS:
-            status = p.get("status")
-            self._commands[status if status in _STATUSES else _UNKNOWN_STATUS].inc()
-        if kind is EventType.COMMAND_DISPATCHED:
-            self._on_dispatched(event)
-        elif kind is EventType.COMMAND_ACKNOWLEDGED:
-            self._on_acknowledged(event)
-        elif kind in _ATTEMPT_OVER:
+        if isinstance(p, CommandPayload) and kind in _STATUS_EVENTS:
+            self._commands[p.status.value].inc()
+        if isinstance(p, CommandDispatched):
+            self._on_dispatched(p, event.timestamp)
+        elif isinstance(p, CommandAcknowledged):
+            self._on_acknowledged(p, event.timestamp)
+        elif isinstance(p, CommandPayload) and kind in _ATTEMPT_OVER:
             if kind is EventType.COMMAND_RETRY_SCHEDULED:
                 self._retries.inc()
-            self._forget(p.get("command_id"))
-        elif kind is EventType.DEVICE_LINK_UP or kind is EventType.DEVICE_LINK_DOWN:
-            asset_id = p.get("asset_id")
-            if isinstance(asset_id, str) and asset_id:
-                self._link_up.labels(self.service, asset_id).set(1 if kind is EventType.DEVICE_LINK_UP else 0)
+            self._forget(p.command_id)
+        elif isinstance(p, DeviceLink):
+            self._link_up.labels(self.service, p.asset_id).set(1 if isinstance(p, DeviceLinkUp) else 0)
         elif kind is EventType.EMERGENCY_STOP_ACTIVATED:
             self.set_emergency_stop(True)
         elif kind is EventType.EMERGENCY_STOP_RESET:
             self.set_emergency_stop(False)
 
-    def _on_dispatched(self, event: Event) -> None:
-        p = event.payload
-        # command_summary has no dispatched_at today; the event is emitted at dispatch, under
-        # the engine's lock, so its timestamp is the dispatch time to within microseconds.
-        dispatched_at = _as_datetime(p.get("dispatched_at")) or event.timestamp
-        scheduled_at = _as_datetime(p.get("scheduled_at"))
-        attempts = p.get("attempts")
+    def _on_dispatched(self, p: CommandDispatched, sent_at: datetime) -> None:
         # Only first attempts: a retry goes out after its backoff by design, and that delay is
         # what qubit_command_retries_total already counts, not dispatch lag.
-        first = not isinstance(attempts, int) or attempts <= 1
-        if scheduled_at is not None and first:
-            self._schedule_to_dispatch.observe(max(0.0, (dispatched_at - scheduled_at).total_seconds()))
-        command_id = p.get("command_id")
-        if isinstance(command_id, str):
-            with self._dispatch_lock:
-                self._dispatched_at[command_id] = dispatched_at
-                self._dispatched_at.move_to_end(command_id)
-                while len(self._dispatched_at) > MAX_TRACKED_DISPATCHES:
-                    self._dispatched_at.popitem(last=False)
+        if p.attempts <= 1 and p.dispatched_at is not None:
+            self._schedule_to_dispatch.observe(max(0.0, (p.dispatched_at - p.scheduled_at).total_seconds()))
+        # The ack is timed on the events' own clock (wall time, both ends): dispatched_at is
+        # the engine's clock, which a caller may inject.
+        with self._dispatch_lock:
+            self._dispatched_at[p.command_id] = sent_at
+            self._dispatched_at.move_to_end(p.command_id)
+            while len(self._dispatched_at) > MAX_TRACKED_DISPATCHES:
+                self._dispatched_at.popitem(last=False)
 
-    def _on_acknowledged(self, event: Event) -> None:
-        p = event.payload
-        remembered = self._forget(p.get("command_id"))
-        dispatched_at = _as_datetime(p.get("dispatched_at")) or remembered
-        if dispatched_at is None:
+    def _on_acknowledged(self, p: CommandAcknowledged, acked_at: datetime) -> None:
+        sent_at = self._forget(p.command_id)
+        if sent_at is None:
             return  # dispatched before observe_bus, or evicted: no honest value to record
-        acked_at = _as_datetime(p.get("acknowledged_at")) or event.timestamp
-        self._dispatch_to_ack.observe(max(0.0, (acked_at - dispatched_at).total_seconds()))
+        self._dispatch_to_ack.observe(max(0.0, (acked_at - sent_at).total_seconds()))
 
-    def _forget(self, command_id: Any) -> datetime | None:
-        if not isinstance(command_id, str):
-            return None
+    def _forget(self, command_id: str) -> datetime | None:
         with self._dispatch_lock:
             return self._dispatched_at.pop(command_id, None)
 
@@ -301,16 +285,3 @@ def metrics_port_from_env(environ: Mapping[str, str] | None = None) -> int | Non
     environment (the default) it ends the process (runtime/settings.py).
     """
     return (settings() if environ is None else Settings.from_environ(environ)).metrics_port
-
-
-def _as_datetime(value: Any) -> datetime | None:
-    """An aware datetime from a payload field (a datetime in process, ISO 8601 text if it
-    crossed the wire); None when absent, naive or unreadable, so that no bogus latency is recorded."""
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    if isinstance(value, datetime) and value.tzinfo is not None and value.utcoffset() is not None:
-        return value
-    return None

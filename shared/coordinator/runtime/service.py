@@ -48,7 +48,7 @@ def forward_events(bus: EventBus, publish: Publish, skip: frozenset[EventType] =
 
     def forward(event: Event) -> None:
         if event.event_type not in skip:
-            publish(event_topic(event.event_type.value, event.payload.get("asset_id")), encode_event(event), qos=1)
+            publish(event_topic(event.event_type.value, event.asset_id), encode_event(event), qos=1)
 
     bus.subscribe_all(forward)
 

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from coordinator.contract.events import ServiceStateChanged, ServiceStates
 from coordinator.events import EventBus, EventType
 from coordinator.state import UnifiedStateMachine
 from coordinator.state.state_events import EventType as StateEventType
@@ -219,12 +220,12 @@ class Supervisor:
                 # Not while the broker is away: paho would queue it and send it again after
                 # the newer status of the reconnect, leaving a stale retained one (see republish).
                 self.publish(service_topic(self.service), status.encode(), qos=1, retain=True)
-        self.bus.emit(EventType.SERVICE_STATE_CHANGED, {
-            "service": self.service, "lifecycle": status.lifecycle, "operational": status.operational,
-            "health": status.health, "reasons": status.reasons, "emergency_stop": status.emergency_stop,
-            "previous": {"lifecycle": before.lifecycle.value, "operational": before.operational.value,
-                         "health": before.health.value},
-        })
+        self.bus.emit(EventType.SERVICE_STATE_CHANGED, ServiceStateChanged(
+            service=self.service, lifecycle=status.lifecycle, operational=status.operational,
+            health=status.health, reasons=status.reasons, emergency_stop=status.emergency_stop,
+            previous=ServiceStates(lifecycle=before.lifecycle.value, operational=before.operational.value,
+                                   health=before.health.value),
+        ))
         if status.health != before.health.value:
             log.log(logging.INFO if status.health == HealthState.HEALTHY else logging.WARNING,
                     "%s health %s -> %s%s", self.service, before.health.value, status.health,

@@ -17,7 +17,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from coordinator.adapters import TranslationError
-from coordinator.protocols.modbus.adapter import decode_registers
+from coordinator.protocols.modbus.registers import decode_registers
 from coordinator.base import Command, CommandType
 from coordinator.protocols.modbus.device import DeviceStatus, decode_status
 from coordinator.events import EventBus, EventType

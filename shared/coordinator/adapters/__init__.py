@@ -1,9 +1,9 @@
 """Protocol adapters: pure translation of commands into device payloads (see docs/adapters.md)."""
 
 from .base import ProtocolAdapter, TranslationError
-from coordinator.protocols.modbus.adapter import (
+from coordinator.protocols.modbus.adapter import ModbusAdapter
+from coordinator.protocols.modbus.registers import (
     DEFAULT_REGISTER_MAP,
-    ModbusAdapter,
     RegisterMap,
     RegisterSpec,
     RegisterType,
@@ -11,7 +11,8 @@ from coordinator.protocols.modbus.adapter import (
     decode_registers,
     encode_value,
 )
-from coordinator.protocols.ocpp.adapter import OCPPAdapter, OCPPVersion
+from coordinator.protocols.ocpp.adapter import OCPPAdapter
+from coordinator.protocols.ocpp.version import OCPPVersion
 from .registry import AdapterRegistry
 
 __all__ = [

@@ -25,12 +25,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from coordinator.protocols.modbus.adapter import (
+from coordinator.protocols.modbus.registers import (
     DEFAULT_REGISTER_MAP,
     RegisterMap,
     RegisterSpec,
     RegisterType,
     decode_registers,
+    encode_value,
 )
 from coordinator.asset_machines import BatteryState
 
@@ -119,6 +120,19 @@ def decode_status(registers: StatusRegisters, first_offset: int, words: list[int
         raise ValueError(f"unknown operating mode {raw_mode}") from None
     state = BatteryState.FAULTED if fault else mode.state
     return DeviceStatus(state, round(value(registers.soc_percent), 3), round(value(registers.active_power_kw), 3), fault)
+
+
+def status_writes(registers: StatusRegisters, status: DeviceStatus) -> list[tuple[int, list[int]]]:
+    """The inverse of ``decode_status``: (offset, words) that make a device report ``status``.
+    Pure; what the battery simulator serves. Raises TranslationError for a value a register
+    cannot hold."""
+    values = {
+        "mode": OperatingMode[status.state.name],
+        "soc_percent": status.soc_percent,
+        "active_power_kw": status.active_power_kw,
+        "fault_code": status.fault_code,
+    }
+    return [(spec.offset, encode_value(spec, values[name])[1]) for name, spec in registers.specs().items()]
 
 
 class ModbusDeviceConfig(BaseModel):

@@ -1,4 +1,5 @@
-"""Protocol adapters: pure translation of commands into device payloads (see docs/adapters.md)."""
+"""Protocol adapters: pure translation of commands into device payloads, and the routing
+table of processes that leave translation to the gateways (see docs/adapters.md)."""
 
 from .base import ProtocolAdapter, TranslationError
 from coordinator.protocols.modbus.adapter import ModbusAdapter
@@ -14,6 +15,7 @@ from coordinator.protocols.modbus.registers import (
 from coordinator.protocols.ocpp.adapter import OCPPAdapter
 from coordinator.protocols.ocpp.version import OCPPVersion
 from .registry import AdapterRegistry
+from .routing import Route, RoutingTable
 
 __all__ = [
     "DEFAULT_REGISTER_MAP",
@@ -25,6 +27,8 @@ __all__ = [
     "RegisterMap",
     "RegisterSpec",
     "RegisterType",
+    "Route",
+    "RoutingTable",
     "TranslationError",
     "WordOrder",
     "decode_registers",

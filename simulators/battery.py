@@ -77,6 +77,7 @@ class SimulatedBattery:
         device = asset.modbus
         self.asset_id = asset.asset_id
         self.unit = device.device_id
+        self.endpoint = (device.host, device.port)
         self.registers_map = device.register_map()
         self.status = device.status()
         self.physics = BatteryPhysics(
@@ -147,7 +148,7 @@ def build_servers(assets: list[AssetConfig], soc_percent: float) -> tuple[list[M
         batteries[asset.asset_id] = battery
         device = SimDevice(id=battery.unit, simdata=[SimData(0, count=REGISTER_COUNT, values=0, datatype=DataType.REGISTERS)],
                            action=battery.action)
-        by_endpoint[(asset.modbus.host, asset.modbus.port)].append(device)
+        by_endpoint[battery.endpoint].append(device)
     servers = [ModbusTcpServer(context=devices if len(devices) > 1 else devices[0], address=endpoint)
                for endpoint, devices in by_endpoint.items()]
     return servers, batteries

@@ -30,8 +30,9 @@ from ocpp.v201 import ChargePoint as V201ChargePoint
 from ocpp.v201 import call_result as v201_result
 from ocpp.v201.enums import Action as V201Action
 from ocpp.v201.enums import AuthorizationStatusEnumType, RegistrationStatusEnumType
-from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import Server, ServerConnection
 from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
 
 from coordinator.asset_machines import ChargerState
 from coordinator.protocols.ocpp.calls import action_of
@@ -221,7 +222,7 @@ class CentralSystem:
     def __init__(self, listen: OcppListenConfig, chargers: dict[str, AssetConfig], sink: Sink) -> None:
         self.listen, self.chargers, self.sink = listen, chargers, sink
         self.points: dict[str, Point] = {}
-        self._server: websockets.asyncio.server.Server | None = None
+        self._server: Server | None = None
 
     async def start(self) -> None:
         context = None
@@ -229,7 +230,7 @@ class CentralSystem:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(self.listen.tls_cert, self.listen.tls_key)
         self._server = await websockets.serve(
-            self._serve, self.listen.host, self.listen.port, subprotocols=list(SUBPROTOCOLS),
+            self._serve, self.listen.host, self.listen.port, subprotocols=[Subprotocol(p) for p in SUBPROTOCOLS],
             process_request=self._admit, ssl=context, ping_interval=30,
         )
         log.info("CSMS listening on %s://%s:%s", "wss" if context else "ws", self.listen.host, self.listen.port)
@@ -259,10 +260,13 @@ class CentralSystem:
         return None
 
     async def _serve(self, connection: ServerConnection) -> None:
-        cp_id = self.charge_point_id(connection.request.path)
+        request = connection.request
+        if request is None:  # websockets calls the handler only after a handshake
+            raise RuntimeError("websocket handler called without a handshake request")
+        cp_id = self.charge_point_id(request.path)
         if connection.subprotocol not in SUBPROTOCOLS:  # websockets lets a missing subprotocol through
             log.warning("refused %s: no OCPP subprotocol offered (%s)", cp_id,
-                        connection.request.headers.get("Sec-WebSocket-Protocol"))
+                        request.headers.get("Sec-WebSocket-Protocol"))
             await connection.close(1002, "an OCPP subprotocol (ocpp1.6, ocpp2.0.1) is required")
             return
         asset = self.chargers[cp_id]

@@ -34,6 +34,7 @@ from coordinator.protocols.modbus.registers import (
     encode_value,
 )
 from coordinator.asset_machines import BatteryState
+from coordinator.base import CommandType
 
 MAX_READ_REGISTERS = 125  # Modbus: read holding registers carries at most 125 words
 
@@ -176,7 +177,7 @@ class ModbusDeviceConfig(BaseModel):
     def register_map(self) -> RegisterMap:
         if not self.registers:
             return DEFAULT_REGISTER_MAP
-        merged = dict(DEFAULT_REGISTER_MAP.items())
+        merged: dict[CommandType | str, RegisterSpec] = dict(DEFAULT_REGISTER_MAP.items())
         merged.update(RegisterMap.from_dict(self.registers).items())
         return RegisterMap(merged)
 

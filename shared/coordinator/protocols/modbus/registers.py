@@ -156,7 +156,7 @@ def decode_registers(spec: RegisterSpec, words: Sequence[int]) -> float:
         raise ValueError(f"{spec.data_type} needs {spec.word_count} words of 0..65535, got {list(words)!r}")
     ordered = list(words)[::-1] if spec.word_order is WordOrder.LITTLE else list(words)
     (raw,) = struct.unpack(">" + _STRUCT_CODES[spec.data_type], b"".join(w.to_bytes(2, "big") for w in ordered))
-    return raw / spec.scale
+    return float(raw) / spec.scale
 
 
 SETPOINT_PARAMETERS: Mapping[CommandType, str] = MappingProxyType({

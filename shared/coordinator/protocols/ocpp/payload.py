@@ -35,7 +35,7 @@ def json_payload(call: Any) -> dict[str, Any]:
     return payload
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: object) -> Any:
     names = _field_names(type(value))
     if names is not None:
         return {camel: _plain(v) for name, camel in names if (v := getattr(value, name)) is not None}
@@ -46,12 +46,17 @@ def _plain(value: Any) -> Any:
     return value
 
 
-@functools.cache
+_FIELD_NAMES: dict[type, tuple[tuple[str, str], ...] | None] = {}
+
+
 def _field_names(cls: type) -> tuple[tuple[str, str], ...] | None:
-    """(attribute, JSON key) of a dataclass's fields; None for any other type."""
-    if not is_dataclass(cls):
-        return None
-    return tuple((f.name, _camel(f.name)) for f in fields(cls))
+    """(attribute, JSON key) of a dataclass's fields; None for any other type. Cached per type:
+    it runs for every value of every payload."""
+    try:
+        return _FIELD_NAMES[cls]
+    except KeyError:
+        names = tuple((f.name, _camel(f.name)) for f in fields(cls)) if is_dataclass(cls) else None
+        return _FIELD_NAMES.setdefault(cls, names)
 
 
 @functools.cache

@@ -35,7 +35,6 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from coordinator.asset_machines import ChargerState
-from coordinator.protocols.ocpp.calls import action_of
 from coordinator.protocols.ocpp.internals import exchange
 from coordinator.protocols.ocpp.meter import power_kw
 from coordinator.protocols.ocpp.payload import call_payload
@@ -83,7 +82,9 @@ class _Requests:
         Raises OCPPError for a CallError, ConnectionClosed when the link drops. Bound it with
         ``asyncio.timeout``: it waits as long as the charger takes.
         """
-        message = Call(unique_id=str(uuid.uuid4()), action=action_of(call, self.version), payload=call_payload(call))
+        # The action is the call class's name (what ChargePoint.call sends); build_call made the call
+        # from this version's classes, so it is not looked up in the Action enum again per call.
+        message = Call(unique_id=str(uuid.uuid4()), action=type(call).__name__, payload=call_payload(call))
         response = await exchange(self, message, on_stray=self._stray)  # type: ignore[arg-type]
         if response.message_type_id == MessageType.CallError:
             raise response.to_exception()

@@ -16,9 +16,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from coordinator.adapters import AdapterRegistry, ProtocolAdapter
+from coordinator.adapters import RoutingTable
 from coordinator.asset_machines import is_early_departure
-from coordinator.base import Command
 from coordinator.contract.codec import MAX_SCHEDULE_BYTES, DecodeError, decode_schedule
 from coordinator.dispatch import DispatchEngine
 from coordinator.contract.events import EmergencyStopActivated, EmergencyStopReset, ScheduleRejected
@@ -51,18 +50,6 @@ log = logging.getLogger(__name__)
 KEEP_FINISHED = timedelta(hours=1)
 
 
-class GatewayRoute(ProtocolAdapter):
-    """The planner's adapter: commands travel to their gateway as they are; the gateway
-    process translates them into its protocol."""
-
-    def __init__(self, gateway_id: str, protocol: str) -> None:
-        super().__init__(gateway_id)
-        self.protocol = protocol
-
-    def translate(self, command: Command) -> dict[str, Any]:
-        return command_to_wire(command)
-
-
 class Planner:
     def __init__(self, site: SiteConfig, publish: Publish, clock: Callable[[], datetime] = utcnow) -> None:
         self.site = site
@@ -71,10 +58,9 @@ class Planner:
         self.bus = EventBus()
         # The ingester announces SCHEDULE_RECEIVED; the engine's own would say it twice.
         forward_events(self.bus, publish, skip=frozenset({EventType.SCHEDULE_RECEIVED}))
-        self.registry = AdapterRegistry()
-        for asset in site.assets:
-            self.registry.register(asset.asset_id, GatewayRoute(asset.gateway_id, site.gateway(asset.gateway_id).protocol))
-        self.engine = DispatchEngine(event_bus=self.bus, adapter_registry=self.registry, config=site.coordinator)
+        # Commands travel to their gateway as they are; each gateway translates them, once.
+        self.routes = RoutingTable.from_site(site)
+        self.engine = DispatchEngine(event_bus=self.bus, config=site.coordinator)
         self.tick_interval = site.coordinator.dispatch_interval_seconds
         self._versions: dict[str, int] = {}  # schedule_id -> version
         self._asset_versions: dict[str, int] = {}  # asset_id -> newest schedule version applied
@@ -173,9 +159,9 @@ class Planner:
         self.engine.check_timeouts(now)
         batches: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for cmd in self.engine.get_pending_commands(now):
-            payload = self.engine.dispatch_command(cmd, now=now)
-            if payload is not None:
-                batches[self.registry.get(cmd.asset_id).gateway_id].append(payload)
+            route = self.engine.dispatch_to_gateway(cmd, self.routes, now=now)
+            if route is not None:
+                batches[route.gateway_id].append(command_to_wire(cmd))
         for gateway_id, items in batches.items():
             self.publish(commands_topic(gateway_id), CommandBatch(gateway_id=gateway_id, commands=items).encode(), qos=1)
         self.engine.forget_finished(now - KEEP_FINISHED)

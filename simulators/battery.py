@@ -28,8 +28,8 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from coordinator.base import CommandType
-from coordinator.protocols.modbus.adapter import RegisterSpec, decode_registers, encode_value
-from coordinator.protocols.modbus.device import OperatingMode
+from coordinator.protocols.modbus.device import DeviceStatus, OperatingMode, status_writes
+from coordinator.protocols.modbus.registers import RegisterSpec, decode_registers, encode_value
 from coordinator.runtime.log_format import configure_logging
 from coordinator.runtime.service import load_site
 from coordinator.runtime.settings import DEFAULT_SITE_CONFIG
@@ -112,10 +112,9 @@ class SimulatedBattery:
             self._setpoint(regs, CommandType.SET_CHARGE_RATE), self._setpoint(regs, CommandType.SET_DISCHARGE_RATE))
         mode = (OperatingMode.FAULTED if faulted else OperatingMode.CHARGING if power > 0
                 else OperatingMode.DISCHARGING if power < 0 else OperatingMode.IDLE)
-        self._put(regs, self.status.mode, mode)
-        self._put(regs, self.status.soc_percent, round(self.physics.soc_percent, 1))
-        self._put(regs, self.status.active_power_kw, round(power, 1))
-        self._put(regs, self.status.fault_code, 1 if faulted else 0)
+        shown = DeviceStatus(mode.state, round(self.physics.soc_percent, 1), round(power, 1), 1 if faulted else 0)
+        for offset, words in status_writes(self.status, shown):
+            regs[offset : offset + len(words)] = words
 
     async def action(self, function_code: int, start_address: int, address: int, count: int,
                      current_registers: list[int], set_values: list[int] | list[bool] | None) -> ExcCodes | None:

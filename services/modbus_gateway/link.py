@@ -17,7 +17,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from coordinator.adapters import TranslationError
-from coordinator.protocols.modbus.adapter import decode_registers
+from coordinator.protocols.modbus.registers import decode_registers
 from coordinator.base import Command, CommandType
 from coordinator.protocols.modbus.device import DeviceStatus, decode_status
 from coordinator.contract.events import DeviceLinkDown, DeviceLinkUp, SetpointClamped
@@ -55,7 +55,7 @@ class BatteryLink:
         self.bus = bus
         self.send_results, self.report, self.telemetry = send_results, report, telemetry
         self.queue: asyncio.Queue[Command] = asyncio.Queue()
-        self.client: AsyncModbusTcpClient | None = None  # made in start(): it needs the running loop
+        self._client: AsyncModbusTcpClient | None = None  # made in start(): it needs the running loop
         self.up = False
         self.last_state: str | None = None
         self._tasks: list[asyncio.Task] = []
@@ -66,9 +66,15 @@ class BatteryLink:
     def where(self) -> str:
         return f"{self.device.host}:{self.device.port} unit {self.device.device_id}"
 
+    @property
+    def client(self) -> AsyncModbusTcpClient:
+        if self._client is None:
+            raise RuntimeError(f"{self.asset.asset_id}: link used before start()")
+        return self._client
+
     def start(self) -> None:
         """Call on the gateway's event loop."""
-        self.client = AsyncModbusTcpClient(
+        self._client = AsyncModbusTcpClient(
             self.device.host, port=self.device.port, timeout=self.device.timeout_seconds, retries=0,
             reconnect_delay=0,  # we reconnect ourselves, with backoff and link events
         )
@@ -78,7 +84,8 @@ class BatteryLink:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self.client.close()
+        if self._client is not None:  # a link stopped before it started has nothing to close
+            self._client.close()
 
     # -- link ----------------------------------------------------------------------
 
@@ -206,8 +213,8 @@ class BatteryLink:
                     for w in plan.writes
                 ]
                 checks = [shows(w.spec, value, w.value, self.device.verify_tolerance_kw)
-                          for w, value in zip(plan.writes, shown_values)]
-                seen = ", ".join(f"{w.spec.address}={value:g}" for w, value in zip(plan.writes, shown_values))
+                          for w, value in zip(plan.writes, shown_values, strict=True)]
+                seen = ", ".join(f"{w.spec.address}={value:g}" for w, value in zip(plan.writes, shown_values, strict=True))
                 if all(checks):
                     return None
             except LinkError as exc:

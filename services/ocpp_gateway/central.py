@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import websockets
 from ocpp.charge_point import camel_to_snake_case
-from ocpp.messages import Call, MessageType
+from ocpp.messages import Call, CallError, CallResult, MessageType
 from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint as V16ChargePoint
 from ocpp.v16 import call_result as v16_result
@@ -30,18 +30,20 @@ from ocpp.v201 import ChargePoint as V201ChargePoint
 from ocpp.v201 import call_result as v201_result
 from ocpp.v201.enums import Action as V201Action
 from ocpp.v201.enums import AuthorizationStatusEnumType, RegistrationStatusEnumType
-from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import Server, ServerConnection
 from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
 
-from coordinator.protocols.ocpp.adapter import call_payload
 from coordinator.asset_machines import ChargerState
-from coordinator.site import AssetConfig, OcppListenConfig
-
+from coordinator.protocols.ocpp.internals import exchange
+from coordinator.protocols.ocpp.meter import power_kw
+from coordinator.protocols.ocpp.payload import call_payload
 from coordinator.protocols.ocpp.status import v16_state, v201_connector_state, v201_transaction_state
+from coordinator.protocols.ocpp.version import SUBPROTOCOLS, OCPPVersion
+from coordinator.site import AssetConfig, OcppListenConfig
 
 log = logging.getLogger(__name__)
 
-SUBPROTOCOLS = ("ocpp1.6", "ocpp2.0.1")
 HEARTBEAT_SECONDS = 60
 _transaction_ids = itertools.count(1)
 
@@ -59,31 +61,20 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
-def _power_w(meter_values: list[dict[str, Any]]) -> float | None:
-    """The last Power.Active.Import sample (in W) of a MeterValues payload, if any."""
-    power = None
-    for meter_value in meter_values or []:
-        for sample in meter_value.get("sampled_value", []):
-            if sample.get("measurand") == "Power.Active.Import":
-                try:
-                    value = float(sample["value"])
-                except (KeyError, TypeError, ValueError):
-                    continue
-                power = value * 1000 if sample.get("unit") == "kW" else value
-    return power
-
-
 class _Requests:
     """The CSMS's own calls, without ``ChargePoint.call``'s per-call costs.
 
     ``call`` serialises the payload with deep copies, may validate it and builds a result
     dataclass that raises on any unexpected field; at a slot boundary with a thousand chargers
-    that was most of the latency. ``request`` sends the same JSON (``call_payload``), keeps the
-    package's one-call-at-a-time lock and response queue, and hands back the answer's payload
-    as a plain dict for ``status.outcome_of`` to read defensively.
+    that was most of the latency. ``request`` sends the same JSON (``call_payload``) through
+    the package's own lock and response queue (``internals.exchange``, the one place that
+    touches them) and hands back the answer's payload as a plain dict for
+    ``answers.outcome_of`` to read defensively.
     """
 
     id: str
+    version: OCPPVersion
+    connection: ServerConnection
 
     async def request(self, call: Any) -> dict[str, Any]:
         """Send ``call`` (an ``ocpp`` call dataclass); its answer's payload, snake_case.
@@ -91,24 +82,24 @@ class _Requests:
         Raises OCPPError for a CallError, ConnectionClosed when the link drops. Bound it with
         ``asyncio.timeout``: it waits as long as the charger takes.
         """
+        # The action is the call class's name (what ChargePoint.call sends); build_call made the call
+        # from this version's classes, so it is not looked up in the Action enum again per call.
         message = Call(unique_id=str(uuid.uuid4()), action=type(call).__name__, payload=call_payload(call))
-        async with self._call_lock:  # type: ignore[attr-defined]
-            await self._send(message.to_json())  # type: ignore[attr-defined]
-            # One call at a time per connection (the lock): the next answer is ours, unless a
-            # late answer to a call that timed out comes first.
-            while (response := await self._response_queue.get()).unique_id != message.unique_id:  # type: ignore[attr-defined]
-                log.warning("%s: late answer to an earlier call %s ignored", self.id, response.unique_id)
+        response = await exchange(self, message, on_stray=self._stray)  # type: ignore[arg-type]
         if response.message_type_id == MessageType.CallError:
             raise response.to_exception()
         payload = camel_to_snake_case(response.payload)
         return payload if isinstance(payload, dict) else {}
 
+    def _stray(self, response: CallResult | CallError) -> None:
+        log.warning("%s: late answer to an earlier call %s ignored", self.id, response.unique_id)
+
 
 class V16Point(_Requests, V16ChargePoint):
     def __init__(self, charge_point_id: str, connection: ServerConnection, sink: Sink, connector_id: int) -> None:
         super().__init__(charge_point_id, connection, response_timeout=300)
-        self.sink, self.connector_id = sink, connector_id
-        self.version = "1.6"
+        self.connection, self.sink, self.connector_id = connection, sink, connector_id
+        self.version = OCPPVersion.V16
         self.transaction_id: int | str | None = None
 
     @on(V16Action.boot_notification)
@@ -147,17 +138,17 @@ class V16Point(_Requests, V16ChargePoint):
 
     @on(V16Action.meter_values)
     def on_meter_values(self, connector_id: int, meter_value: list, **_: Any) -> v16_result.MeterValues:
-        power = _power_w(meter_value)
+        power = power_kw(meter_value)
         if power is not None:
-            self.sink.telemetry_of(self.id, {"power_kw": power / 1000})
+            self.sink.telemetry_of(self.id, {"power_kw": power})
         return v16_result.MeterValues()
 
 
 class V201Point(_Requests, V201ChargePoint):
     def __init__(self, charge_point_id: str, connection: ServerConnection, sink: Sink, evse_id: int) -> None:
         super().__init__(charge_point_id, connection, response_timeout=300)
-        self.sink, self.evse_id = sink, evse_id
-        self.version = "2.0.1"
+        self.connection, self.sink, self.evse_id = connection, sink, evse_id
+        self.version = OCPPVersion.V201
         self.transaction_id: str | None = None
 
     @on(V201Action.boot_notification)
@@ -195,9 +186,9 @@ class V201Point(_Requests, V201ChargePoint):
                                        transaction_info.get("stopped_reason"), trigger_reason)
         if state is not None:
             self.sink.state(self.id, state, {"ocpp_event": event_type, "trigger_reason": trigger_reason})
-        power = _power_w(meter_value or [])
+        power = power_kw(meter_value)
         if power is not None:
-            self.sink.telemetry_of(self.id, {"power_kw": power / 1000})
+            self.sink.telemetry_of(self.id, {"power_kw": power})
         return v201_result.TransactionEvent()
 
     @on(V201Action.notify_report)
@@ -206,9 +197,9 @@ class V201Point(_Requests, V201ChargePoint):
 
     @on(V201Action.meter_values)
     def on_meter_values(self, evse_id: int, meter_value: list, **_: Any) -> v201_result.MeterValues:
-        power = _power_w(meter_value)
+        power = power_kw(meter_value)
         if power is not None:
-            self.sink.telemetry_of(self.id, {"power_kw": power / 1000})
+            self.sink.telemetry_of(self.id, {"power_kw": power})
         return v201_result.MeterValues()
 
 
@@ -232,7 +223,7 @@ class CentralSystem:
     def __init__(self, listen: OcppListenConfig, chargers: dict[str, AssetConfig], sink: Sink) -> None:
         self.listen, self.chargers, self.sink = listen, chargers, sink
         self.points: dict[str, Point] = {}
-        self._server: websockets.asyncio.server.Server | None = None
+        self._server: Server | None = None
 
     async def start(self) -> None:
         context = None
@@ -240,7 +231,7 @@ class CentralSystem:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(self.listen.tls_cert, self.listen.tls_key)
         self._server = await websockets.serve(
-            self._serve, self.listen.host, self.listen.port, subprotocols=list(SUBPROTOCOLS),
+            self._serve, self.listen.host, self.listen.port, subprotocols=[Subprotocol(p) for p in SUBPROTOCOLS],
             process_request=self._admit, ssl=context, ping_interval=30,
         )
         log.info("CSMS listening on %s://%s:%s", "wss" if context else "ws", self.listen.host, self.listen.port)
@@ -270,19 +261,23 @@ class CentralSystem:
         return None
 
     async def _serve(self, connection: ServerConnection) -> None:
-        cp_id = self.charge_point_id(connection.request.path)
+        request = connection.request
+        if request is None:  # websockets calls the handler only after a handshake
+            raise RuntimeError("websocket handler called without a handshake request")
+        cp_id = self.charge_point_id(request.path)
         if connection.subprotocol not in SUBPROTOCOLS:  # websockets lets a missing subprotocol through
             log.warning("refused %s: no OCPP subprotocol offered (%s)", cp_id,
-                        connection.request.headers.get("Sec-WebSocket-Protocol"))
+                        request.headers.get("Sec-WebSocket-Protocol"))
             await connection.close(1002, "an OCPP subprotocol (ocpp1.6, ocpp2.0.1) is required")
             return
         asset = self.chargers[cp_id]
         connector = asset.ocpp.connector_id if asset.ocpp else 1
-        point: Point = (V16Point if connection.subprotocol == "ocpp1.6" else V201Point)(cp_id, connection, self.sink, connector)
+        kind = V16Point if OCPPVersion.of_subprotocol(connection.subprotocol) is OCPPVersion.V16 else V201Point
+        point: Point = kind(cp_id, connection, self.sink, connector)
         stale = self.points.get(cp_id)
         self.points[cp_id] = point
         if stale is not None:  # a charger that reconnects replaces its dead connection
-            await stale._connection.close(1000, "replaced by a new connection")
+            await stale.connection.close(1000, "replaced by a new connection")
         self.sink.link(cp_id, True, connection.subprotocol)
         reason = "connection closed"
         try:

@@ -18,7 +18,6 @@ import gc
 import logging
 from typing import Any
 
-import ocpp.messages
 import websockets
 from ocpp.exceptions import OCPPError
 
@@ -35,7 +34,8 @@ from coordinator.runtime.command_intake import result
 from coordinator.runtime.device_gateway import DeviceGateway
 from coordinator.runtime.service import Publish, base_arguments, load_site, receives, run
 from .central import CentralSystem, Point
-from coordinator.protocols.ocpp.status import outcome_of
+from coordinator.protocols.ocpp.answers import outcome_of
+from coordinator.protocols.ocpp.internals import inline_validation
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("ocpp").setLevel(logging.WARNING)  # it logs every frame at INFO
     # Chargers' messages are still schema-checked, inline: a thread hand-off per message cost
     # more than the check itself with many chargers (field notes).
-    ocpp.messages.ASYNC_VALIDATION = False
+    inline_validation()
     # A slot boundary allocates a task, a call and an answer per charger; with the default
     # thresholds the collector walked the whole heap (every connection's objects) in the
     # middle of it. Collect young objects less often; a full collection stays possible.

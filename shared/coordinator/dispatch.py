@@ -31,6 +31,7 @@ import pandas as pd
 from . import schedule as schedule_conversion
 from .adapters.base import ProtocolAdapter, TranslationError
 from .adapters.registry import AdapterRegistry
+from .adapters.routing import Route
 from .asset_machines import HOLDING_STATES, is_early_departure
 from .base import Command, CommandStatus, CommandType
 from .config import CoordinatorConfig
@@ -285,23 +286,11 @@ class DispatchEngine:
         """
         now = _now(now)
         with self._lock:
-            if cmd.command_id not in self._commands:
-                self._register([cmd])
-            if cmd.status is not CommandStatus.PENDING:
-                raise ValueError(f"{cmd.command_id} is {cmd.status}, only PENDING commands can be dispatched")
-            busy = self._in_flight.get(cmd.asset_id)
-            if busy is not None and busy is not cmd:
-                raise ValueError(
-                    f"{cmd.asset_id} already has {busy.command_id} in flight; an asset takes one command at a time"
-                )
-            if self.is_held(cmd.asset_id):
-                self._announce_held(cmd.asset_id, [cmd])
+            if not self._may_dispatch(cmd):
                 return None
             if adapter is None and self.adapter_registry is not None:
                 adapter = self.adapter_registry.get(cmd.asset_id)
-            cmd.attempts += 1
-            cmd.next_attempt_at = None
-            cmd.dispatched_at = now
+            self._start_attempt(cmd, now)
             if adapter is None:
                 self._finish(cmd, CommandStatus.FAILED, f"no protocol adapter registered for {cmd.asset_id}", now)
                 return None
@@ -312,13 +301,61 @@ class DispatchEngine:
             except TranslationError as exc:
                 self._finish(cmd, CommandStatus.FAILED, f"cannot translate for {adapter.protocol}: {exc}", now)
                 return None
-            self._in_flight[cmd.asset_id] = cmd
-            # Events are published under the lock so that their order is the order of the changes.
-            self.event_bus.emit(
-                EventType.COMMAND_DISPATCHED,
-                ev.CommandDispatched.of(cmd, protocol=adapter.protocol, gateway_id=adapter.gateway_id),
-            )
+            self._now_in_flight(cmd, adapter.protocol, adapter.gateway_id)
             return payload
+
+    def dispatch_to_gateway(
+        self, cmd: Command, routes: Mapping[str, Route], now: datetime | None = None
+    ) -> Route | None:
+        """Mark ``cmd`` DISPATCHED to the gateway ``routes`` names for its asset, without
+        translating it: for a process (the planner) whose gateways translate. Same lifecycle,
+        holds and events as ``dispatch_command``.
+
+        Returns the route the command goes to, or None when it was not sent: held (stays
+        PENDING) or, for an asset without a route, failed at once (COMMAND_FAILED is published).
+        """
+        now = _now(now)
+        with self._lock:
+            if not self._may_dispatch(cmd):
+                return None
+            route = routes.get(cmd.asset_id)
+            self._start_attempt(cmd, now)
+            if route is None:
+                self._finish(cmd, CommandStatus.FAILED, f"no gateway routes commands for {cmd.asset_id}", now)
+                return None
+            cmd.status = CommandStatus.DISPATCHED
+            self._now_in_flight(cmd, route.protocol, route.gateway_id)
+            return route
+
+    def _may_dispatch(self, cmd: Command) -> bool:
+        """Raises for a command that must not be dispatched; False (and COMMAND_HELD) when held."""
+        if cmd.command_id not in self._commands:
+            self._register([cmd])
+        if cmd.status is not CommandStatus.PENDING:
+            raise ValueError(f"{cmd.command_id} is {cmd.status}, only PENDING commands can be dispatched")
+        busy = self._in_flight.get(cmd.asset_id)
+        if busy is not None and busy is not cmd:
+            raise ValueError(
+                f"{cmd.asset_id} already has {busy.command_id} in flight; an asset takes one command at a time"
+            )
+        if self.is_held(cmd.asset_id):
+            self._announce_held(cmd.asset_id, [cmd])
+            return False
+        return True
+
+    @staticmethod
+    def _start_attempt(cmd: Command, now: datetime) -> None:
+        cmd.attempts += 1
+        cmd.next_attempt_at = None
+        cmd.dispatched_at = now
+
+    def _now_in_flight(self, cmd: Command, protocol: str, gateway_id: str) -> None:
+        self._in_flight[cmd.asset_id] = cmd
+        # Events are published under the lock so that their order is the order of the changes.
+        self.event_bus.emit(
+            EventType.COMMAND_DISPATCHED,
+            ev.CommandDispatched.of(cmd, protocol=protocol, gateway_id=gateway_id),
+        )
 
     # -- results -------------------------------------------------------------------
 

@@ -10,12 +10,12 @@ import signal
 import ssl
 from collections.abc import Mapping
 
-import ocpp.messages
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from coordinator.contract.messages import ChargerControl, decode
 from coordinator.contract.topics import simulator_topic
+from coordinator.protocols.ocpp.internals import inline_validation
 from coordinator.runtime.log_format import configure_logging
 from coordinator.runtime.mqtt import BrokerSettings
 from coordinator.runtime.service import load_site
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     url = args.url or default_url(gateway.ocpp or OcppListenConfig())
     context = ssl.create_default_context(cafile=args.cafile) if url.startswith("wss://") else None
     # Validation in executor threads costs more than it saves with many chargers in one process (field notes).
-    ocpp.messages.ASYNC_VALIDATION = False
+    inline_validation()
     chargers = [SimulatedCharger(a, url, ssl_context=context, meter_interval=args.meter_interval,
                                  validate_calls=not args.no_validation) for a in assets]
     asyncio.run(simulate(chargers, args.gateway_id, control=not args.no_control))

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from jsonschema.validators import validator_for
 
 from coordinator.adapters import OCPPAdapter, ProtocolAdapter, TranslationError
-from coordinator.protocols.ocpp.adapter import call_payload
+from coordinator.protocols.ocpp.payload import call_payload
 from coordinator.base import Command, CommandType
 
 T0 = datetime(2025, 1, 15, 8, 0, tzinfo=timezone.utc)

@@ -1,12 +1,14 @@
 import pytest
 
-from coordinator.protocols.modbus.adapter import RegisterSpec, RegisterType, encode_value
+from coordinator.protocols.modbus.registers import RegisterSpec, RegisterType, encode_value
 from coordinator.asset_machines import BatteryState
 from coordinator.protocols.modbus.device import (
     DEFAULT_STATUS_REGISTERS,
+    DeviceStatus,
     ModbusDeviceConfig,
     StatusRegisters,
     decode_status,
+    status_writes,
 )
 
 
@@ -48,3 +50,13 @@ def test_device_config_merges_custom_registers_and_refuses_bad_ones():
         ModbusDeviceConfig(registers={"SET_CHARGE_RATE": {"address": 40001, "data_type": "int128"}})
     with pytest.raises(ValueError, match="unknown status registers: temperature"):
         ModbusDeviceConfig(status_registers={"temperature": {"address": 40600}})
+
+
+def test_status_writes_are_what_decode_status_reads():
+    registers = DEFAULT_STATUS_REGISTERS
+    first, count = registers.span()
+    for status in (DeviceStatus(BatteryState.DISCHARGING, 42.5, -7.4, 0), DeviceStatus(BatteryState.FAULTED, 5.0, 0.0, 3)):
+        words = [0] * count
+        for offset, written in status_writes(registers, status):
+            words[offset - first : offset - first + len(written)] = written
+        assert decode_status(registers, first, words) == status

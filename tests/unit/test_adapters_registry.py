@@ -61,3 +61,28 @@ def test_bad_asset_id(asset_id):
 def test_only_protocol_adapters():
     with pytest.raises(TypeError, match="must be a ProtocolAdapter"):
         AdapterRegistry().register("ast_1", object())  # type: ignore[arg-type]
+
+
+def test_routing_table_from_the_site_config():
+    from coordinator.adapters import Route, RoutingTable
+    from coordinator.site import SiteConfig
+
+    site = SiteConfig.model_validate({
+        "site_id": "sit_x",
+        "gateways": [{"gateway_id": "ocpp", "protocol": "ocpp"}, {"gateway_id": "loop", "protocol": "loopback"}],
+        "assets": [{"asset_id": "ast_bay_1", "kind": "ev_charger", "gateway_id": "ocpp", "max_power_kw": 22},
+                   {"asset_id": "ast_bay_2", "kind": "ev_charger", "gateway_id": "loop", "max_power_kw": 22}],
+    })
+    routes = RoutingTable.from_site(site)
+    assert routes["ast_bay_1"] == Route("ocpp", "ocpp") and routes.get("ast_bay_2") == Route("loop", "loopback")
+    assert routes.get("ast_unknown") is None and "ast_unknown" not in routes
+    assert routes.assets_for("ocpp") == ["ast_bay_1"] and len(routes) == 2
+
+
+def test_routing_table_takes_only_routes():
+    from coordinator.adapters import Route, RoutingTable
+
+    with pytest.raises(TypeError, match="ast_a: expected a Route"):
+        RoutingTable({"ast_a": ("ocpp", "ocpp")})
+    with pytest.raises(ValueError, match="non-empty string"):
+        RoutingTable({"": Route("ocpp", "ocpp")})

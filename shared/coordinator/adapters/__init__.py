@@ -1,9 +1,10 @@
-"""Protocol adapters: pure translation of commands into device payloads (see docs/adapters.md)."""
+"""Protocol adapters: pure translation of commands into device payloads, and the routing
+table of processes that leave translation to the gateways (see docs/adapters.md)."""
 
 from .base import ProtocolAdapter, TranslationError
-from coordinator.protocols.modbus.adapter import (
+from coordinator.protocols.modbus.adapter import ModbusAdapter
+from coordinator.protocols.modbus.registers import (
     DEFAULT_REGISTER_MAP,
-    ModbusAdapter,
     RegisterMap,
     RegisterSpec,
     RegisterType,
@@ -11,8 +12,10 @@ from coordinator.protocols.modbus.adapter import (
     decode_registers,
     encode_value,
 )
-from coordinator.protocols.ocpp.adapter import OCPPAdapter, OCPPVersion
+from coordinator.protocols.ocpp.adapter import OCPPAdapter
+from coordinator.protocols.ocpp.version import OCPPVersion
 from .registry import AdapterRegistry
+from .routing import Route, RoutingTable
 
 __all__ = [
     "DEFAULT_REGISTER_MAP",
@@ -24,6 +27,8 @@ __all__ = [
     "RegisterMap",
     "RegisterSpec",
     "RegisterType",
+    "Route",
+    "RoutingTable",
     "TranslationError",
     "WordOrder",
     "decode_registers",

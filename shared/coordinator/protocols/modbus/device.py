@@ -25,14 +25,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from coordinator.protocols.modbus.adapter import (
+from coordinator.protocols.modbus.registers import (
     DEFAULT_REGISTER_MAP,
     RegisterMap,
     RegisterSpec,
     RegisterType,
     decode_registers,
+    encode_value,
 )
 from coordinator.asset_machines import BatteryState
+from coordinator.base import CommandType
 
 MAX_READ_REGISTERS = 125  # Modbus: read holding registers carries at most 125 words
 
@@ -121,6 +123,19 @@ def decode_status(registers: StatusRegisters, first_offset: int, words: list[int
     return DeviceStatus(state, round(value(registers.soc_percent), 3), round(value(registers.active_power_kw), 3), fault)
 
 
+def status_writes(registers: StatusRegisters, status: DeviceStatus) -> list[tuple[int, list[int]]]:
+    """The inverse of ``decode_status``: (offset, words) that make a device report ``status``.
+    Pure; what the battery simulator serves. Raises TranslationError for a value a register
+    cannot hold."""
+    values = {
+        "mode": OperatingMode[status.state.name],
+        "soc_percent": status.soc_percent,
+        "active_power_kw": status.active_power_kw,
+        "fault_code": status.fault_code,
+    }
+    return [(spec.offset, encode_value(spec, values[name])[1]) for name, spec in registers.specs().items()]
+
+
 class ModbusDeviceConfig(BaseModel):
     """``[assets.modbus]`` of a battery in the site config."""
 
@@ -162,7 +177,7 @@ class ModbusDeviceConfig(BaseModel):
     def register_map(self) -> RegisterMap:
         if not self.registers:
             return DEFAULT_REGISTER_MAP
-        merged = dict(DEFAULT_REGISTER_MAP.items())
+        merged: dict[CommandType | str, RegisterSpec] = dict(DEFAULT_REGISTER_MAP.items())
         merged.update(RegisterMap.from_dict(self.registers).items())
         return RegisterMap(merged)
 

@@ -1,22 +1,20 @@
-"""From a command to the register writes that carry it out, and how to check them. Pure."""
+"""From a command to the register writes that carry it out, and how to check them. Pure.
+
+This is how the Modbus gateway translates a command: on top of the adapter's encoding it
+clamps to the device's limits and zeroes the opposite direction first.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
-from coordinator.adapters import ModbusAdapter, TranslationError
-from coordinator.protocols.modbus.adapter import RegisterMap, RegisterSpec
+from coordinator.adapters.base import TranslationError
 from coordinator.base import Command, CommandType
-from coordinator.protocols.modbus.device import ModbusDeviceConfig
 
-_PARAMETER = {
-    CommandType.SET_CHARGE_RATE: "power_kw",
-    CommandType.SET_DISCHARGE_RATE: "power_kw",
-    CommandType.SET_POWER_LIMIT: "power_kw",
-    CommandType.SET_SOC_TARGET: "soc_percent",
-}
+from .device import ModbusDeviceConfig
+from .registers import SETPOINT_PARAMETERS, RegisterMap, RegisterSpec, encode_value
+
 _OPPOSITE = {CommandType.SET_CHARGE_RATE: CommandType.SET_DISCHARGE_RATE,
              CommandType.SET_DISCHARGE_RATE: CommandType.SET_CHARGE_RATE}
 
@@ -54,7 +52,7 @@ def limit_for(command_type: CommandType, device: ModbusDeviceConfig, asset_max_k
 
 def plan_command(cmd: Command, device: ModbusDeviceConfig, register_map: RegisterMap, asset_max_kw: float) -> SetpointPlan:
     """Raise TranslationError for what no register can carry; clamp what exceeds the device's limits."""
-    name = _PARAMETER.get(cmd.command_type)
+    name = SETPOINT_PARAMETERS.get(cmd.command_type)
     if name is None or cmd.command_type not in register_map:
         raise TranslationError(f"{cmd.command_type} has no register on this battery")
     requested = cmd.parameters.get(name)
@@ -62,17 +60,17 @@ def plan_command(cmd: Command, device: ModbusDeviceConfig, register_map: Registe
         raise TranslationError(f"{name} must be a finite number >= 0, got {requested!r}")
     limit = limit_for(cmd.command_type, device, asset_max_kw)
     applied = min(float(requested), limit)
-    adapter = ModbusAdapter("plan", register_map, device.device_id)
     writes = []
     opposite = _OPPOSITE.get(cmd.command_type)
     if opposite is not None and opposite in register_map:
-        writes.append(_write(adapter, dataclasses.replace(cmd, command_type=opposite, parameters={name: 0.0}), register_map[opposite], 0.0))
-    writes.append(_write(adapter, dataclasses.replace(cmd, parameters={name: applied}), register_map[cmd.command_type], applied))
+        writes.append(_write(register_map[opposite], 0.0))
+    writes.append(_write(register_map[cmd.command_type], applied))
     return SetpointPlan(writes, float(requested), applied, limit)
 
 
-def _write(adapter: ModbusAdapter, cmd: Command, spec: RegisterSpec, value: float) -> RegisterWrite:
-    return RegisterWrite(spec, value, adapter.translate(cmd)["values"])
+def _write(spec: RegisterSpec, value: float) -> RegisterWrite:
+    # The register encoding every Modbus write goes through (the adapter's too).
+    return RegisterWrite(spec, value, encode_value(spec, value)[1])
 
 
 def shows(spec: RegisterSpec, shown: float, expected: float, tolerance: float | None) -> bool:

@@ -1,15 +1,15 @@
-"""OCPP words, in both versions, to what the rest of the system understands. Pure."""
+"""What a charger says about its connector and its sessions -> the charger's state. Pure.
+
+StatusNotification (both versions) and TransactionEvent (2.0.1); answers to our calls are
+read in answers.py, meter values in meter.py.
+"""
 
 from __future__ import annotations
-
-from collections.abc import Mapping
-from typing import Any
 
 from ocpp.v16 import enums as v16
 from ocpp.v201 import enums as v201
 
 from coordinator.asset_machines import ChargerState
-from coordinator.contract.messages import Outcome
 
 V16_STATUS = {
     v16.ChargePointStatus.available: ChargerState.AVAILABLE,
@@ -42,6 +42,7 @@ V201_CHARGING = {
 
 
 def v16_state(status: str) -> ChargerState | None:
+    """A 1.6 StatusNotification status -> the connector's state; None for a word 1.6 does not have."""
     try:
         return V16_STATUS[v16.ChargePointStatus(status)]
     except ValueError:
@@ -49,6 +50,7 @@ def v16_state(status: str) -> ChargerState | None:
 
 
 def v201_connector_state(status: str) -> ChargerState | None:
+    """A 2.0.1 StatusNotification connectorStatus -> the connector's state; None for an unknown word."""
     try:
         return V201_CONNECTOR[v201.ConnectorStatusEnumType(status)]
     except ValueError:
@@ -78,25 +80,3 @@ def v201_transaction_state(event_type: str, charging_state: str | None, stopped_
         return V201_CHARGING[v201.ChargingStateEnumType(charging_state)]
     except ValueError:
         return None
-
-
-# Statuses a charger may answer with, by what they mean for the command.
-_ACCEPTED = {"Accepted"}
-_NEVER = {"NotSupported", "NotImplemented", "Unknown"}
-
-
-def outcome_of(answer: Mapping[str, Any]) -> tuple[Outcome, str | None]:
-    """The payload of the charger's answer (snake_case) -> the command's outcome.
-
-    Accepted (and Scheduled, for availability) completes; NotSupported can never succeed
-    (refused); anything else (Rejected, a missing or unknown status, ...) failed this attempt
-    and may be retried.
-    """
-    status = answer.get("status")
-    if status in _ACCEPTED or status == "Scheduled":
-        return Outcome.COMPLETED, None
-    reason = f"charger answered {status}" if isinstance(status, str) else f"charger answered without a status: {answer!r:.200}"
-    info = answer.get("status_info")
-    if info:
-        reason += f" ({info.get('reason_code') if isinstance(info, dict) else info})"
-    return (Outcome.REFUSED if status in _NEVER else Outcome.FAILED), reason

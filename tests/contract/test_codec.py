@@ -1,10 +1,11 @@
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import msgpack
 import numpy as np
 import pandas as pd
 import pytest
+from event_samples import SAMPLES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,10 +28,8 @@ from coordinator.contract.codec import (
 )
 from coordinator.events import Event, EventType
 
-from event_samples import SAMPLES
-
 IST = timezone(timedelta(hours=5, minutes=30))
-T0 = datetime(2025, 1, 15, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2025, 1, 15, 8, 0, tzinfo=UTC)
 COMMAND_TIMES = ("scheduled_at", "created_at", "dispatched_at", "finished_at", "next_attempt_at")
 
 
@@ -48,9 +47,9 @@ def full_command() -> Command:
         priority=-7,
         schedule_id="sch_abc",
         created_at=datetime(2025, 1, 15, 7, 0, 0, 1, tzinfo=timezone(timedelta(hours=-3))),
-        dispatched_at=datetime(2025, 1, 15, 8, 0, 0, 999999, tzinfo=timezone.utc),
+        dispatched_at=datetime(2025, 1, 15, 8, 0, 0, 999999, tzinfo=UTC),
         finished_at=datetime(2025, 1, 15, 8, 0, 1, tzinfo=IST),
-        next_attempt_at=datetime(2025, 1, 15, 8, 0, 2, 500, tzinfo=timezone.utc),
+        next_attempt_at=datetime(2025, 1, 15, 8, 0, 2, 500, tzinfo=UTC),
         error="device busy",
     )
 
@@ -167,9 +166,9 @@ def test_event_payload_conversions():
         update={"starts_at": pd.Timestamp("2025-01-15 08:00:00.000001+01:00")})
     ev = Event(EventType.SCHEDULE_RECEIVED, received, timestamp=pd.Timestamp("2025-01-15 08:00", tz="Europe/Paris"))
     back = decode_event(encode_event(ev))
-    assert back.payload.starts_at == datetime(2025, 1, 15, 7, 0, 0, 1, tzinfo=timezone.utc)
+    assert back.payload.starts_at == datetime(2025, 1, 15, 7, 0, 0, 1, tzinfo=UTC)
     assert type(back.payload.starts_at) is datetime
-    assert back.timestamp == datetime(2025, 1, 15, 7, tzinfo=timezone.utc) and type(back.timestamp) is datetime
+    assert back.timestamp == datetime(2025, 1, 15, 7, tzinfo=UTC) and type(back.timestamp) is datetime
 
 
 def event_wire(**fields) -> dict:
@@ -294,7 +293,7 @@ def test_deep_nesting_refused_below_msgpack_stack_limit():
 def test_unpack_returns_plain_python_with_utc_datetimes():
     obj = unpack(pack({"a": [1, "x", b"y", None, datetime(2025, 1, 15, 13, 30, tzinfo=IST)]}))
     assert obj == {"a": [1, "x", b"y", None, T0.replace(hour=8)]}
-    assert obj["a"][4].tzinfo is timezone.utc
+    assert obj["a"][4].tzinfo is UTC
 
 
 # --------------------------------------------------------------------------- schedules
@@ -315,7 +314,7 @@ def test_schedule_wire_form():
     obj = msgpack.unpackb(VALID[decode_schedule], timestamp=0)
     assert list(obj) == ["site_id", "asset_map", "index", "columns"]  # no schedule_id key when it is None
     assert obj["columns"] == {"ev_1_kw": [22.0, None, 7.5], "battery_charge_kw": [0.0, 5.0, 10.0]}
-    assert obj["index"][0] == msgpack.Timestamp.from_datetime(datetime(2025, 1, 15, 2, 30, tzinfo=timezone.utc))
+    assert obj["index"][0] == msgpack.Timestamp.from_datetime(datetime(2025, 1, 15, 2, 30, tzinfo=UTC))
 
 
 def test_schedule_index_keeps_nanoseconds():

@@ -1,6 +1,6 @@
 """Commands in a batch are read by the same strict rules as a command message."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -9,7 +9,7 @@ from coordinator.contract.codec import DecodeError, command_from_wire
 from coordinator.contract.messages import CommandBatch, Outcome, ResultBatch, command_to_wire, decode
 from coordinator.runtime.command_intake import CommandIntake
 
-T0 = datetime(2025, 1, 15, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2025, 1, 15, 8, 0, tzinfo=UTC)
 
 
 def on_the_wire(*items) -> list[dict]:

@@ -6,13 +6,12 @@ import jsonschema
 import numpy as np
 import pandas as pd
 import pytest
+from event_samples import SAMPLES
 
 from coordinator.contract import schema, topics
 from coordinator.contract.codec import MAX_SCHEDULE_BYTES, ScheduleFormat, encode_schedule, unpack
 from coordinator.contract.events import PAYLOAD_MODELS
 from coordinator.events import EventType
-
-from event_samples import SAMPLES
 
 CONTRACT_DIR = Path(__file__).resolve().parents[2] / "docs" / "contract"
 GENERATED = schema.files()

@@ -1,6 +1,6 @@
 import dataclasses
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -22,7 +22,7 @@ from coordinator.adapters import (
 )
 from coordinator.base import Command, CommandType
 
-T0 = datetime(2025, 1, 15, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2025, 1, 15, 8, 0, tzinfo=UTC)
 RANGES = {
     RegisterType.UINT16: (0, 2**16 - 1),
     RegisterType.INT16: (-(2**15), 2**15 - 1),

@@ -1,6 +1,6 @@
 import json
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from enum import Enum
 from pathlib import Path
@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from jsonschema.validators import validator_for
 
 from coordinator.adapters import OCPPAdapter, ProtocolAdapter, TranslationError
-from coordinator.protocols.ocpp.payload import call_payload
 from coordinator.base import Command, CommandType
+from coordinator.protocols.ocpp.payload import call_payload
 
-T0 = datetime(2025, 1, 15, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2025, 1, 15, 8, 0, tzinfo=UTC)
 SCHEMAS = Path(ocpp.__file__).parent
 VERSIONS = ["1.6", "2.0.1"]
 

@@ -1,6 +1,5 @@
 import pytest
 
-from coordinator.protocols.modbus.registers import RegisterSpec, RegisterType, encode_value
 from coordinator.asset_machines import BatteryState
 from coordinator.protocols.modbus.device import (
     DEFAULT_STATUS_REGISTERS,
@@ -10,6 +9,7 @@ from coordinator.protocols.modbus.device import (
     decode_status,
     status_writes,
 )
+from coordinator.protocols.modbus.registers import RegisterSpec, RegisterType, encode_value
 
 
 def words_for(registers: StatusRegisters, values: dict[str, float]) -> tuple[int, list[int]]:

@@ -1,14 +1,14 @@
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from coordinator.adapters import TranslationError
 from coordinator.base import Command, CommandType
 from coordinator.protocols.modbus.device import ModbusDeviceConfig
-from simulators.battery import BatteryPhysics
 from coordinator.protocols.modbus.setpoints import coalesce, plan_command, shows
+from simulators.battery import BatteryPhysics
 
-T0 = datetime(2025, 1, 15, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2025, 1, 15, 8, 0, tzinfo=UTC)
 DEVICE = ModbusDeviceConfig(max_charge_kw=50.0)
 
 

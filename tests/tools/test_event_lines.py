@@ -1,14 +1,14 @@
 """One readable line per event, as `qubit events` and the demo print them."""
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from coordinator.base import Command, CommandStatus, CommandType
 from coordinator.contract import events as ev
 from coordinator.events import Event, EventType
 from tools.event_lines import describe, to_json
 
-AT = datetime(2026, 1, 1, 8, 30, 5, tzinfo=timezone.utc)
+AT = datetime(2026, 1, 1, 8, 30, 5, tzinfo=UTC)
 
 
 def line(event_type, payload):
@@ -28,7 +28,7 @@ def test_commands_show_type_parameters_and_reason():
 
 def test_retries_say_when_and_holds_say_why():
     retry = ev.CommandRetryScheduled.of(charge("no answer within 30 s"), timed_out=True,
-                                        retry_at=datetime(2026, 1, 1, 8, 30, 7, tzinfo=timezone.utc))
+                                        retry_at=datetime(2026, 1, 1, 8, 30, 7, tzinfo=UTC))
     assert line(EventType.COMMAND_RETRY_SCHEDULED, retry).endswith(
         "reason: no answer within 30 s  retry at 08:30:07")
     held = ev.CommandHeld.of(charge(), asset_state="FAULTED")

@@ -1,6 +1,6 @@
 """DispatchEngine.dispatch_to_gateway: the engine's lifecycle for a process whose gateways translate."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
@@ -8,7 +8,7 @@ from coordinator import DispatchEngine, EventBus, EventType, create_ev_charger_s
 from coordinator.adapters import Route, RoutingTable
 from coordinator.base import CommandStatus
 
-T0 = datetime(2025, 1, 15, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2025, 1, 15, 8, 0, tzinfo=UTC)
 ROUTES = RoutingTable({"a": Route("ocpp", "ocpp")})
 
 

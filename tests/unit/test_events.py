@@ -1,6 +1,6 @@
 import logging
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pydantic
 import pytest
@@ -14,7 +14,7 @@ from coordinator.contract.events import (
     StateChanged,
 )
 
-T0 = datetime(2025, 1, 15, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2025, 1, 15, 8, 0, tzinfo=UTC)
 MOVED = StateChanged(asset_id="ast_1", from_state="AVAILABLE", to_state="PREPARING", trigger="plug_in")
 
 

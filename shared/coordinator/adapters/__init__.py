@@ -1,7 +1,6 @@
 """Protocol adapters: pure translation of commands into device payloads, and the routing
 table of processes that leave translation to the gateways (see docs/adapters.md)."""
 
-from .base import ProtocolAdapter, TranslationError
 from coordinator.protocols.modbus.adapter import ModbusAdapter
 from coordinator.protocols.modbus.registers import (
     DEFAULT_REGISTER_MAP,
@@ -14,6 +13,8 @@ from coordinator.protocols.modbus.registers import (
 )
 from coordinator.protocols.ocpp.adapter import OCPPAdapter
 from coordinator.protocols.ocpp.version import OCPPVersion
+
+from .base import ProtocolAdapter, TranslationError
 from .registry import AdapterRegistry
 from .routing import Route, RoutingTable
 

@@ -387,7 +387,7 @@ def _texts(values: list[Any], where: str, max_chars: int) -> None:
     """``_text`` on many strings at C speed; the per-item loop runs only to name the culprit."""
     if not values or (
         set(map(type, values)) == {str}
-        and 0 < min(map(len, values))
+        and min(map(len, values)) > 0
         and max(map(len, values)) <= max_chars
         and "".join(values).isprintable()
     ):

@@ -25,6 +25,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from coordinator.asset_machines import BatteryState
+from coordinator.base import CommandType
 from coordinator.protocols.modbus.registers import (
     DEFAULT_REGISTER_MAP,
     RegisterMap,
@@ -33,8 +35,6 @@ from coordinator.protocols.modbus.registers import (
     decode_registers,
     encode_value,
 )
-from coordinator.asset_machines import BatteryState
-from coordinator.base import CommandType
 
 MAX_READ_REGISTERS = 125  # Modbus: read holding registers carries at most 125 words
 

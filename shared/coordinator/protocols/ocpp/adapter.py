@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from ocpp.v201 import enums as v201_enums
@@ -158,7 +158,7 @@ def _start_schedule(at: datetime) -> str:
     # Absolute profiles must carry a startSchedule (2.0.1 K01.FR.41; strict 1.6 chargers reject
     # them without one too). The slot start is the same on every retry and is never in the
     # future at dispatch, so the limit applies at once.
-    return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _remote_start_id(command: Command) -> int:

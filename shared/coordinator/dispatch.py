@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from functools import partial
 from operator import attrgetter
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 
@@ -387,7 +387,8 @@ class DispatchEngine:
         now = _now(now)
         with self._lock:
             if cmd.status.is_terminal:
-                log.warning("late %s answer for %s, already %s", "success" if success else "failure", cmd.command_id, cmd.status)
+                outcome = "success" if success else "failure"
+                log.warning("late %s answer for %s, already %s", outcome, cmd.command_id, cmd.status)
                 return cmd.status
             if cmd.attempts == 0:
                 raise ValueError(f"{cmd.command_id} was never dispatched")
@@ -488,7 +489,7 @@ class DispatchEngine:
                     del self._by_asset[asset_id]
             return len(old)
 
-    _TERMINAL_EVENTS: dict[CommandStatus, tuple[EventType, type[ev.CommandPayload]]] = {
+    _TERMINAL_EVENTS: ClassVar[dict[CommandStatus, tuple[EventType, type[ev.CommandPayload]]]] = {
         CommandStatus.COMPLETED: (EventType.COMMAND_COMPLETED, ev.CommandCompleted),
         CommandStatus.FAILED: (EventType.COMMAND_FAILED, ev.CommandFailed),
         CommandStatus.TIMED_OUT: (EventType.COMMAND_TIMED_OUT, ev.CommandTimedOut),

@@ -98,13 +98,13 @@ class EventBus:
     def subscribe(self, event_type: EventType, handler: Handler) -> Subscription:
         event_type = EventType(event_type)
         with self._lock:
-            self._by_type[event_type] = self._by_type.get(event_type, ()) + (handler,)
+            self._by_type[event_type] = (*self._by_type.get(event_type, ()), handler)
         return Subscription(self, event_type, handler)
 
     def subscribe_all(self, handler: Handler) -> Subscription:
         """Receive every event, whatever its type."""
         with self._lock:
-            self._all = self._all + (handler,)
+            self._all = (*self._all, handler)
         return Subscription(self, None, handler)
 
     def unsubscribe(self, subscription: Subscription) -> None:

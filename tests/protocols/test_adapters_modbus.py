@@ -258,5 +258,5 @@ def test_bad_device_id(device_id):
 
 
 def test_plain_dict_register_map_is_refused():
-    with pytest.raises(TypeError, match="RegisterMap.from_dict"):
+    with pytest.raises(TypeError, match=r"RegisterMap\.from_dict"):
         ModbusAdapter("m", {"SET_CHARGE_RATE": {"address": 40001}})  # type: ignore[arg-type]

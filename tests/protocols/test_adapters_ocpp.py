@@ -165,7 +165,7 @@ def test_profile_ids_never_collide_between_connectors_or_with_the_station_limit(
         for c in range(4)
     ]
     station = profile(OCPPAdapter("g", version, connector_id=1).translate(cmd(CommandType.SET_POWER_LIMIT, power_kw=1)))[id_key]
-    assert len(set(ids + [station])) == 5
+    assert len({*ids, station}) == 5
 
 
 @pytest.mark.parametrize(
@@ -252,7 +252,7 @@ def test_id_tag_length_is_checked(version, limit):
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_default_id_tag_is_checked_at_construction(version):
-    with pytest.raises(ValueError, match="id_tag must be a string of 1.."):
+    with pytest.raises(ValueError, match=r"id_tag must be a string of 1\.\."):
         OCPPAdapter("g", version, id_tag="x" * 37)
 
 

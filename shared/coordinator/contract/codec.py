@@ -372,7 +372,7 @@ def encode_schedule(
         "site_id": site_id,
         "asset_map": dict(asset_map),
         "index": [msgpack.Timestamp.from_unix_nano(n) for n in nanos.tolist()],
-        "columns": dict(zip(map(str, names), cells.T.tolist())),
+        "columns": dict(zip(map(str, names), cells.T.tolist(), strict=True)),
     }
     return _pack(message)
 

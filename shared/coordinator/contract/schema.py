@@ -192,7 +192,7 @@ def events_markdown() -> str:
         if issubclass(model, CommandPayload):
             lines[-1] += " The command fields" + (", and:" if own else ".")
         if own:
-            lines += [""] + _field_table(model, own)
+            lines += ["", *_field_table(model, own)]
     return "\n".join([*lines, "", EVENTS_END])
 
 

@@ -120,7 +120,8 @@ def decode_status(registers: StatusRegisters, first_offset: int, words: list[int
     except ValueError:
         raise ValueError(f"unknown operating mode {raw_mode}") from None
     state = BatteryState.FAULTED if fault else mode.state
-    return DeviceStatus(state, round(value(registers.soc_percent), 3), round(value(registers.active_power_kw), 3), fault)
+    soc_percent = round(value(registers.soc_percent), 3)
+    return DeviceStatus(state, soc_percent, round(value(registers.active_power_kw), 3), fault)
 
 
 def status_writes(registers: StatusRegisters, status: DeviceStatus) -> list[tuple[int, list[int]]]:

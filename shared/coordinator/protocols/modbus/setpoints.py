@@ -50,13 +50,16 @@ def limit_for(command_type: CommandType, device: ModbusDeviceConfig, asset_max_k
     return asset_max_kw
 
 
-def plan_command(cmd: Command, device: ModbusDeviceConfig, register_map: RegisterMap, asset_max_kw: float) -> SetpointPlan:
+def plan_command(
+    cmd: Command, device: ModbusDeviceConfig, register_map: RegisterMap, asset_max_kw: float
+) -> SetpointPlan:
     """Raise TranslationError for what no register can carry; clamp what exceeds the device's limits."""
     name = SETPOINT_PARAMETERS.get(cmd.command_type)
     if name is None or cmd.command_type not in register_map:
         raise TranslationError(f"{cmd.command_type} has no register on this battery")
     requested = cmd.parameters.get(name)
-    if not isinstance(requested, (int, float)) or isinstance(requested, bool) or not math.isfinite(requested) or requested < 0:
+    if (not isinstance(requested, (int, float)) or isinstance(requested, bool)
+            or not math.isfinite(requested) or requested < 0):
         raise TranslationError(f"{name} must be a finite number >= 0, got {requested!r}")
     limit = limit_for(cmd.command_type, device, asset_max_kw)
     applied = min(float(requested), limit)

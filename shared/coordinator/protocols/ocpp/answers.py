@@ -37,7 +37,10 @@ def outcome_of(answer: Mapping[str, Any]) -> tuple[Outcome, str | None]:
     status = answer.get("status")
     if status in COMPLETES:
         return Outcome.COMPLETED, None
-    reason = f"charger answered {status}" if isinstance(status, str) else f"charger answered without a status: {answer!r:.200}"
+    if isinstance(status, str):
+        reason = f"charger answered {status}"
+    else:
+        reason = f"charger answered without a status: {answer!r:.200}"
     info = answer.get("status_info")
     if info:
         reason += f" ({info.get('reason_code') if isinstance(info, dict) else info})"

@@ -307,7 +307,9 @@ def test_schedule_round_trip():
     assert str(msg.frame.index.tz) == "UTC" and (msg.frame.index == df.index).all()  # same instants
     assert list(msg.frame.dtypes) == [np.float64, np.float64]
     expected = df.astype(float).tz_convert("UTC")
-    pd.testing.assert_frame_equal(msg.frame, expected, check_freq=False, check_index_type=False, check_column_type=False)
+    pd.testing.assert_frame_equal(
+        msg.frame, expected, check_freq=False, check_index_type=False, check_column_type=False
+    )
 
 
 def test_schedule_wire_form():
@@ -318,7 +320,9 @@ def test_schedule_wire_form():
 
 
 def test_schedule_index_keeps_nanoseconds():
-    index = pd.DatetimeIndex([pd.Timestamp("2025-01-15 08:00:00.000000001", tz="UTC"), pd.Timestamp("1970-01-01", tz="UTC")])
+    index = pd.DatetimeIndex(
+        [pd.Timestamp("2025-01-15 08:00:00.000000001", tz="UTC"), pd.Timestamp("1970-01-01", tz="UTC")]
+    )
     df = pd.DataFrame({"x": [1.0, 2.0]}, index=index)
     back = decode_schedule(encode_schedule(df, asset_map={}, site_id="s")).frame.index
     assert back.as_unit("ns").asi8.tolist() == index.as_unit("ns").asi8.tolist()
@@ -353,7 +357,8 @@ def sched_wire(**fields) -> bytes:
         (sched_wire(columns={"ev_1_kw": [1.0, False, 3.0]}), "column ev_1_kw: values must be numbers or nil, got bool"),
         (sched_wire(columns={"ev_1_kw": [True, 2.0, 3.0]}), "column ev_1_kw: values must be numbers or nil, got bool"),
         (sched_wire(columns={"ev_1_kw": [1.0, b"", 3.0]}), "column ev_1_kw: values must be numbers or nil, got bytes"),
-        (sched_wire(columns={"ev_1_kw": [1.0, [2.0], 3.0]}), "column ev_1_kw: values must be numbers or nil, got array"),
+        (sched_wire(columns={"ev_1_kw": [1.0, [2.0], 3.0]}),
+         "column ev_1_kw: values must be numbers or nil, got array"),
         (sched_wire(columns={"ok": [1, 2, 3], "ev_1_kw": [1.0, 2.0]}), "column ev_1_kw: 2 values for 3 index entries"),
         (sched_wire(columns={"ev_1_kw": {"a": 1}}), "column ev_1_kw: expected an array, got map"),
         (sched_wire(columns=[[1.0]]), "field columns: expected a map, got array"),
@@ -364,13 +369,17 @@ def sched_wire(**fields) -> bytes:
         (sched_wire(index=[msgpack.Timestamp(2**40, 0)] * 3), "field index: timestamp outside 1677-2262"),
         (sched_wire(site_id=7), "field site_id: expected a string of 1-128 printable characters, got int"),
         (sched_wire(site_id="s" * 129), "field site_id: expected a string of 1-128"),
-        (sched_wire(schedule_id=b"sch"), "field schedule_id: expected a string of 1-128 printable characters, got bytes"),
+        (sched_wire(schedule_id=b"sch"),
+         "field schedule_id: expected a string of 1-128 printable characters, got bytes"),
         (sched_wire(asset_map=["ev_1"]), "field asset_map: expected a map, got array"),
-        (sched_wire(asset_map={"ev_1": 1}), "field asset_map: asset id: expected a string of 1-128 printable characters, got int"),
-        (sched_wire(asset_map={b"ev_1": "ast_1"}), "field asset_map: key: expected a string of 1-128 printable characters, got bytes"),
+        (sched_wire(asset_map={"ev_1": 1}),
+         "field asset_map: asset id: expected a string of 1-128 printable characters, got int"),
+        (sched_wire(asset_map={b"ev_1": "ast_1"}),
+         "field asset_map: key: expected a string of 1-128 printable characters, got bytes"),
         (sched_wire(site_id=...), "missing field(s): site_id"),
         (sched_wire(version=2), "unknown field(s): 'version'"),
-        (msgpack.packb({"columns": {f"c{i}": [] for i in range(MAX_COLUMNS + 1)}}), "too large: 20001 exceeds max_map_len(20000)"),
+        (msgpack.packb({"columns": {f"c{i}": [] for i in range(MAX_COLUMNS + 1)}}),
+         "too large: 20001 exceeds max_map_len(20000)"),
         (msgpack.packb({"site_id": "s" * 1025}), "too large: 1025 exceeds max_str_len(1024)"),
     ],
 )
@@ -386,7 +395,8 @@ def test_schedule_semantics_are_not_checked_here():
     # unsorted, duplicated index and negative power: structure is fine, coordinator.schedule judges the rest
     index = pd.DatetimeIndex(["2025-01-15 09:00", "2025-01-15 08:00", "2025-01-15 08:00"], tz="UTC")
     df = pd.DataFrame({"ev_1_kw": [-5.0, np.inf, 1.0]}, index=index)
-    assert decode_schedule(encode_schedule(df, asset_map={}, site_id="s")).frame["ev_1_kw"].tolist() == [-5.0, np.inf, 1.0]
+    frame = decode_schedule(encode_schedule(df, asset_map={}, site_id="s")).frame
+    assert frame["ev_1_kw"].tolist() == [-5.0, np.inf, 1.0]
 
 
 @pytest.mark.parametrize(
@@ -490,9 +500,9 @@ msgpack_values = st.recursive(
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=5),
     max_leaves=30,
 )
-field_names = st.sampled_from(sorted(set(Command.__dataclass_fields__) | {"event_id", "event_type", "timestamp", "payload",
-                                                                       "schedule_id", "site_id", "asset_map", "index",
-                                                                       "columns"}))
+field_names = st.sampled_from(sorted(set(Command.__dataclass_fields__) | {
+    "event_id", "event_type", "timestamp", "payload", "schedule_id", "site_id", "asset_map", "index", "columns",
+}))
 ALL_DECODERS = [decode_command, decode_event, decode_schedule, unpack]
 
 
@@ -517,7 +527,10 @@ def test_fuzz_plausible_maps(obj):
 
 
 @settings(deadline=None)
-@given(st.sampled_from(list(VALID.values())), st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=4))
+@given(
+    st.sampled_from(list(VALID.values())),
+    st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=4),
+)
 def test_fuzz_mutated_valid_messages(data, flips):
     buf = bytearray(data)
     for at, byte in flips:

@@ -219,7 +219,8 @@ def test_from_dict():
 @pytest.mark.parametrize(("config", "reason"), [
     ({"SET_CHARGE_RATE": {}}, "register map SET_CHARGE_RATE: address is required"),
     ({"SET_CHARGE_RATE": {"address": 40001, "scal": 10}}, r"unknown setting\(s\) \['scal'\]"),
-    ({"SET_CHARGE_RATE": {"address": 40001, "data_type": "int64"}}, "unknown data_type 'int64' \\(use one of uint16, int16"),
+    ({"SET_CHARGE_RATE": {"address": 40001, "data_type": "int64"}},
+     "unknown data_type 'int64' \\(use one of uint16, int16"),
     ({"SET_CHARGE_RATE": {"address": 40001, "word_order": "middle"}}, "unknown word_order 'middle'"),
     ({"SET_CHARGE_RATE": {"address": 30001}}, "not a holding register reference"),
     ({"SET_CHARGE_RATE": {"address": "40001"}}, "address must be an integer"),

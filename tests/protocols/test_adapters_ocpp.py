@@ -46,7 +46,8 @@ def translate(version: str, ctype: CommandType, connector_id: int = 1, **params:
 def test_is_a_protocol_adapter():
     adapter = OCPPAdapter("ocpp_site_1")
     assert isinstance(adapter, ProtocolAdapter)
-    assert (adapter.protocol, adapter.gateway_id, adapter.ocpp_version, adapter.connector_id) == ("ocpp", "ocpp_site_1", "1.6", 1)
+    identity = (adapter.protocol, adapter.gateway_id, adapter.ocpp_version, adapter.connector_id)
+    assert identity == ("ocpp", "ocpp_site_1", "1.6", 1)
 
 
 ALL_SUPPORTED = [
@@ -63,7 +64,9 @@ ALL_SUPPORTED = [
 @pytest.mark.parametrize("connector_id", [0, 1, 2])
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize(("ctype", "params", "action_16", "action_201"), ALL_SUPPORTED)
-def test_every_payload_validates_against_the_official_schema(version, connector_id, ctype, params, action_16, action_201):
+def test_every_payload_validates_against_the_official_schema(
+    version, connector_id, ctype, params, action_16, action_201
+):
     out = translate(version, ctype, connector_id, **params)  # validates
     assert out["action"] == (action_16 if version == "1.6" else action_201)
 
@@ -161,10 +164,12 @@ def test_a_new_setpoint_replaces_the_previous_one(version):
 def test_profile_ids_never_collide_between_connectors_or_with_the_station_limit(version):
     id_key = "chargingProfileId" if version == "1.6" else "id"
     ids = [
-        profile(OCPPAdapter("g", version, connector_id=c).translate(cmd(CommandType.SET_CHARGE_RATE, power_kw=1)))[id_key]
+        profile(OCPPAdapter("g", version, connector_id=c).translate(
+            cmd(CommandType.SET_CHARGE_RATE, power_kw=1)))[id_key]
         for c in range(4)
     ]
-    station = profile(OCPPAdapter("g", version, connector_id=1).translate(cmd(CommandType.SET_POWER_LIMIT, power_kw=1)))[id_key]
+    station = profile(OCPPAdapter("g", version, connector_id=1).translate(
+        cmd(CommandType.SET_POWER_LIMIT, power_kw=1)))[id_key]
     assert len({*ids, station}) == 5
 
 
@@ -181,11 +186,14 @@ def test_power_limit_is_the_charger_wide_max_profile(version, target_key, purpos
 
 def test_start_schedule_is_the_slot_start_in_utc():
     paris = timezone(timedelta(hours=1))
-    out = OCPPAdapter("g").translate(cmd(CommandType.SET_CHARGE_RATE, datetime(2025, 1, 15, 9, 0, 30, 999, tzinfo=paris), power_kw=1))
+    at = datetime(2025, 1, 15, 9, 0, 30, 999, tzinfo=paris)
+    out = OCPPAdapter("g").translate(cmd(CommandType.SET_CHARGE_RATE, at, power_kw=1))
     assert schedule(out)["startSchedule"] == "2025-01-15T08:00:30Z"
 
 
-@pytest.mark.parametrize(("power_kw", "limit"), [(7.4, 7400.0), (16.25, 16250.0), (0.01234, 12.3), (0.00004, 0.0), (350, 350000.0)])
+@pytest.mark.parametrize(("power_kw", "limit"), [
+    (7.4, 7400.0), (16.25, 16250.0), (0.01234, 12.3), (0.00004, 0.0), (350, 350000.0),
+])
 def test_limit_is_watts_with_at_most_one_decimal(power_kw, limit):
     out = translate("1.6", CommandType.SET_CHARGE_RATE, power_kw=power_kw)
     assert schedule(out)["chargingSchedulePeriod"][0]["limit"] == limit
@@ -195,7 +203,8 @@ def test_limit_is_watts_with_at_most_one_decimal(power_kw, limit):
 def test_any_valid_power_passes_the_16_multiple_of_check(power_kw):
     out = OCPPAdapter("g").translate(cmd(CommandType.SET_CHARGE_RATE, power_kw=power_kw))
     assert schema_errors("1.6", "SetChargingProfile", out["payload"]) == []
-    assert schedule(out)["chargingSchedulePeriod"][0]["limit"] == pytest.approx(power_kw * 1000, abs=0.05 + 1e-6)  # half a 0.1 W step
+    half_a_step = 0.05 + 1e-6  # of 0.1 W
+    assert schedule(out)["chargingSchedulePeriod"][0]["limit"] == pytest.approx(power_kw * 1000, abs=half_a_step)
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -286,14 +295,17 @@ def test_stop_transaction_refusals(version, params, reason):
     ({"availability": "inoperative"}, "Inoperative"),
 ])
 def test_change_availability(params, word):
-    assert translate("1.6", CommandType.CHANGE_AVAILABILITY, connector_id=2, **params)["payload"] == {"connectorId": 2, "type": word}
+    assert translate("1.6", CommandType.CHANGE_AVAILABILITY, connector_id=2, **params)["payload"] == {
+        "connectorId": 2, "type": word
+    }
     assert translate("2.0.1", CommandType.CHANGE_AVAILABILITY, connector_id=2, **params)["payload"] == {
         "operationalStatus": word, "evse": {"id": 2}
     }
 
 
 def test_change_availability_of_the_whole_station():
-    assert translate("1.6", CommandType.CHANGE_AVAILABILITY, connector_id=0, available=False)["payload"]["connectorId"] == 0
+    out = translate("1.6", CommandType.CHANGE_AVAILABILITY, connector_id=0, available=False)
+    assert out["payload"]["connectorId"] == 0
     assert translate("2.0.1", CommandType.CHANGE_AVAILABILITY, connector_id=0, available=False)["payload"] == {
         "operationalStatus": "Inoperative"
     }
@@ -318,7 +330,9 @@ def test_unknown_version_is_refused_at_construction(version):
         OCPPAdapter("g", version)
 
 
-@pytest.mark.parametrize("kwargs", [{"connector_id": -1}, {"connector_id": True}, {"stack_level": -1}, {"profile_id_base": 1.5}])
+@pytest.mark.parametrize("kwargs", [
+    {"connector_id": -1}, {"connector_id": True}, {"stack_level": -1}, {"profile_id_base": 1.5},
+])
 def test_bad_ids_are_refused_at_construction(kwargs):
     with pytest.raises(ValueError, match="must be an integer >= 0"):
         OCPPAdapter("g", **kwargs)

@@ -63,7 +63,9 @@ def test_soc_target_and_read_back_tolerance():
 def test_adjacent_registers_travel_in_one_request():
     assert coalesce(plan(CommandType.SET_CHARGE_RATE, 12.5).writes) == [(0, [125, 0])]
     assert coalesce(plan(CommandType.SET_DISCHARGE_RATE, 3.0).writes) == [(0, [0, 30])]
-    apart = ModbusDeviceConfig(registers={"SET_CHARGE_RATE": {"address": 40201}, "SET_DISCHARGE_RATE": {"address": 40301}})
+    apart = ModbusDeviceConfig(
+        registers={"SET_CHARGE_RATE": {"address": 40201}, "SET_DISCHARGE_RATE": {"address": 40301}}
+    )
     assert coalesce(plan(CommandType.SET_CHARGE_RATE, 1.0, apart).writes) == [(300, [0]), (200, [1])]
 
 

@@ -5,8 +5,9 @@ from coordinator.protocols.ocpp.status import v16_state, v201_connector_state, v
 
 
 @pytest.mark.parametrize("status, state", [
-    ("Available", ChargerState.AVAILABLE), ("Preparing", ChargerState.PREPARING), ("Charging", ChargerState.CHARGING),
-    ("SuspendedEV", ChargerState.SUSPENDED), ("SuspendedEVSE", ChargerState.SUSPENDED), ("Finishing", ChargerState.FINISHING),
+    ("Available", ChargerState.AVAILABLE), ("Preparing", ChargerState.PREPARING),
+    ("Charging", ChargerState.CHARGING), ("SuspendedEV", ChargerState.SUSPENDED),
+    ("SuspendedEVSE", ChargerState.SUSPENDED), ("Finishing", ChargerState.FINISHING),
     ("Faulted", ChargerState.FAULTED), ("Unavailable", ChargerState.UNAVAILABLE), ("Nonsense", None),
 ])
 def test_v16_statuses(status, state):

@@ -63,7 +63,7 @@ async def _test_exchange_sends_the_call_and_returns_its_answer_skipping_strays()
     reading = asyncio.create_task(point.start())  # the package's reader feeds the response queue
     call = v16_call.RemoteStopTransaction(transaction_id=7)
     message = Call(unique_id="u-1", action="RemoteStopTransaction", payload=call_payload(call))
-    strays = []
+    strays: list[CallResult | CallError] = []
     exchanging = asyncio.create_task(internals.exchange(point, message, on_stray=strays.append))
     sent = json.loads(await link.sent.get())
     assert sent == [MessageType.Call, "u-1", "RemoteStopTransaction", {"transactionId": 7}]
@@ -96,6 +96,17 @@ async def _test_exchange_holds_the_packages_one_call_at_a_time_lock():
         await asyncio.sleep(0)  # let it reach the lock
         assert link.sent.empty(), "exchange sent while another call held the package's lock"
     task.cancel()
+
+
+def test_receive_reads_the_points_connection():
+    asyncio.run(_test_receive_reads_the_points_connection())
+
+
+async def _test_receive_reads_the_points_connection():
+    link = Link()
+    point = V16ChargePoint("CP001", link)
+    await link.inbound.put('[2, "u-1", "Reset", {"type": "Soft"}]')
+    assert await asyncio.wait_for(internals.receive(point), 5) == '[2, "u-1", "Reset", {"type": "Soft"}]'
 
 
 @pytest.mark.parametrize("async_validation, threads", [(True, 1), (False, 0)])
@@ -139,7 +150,7 @@ def test_case_conversion_helpers_the_gateway_uses():
 
 
 def test_what_the_charge_point_simulator_relies_on():
-    # simulators/chargepoint reads the connection and sets the package's per-handler switch.
+    # simulators/chargepoint reads the connection (through receive) and sets the package's per-handler switch.
     point = V16ChargePoint("CP001", link := object())
     assert point._connection is link
     handlers = next(iter(point.route_map.values()), None)

@@ -4,7 +4,8 @@ Why not the public API: ``ChargePoint.call`` deep-copies the payload, may valida
 builds a result dataclass that raises on any field it does not know; with a thousand chargers
 at a slot boundary that was most of the latency (``make bench-ocpp``: p99 about 1.8 s with the
 package's defaults, 230-290 ms on this path). So our own calls go through ``exchange`` below,
-and inbound validation runs inline (``inline_validation``).
+and inbound validation runs inline (``inline_validation``). The simulated chargers read their
+connection themselves (``receive``) to answer each CSMS call in its own task.
 
 Checked against ``CHECKED_AGAINST``; pyproject.toml pins ocpp to that minor version, and
 tests/protocols/test_ocpp_internals.py fails as soon as any member used here changes
@@ -24,9 +25,9 @@ from ocpp.messages import Call, CallError, CallResult
 CHECKED_AGAINST = "2.1"
 """The ocpp minor version these members were read in (ocpp/charge_point.py, ocpp/messages.py)."""
 
-PRIVATE_MEMBERS = ("_call_lock", "_send", "_response_queue")
-"""The ``ChargePoint`` members ``exchange`` uses: the one-call-at-a-time lock, the sender, and
-the queue ``route_message`` puts every CallResult / CallError on."""
+PRIVATE_MEMBERS = ("_call_lock", "_send", "_response_queue", "_connection")
+"""The ``ChargePoint`` members used here: ``exchange``'s one-call-at-a-time lock, sender, and
+the queue ``route_message`` puts every CallResult / CallError on; ``receive``'s connection."""
 
 VALIDATION_GLOBAL = "ASYNC_VALIDATION"
 """``ocpp.messages.ASYNC_VALIDATION``: True runs each schema validation in an executor thread."""
@@ -56,10 +57,20 @@ async def exchange(
     """
     queue: asyncio.Queue[CallResult | CallError] = point._response_queue
     async with point._call_lock:
-        await point._send(message.to_json())
+        await point._send(message.to_json())  # type: ignore[no-untyped-call]  # ocpp leaves both unannotated
         # One call at a time per connection (the lock): the next answer is ours, unless a
         # late answer to a call that timed out comes first.
         while (response := await queue.get()).unique_id != message.unique_id:
             if on_stray is not None:
                 on_stray(response)
     return response
+
+
+async def receive(point: ChargePoint) -> str:
+    """The next message on ``point``'s connection, read as the package's own ``start`` reads it.
+
+    For a reader that routes each message itself (``route_message`` is public). Raises
+    websockets' ConnectionClosed when the link drops.
+    """
+    message: str = await point._connection.recv()
+    return message

@@ -61,5 +61,5 @@ def _field_names(cls: type) -> tuple[tuple[str, str], ...] | None:
 
 @functools.cache
 def _camel(name: str) -> str:
-    camel: dict[str, Any] = snake_to_camel_case({name: None})
+    camel: dict[str, Any] = snake_to_camel_case({name: None})  # type: ignore[no-untyped-call]  # ocpp: unannotated
     return next(iter(camel))

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from ocpp.exceptions import OCPPError
 from ocpp.messages import MessageType, unpack
@@ -67,12 +68,11 @@ from ocpp.v201.enums import (
 )
 from websockets.exceptions import ConnectionClosed
 
+from coordinator.protocols.ocpp.internals import receive
 from simulators.chargepoint.model import Effect, MeterSample, StatusChanged, TransactionEnded, TransactionStarted
 
 if TYPE_CHECKING:
     from ocpp.charge_point import ChargePoint as _OcppChargePoint
-
-    from simulators.chargepoint.charger import SimulatedCharger
 else:
     _OcppChargePoint = object  # a mixin at run time: each point's other base is the real ChargePoint
 
@@ -87,15 +87,45 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
+class Charger(Protocol):
+    """What a point reads and calls on its charger (``SimulatedCharger``): the point
+    translates, the charger decides. Each decision returns the answer and the effects."""
+
+    charge_point_id: str
+    connector_id: int
+    validate_calls: bool
+    rejecting: bool
+    slow_seconds: float
+    dropping: bool
+    csms_transaction_ids: dict[str, int]
+    seq_nos: dict[str, int]
+
+    def set_profile(self, target_id: int, purpose: str | None,
+                    schedule: Mapping[str, Any]) -> tuple[bool, list[Effect]]: ...
+
+    def clear_profiles(self, target_id: int | None, purpose: str | None) -> tuple[bool, list[Effect]]: ...
+
+    def remote_start(self, target_id: int | None, id_tag: str, id_token_type: str | None,
+                     remote_start_id: int | None, schedule: Mapping[str, Any]) -> tuple[bool, list[Effect]]: ...
+
+    def remote_stop(self, transaction_id: int | str) -> tuple[bool, list[Effect]]: ...
+
+    def change_availability(self, target_id: int,
+                            operative: bool) -> tuple[AvailabilityStatus | None, list[Effect]]: ...
+
+    def transaction_bound(self, local_id: str, transaction_id: int) -> None: ...
+
+    def enqueue(self, effects: list[Effect]) -> None: ...
+
+
 class _SimulatedPoint(_OcppChargePoint):
     """What both versions share: answering in tasks, deferring follow-ups, the call wrapper."""
 
     subprotocol: str
-    charger: SimulatedCharger
-    _connection: Any
+    charger: Charger
     id: str
 
-    def _setup(self, charger: SimulatedCharger) -> None:
+    def _setup(self, charger: Charger) -> None:
         self.charger = charger
         if not charger.validate_calls:
             # The ocpp package's own per-handler switch: what a thousand-charger load test
@@ -108,7 +138,7 @@ class _SimulatedPoint(_OcppChargePoint):
     async def start(self) -> None:
         """Read until the connection closes (ConnectionClosed); CSMS calls are answered in tasks."""
         while True:
-            raw = await self._connection.recv()
+            raw = await receive(self)
             try:
                 message = unpack(raw)
             except OCPPError as exc:
@@ -154,7 +184,7 @@ class V16Point(_SimulatedPoint, V16ChargePoint):
 
     subprotocol = "ocpp1.6"
 
-    def __init__(self, charger: SimulatedCharger, connection: Any) -> None:
+    def __init__(self, charger: Charger, connection: Any) -> None:
         super().__init__(charger.charge_point_id, connection, response_timeout=RESPONSE_TIMEOUT)
         self._setup(charger)
 
@@ -257,7 +287,7 @@ class V201Point(_SimulatedPoint, V201ChargePoint):
 
     subprotocol = "ocpp2.0.1"
 
-    def __init__(self, charger: SimulatedCharger, connection: Any) -> None:
+    def __init__(self, charger: Charger, connection: Any) -> None:
         super().__init__(charger.charge_point_id, connection, response_timeout=RESPONSE_TIMEOUT)
         self._setup(charger)
         # What this connection last said: 2.0.1 reports the connector and the session apart.

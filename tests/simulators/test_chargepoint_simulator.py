@@ -418,12 +418,14 @@ async def run_against_csms(version: str, scenario) -> dict[str, Any]:
     """Serve a CSMS on a free port, run one simulated charger against it, play ``scenario``."""
     seen, points = Recorder(), asyncio.Queue[Any]()
     auth: dict[str, Any] = {}
+    negotiated: dict[str, Any] = {}
 
     def admit(connection, request):
         auth["header"] = request.headers.get("Authorization")
         auth["path"] = request.path
 
     async def serve(connection) -> None:
+        negotiated["subprotocol"] = connection.subprotocol
         csms = (Csms16 if connection.subprotocol == "ocpp1.6" else Csms201)("CP001", connection, seen)
         await points.put(csms)
         with contextlib.suppress(ConnectionClosed):  # the test closes it
@@ -441,7 +443,7 @@ async def run_against_csms(version: str, scenario) -> dict[str, Any]:
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-    return {"auth": auth, "boot": boot, "subprotocol": csms._connection.subprotocol, "seen": seen}
+    return {"auth": auth, "boot": boot, "subprotocol": negotiated["subprotocol"], "seen": seen}
 
 
 @pytest.mark.timeout(10)

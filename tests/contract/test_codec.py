@@ -26,6 +26,7 @@ from coordinator.contract.codec import (
     encode_schedule,
     unpack,
 )
+from coordinator.contract.events import CommandDispatched, ScheduleReceived
 from coordinator.events import Event, EventType
 
 IST = timezone(timedelta(hours=5, minutes=30))
@@ -152,13 +153,15 @@ def test_every_event_type_round_trips_with_its_model(event_type):
 
 
 def test_event_payloads_travel_as_maps_of_every_field():
-    ev = Event(EventType.COMMAND_DISPATCHED, SAMPLES[EventType.COMMAND_DISPATCHED])
+    dispatched = SAMPLES[EventType.COMMAND_DISPATCHED]
+    assert isinstance(dispatched, CommandDispatched)
+    ev = Event(EventType.COMMAND_DISPATCHED, dispatched)
     wire = unpack(encode_event(ev))["payload"]
     assert list(wire) == ["asset_id", "command_id", "command_type", "parameters", "scheduled_at", "status",
                           "attempts", "schedule_id", "error", "dispatched_at", "protocol", "gateway_id"]
     assert wire["command_type"] == "SET_CHARGE_RATE" and type(wire["command_type"]) is str
     assert wire["error"] is None  # optional fields travel as nil, never left out
-    assert wire["scheduled_at"] == SAMPLES[EventType.COMMAND_DISPATCHED].scheduled_at
+    assert wire["scheduled_at"] == dispatched.scheduled_at
 
 
 def test_event_payload_conversions():
@@ -166,6 +169,7 @@ def test_event_payload_conversions():
         update={"starts_at": pd.Timestamp("2025-01-15 08:00:00.000001+01:00")})
     ev = Event(EventType.SCHEDULE_RECEIVED, received, timestamp=pd.Timestamp("2025-01-15 08:00", tz="Europe/Paris"))
     back = decode_event(encode_event(ev))
+    assert isinstance(back.payload, ScheduleReceived)
     assert back.payload.starts_at == datetime(2025, 1, 15, 7, 0, 0, 1, tzinfo=UTC)
     assert type(back.payload.starts_at) is datetime
     assert back.timestamp == datetime(2025, 1, 15, 7, tzinfo=UTC) and type(back.timestamp) is datetime
@@ -216,19 +220,16 @@ def test_event_refusals_name_the_field(obj, reason):
 
 # ------------------------------------------------------------------ shared byte-level refusals
 
-VALID = {
-    decode_command: encode_command(full_command()),
-    decode_event: encode_event(Event(EventType.STATE_CHANGED, SAMPLES[EventType.STATE_CHANGED])),
-    decode_schedule: None,  # filled below, needs a frame
-}
-
-
 def schedule_frame(tz: str = "Asia/Kolkata") -> pd.DataFrame:
     index = pd.date_range("2025-01-15 08:00", periods=3, freq="15min", tz=tz)
     return pd.DataFrame({"ev_1_kw": [22.0, np.nan, 7.5], "battery_charge_kw": [0, 5, 10]}, index=index)
 
 
-VALID[decode_schedule] = encode_schedule(schedule_frame(), asset_map={"ev_1": "ast_1"}, site_id="sit_1")
+VALID = {
+    decode_command: encode_command(full_command()),
+    decode_event: encode_event(Event(EventType.STATE_CHANGED, SAMPLES[EventType.STATE_CHANGED])),
+    decode_schedule: encode_schedule(schedule_frame(), asset_map={"ev_1": "ast_1"}, site_id="sit_1"),
+}
 DECODERS = pytest.mark.parametrize("decode", list(VALID), ids=lambda f: f.__name__)
 
 
@@ -304,6 +305,7 @@ def test_schedule_round_trip():
     msg = decode_schedule(encode_schedule(df, asset_map={"ev_1": "ast_1"}, site_id="sit_1", schedule_id="sch_1"))
     assert isinstance(msg, ScheduleMessage)
     assert (msg.schedule_id, msg.site_id, msg.asset_map) == ("sch_1", "sit_1", {"ev_1": "ast_1"})
+    assert isinstance(msg.frame.index, pd.DatetimeIndex)
     assert str(msg.frame.index.tz) == "UTC" and (msg.frame.index == df.index).all()  # same instants
     assert list(msg.frame.dtypes) == [np.float64, np.float64]
     expected = df.astype(float).tz_convert("UTC")
@@ -325,6 +327,7 @@ def test_schedule_index_keeps_nanoseconds():
     )
     df = pd.DataFrame({"x": [1.0, 2.0]}, index=index)
     back = decode_schedule(encode_schedule(df, asset_map={}, site_id="s")).frame.index
+    assert isinstance(back, pd.DatetimeIndex)
     assert back.as_unit("ns").asi8.tolist() == index.as_unit("ns").asi8.tolist()
 
 
@@ -488,6 +491,7 @@ def frames(draw) -> pd.DataFrame:
 def test_property_schedule_round_trip(df, asset_map, schedule_id):
     msg = decode_schedule(encode_schedule(df, asset_map=asset_map, site_id="sit_1", schedule_id=schedule_id))
     assert (msg.schedule_id, msg.site_id, msg.asset_map) == (schedule_id, "sit_1", asset_map)
+    assert isinstance(msg.frame.index, pd.DatetimeIndex)
     assert msg.frame.index.as_unit("ns").asi8.tolist() == df.index.as_unit("ns").asi8.tolist()
     assert list(msg.frame.columns) == list(df.columns)
     np.testing.assert_array_equal(msg.frame.to_numpy(), df.to_numpy())  # NaN == NaN here

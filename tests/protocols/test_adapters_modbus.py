@@ -237,7 +237,7 @@ def test_from_dict_errors_are_clear(config, reason):
 
 
 def test_register_spec_is_frozen_and_coerces_config_words():
-    spec = RegisterSpec(40001, "FLOAT32", word_order="LITTLE")
+    spec = RegisterSpec(40001, "FLOAT32", word_order="LITTLE")  # type: ignore[arg-type]  # config words, coerced
     assert (spec.data_type, spec.word_order, spec.word_count) == (RegisterType.FLOAT32, WordOrder.LITTLE, 2)
     with pytest.raises(dataclasses.FrozenInstanceError):
         spec.scale = 2  # type: ignore[misc]

@@ -23,6 +23,7 @@ VERSIONS = ["1.6", "2.0.1"]
 
 def schema_errors(version: str, action: str, payload: dict[str, Any]) -> list[str]:
     """Validate like the ocpp package does: 1.6 floats parsed as Decimal so multipleOf 0.1 is exact."""
+    parse_float: type[Decimal] | type[float]
     if version == "1.6":
         path, parse_float = SCHEMAS / "v16" / "schemas" / f"{action}.json", Decimal
     else:
@@ -50,7 +51,7 @@ def test_is_a_protocol_adapter():
     assert identity == ("ocpp", "ocpp_site_1", "1.6", 1)
 
 
-ALL_SUPPORTED = [
+ALL_SUPPORTED: list[tuple[CommandType, dict[str, Any], str, str]] = [
     (CommandType.SET_CHARGE_RATE, {"power_kw": 7.4}, "SetChargingProfile", "SetChargingProfile"),
     (CommandType.SET_POWER_LIMIT, {"power_kw": 50.0}, "SetChargingProfile", "SetChargingProfile"),
     (CommandType.START_CHARGING, {}, "RemoteStartTransaction", "RequestStartTransaction"),
@@ -348,7 +349,9 @@ def test_custom_stack_level_and_profile_ids():
 def _ocpp_package_payload(call: Any) -> dict[str, Any]:
     """What ocpp.ChargePoint.call sends for ``call`` (its own three steps)."""
     from ocpp.charge_point import remove_nones, serialize_as_dict, snake_to_camel_case
-    return remove_nones(snake_to_camel_case(serialize_as_dict(call)))
+    payload = remove_nones(snake_to_camel_case(serialize_as_dict(call)))
+    assert isinstance(payload, dict)
+    return payload
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -361,12 +364,14 @@ def test_call_payload_is_what_the_ocpp_package_sends(version, ctype, params, act
 def test_call_payload_keeps_the_packages_key_spelling_and_drops_nones():
     from ocpp.v201 import call as v201_call
     from ocpp.v201 import datatypes as v201_types
+    from ocpp.v201.enums import EnergyTransferModeEnumType
     call = v201_call.SetVariables(set_variable_data=[v201_types.SetVariableDataType(
         attribute_value="1", component=v201_types.ComponentType(name="OCPPCommCtrlr", evse=None),
         variable=v201_types.VariableType(name="HeartbeatInterval"))], custom_data={"vendor_id": "q", "x": None})
     assert call_payload(call) == _ocpp_package_payload(call)
     soc = v201_call.NotifyEVChargingNeeds(evse_id=1, charging_needs=v201_types.ChargingNeedsType(
-        requested_energy_transfer="DC", dc_charging_parameters=v201_types.DCChargingParametersType(
+        requested_energy_transfer=EnergyTransferModeEnumType.dc,
+        dc_charging_parameters=v201_types.DCChargingParametersType(
             ev_max_current=100, ev_max_voltage=800, state_of_charge=50, full_soc=90)))
     assert call_payload(soc) == _ocpp_package_payload(soc)
     assert "fullSoC" in call_payload(soc)["chargingNeeds"]["dcChargingParameters"]

@@ -1,6 +1,7 @@
 import pytest
 
 from coordinator.asset_machines import BatteryState
+from coordinator.base import CommandType
 from coordinator.protocols.modbus.device import (
     DEFAULT_STATUS_REGISTERS,
     DeviceStatus,
@@ -53,8 +54,8 @@ def test_status_reads_respect_the_125_register_limit():
 def test_device_config_merges_custom_registers_and_refuses_bad_ones():
     config = ModbusDeviceConfig(registers={"SET_CHARGE_RATE": {"address": 40201, "data_type": "int32", "scale": 100}},
                                 status_registers={"soc_percent": {"address": 40501, "data_type": "float32"}})
-    assert config.register_map()["SET_CHARGE_RATE"].address == 40201
-    assert config.register_map()["SET_DISCHARGE_RATE"].address == 40002  # default kept
+    assert config.register_map()[CommandType.SET_CHARGE_RATE].address == 40201
+    assert config.register_map()[CommandType.SET_DISCHARGE_RATE].address == 40002  # default kept
     assert config.status().soc_percent.data_type is RegisterType.FLOAT32
     with pytest.raises(ValueError):
         ModbusDeviceConfig(registers={"SET_CHARGE_RATE": {"address": 40001, "data_type": "int128"}})

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
-from coordinator import DispatchEngine, EventBus, EventType, create_ev_charger_state_machine
+from coordinator import DispatchEngine, Event, EventBus, EventType, create_ev_charger_state_machine
 from coordinator.adapters import Route, RoutingTable
 from coordinator.base import CommandStatus
 
@@ -19,7 +19,8 @@ def one_command(engine, asset="a"):
 
 
 def test_dispatched_to_the_routed_gateway_without_a_registry():
-    bus, log = EventBus(), []
+    bus = EventBus()
+    log: list[Event] = []
     bus.subscribe(EventType.COMMAND_DISPATCHED, log.append)
     engine = DispatchEngine(event_bus=bus)
     cmd = one_command(engine)

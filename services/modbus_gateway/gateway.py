@@ -33,9 +33,9 @@ class ModbusGateway(DeviceGateway):
     def on_commands(self, topic: str, batch: CommandBatch) -> None:
         for cmd in self.accept(batch):
             link = self.links.get(cmd.asset_id)
-            if link is None:
-                self.intake.send([result(cmd.command_id, cmd.asset_id, Outcome.REFUSED,
-                                         f"{cmd.asset_id} is not on gateway {self.gateway_id}")])
+            if link is None:  # through send_results, like every result: it ends the command's in-flight entry
+                self.loop.call_soon_threadsafe(self.send_results, [result(
+                    cmd.command_id, cmd.asset_id, Outcome.REFUSED, f"{cmd.asset_id} is not on gateway {self.gateway_id}")])
             else:
                 self.loop.call_soon_threadsafe(link.submit, cmd)
 

@@ -83,7 +83,8 @@ class ServiceMetrics:
 
     Feed it with ``observe_bus``, ``watch_reconnects``, ``set_module_state`` and
     ``set_emergency_stop``; expose it with ``serve`` (HTTP) or ``render`` (bytes).
-    Thread-safe: bus handlers may run in any publisher's thread.
+    Fed on the process's event loop; prometheus_client's HTTP thread only reads it (the
+    client library's metric objects are safe to read while they change).
     """
 
     def __init__(self, service: str) -> None:
@@ -135,7 +136,6 @@ class ServiceMetrics:
         self._reconnects = _ReconnectCollector(service)
         r.register(self._reconnects)
 
-        self._dispatch_lock = threading.Lock()
         self._dispatched_at: OrderedDict[str, datetime] = OrderedDict()
         self._server: WSGIServer | None = None
         self._server_thread: threading.Thread | None = None
@@ -233,8 +233,8 @@ class ServiceMetrics:
 
     def _on_dispatched(self, event: Event) -> None:
         p = event.payload
-        # command_summary has no dispatched_at today; the event is emitted at dispatch, under
-        # the engine's lock, so its timestamp is the dispatch time to within microseconds.
+        # command_summary has no dispatched_at today; the event is emitted at dispatch, in
+        # the same call that dispatches, so its timestamp is the dispatch time to within microseconds.
         dispatched_at = _as_datetime(p.get("dispatched_at")) or event.timestamp
         scheduled_at = _as_datetime(p.get("scheduled_at"))
         attempts = p.get("attempts")
@@ -245,11 +245,10 @@ class ServiceMetrics:
             self._schedule_to_dispatch.observe(max(0.0, (dispatched_at - scheduled_at).total_seconds()))
         command_id = p.get("command_id")
         if isinstance(command_id, str):
-            with self._dispatch_lock:
-                self._dispatched_at[command_id] = dispatched_at
-                self._dispatched_at.move_to_end(command_id)
-                while len(self._dispatched_at) > MAX_TRACKED_DISPATCHES:
-                    self._dispatched_at.popitem(last=False)
+            self._dispatched_at[command_id] = dispatched_at
+            self._dispatched_at.move_to_end(command_id)
+            while len(self._dispatched_at) > MAX_TRACKED_DISPATCHES:
+                self._dispatched_at.popitem(last=False)
 
     def _on_acknowledged(self, event: Event) -> None:
         p = event.payload
@@ -263,8 +262,7 @@ class ServiceMetrics:
     def _forget(self, command_id: Any) -> datetime | None:
         if not isinstance(command_id, str):
             return None
-        with self._dispatch_lock:
-            return self._dispatched_at.pop(command_id, None)
+        return self._dispatched_at.pop(command_id, None)
 
 
 class _ReconnectCollector(Collector):

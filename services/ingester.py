@@ -39,7 +39,7 @@ from coordinator.timeutil import utcnow
 from coordinator.contract.topics import SCHEDULES_ACCEPTED, SCHEDULES_IN
 from coordinator.contract.messages import AcceptedSchedule
 
-from coordinator.runtime.service import Publish, base_arguments, forward_events, load_site, run
+from coordinator.runtime.service import Publish, Route, Service, base_arguments, forward_events, load_site, run
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +120,9 @@ def _peek(data: bytes) -> tuple[bool, str | None]:
     return True, value if isinstance(value, str) and 0 < len(value) <= 128 else None
 
 
-class ScheduleIngester:
-    tick_interval = None
+class ScheduleIngester(Service):
+    bus: EventBus
+    publishes = (SCHEDULES_ACCEPTED,)
 
     def __init__(self, site: SiteConfig, publish: Publish, clock: Callable[[], datetime] = utcnow) -> None:
         self.site = site
@@ -131,11 +132,8 @@ class ScheduleIngester:
         forward_events(self.bus, publish)
         self._last_version = 0
 
-    def subscriptions(self):
-        return [(SCHEDULES_IN, self.on_schedule)]
-
-    def tick(self, now: datetime) -> None:  # nothing runs on a clock here
-        pass
+    def subscriptions(self) -> list[Route]:
+        return [Route(SCHEDULES_IN, self.on_schedule)]  # the bytes as published: review_schedule reads them
 
     def _next_version(self) -> int:
         # Microseconds since the epoch: increases across restarts too, and is readable.

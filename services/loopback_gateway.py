@@ -12,7 +12,6 @@ change is reported to the tracker. ``--fail ASSET`` makes an asset fail every co
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import datetime
 
 from coordinator.asset_machines import BatteryState, ChargerState
@@ -23,6 +22,7 @@ from coordinator.site import AssetKind, SiteConfig
 from coordinator.timeutil import utcnow
 from coordinator.contract.topics import (
     commands_topic,
+    results_topic,
     simulator_topic,
     status_topic,
 )
@@ -35,7 +35,7 @@ from coordinator.contract.messages import (
 )
 
 from coordinator.runtime.command_intake import CommandIntake, result
-from coordinator.runtime.service import Publish, base_arguments, forward_events, load_site, receives, run
+from coordinator.runtime.service import Publish, Route, Service, base_arguments, forward_events, load_site, receives, run
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,8 @@ def next_state(kind: AssetKind, state: str, cmd: Command) -> str:
     return state
 
 
-class LoopbackGateway:
+class LoopbackGateway(Service):
+    bus: EventBus
     tick_interval = 1.0
 
     def __init__(
@@ -72,6 +73,7 @@ class LoopbackGateway:
     ) -> None:
         self.gateway_id = gateway_id
         self.publish = publish
+        self.publishes = (results_topic(gateway_id), status_topic(gateway_id, "{asset}"))
         self.assets = {a.asset_id: a for a in site.assets_of(gateway_id)}
         if not self.assets:
             raise ValueError(f"no assets of gateway {gateway_id!r} in the site config")
@@ -85,10 +87,10 @@ class LoopbackGateway:
         self.bus = EventBus()
         forward_events(self.bus, publish)
         self.halted: str | None = None
-        self._lock = threading.Lock()  # commands arrive on the handler thread, the emergency stop on paho's
 
-    def subscriptions(self):
-        return [(commands_topic(self.gateway_id), self.on_commands), (simulator_topic(self.gateway_id), self.on_simulate)]
+    def subscriptions(self) -> list[Route]:
+        return [Route(commands_topic(self.gateway_id), self.on_commands),
+                Route(simulator_topic(self.gateway_id), self.on_simulate)]
 
     def tick(self, now: datetime) -> None:
         if not self._reported:  # the devices say hello once the link is up
@@ -103,28 +105,25 @@ class LoopbackGateway:
     @receives(CommandBatch, "command batch")
     def on_commands(self, topic: str, batch: CommandBatch) -> None:
         results: list[CommandResult] = []
-        with self._lock:
-            for cmd in self.intake.accept(batch):
-                results += self._apply(cmd)
+        for cmd in self.intake.accept(batch):
+            results += self._apply(cmd)
         self.intake.send(results)
 
     def emergency_stop(self, order: EmergencyStop) -> None:
         """Every simulated device to 0 kW at once; commands refused until the reset."""
-        with self._lock:
-            self.halted = f"site emergency stop: {order.reason}"
-            now = utcnow()
-            for asset_id, asset in self.assets.items():
-                zero = Command(asset_id, CommandType.SET_CHARGE_RATE, {"power_kw": 0.0}, now)
-                state = next_state(asset.kind, self.states[asset_id], zero)
-                if state != self.states[asset_id]:
-                    self.states[asset_id] = state
-                    self._report(asset_id, now)
-                self.bus.emit(EventType.ASSET_SAFE_STATE,
-                              AssetSafeState(asset_id=asset_id, safe=True, detail="simulated: 0 kW"))
+        self.halted = f"site emergency stop: {order.reason}"
+        now = utcnow()
+        for asset_id, asset in self.assets.items():
+            zero = Command(asset_id, CommandType.SET_CHARGE_RATE, {"power_kw": 0.0}, now)
+            state = next_state(asset.kind, self.states[asset_id], zero)
+            if state != self.states[asset_id]:
+                self.states[asset_id] = state
+                self._report(asset_id, now)
+            self.bus.emit(EventType.ASSET_SAFE_STATE,
+                          AssetSafeState(asset_id=asset_id, safe=True, detail="simulated: 0 kW"))
 
     def emergency_reset(self, order: EmergencyStop) -> None:
-        with self._lock:
-            self.halted = None
+        self.halted = None
 
     def _apply(self, cmd: Command) -> list[CommandResult]:
         now = utcnow()

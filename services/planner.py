@@ -42,7 +42,7 @@ from coordinator.contract.messages import (
     decode,
 )
 
-from coordinator.runtime.service import Publish, base_arguments, forward_events, load_site, receives, run
+from coordinator.runtime.service import Publish, Route, Service, base_arguments, forward_events, load_site, receives, run
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,10 @@ log = logging.getLogger(__name__)
 KEEP_FINISHED = timedelta(hours=1)
 
 
-class Planner:
+class Planner(Service):
+    bus: EventBus
+    publishes = (commands_topic("{gateway}"),)
+
     def __init__(self, site: SiteConfig, publish: Publish, clock: Callable[[], datetime] = utcnow) -> None:
         self.site = site
         self.clock = clock
@@ -65,11 +68,11 @@ class Planner:
         self._versions: dict[str, int] = {}  # schedule_id -> version
         self._asset_versions: dict[str, int] = {}  # asset_id -> newest schedule version applied
 
-    def subscriptions(self):
+    def subscriptions(self) -> list[Route]:
         return [
-            (ASSET_STATES_ALL, self.on_asset_state),
-            (SCHEDULES_ACCEPTED, self.on_schedule),
-            (RESULTS_ALL, self.on_results),
+            Route(ASSET_STATES_ALL, self.on_asset_state),
+            Route(SCHEDULES_ACCEPTED, self.on_schedule),  # reads its bytes itself: a larger size limit, a nested schedule
+            Route(RESULTS_ALL, self.on_results),
         ]
 
     # -- inputs --------------------------------------------------------------------
@@ -139,7 +142,7 @@ class Planner:
                 msg.asset_id, f"early departure: vehicle unplugged while {msg.previous_state}", created_before=msg.since
             )
 
-    # -- the site's emergency stop (run by coordinator.runtime.service, ahead of any backlog) ----
+    # -- the site's emergency stop (called by coordinator.runtime.service, ahead of any backlog) ----
 
     def emergency_stop(self, order: EmergencyStop) -> None:
         """Dispatch nothing more; what falls due meanwhile is held. Recorded as an event."""

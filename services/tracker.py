@@ -38,7 +38,7 @@ from coordinator.contract.messages import (
     StatusReport,
 )
 
-from coordinator.runtime.service import Publish, base_arguments, forward_events, load_site, receives, run
+from coordinator.runtime.service import Publish, Route, Service, base_arguments, forward_events, load_site, receives, run
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,10 @@ MAX_TRACKED_COMMANDS = 200_000
 GRACE_BEFORE_INITIAL_STATES = 2.0  # seconds to wait for retained states before publishing defaults
 
 
-class StateTracker:
+class StateTracker(Service):
+    bus: EventBus
     tick_interval = 1.0
+    publishes = (asset_state_topic("{asset}"), "{query.reply_to}")
 
     def __init__(self, site: SiteConfig, publish: Publish) -> None:
         self.site = site
@@ -62,13 +64,13 @@ class StateTracker:
         self._started = utcnow()
         self._announced = False
 
-    def subscriptions(self):
+    def subscriptions(self) -> list[Route]:
         # Retained states first: they restore the machines before any new report moves them.
         return [
-            (ASSET_STATES_ALL, self.on_retained_state),
-            (STATUS_ALL, self.on_status),
-            (EVENTS_ALL, self.on_event),
-            (QUERY_REQUESTS, self.on_query),
+            Route(ASSET_STATES_ALL, self.on_retained_state),
+            Route(STATUS_ALL, self.on_status),
+            Route(EVENTS_ALL, self.on_event),  # reads its bytes itself: events have a codec of their own
+            Route(QUERY_REQUESTS, self.on_query),
         ]
 
     # -- asset states --------------------------------------------------------------

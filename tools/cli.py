@@ -69,15 +69,23 @@ class Session:
         self.inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
 
     def listen(self, topic_filter: str) -> None:
+        """Collect what arrives on ``topic_filter``; once connected, returns when the broker
+        confirmed the subscription (what is published before that would be missed)."""
         self.client.subscribe(topic_filter, lambda topic, data: self.inbox.put((topic, data)))
+        if self.client.connected.is_set():
+            self._until_subscribed()
 
     def __enter__(self) -> Session:
         self.client.start(timeout=5)
         if not self.client.connected.is_set():
             s = self.client.settings
             raise SystemExit(f"qubit: cannot reach the MQTT broker at {s.host}:{s.port} (QUBIT_MQTT_HOST/PORT)")
-        time.sleep(0.2)  # let the subscriptions settle before anything is published
+        self._until_subscribed()
         return self
+
+    def _until_subscribed(self) -> None:
+        if not self.client.wait_subscribed(timeout=5):
+            raise SystemExit("qubit: the MQTT broker did not confirm the subscriptions within 5 s")
 
     def __exit__(self, *exc: object) -> None:
         self.client.stop()
@@ -183,6 +191,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     with Session() as session:
         session.listen(topic_filter)
         try:
+            print(f"qubit: listening on {topic_filter}", file=sys.stderr, flush=True)
             for topic, data in session.messages(args.timeout):
                 try:
                     event = decode_event(data)

@@ -104,6 +104,14 @@ class ServiceProcesses:
     def log(self, name: str) -> str:
         return (self.logs / f"{name}.log").read_text(errors="replace")
 
+    def wait_for_log(self, name: str, text: str, timeout: float = 10.0) -> None:
+        """Until process ``name`` has logged ``text`` (its log is a file: read it as it grows)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log(name):
+            if time.monotonic() > deadline or self.procs[name].poll() is not None:
+                raise RuntimeError(f"{name} did not log {text!r} within {timeout:g} s:\n{self.log(name)[-3000:]}")
+            time.sleep(0.05)
+
     def stop_all(self, timeout: float = 15.0) -> dict[str, int]:
         """SIGTERM every process (as docker compose does) and collect exit codes."""
         for proc in self.procs.values():

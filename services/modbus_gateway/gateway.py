@@ -26,18 +26,20 @@ class ModbusGateway(DeviceGateway):
             a.asset_id: BatteryLink(a, self.bus, self.send_results, self._report, self.telemetry)
             for a in site.assets_of(gateway_id)
         }
+
+    async def open(self) -> None:
         for link in self.links.values():
-            self.loop.call_soon_threadsafe(link.start)
+            link.start()
 
     @receives(CommandBatch, "command batch")
     def on_commands(self, topic: str, batch: CommandBatch) -> None:
         for cmd in self.accept(batch):
             link = self.links.get(cmd.asset_id)
-            if link is None:
-                self.intake.send([result(cmd.command_id, cmd.asset_id, Outcome.REFUSED,
-                                         f"{cmd.asset_id} is not on gateway {self.gateway_id}")])
+            if link is None:  # through send_results, like every result: it ends the command's in-flight entry
+                self.send_results([result(cmd.command_id, cmd.asset_id, Outcome.REFUSED,
+                                          f"{cmd.asset_id} is not on gateway {self.gateway_id}")])
             else:
-                self.loop.call_soon_threadsafe(link.submit, cmd)
+                link.submit(cmd)
 
     async def make_safe(self, asset_id: str, reason: str) -> str:
         return await self.links[asset_id].make_safe(reason)

@@ -53,22 +53,17 @@ class OcppGateway(DeviceGateway):
         self.assets = {a.asset_id: a for a in site.assets_of(gateway_id) if a.ocpp is not None}
         self.by_charge_point = {a.ocpp.charge_point_id: a for a in self.assets.values()}
         self.in_force: dict[tuple[str, CommandType], Command] = {}
-        self._running: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak references
         self.central = CentralSystem(self.config.ocpp or OcppListenConfig(), self.by_charge_point, self)
-        self.run_on_loop(self.central.start(), timeout=10)
+
+    async def open(self) -> None:
+        await self.central.start()
 
     # -- commands ------------------------------------------------------------------
 
     @receives(CommandBatch, "command batch")
     def on_commands(self, topic: str, batch: CommandBatch) -> None:
-        commands = self.accept(batch)
-        if commands:
-            self.run_on_loop(self.start_all(commands))  # one hand-over to the loop per batch, not per command
-
-    async def start_all(self, commands: list[Command]) -> None:
-        """Each command in its own task: one slow charger never holds up another."""
-        for cmd in commands:
-            self._spawn(self.execute(cmd))
+        for cmd in self.accept(batch):  # each in its own task: one slow charger never holds up another
+            self.spawn(self.execute(cmd))
 
     async def execute(self, cmd: Command) -> None:
         asset = self.assets.get(cmd.asset_id)
@@ -129,7 +124,7 @@ class OcppGateway(DeviceGateway):
             return Outcome.FAILED, f"charger {point.id} disconnected during the call"
         return outcome_of(answer)
 
-    # -- what chargers say (called on the loop by the handlers) --------------------
+    # -- what chargers say (called by the handlers) ----------------------------------
 
     def state(self, charge_point_id: str, state: ChargerState, detail: dict[str, Any]) -> None:
         self.report(self.by_charge_point[charge_point_id].asset_id, state.value, detail)
@@ -140,7 +135,7 @@ class OcppGateway(DeviceGateway):
     def booted(self, charge_point_id: str) -> None:
         asset = self.by_charge_point[charge_point_id]
         if self.halted is not None:  # a charger that (re)connects during a stop is made safe, not restored
-            self._spawn(self._make_safe_one(asset.asset_id, self.halted))
+            self.spawn(self._make_safe_one(asset.asset_id, self.halted))
         else:
             self._restore_all(asset.asset_id)
 
@@ -149,12 +144,7 @@ class OcppGateway(DeviceGateway):
         point = self.central.points.get(asset.ocpp.charge_point_id)
         for (owner, _), cmd in list(self.in_force.items()):
             if owner == asset_id and point is not None:
-                self._spawn(self._restore(point, asset.ocpp.connector_id, cmd))
-
-    def _spawn(self, coroutine) -> None:
-        task = asyncio.create_task(coroutine)
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
+                self.spawn(self._restore(point, asset.ocpp.connector_id, cmd))
 
     # -- the site's emergency stop ---------------------------------------------------
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import bisect
 import logging
-import threading
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from functools import partial
@@ -65,8 +64,8 @@ class _Batch:
 class DispatchEngine:
     """Turns schedules into commands and drives each command through its lifecycle.
 
-    Thread-safe: every public method takes the engine's lock. Methods that depend on the
-    clock take ``now`` (timezone-aware; default: the current time).
+    Used from one thread (a process's event loop). Methods that depend on the clock take
+    ``now`` (timezone-aware; default: the current time).
     """
 
     def __init__(
@@ -78,7 +77,6 @@ class DispatchEngine:
         self.config = config or CoordinatorConfig()
         self.event_bus = event_bus if event_bus is not None else EventBus()
         self.adapter_registry = adapter_registry
-        self._lock = threading.RLock()
         self._commands: dict[str, Command] = {}
         self._by_asset: dict[str, list[Command]] = {}
         self._upcoming: list[_Batch] = []
@@ -118,8 +116,7 @@ class DispatchEngine:
                                     site_id=self.config.site_id, columns=exc.columns),
             )
             raise
-        with self._lock:
-            self._register(commands)
+        self._register(commands)
         index = df.index
         self.event_bus.emit(
             EventType.SCHEDULE_RECEIVED,
@@ -139,8 +136,7 @@ class DispatchEngine:
     def add_commands(self, commands: Iterable[Command]) -> None:
         """Queue commands built elsewhere (an operator's START_CHARGING, say)."""
         commands = list(commands)
-        with self._lock:
-            self._register(commands)
+        self._register(commands)
         self._announce_created(commands)
 
     def _register(self, commands: list[Command]) -> None:
@@ -164,14 +160,12 @@ class DispatchEngine:
 
     def register_state_machine(self, machine: StateMachine) -> None:
         """Let ``machine`` decide whether its asset may receive commands (held when FAULTED/UNAVAILABLE)."""
-        with self._lock:
-            self._machines[machine.asset_id] = machine
+        self._machines[machine.asset_id] = machine
         machine.add_listener(partial(self._on_transition, machine.asset_id))
 
     def set_asset_state(self, asset_id: str, state: str) -> None:
         """Record an asset state reported from elsewhere (a tracker in another process)."""
-        with self._lock:
-            self._reported_states[asset_id] = state
+        self._reported_states[asset_id] = state
 
     def asset_state(self, asset_id: str) -> str | None:
         machine = self._machines.get(asset_id)
@@ -187,12 +181,10 @@ class DispatchEngine:
         (COMMAND_HELD with ``site_hold``), older setpoints superseded by newer ones, and on
         release the newest per asset goes out.
         """
-        with self._lock:
-            self._site_hold = reason
+        self._site_hold = reason
 
     def release_site(self) -> None:
-        with self._lock:
-            self._site_hold = None
+        self._site_hold = None
 
     @property
     def site_hold(self) -> str | None:
@@ -212,13 +204,12 @@ class DispatchEngine:
         setpoints are cancelled and newly held commands are announced (COMMAND_HELD).
         """
         now = _now(now)
-        with self._lock:
-            self._release_due(now)
-            ready = []
-            for asset_id in list(self._ready):
-                head = self._next_for_asset(asset_id, now)
-                if head is not None:
-                    ready.append(head)
+        self._release_due(now)
+        ready = []
+        for asset_id in list(self._ready):
+            head = self._next_for_asset(asset_id, now)
+            if head is not None:
+                ready.append(head)
         ready.sort(key=lambda c: (-c.priority, c.scheduled_at))
         return ready
 
@@ -285,24 +276,23 @@ class DispatchEngine:
         adapter, or the adapter cannot express it; COMMAND_FAILED is published).
         """
         now = _now(now)
-        with self._lock:
-            if not self._may_dispatch(cmd):
-                return None
-            if adapter is None and self.adapter_registry is not None:
-                adapter = self.adapter_registry.get(cmd.asset_id)
-            self._start_attempt(cmd, now)
-            if adapter is None:
-                self._finish(cmd, CommandStatus.FAILED, f"no protocol adapter registered for {cmd.asset_id}", now)
-                return None
-            # DISPATCHED before translating, so that the payload describes the command as sent.
-            cmd.status = CommandStatus.DISPATCHED
-            try:
-                payload = adapter.translate(cmd)
-            except TranslationError as exc:
-                self._finish(cmd, CommandStatus.FAILED, f"cannot translate for {adapter.protocol}: {exc}", now)
-                return None
-            self._now_in_flight(cmd, adapter.protocol, adapter.gateway_id)
-            return payload
+        if not self._may_dispatch(cmd):
+            return None
+        if adapter is None and self.adapter_registry is not None:
+            adapter = self.adapter_registry.get(cmd.asset_id)
+        self._start_attempt(cmd, now)
+        if adapter is None:
+            self._finish(cmd, CommandStatus.FAILED, f"no protocol adapter registered for {cmd.asset_id}", now)
+            return None
+        # DISPATCHED before translating, so that the payload describes the command as sent.
+        cmd.status = CommandStatus.DISPATCHED
+        try:
+            payload = adapter.translate(cmd)
+        except TranslationError as exc:
+            self._finish(cmd, CommandStatus.FAILED, f"cannot translate for {adapter.protocol}: {exc}", now)
+            return None
+        self._now_in_flight(cmd, adapter.protocol, adapter.gateway_id)
+        return payload
 
     def dispatch_to_gateway(
         self, cmd: Command, routes: Mapping[str, Route], now: datetime | None = None
@@ -315,17 +305,16 @@ class DispatchEngine:
         PENDING) or, for an asset without a route, failed at once (COMMAND_FAILED is published).
         """
         now = _now(now)
-        with self._lock:
-            if not self._may_dispatch(cmd):
-                return None
-            route = routes.get(cmd.asset_id)
-            self._start_attempt(cmd, now)
-            if route is None:
-                self._finish(cmd, CommandStatus.FAILED, f"no gateway routes commands for {cmd.asset_id}", now)
-                return None
-            cmd.status = CommandStatus.DISPATCHED
-            self._now_in_flight(cmd, route.protocol, route.gateway_id)
-            return route
+        if not self._may_dispatch(cmd):
+            return None
+        route = routes.get(cmd.asset_id)
+        self._start_attempt(cmd, now)
+        if route is None:
+            self._finish(cmd, CommandStatus.FAILED, f"no gateway routes commands for {cmd.asset_id}", now)
+            return None
+        cmd.status = CommandStatus.DISPATCHED
+        self._now_in_flight(cmd, route.protocol, route.gateway_id)
+        return route
 
     def _may_dispatch(self, cmd: Command) -> bool:
         """Raises for a command that must not be dispatched; False (and COMMAND_HELD) when held."""
@@ -351,7 +340,6 @@ class DispatchEngine:
 
     def _now_in_flight(self, cmd: Command, protocol: str, gateway_id: str) -> None:
         self._in_flight[cmd.asset_id] = cmd
-        # Events are published under the lock so that their order is the order of the changes.
         self.event_bus.emit(
             EventType.COMMAND_DISPATCHED,
             ev.CommandDispatched.of(cmd, protocol=protocol, gateway_id=gateway_id),
@@ -361,12 +349,11 @@ class DispatchEngine:
 
     def handle_acknowledgement(self, cmd: Command, now: datetime | None = None) -> None:
         """The device accepted ``cmd``; completion (``handle_response``) is still awaited."""
-        with self._lock:
-            if cmd.status is not CommandStatus.DISPATCHED:
-                log.warning("ignoring acknowledgement of %s in status %s", cmd.command_id, cmd.status)
-                return
-            cmd.status = CommandStatus.ACKNOWLEDGED
-            self.event_bus.emit(EventType.COMMAND_ACKNOWLEDGED, ev.CommandAcknowledged.of(cmd))
+        if cmd.status is not CommandStatus.DISPATCHED:
+            log.warning("ignoring acknowledgement of %s in status %s", cmd.command_id, cmd.status)
+            return
+        cmd.status = CommandStatus.ACKNOWLEDGED
+        self.event_bus.emit(EventType.COMMAND_ACKNOWLEDGED, ev.CommandAcknowledged.of(cmd))
 
     def handle_response(
         self,
@@ -385,23 +372,34 @@ class DispatchEngine:
         answer for a finished command changes nothing and is logged.
         """
         now = _now(now)
-        with self._lock:
-            if cmd.status.is_terminal:
-                outcome = "success" if success else "failure"
-                log.warning("late %s answer for %s, already %s", outcome, cmd.command_id, cmd.status)
-                return cmd.status
-            if cmd.attempts == 0:
-                raise ValueError(f"{cmd.command_id} was never dispatched")
-            was_waiting_retry = cmd.status is CommandStatus.PENDING
-            if self._in_flight.get(cmd.asset_id) is cmd:
-                del self._in_flight[cmd.asset_id]
-            if success:
-                self._finish(cmd, CommandStatus.COMPLETED, None, now)
-            elif not retryable:
-                self._finish(cmd, CommandStatus.FAILED, error or "refused (no reason given)", now)
-            elif not was_waiting_retry:
-                self._fail_attempt(cmd, error or "failed (no reason given)", now, timed_out=False)
+        if cmd.status.is_terminal:
+            outcome = "success" if success else "failure"
+            log.warning("late %s answer for %s, already %s", outcome, cmd.command_id, cmd.status)
             return cmd.status
+        if cmd.attempts == 0:
+            raise ValueError(f"{cmd.command_id} was never dispatched")
+        was_waiting_retry = cmd.status is CommandStatus.PENDING
+        if self._in_flight.get(cmd.asset_id) is cmd:
+            del self._in_flight[cmd.asset_id]
+        if success:
+            self._finish(cmd, CommandStatus.COMPLETED, None, now)
+        elif not retryable:
+            self._finish(cmd, CommandStatus.FAILED, error or "refused (no reason given)", now)
+        elif not was_waiting_retry:
+            self._fail_attempt(cmd, error or "failed (no reason given)", now, timed_out=False)
+        return cmd.status
+        if cmd.attempts == 0:
+            raise ValueError(f"{cmd.command_id} was never dispatched")
+        was_waiting_retry = cmd.status is CommandStatus.PENDING
+        if self._in_flight.get(cmd.asset_id) is cmd:
+            del self._in_flight[cmd.asset_id]
+        if success:
+            self._finish(cmd, CommandStatus.COMPLETED, None, now)
+        elif not retryable:
+            self._finish(cmd, CommandStatus.FAILED, error or "refused (no reason given)", now)
+        elif not was_waiting_retry:
+            self._fail_attempt(cmd, error or "failed (no reason given)", now, timed_out=False)
+        return cmd.status
 
     def check_timeouts(self, now: datetime | None = None) -> list[Command]:
         """Commands whose attempt got no answer within ``timeout_seconds``.
@@ -410,13 +408,12 @@ class DispatchEngine:
         """
         now = _now(now)
         expired = []
-        with self._lock:
-            for cmd in list(self._in_flight.values()):
-                assert cmd.dispatched_at is not None
-                if now - cmd.dispatched_at >= timedelta(seconds=cmd.timeout_seconds):
-                    del self._in_flight[cmd.asset_id]
-                    self._fail_attempt(cmd, f"no answer within {cmd.timeout_seconds:g} s", now, timed_out=True)
-                    expired.append(cmd)
+        for cmd in list(self._in_flight.values()):
+            assert cmd.dispatched_at is not None
+            if now - cmd.dispatched_at >= timedelta(seconds=cmd.timeout_seconds):
+                del self._in_flight[cmd.asset_id]
+                self._fail_attempt(cmd, f"no answer within {cmd.timeout_seconds:g} s", now, timed_out=True)
+                expired.append(cmd)
         return expired
 
     def _fail_attempt(self, cmd: Command, reason: str, now: datetime, *, timed_out: bool) -> None:
@@ -436,22 +433,20 @@ class DispatchEngine:
 
     def cancel_command(self, cmd: Command, reason: str, now: datetime | None = None) -> bool:
         """Cancel a PENDING command; returns False if it is already in flight or finished."""
-        with self._lock:
-            if cmd.status is not CommandStatus.PENDING or self._in_flight.get(cmd.asset_id) is cmd:
-                return False
-            self._finish(cmd, CommandStatus.CANCELLED, reason, _now(now))
-            return True
+        if cmd.status is not CommandStatus.PENDING or self._in_flight.get(cmd.asset_id) is cmd:
+            return False
+        self._finish(cmd, CommandStatus.CANCELLED, reason, _now(now))
+        return True
 
     def cancel_pending_for_asset(
         self, asset_id: str, reason: str, now: datetime | None = None, *, created_before: datetime | None = None
     ) -> list[Command]:
         """Cancel every PENDING command of ``asset_id`` (created before ``created_before``,
         if given); commands in flight finish normally."""
-        with self._lock:
-            return [
-                c for c in list(self._by_asset.get(asset_id, ()))
-                if (created_before is None or c.created_at < created_before) and self.cancel_command(c, reason, now)
-            ]
+        return [
+            c for c in list(self._by_asset.get(asset_id, ()))
+            if (created_before is None or c.created_at < created_before) and self.cancel_command(c, reason, now)
+        ]
 
     def supersede(
         self, asset_ids: Iterable[str], starting_at: datetime, by_schedule_id: str, now: datetime | None = None
@@ -460,34 +455,32 @@ class DispatchEngine:
         commands of other schedules for those assets in that span."""
         reason = f"superseded by schedule {by_schedule_id}"
         cancelled = []
-        with self._lock:
-            for asset_id in asset_ids:
-                for cmd in list(self._by_asset.get(asset_id, ())):
-                    if (
-                        cmd.schedule_id != by_schedule_id
-                        and cmd.scheduled_at >= starting_at
-                        and self.cancel_command(cmd, reason, now)
-                    ):
-                        cancelled.append(cmd)
+        for asset_id in asset_ids:
+            for cmd in list(self._by_asset.get(asset_id, ())):
+                if (
+                    cmd.schedule_id != by_schedule_id
+                    and cmd.scheduled_at >= starting_at
+                    and self.cancel_command(cmd, reason, now)
+                ):
+                    cancelled.append(cmd)
         return cancelled
 
     def forget_finished(self, finished_before: datetime) -> int:
         """Drop finished commands older than ``finished_before`` (a long-running process
         would otherwise keep every command ever made); returns how many were dropped."""
-        with self._lock:
-            old = [
-                c for c in self._commands.values()
-                if c.status.is_terminal and c.finished_at is not None and c.finished_at < finished_before
-            ]
-            for cmd in old:
-                del self._commands[cmd.command_id]
-            for asset_id in {c.asset_id for c in old}:
-                kept = [c for c in self._by_asset[asset_id] if c.command_id in self._commands]
-                if kept:
-                    self._by_asset[asset_id] = kept
-                else:
-                    del self._by_asset[asset_id]
-            return len(old)
+        old = [
+            c for c in self._commands.values()
+            if c.status.is_terminal and c.finished_at is not None and c.finished_at < finished_before
+        ]
+        for cmd in old:
+            del self._commands[cmd.command_id]
+        for asset_id in {c.asset_id for c in old}:
+            kept = [c for c in self._by_asset[asset_id] if c.command_id in self._commands]
+            if kept:
+                self._by_asset[asset_id] = kept
+            else:
+                del self._by_asset[asset_id]
+        return len(old)
 
     _TERMINAL_EVENTS: ClassVar[dict[CommandStatus, tuple[EventType, type[ev.CommandPayload]]]] = {
         CommandStatus.COMPLETED: (EventType.COMMAND_COMPLETED, ev.CommandCompleted),
@@ -511,13 +504,11 @@ class DispatchEngine:
         return self._commands.get(command_id)
 
     def get_commands_for_asset(self, asset_id: str) -> list[Command]:
-        with self._lock:
-            return list(self._by_asset.get(asset_id, ()))
+        return list(self._by_asset.get(asset_id, ()))
 
     @property
     def commands(self) -> list[Command]:
-        with self._lock:
-            return list(self._commands.values())
+        return list(self._commands.values())
 
 
 def _now(now: datetime | None) -> datetime:

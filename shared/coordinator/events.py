@@ -21,7 +21,6 @@ handlers carry on.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -86,35 +85,32 @@ class Subscription:
 
 
 class EventBus:
-    """Synchronous, thread-safe publish/subscribe keyed by EventType."""
+    """Synchronous publish/subscribe keyed by EventType, used from one thread (a process's event loop)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        # Copy-on-write tuples: publish reads without taking the lock.
+        # Copy-on-write tuples: a handler that subscribes or unsubscribes during a publish
+        # changes what the next publish sees, not the one under way.
         self._by_type: dict[EventType, tuple[Handler, ...]] = {}
         self._all: tuple[Handler, ...] = ()
         self.handler_errors = 0
 
     def subscribe(self, event_type: EventType, handler: Handler) -> Subscription:
         event_type = EventType(event_type)
-        with self._lock:
-            self._by_type[event_type] = (*self._by_type.get(event_type, ()), handler)
+        self._by_type[event_type] = (*self._by_type.get(event_type, ()), handler)
         return Subscription(self, event_type, handler)
 
     def subscribe_all(self, handler: Handler) -> Subscription:
         """Receive every event, whatever its type."""
-        with self._lock:
-            self._all = (*self._all, handler)
+        self._all = (*self._all, handler)
         return Subscription(self, None, handler)
 
     def unsubscribe(self, subscription: Subscription) -> None:
         """Remove one subscription. Unknown subscriptions are ignored (idempotent)."""
-        with self._lock:
-            if subscription.event_type is None:
-                self._all = _without(self._all, subscription.handler)
-            else:
-                current = self._by_type.get(subscription.event_type, ())
-                self._by_type[subscription.event_type] = _without(current, subscription.handler)
+        if subscription.event_type is None:
+            self._all = _without(self._all, subscription.handler)
+        else:
+            current = self._by_type.get(subscription.event_type, ())
+            self._by_type[subscription.event_type] = _without(current, subscription.handler)
 
     def has_subscribers(self, event_type: EventType) -> bool:
         """True if publishing ``event_type`` would reach anyone (lets hot paths skip building events)."""

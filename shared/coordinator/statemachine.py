@@ -1,4 +1,5 @@
-"""A small, thread-safe finite state machine that guards one asset.
+"""A small finite state machine that guards one asset (used from one thread, as every
+object of the library: a process's event loop).
 
     >>> sm = StateMachine(
     ...     asset_id="ast_custom_001",
@@ -19,7 +20,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
@@ -60,8 +60,8 @@ class StateMachine:
 
     Every transition is appended to ``history`` (the last ``history_limit`` entries are
     kept) and, when an ``event_bus`` is given, published as STATE_CHANGED with
-    ``asset_id``, ``from_state``, ``to_state`` and ``trigger``. Triggers from several
-    threads are serialised; events are published in transition order.
+    ``asset_id``, ``from_state``, ``to_state`` and ``trigger``; events are published in
+    transition order.
     """
 
     def __init__(
@@ -81,7 +81,6 @@ class StateMachine:
         self._event_bus = event_bus
         self._history: deque[HistoryEntry] = deque(maxlen=history_limit)
         self._listeners: list[TransitionListener] = []
-        self._lock = threading.RLock()
 
     @property
     def state(self) -> str:
@@ -89,8 +88,7 @@ class StateMachine:
 
     @property
     def history(self) -> list[HistoryEntry]:
-        with self._lock:
-            return list(self._history)
+        return list(self._history)
 
     def can_trigger(self, trigger: str) -> bool:
         return trigger in self._transitions.get(self._state, {})
@@ -104,8 +102,7 @@ class StateMachine:
         ``[]`` if already there, None if ``target`` cannot be reached. Used to follow a
         device that reports a state without saying how it got there.
         """
-        with self._lock:
-            start = self._state
+        start = self._state
         if target == start:
             return []
         paths: dict[str, list[str]] = {start: []}
@@ -127,33 +124,30 @@ class StateMachine:
         no history entry, no event."""
         if state not in self.states:
             raise ValueError(f"{state!r} is not one of the states")
-        with self._lock:
-            self._state = state
+        self._state = state
 
     def add_listener(self, listener: TransitionListener) -> None:
         """Call ``listener(from_state, to_state, trigger)`` after each transition, before the bus event."""
-        with self._lock:
-            self._listeners.append(listener)
+        self._listeners.append(listener)
 
     def trigger(self, trigger: str) -> str:
         """Fire ``trigger``; return the new state or raise InvalidTransition (state unchanged)."""
-        with self._lock:
-            from_state = self._state
-            to_state = self._transitions.get(from_state, {}).get(trigger)
-            if to_state is None:
-                raise InvalidTransition(self.asset_id, from_state, trigger, self.available_triggers())
-            self._state = to_state
-            self._history.append(
-                HistoryEntry(from_state=from_state, to_state=to_state, trigger=trigger, timestamp=utcnow())
+        from_state = self._state
+        to_state = self._transitions.get(from_state, {}).get(trigger)
+        if to_state is None:
+            raise InvalidTransition(self.asset_id, from_state, trigger, self.available_triggers())
+        self._state = to_state
+        self._history.append(
+            HistoryEntry(from_state=from_state, to_state=to_state, trigger=trigger, timestamp=utcnow())
+        )
+        for listener in self._listeners:
+            listener(from_state, to_state, trigger)
+        if self._event_bus is not None:
+            self._event_bus.emit(
+                EventType.STATE_CHANGED,
+                StateChanged(asset_id=self.asset_id, from_state=from_state, to_state=to_state, trigger=trigger),
             )
-            for listener in self._listeners:
-                listener(from_state, to_state, trigger)
-            if self._event_bus is not None:
-                self._event_bus.emit(
-                    EventType.STATE_CHANGED,
-                    StateChanged(asset_id=self.asset_id, from_state=from_state, to_state=to_state, trigger=trigger),
-                )
-            return to_state
+        return to_state
 
     def __repr__(self) -> str:
         return f"<StateMachine {self.asset_id} state={self._state}>"

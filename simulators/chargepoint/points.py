@@ -155,6 +155,7 @@ class _SimulatedPoint(_OcppChargePoint):
 
     async def _answer(self, raw: str, unique_id: str) -> None:
         if self.charger.slow_seconds > 0:
+            log.info("%s: answering %s in %g s (control: slow)", self.id, unique_id, self.charger.slow_seconds)
             await asyncio.sleep(self.charger.slow_seconds)
         try:
             await self.route_message(raw)

@@ -30,14 +30,17 @@ class PlainClient:
     """A bare paho client, as an integrator's SCADA would use: no project code in the loop."""
 
     def __init__(self, broker, *topics: str) -> None:
+        """Returns once the broker confirmed every subscription (its SUBACKs)."""
         self.inbox: queue.Queue[paho.MQTTMessage] = queue.Queue()
         self.client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
         self.client.on_message = lambda c, u, m: self.inbox.put(m)
+        granted: queue.Queue[int] = queue.Queue()
+        self.client.on_subscribe = lambda c, u, mid, codes, p: granted.put(mid)
         self.client.connect(broker.host, broker.port)
-        for topic in topics:
-            self.client.subscribe(topic, qos=1)
         self.client.loop_start()
-        time.sleep(0.3)
+        waiting = {self.client.subscribe(topic, qos=1)[1] for topic in topics}
+        while waiting:
+            waiting.discard(granted.get(timeout=5))
 
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
         self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)

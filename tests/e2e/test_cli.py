@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-import time
 from datetime import datetime, timedelta, timezone
 
 import pandas as pd
@@ -48,8 +47,9 @@ def test_publish_follow_states_status_and_events(stack, tmp_path):
 
     # events: a narrower filter gets a subset, JSON lines for machines
     stack_events = subprocess.Popen([sys.executable, "-m", "tools.cli", "events", "--json", "--type", "SCHEDULE_RECEIVED",
-                                     "--count", "1", "--timeout", "30"], env=stack.env, cwd=REPO, stdout=subprocess.PIPE, text=True)
-    time.sleep(1.5)
+                                     "--count", "1", "--timeout", "30"], env=stack.env, cwd=REPO, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+    assert stack_events.stderr.readline().startswith("qubit: listening on")  # subscribed: nothing published now is missed
     pd.DataFrame({"ev_001_kw": [5.0]}, index=idx[:1] + timedelta(hours=1)).to_csv(csv)
     qubit(stack, "publish", str(csv), "--asset-map", "ev_001=ast_bay_1")
     out, _ = stack_events.communicate(timeout=40)

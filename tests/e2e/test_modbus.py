@@ -207,3 +207,26 @@ def test_disconnect_and_reconnect(site_stack, events, plain):
     site_stack.start("battery-simulator")
     events.wait_for(lambda ev: of(events, "COMMAND_COMPLETED", "ast_batt_a"), timeout=40, what="completed after reconnect")
     assert len(of(events, "DEVICE_LINK_UP", "ast_batt_a")) >= 2
+
+
+def test_a_command_for_an_asset_not_on_the_gateway_gets_one_answer_and_does_not_hold_up_shutdown(site_stack, plain):
+    """Refused at once, and ended there: SIGTERM does not wait for it, nor answer it a second time."""
+    import signal
+    import time
+
+    from coordinator.base import Command, CommandType
+    from coordinator.contract.messages import CommandBatch, Outcome, ResultBatch, command_to_wire, decode
+    from coordinator.contract.topics import commands_topic, results_topic
+
+    start(site_stack, "gateway-modbus")
+    results = plain(results_topic("modbus"))
+    cmd = Command("ast_not_here", CommandType.SET_CHARGE_RATE, {"power_kw": 5.0}, attempts=1)
+    plain().publish(commands_topic("modbus"), CommandBatch(gateway_id="modbus", commands=[command_to_wire(cmd)]).encode())
+    first = [r for m in results.drain(3.0) for r in decode(ResultBatch, m.payload).results]
+    assert [(r.command_id, r.outcome) for r in first] == [(cmd.command_id, Outcome.REFUSED)]
+
+    began = time.monotonic()
+    assert site_stack.kill("gateway-modbus", signal.SIGTERM) == 0
+    assert time.monotonic() - began < 4.0  # nothing in flight: no grace period waited out
+    later = [r for m in results.drain(1.0) for r in decode(ResultBatch, m.payload).results]
+    assert later == []

@@ -120,7 +120,7 @@ def test_sigterm_lets_an_in_flight_call_finish(site, events, plain):
     plain().publish(SCHEDULES_IN, encode_schedule(pd.DataFrame({"ev_1_kw": [11.0]}, index=pd.DatetimeIndex([start])),
                                                   asset_map={"ev_1": "ast_bay_1"}, site_id="sit_demo_depot"))
     events.wait_for(lambda ev: any(e.event_type.value == "COMMAND_DISPATCHED" for e in ev), timeout=10, what="dispatch")
-    time.sleep(0.5)  # the call is on the wire; the charger answers in 2 s
+    site.wait_for_log("chargepoint-simulator", "(control: slow)")  # the call is on the wire; the charger answers in 2 s
     assert site.kill("gateway-ocpp", signal.SIGTERM) == 0
     events.wait_for(lambda ev: any(e.event_type.value == "COMMAND_COMPLETED" for e in ev), timeout=10,
                     what="the in-flight command completed, not lost")
@@ -173,8 +173,7 @@ def test_emergency_stop_makes_every_asset_safe_holds_dispatching_until_the_reset
 
 def test_a_malformed_stop_order_is_refused_and_changes_nothing(site, plain):
     plain().publish("qubit/control/emergency_stop", msgpack.packb({"active": "yes"}))
-    time.sleep(1.0)
-    assert "unreadable emergency stop order" in site.log("planner")
+    site.wait_for_log("planner", "unreadable emergency stop order")
     assert all(not s.emergency_stop for s in statuses(plain).values())
 
 

@@ -1,5 +1,3 @@
-import threading
-
 import pytest
 
 from coordinator import Event, EventBus, EventType, InvalidTransition, StateMachine
@@ -84,27 +82,6 @@ def test_state_changed_published_with_payload():
 def test_bad_configuration_refused(states, initial, transitions):
     with pytest.raises(ValueError):
         StateMachine("a", states, initial, transitions)
-
-
-def test_concurrent_triggers_are_serialised():
-    # A two-state toggle hammered from 8 threads: every trigger must see a consistent state.
-    sm = StateMachine("a", {"A", "B"}, "A", {"A": {"flip": "B"}, "B": {"flip": "A"}})
-    bus_events = []
-    sm.add_listener(lambda f, t, trig: bus_events.append((f, t)))
-
-    def worker():
-        for _ in range(2000):
-            sm.trigger("flip")
-
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(bus_events) == 16000
-    # each transition starts where the previous one ended
-    assert all(bus_events[i][1] == bus_events[i + 1][0] for i in range(len(bus_events) - 1))
-    assert sm.state == "A"
 
 
 def test_triggers_to_finds_shortest_path():

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 from .base import ProtocolAdapter
 
 
@@ -17,8 +15,6 @@ class AdapterRegistry:
 
     def __init__(self) -> None:
         self._adapters: dict[str, ProtocolAdapter] = {}
-        # Gateways may (un)register assets while the dispatch loop looks them up.
-        self._lock = threading.Lock()
 
     def register(self, asset_id: str, adapter: ProtocolAdapter, *, replace: bool = False) -> None:
         """Route ``asset_id``'s commands to ``adapter``. Registering the same adapter again is a no-op."""
@@ -26,18 +22,16 @@ class AdapterRegistry:
             raise ValueError(f"asset_id must be a non-empty string, got {asset_id!r}")
         if not isinstance(adapter, ProtocolAdapter):
             raise TypeError(f"adapter must be a ProtocolAdapter, got {type(adapter).__name__}")
-        with self._lock:
-            current = self._adapters.get(asset_id)
-            if current is not None and current is not adapter and not replace:
-                raise ValueError(
-                    f"{asset_id} already has adapter {current!r}; pass replace=True to swap it for {adapter!r}"
-                )
-            self._adapters[asset_id] = adapter
+        current = self._adapters.get(asset_id)
+        if current is not None and current is not adapter and not replace:
+            raise ValueError(
+                f"{asset_id} already has adapter {current!r}; pass replace=True to swap it for {adapter!r}"
+            )
+        self._adapters[asset_id] = adapter
 
     def unregister(self, asset_id: str) -> ProtocolAdapter | None:
         """Forget ``asset_id``; return the adapter it had, or None if it had none."""
-        with self._lock:
-            return self._adapters.pop(asset_id, None)
+        return self._adapters.pop(asset_id, None)
 
     def get(self, asset_id: str) -> ProtocolAdapter | None:
         """The adapter of ``asset_id``, or None when the asset is unknown."""
@@ -45,8 +39,7 @@ class AdapterRegistry:
 
     def assets_for(self, adapter_or_gateway_id: ProtocolAdapter | str) -> list[str]:
         """Sorted ids of the assets served by this adapter instance, or by any adapter of this gateway id."""
-        with self._lock:
-            items = list(self._adapters.items())
+        items = list(self._adapters.items())
         if isinstance(adapter_or_gateway_id, ProtocolAdapter):
             return sorted(asset for asset, adapter in items if adapter is adapter_or_gateway_id)
         return sorted(asset for asset, adapter in items if adapter.gateway_id == adapter_or_gateway_id)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections import OrderedDict
 from datetime import datetime
 
@@ -43,7 +42,6 @@ class CommandIntake:
         self.publish = publish
         self._answers: OrderedDict[Delivery, list[CommandResult]] = OrderedDict()
         self._latest: dict[str, Delivery] = {}  # command_id -> the delivery being worked on
-        self._lock = threading.Lock()  # answers come from device tasks, batches from the MQTT thread
 
     def accept(self, batch: CommandBatch) -> list[Command]:
         """The batch's new, well-formed deliveries; refusals and repeats are answered here."""
@@ -60,10 +58,9 @@ class CommandIntake:
                     log.error("unanswerable malformed command in batch: %s", exc.reason)
                 continue
             delivery = (cmd.command_id, cmd.attempts)
-            with self._lock:
-                earlier = self._answers.get(delivery)
-                if earlier is None:
-                    self._remember(delivery)
+            earlier = self._answers.get(delivery)
+            if earlier is None:
+                self._remember(delivery)
             if earlier is None:
                 fresh.append(cmd)
             else:
@@ -84,11 +81,10 @@ class CommandIntake:
         if not results:
             return
         if remember:
-            with self._lock:
-                for r in results:
-                    delivery = self._latest.get(r.command_id)
-                    if delivery is not None:
-                        self._answers[delivery].append(r)
+            for r in results:
+                delivery = self._latest.get(r.command_id)
+                if delivery is not None:
+                    self._answers[delivery].append(r)
         self.publish(results_topic(self.gateway_id), ResultBatch(gateway_id=self.gateway_id, results=results).encode(), qos=1)
 
 
@@ -101,16 +97,23 @@ class ResultBatcher:
 
     WINDOW = 0.002  # seconds a result waits for others to share its message
 
-    def __init__(self, intake: CommandIntake, loop: asyncio.AbstractEventLoop) -> None:
-        self.intake, self.loop = intake, loop
+    def __init__(self, intake: CommandIntake) -> None:
+        self.intake = intake
         self._unsent: list[CommandResult] = []
+        self._timer: asyncio.TimerHandle | None = None
 
     def send(self, results: list[CommandResult]) -> None:
-        """Call on ``loop``."""
-        if not self._unsent:
-            self.loop.call_later(self.WINDOW, self._flush)
+        """Call on the running loop: ``results`` leave within WINDOW seconds."""
+        if not results:
+            return
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.WINDOW, self.flush)
         self._unsent += results
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Publish what waits now (the timer does it otherwise; a gateway that stops, explicitly)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         results, self._unsent = self._unsent, []
         self.intake.send(results)

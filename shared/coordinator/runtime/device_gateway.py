@@ -1,14 +1,13 @@
-"""What every gateway with real device links shares: an asyncio loop for the links beside
-the MQTT thread, the command intake, batched results, status reports and telemetry, the
-link state its health is judged by, and the site's emergency stop: every asset to its
-safe state at once (``make_safe``, one task per asset), commands refused until the reset."""
+"""What every gateway with real device links shares: the command intake, batched results,
+status reports and telemetry, the link state its health is judged by, and the site's
+emergency stop: every asset to its safe state at once (``make_safe``, one task per asset),
+commands refused until the reset. Device I/O runs on the process's event loop, beside the
+MQTT handlers, so none of this state is shared between threads."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -17,11 +16,11 @@ from coordinator.contract.events import AssetSafeState
 from coordinator.events import Event, EventBus, EventType
 from coordinator.site import Protocol, SiteConfig
 from coordinator.timeutil import utcnow
-from coordinator.contract.topics import commands_topic, status_topic, telemetry_topic
+from coordinator.contract.topics import commands_topic, results_topic, status_topic, telemetry_topic
 from coordinator.contract.messages import CommandBatch, CommandResult, EmergencyStop, Outcome, StatusReport, Telemetry
 
 from coordinator.runtime.command_intake import CommandIntake, ResultBatcher, result
-from coordinator.runtime.service import Publish, forward_events
+from coordinator.runtime.service import Publish, Route, Service, forward_events
 from coordinator.runtime.supervision import Supervisor
 
 log = logging.getLogger(__name__)
@@ -30,28 +29,29 @@ SAFE_STATE_TIMEOUT = 10.0
 """Seconds an asset may take to confirm its safe state before the gateway reports it could not."""
 
 
-class DeviceGateway:
-    tick_interval = None
+class DeviceGateway(Service):
     protocol: Protocol
+    bus: EventBus
 
     def __init__(self, site: SiteConfig, publish: Publish, gateway_id: str) -> None:
         config = site.gateway(gateway_id)
         if config is None or config.protocol is not self.protocol:
             raise ValueError(f"{gateway_id!r} is not a {self.protocol} gateway of the site config")
         self.site, self.config, self.gateway_id, self.publish = site, config, gateway_id, publish
+        self.publishes = (results_topic(gateway_id), status_topic(gateway_id, "{asset}"),
+                          telemetry_topic(gateway_id, "{asset}"))
         self.bus = EventBus()
         forward_events(self.bus, publish)
-        self.intake = CommandIntake(gateway_id, publish)
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name=f"{gateway_id}-links", daemon=True)
-        self._thread.start()
-        self.results = ResultBatcher(self.intake, self.loop)
+        self._intake = CommandIntake(gateway_id, publish)
+        self._results = ResultBatcher(self._intake)
         self.halted: str | None = None
         """Why commands are refused (the site's emergency stop), or None."""
         self.draining = False
         self.in_flight: dict[str, Command] = {}
         """Accepted and not yet ended by a result: what SIGTERM waits for, or hands back."""
-        self._in_flight_lock = threading.Lock()
+        self._none_in_flight = asyncio.Event()
+        self._none_in_flight.set()
+        self._running: set[asyncio.Task[Any]] = set()  # held: the loop keeps only weak references
         self.supervisor: Supervisor | None = None
         self._links_down: set[str] = {a.asset_id for a in site.assets_of(gateway_id)}  # none is up until it says so
         self.bus.subscribe(EventType.DEVICE_LINK_UP, self._on_link)
@@ -73,15 +73,15 @@ class DeviceGateway:
             self.supervisor.update(links_down=frozenset(self._links_down),
                                    links_total=len(self.site.assets_of(self.gateway_id)))
 
-    # -- the site's emergency stop (called ahead of any backlog, on the MQTT thread) --
+    # -- the site's emergency stop (called ahead of any backlog) ----------------------
 
     def emergency_stop(self, order: EmergencyStop) -> None:
         self.halted = f"site emergency stop: {order.reason}"
-        self.run_on_loop(self._make_all_safe(self.halted))
+        self.spawn(self._make_all_safe(self.halted))
 
     def emergency_reset(self, order: EmergencyStop) -> None:
         self.halted = None
-        self.run_on_loop(self.after_reset())
+        self.spawn(self.after_reset())
 
     async def _make_all_safe(self, reason: str) -> None:
         await asyncio.gather(*(self._make_safe_one(a.asset_id, reason) for a in self.site.assets_of(self.gateway_id)))
@@ -109,55 +109,64 @@ class DeviceGateway:
 
     def accept(self, batch: CommandBatch) -> list[Command]:
         """The batch's new commands, now in flight; none while shutting down (handed back)."""
-        commands = self.intake.accept(batch)
+        commands = self._intake.accept(batch)
         if self.draining:
-            self.intake.send([result(c.command_id, c.asset_id, Outcome.FAILED, "not sent: gateway shutting down")
-                              for c in commands])
+            self.send_results([result(c.command_id, c.asset_id, Outcome.FAILED, "not sent: gateway shutting down")
+                               for c in commands])
             return []
-        with self._in_flight_lock:
-            self.in_flight.update((c.command_id, c) for c in commands)
+        self.in_flight.update((c.command_id, c) for c in commands)
+        if self.in_flight:
+            self._none_in_flight.clear()
         return commands
 
     def send_results(self, results: list[CommandResult]) -> None:
-        with self._in_flight_lock:
-            for r in results:
-                if r.outcome is not Outcome.ACKNOWLEDGED:
-                    self.in_flight.pop(r.command_id, None)
-        self.results.send(results)
+        """The one way out for results: every final one ends its command's in-flight entry."""
+        for r in results:
+            if r.outcome is not Outcome.ACKNOWLEDGED:
+                self.in_flight.pop(r.command_id, None)
+        self._results.send(results)
+        self._check_idle()
 
     def settled(self, cmd: Command) -> None:
         """``cmd`` ended without a result of ours (no answer: the planner's timeout decides)."""
-        with self._in_flight_lock:
-            self.in_flight.pop(cmd.command_id, None)
+        self.in_flight.pop(cmd.command_id, None)
+        self._check_idle()
 
-    def drain(self, timeout: float) -> None:
+    def _check_idle(self) -> None:
+        if not self.in_flight:
+            self._none_in_flight.set()
+
+    async def drain(self, timeout: float) -> None:
         """SIGTERM: take nothing new, let in-flight commands finish for up to ``timeout``
         seconds, hand the rest back as failed (the planner retries them while attempts remain)."""
         self.draining = True
-        deadline = time.monotonic() + timeout
-        while self.in_flight and time.monotonic() < deadline:
-            time.sleep(0.05)
-        with self._in_flight_lock:
-            left, self.in_flight = list(self.in_flight.values()), {}
-        self.run_on_loop(asyncio.sleep(4 * ResultBatcher.WINDOW), timeout=1)  # results still batching go out
-        if left:
+        try:
+            async with asyncio.timeout(timeout):
+                await self._none_in_flight.wait()
+        except TimeoutError:
+            left = list(self.in_flight.values())
             log.warning("%d commands unfinished after %g s; handed back", len(left), timeout)
-            self.intake.send([result(c.command_id, c.asset_id, Outcome.FAILED,
-                                     "gateway shut down before the device answered; state unknown") for c in left])
+            self.send_results([result(c.command_id, c.asset_id, Outcome.FAILED,
+                                      "gateway shut down before the device answered; state unknown") for c in left])
+        self._results.flush()  # what is still batching goes out before the farewell
 
-    def subscriptions(self):
-        return [(commands_topic(self.gateway_id), self.on_commands)]
+    def subscriptions(self) -> list[Route]:
+        return [Route(commands_topic(self.gateway_id), self.on_commands)]
 
     def on_commands(self, topic: str, data: bytes) -> None:
         raise NotImplementedError
 
-    def tick(self, now) -> None:
-        pass
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coroutine`` as a task of its own on the loop, held until it ends; a task that
+        raises is logged with its traceback, never lost."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._running.add(task)
+        task.add_done_callback(self._ended)
 
-    def run_on_loop(self, coroutine: Coroutine[Any, Any, Any], timeout: float | None = None) -> Any:
-        """Run ``coroutine`` on the links' loop from another thread; wait for it if ``timeout``."""
-        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
-        return future.result(timeout) if timeout is not None else future
+    def _ended(self, task: asyncio.Task[Any]) -> None:
+        self._running.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s: task %s failed", self.gateway_id, task.get_name(), exc_info=task.exception())
 
     def report(self, asset_id: str, state: str, detail: dict[str, Any] | None = None) -> None:
         report = StatusReport(asset_id=asset_id, state=state, at=utcnow(), detail=detail)
@@ -168,9 +177,7 @@ class DeviceGateway:
         self.publish(telemetry_topic(self.gateway_id, asset_id), message.encode(), qos=0)
 
     async def stop_links(self) -> None:
-        """Close every device link (on the loop)."""
+        """Close every device link."""
 
-    def close(self) -> None:
-        self.run_on_loop(self.stop_links(), timeout=10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)
+    async def close(self) -> None:
+        await self.stop_links()

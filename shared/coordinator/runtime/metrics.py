@@ -79,7 +79,8 @@ class ServiceMetrics:
 
     Feed it with ``observe_bus``, ``watch_reconnects``, ``set_module_state`` and
     ``set_emergency_stop``; expose it with ``serve`` (HTTP) or ``render`` (bytes).
-    Thread-safe: bus handlers may run in any publisher's thread.
+    Fed on the process's event loop; prometheus_client's HTTP thread only reads it (the
+    client library's metric objects are safe to read while they change).
     """
 
     def __init__(self, service: str) -> None:
@@ -131,7 +132,6 @@ class ServiceMetrics:
         self._reconnects = _ReconnectCollector(service)
         r.register(self._reconnects)
 
-        self._dispatch_lock = threading.Lock()
         self._dispatched_at: OrderedDict[str, datetime] = OrderedDict()
         self._server: WSGIServer | None = None
         self._server_thread: threading.Thread | None = None
@@ -231,11 +231,10 @@ class ServiceMetrics:
             self._schedule_to_dispatch.observe(max(0.0, (p.dispatched_at - p.scheduled_at).total_seconds()))
         # The ack is timed on the events' own clock (wall time, both ends): dispatched_at is
         # the engine's clock, which a caller may inject.
-        with self._dispatch_lock:
-            self._dispatched_at[p.command_id] = sent_at
-            self._dispatched_at.move_to_end(p.command_id)
-            while len(self._dispatched_at) > MAX_TRACKED_DISPATCHES:
-                self._dispatched_at.popitem(last=False)
+        self._dispatched_at[p.command_id] = sent_at
+        self._dispatched_at.move_to_end(p.command_id)
+        while len(self._dispatched_at) > MAX_TRACKED_DISPATCHES:
+            self._dispatched_at.popitem(last=False)
 
     def _on_acknowledged(self, p: CommandAcknowledged, acked_at: datetime) -> None:
         sent_at = self._forget(p.command_id)
@@ -244,8 +243,7 @@ class ServiceMetrics:
         self._dispatch_to_ack.observe(max(0.0, (acked_at - sent_at).total_seconds()))
 
     def _forget(self, command_id: str) -> datetime | None:
-        with self._dispatch_lock:
-            return self._dispatched_at.pop(command_id, None)
+        return self._dispatched_at.pop(command_id, None)
 
 
 class _ReconnectCollector(Collector):

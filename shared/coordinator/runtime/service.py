@@ -1,27 +1,31 @@
-"""The process shell every service shares: settings, logging, MQTT, signals, the tick loop.
+"""The process shell every service shares: logging, MQTT, signals, timers, one event loop.
 
-A service is a plain object with handlers for its subscriptions and, if it needs a clock,
-``tick(now)``; everything here is I/O around it.
+A process is one ``Service`` (its subscriptions, what it publishes, its hooks) served by
+``run`` on one asyncio event loop: MQTT messages are handled on it in arrival order, the
+tick is a timer on it, gateways' device I/O runs on it. Nothing of a service is touched from
+another thread, so services and the library objects they hold need no locks. Two threads
+remain beside the loop, each for a library that blocks: paho's network thread
+(runtime/mqtt.py) and prometheus_client's HTTP server (runtime/metrics.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import functools
 import logging
 import signal
-import threading
-import time
 from collections.abc import Callable
-from typing import Protocol
+from datetime import datetime
+from typing import NamedTuple, TypeVar
 
 from coordinator.contract.codec import DecodeError, encode_event
 from coordinator.events import Event, EventBus, EventType
-from coordinator.runtime.mqtt import BrokerSettings, MqttClient
+from coordinator.runtime.mqtt import BrokerSettings, Handler, MqttClient
 from coordinator.site import SiteConfig
 from coordinator.timeutil import utcnow
 from coordinator.contract.topics import EMERGENCY_STOP, event_topic
-from coordinator.contract.messages import EmergencyStop, WireModel, decode
+from coordinator.contract.messages import EmergencyStop, ServiceStatus, WireModel, decode
 
 from coordinator.runtime.log_format import configure_logging
 from coordinator.runtime.metrics import ServiceMetrics, metrics_port_from_env
@@ -34,13 +38,59 @@ log = logging.getLogger(__name__)
 Publish = Callable[..., object]
 """publish(topic, payload, qos=1, retain=False), as MqttClient.publish."""
 
+S = TypeVar("S")
+M = TypeVar("M", bound=WireModel)
 
-class Service(Protocol):
-    tick_interval: float | None
 
-    def subscriptions(self) -> list[tuple[str, Callable[[str, bytes], None]]]: ...
+class Route(NamedTuple):
+    """One subscription of a process: what arrives on ``topic_filter`` goes to ``handler``."""
 
-    def tick(self, now) -> None: ...
+    topic_filter: str
+    handler: Handler
+
+    @property
+    def model(self) -> type[WireModel] | None:
+        """The wire model the handler decodes (``receives``), None when it reads the bytes itself."""
+        return getattr(self.handler, "wire_model", None)
+
+
+class Service:
+    """What ``run`` serves: one process. A process overrides what applies to it; every
+    default does nothing. All of it is called on the process's event loop."""
+
+    tick_interval: float | None = None
+    """Seconds between two ``tick`` calls; None for a process with nothing on a clock."""
+    publishes: tuple[str, ...] = ()
+    """The topics (patterns, as in contract/topics.py) it publishes on, besides its events
+    and its status: a declaration for readers, logged at start-up."""
+    bus: EventBus | None = None
+    """Its own event bus, if it has one: forwarded to qubit/events/# and counted in metrics."""
+
+    def subscriptions(self) -> list[Route]:
+        """What it receives: topic filter -> handler (each handler decodes its wire model)."""
+        return []
+
+    def attach(self, supervisor: Supervisor) -> None:
+        """Given the process's supervisor before anything runs (gateways tell it their links)."""
+
+    async def open(self) -> None:
+        """Start what runs on the loop (listeners, device links), before the broker is joined."""
+
+    def tick(self, now: datetime) -> None:
+        """Every ``tick_interval`` seconds."""
+
+    def emergency_stop(self, order: EmergencyStop) -> None:
+        """The site's emergency stop, ahead of any backlog; idempotent (retained: it comes
+        again on every reconnect)."""
+
+    def emergency_reset(self, order: EmergencyStop) -> None:
+        """The explicit reset after an emergency stop."""
+
+    async def drain(self, timeout: float) -> None:
+        """SIGTERM: let in-flight work finish for up to ``timeout`` seconds, hand the rest back."""
+
+    async def close(self) -> None:
+        """Release what ``open`` started."""
 
 
 def forward_events(bus: EventBus, publish: Publish, skip: frozenset[EventType] = frozenset()) -> None:
@@ -53,18 +103,19 @@ def forward_events(bus: EventBus, publish: Publish, skip: frozenset[EventType] =
     bus.subscribe_all(forward)
 
 
-def receives(model: type[WireModel], what: str):
+def receives(model: type[M], what: str) -> Callable[[Callable[[S, str, M], None]], Callable[[S, str, bytes], None]]:
     """Turn ``handler(self, topic, message)`` into an MQTT handler ``(self, topic, data)``.
 
     The untrusted bytes are decoded into ``model``; what cannot be read is logged with its
-    reason and dropped, so one bad message never stops a service.
+    reason and dropped, so one bad message never stops a service. The handler keeps its
+    model as ``wire_model`` (``Route.model``).
     """
 
-    def decorate(method):
+    def decorate(method: Callable[[S, str, M], None]) -> Callable[[S, str, bytes], None]:
         method_log = logging.getLogger(method.__module__)
 
         @functools.wraps(method)
-        def receive(self, topic: str, data: bytes) -> None:
+        def receive(self: S, topic: str, data: bytes) -> None:
             try:
                 message = decode(model, data)
             except DecodeError as exc:
@@ -72,6 +123,7 @@ def receives(model: type[WireModel], what: str):
                 return
             method(self, topic, message)
 
+        receive.wire_model = model  # type: ignore[attr-defined]
         return receive
 
     return decorate
@@ -99,69 +151,112 @@ SHUTDOWN_GRACE_SECONDS = 8.0
 def run(name: str, build: Callable[[SiteConfig, Publish], Service], site: SiteConfig) -> int:
     """Connect, serve until SIGTERM/SIGINT, hand back in-flight work, go Offline, exit 0.
 
-    Around the service: its module state (services/supervision.py) kept true and published,
+    Around the service: its module state (runtime/supervision.py) kept true and published,
     the site's emergency stop handed to it ahead of any backlog, and its Last Will.
+    ``build(site, publish)`` makes the service; it is called on the running loop.
     """
     configure_logging(name)
-    client: MqttClient
+    return asyncio.run(serve(name, build, site))
 
-    def publish(*args, **kwargs):
-        return client.publish(*args, **kwargs)
 
+async def serve(name: str, build: Callable[[SiteConfig, Publish], Service], site: SiteConfig) -> int:
+    """``run``'s body, on the running loop."""
+    loop = asyncio.get_running_loop()
     metrics = ServiceMetrics(name)
     bus = EventBus()
+    client: MqttClient
+
+    def publish(topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> object:
+        return client.publish(topic, payload, qos=qos, retain=retain)  # the supervisor's Last Will comes first
+
     forward_events(bus, publish)
     metrics.observe_bus(bus)
-    supervisor = Supervisor(name, publish, bus, on_change=lambda status: (
-        metrics.set_module_state(status.lifecycle, status.operational, status.health),
-        metrics.set_emergency_stop(status.emergency_stop)))
+    def show(status: ServiceStatus) -> None:
+        metrics.set_module_state(status.lifecycle, status.operational, status.health)
+        metrics.set_emergency_stop(status.emergency_stop)
+
+    supervisor = Supervisor(name, publish, bus, on_change=show)
     client = MqttClient(name, BrokerSettings.from_env(), will=supervisor.last_will(),
                         on_link=lambda up: supervisor.update(broker_connected=up))
     metrics.watch_reconnects(lambda: client.reconnects)
     service = build(site, client.publish)
-    service_bus = getattr(service, "bus", None)
-    if isinstance(service_bus, EventBus):  # commands, links: what the service itself reports
-        metrics.observe_bus(service_bus)
-    attach = getattr(service, "attach", None)
-    if attach is not None:
-        attach(supervisor)
+    if service.bus is not None:  # commands, links: what the service itself reports
+        metrics.observe_bus(service.bus)
+    service.attach(supervisor)
     serve_metrics(metrics, supervisor)
     for topic_filter, handler in service.subscriptions():
         client.subscribe(topic_filter, handler)
     client.subscribe(EMERGENCY_STOP, EmergencyStopHandler(supervisor, service), urgent=True)
-    stopping = threading.Event()
+    stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stopping.set())
-    client.start()
+        loop.add_signal_handler(sig, stopping.set)
+    await service.open()
+    await client.open()
     supervisor.started()
-    log.info("%s running for site %s", name, site.site_id)
-    interval = service.tick_interval
-    next_tick = time.monotonic()
-    reconnects = client.reconnects
-    while not stopping.wait(min(interval or HOUSEKEEPING_SECONDS, HOUSEKEEPING_SECONDS)):
-        supervisor.update(backlog=client.backlog)
-        if client.reconnects != reconnects and client.connected.is_set():
-            reconnects = client.reconnects
-            supervisor.republish()
-        if interval is not None and time.monotonic() >= next_tick:
-            next_tick = time.monotonic() + interval
-            try:
-                service.tick(utcnow())
-            except Exception:
-                log.exception("%s: tick failed", name)
+    log.info("%s running for site %s%s", name, site.site_id,
+             f"; publishes {', '.join(service.publishes)}" if service.publishes else "")
+    timers = [Every(HOUSEKEEPING_SECONDS, Housekeeping(supervisor, client), "housekeeping")]
+    if service.tick_interval is not None:
+        timers.append(Every(service.tick_interval, lambda: service.tick(utcnow()), f"{name}: tick"))
+    for timer in timers:
+        timer.start()
+    await stopping.wait()
     log.info("%s stopping", name)
+    for timer in timers:
+        timer.cancel()
     supervisor.stopping()
-    drain = getattr(service, "drain", None)
-    if drain is not None:
-        drain(SHUTDOWN_GRACE_SECONDS)
-    close = getattr(service, "close", None)
-    if close is not None:
-        close()
+    await service.drain(SHUTDOWN_GRACE_SECONDS)
+    await service.close()
     supervisor.stopped()
-    client.stop(farewell=supervisor.farewell())
+    await client.close(farewell=supervisor.farewell())
     metrics.close()
     log.info("%s offline", name)
     return 0
+
+
+class Every:
+    """``action()`` every ``interval`` seconds on the running loop, at a fixed rate from
+    ``start`` (the first call at once). One that raises is logged and the timer goes on; a
+    call that overran the interval is not made up for."""
+
+    def __init__(self, interval: float, action: Callable[[], object], what: str) -> None:
+        if interval <= 0:
+            raise ValueError(f"{what}: interval must be positive, not {interval}")
+        self.interval, self.action, self.what = interval, action, what
+        self._handle: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._fire(loop, loop.time())
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _fire(self, loop: asyncio.AbstractEventLoop, due: float) -> None:
+        try:
+            self.action()
+        except Exception:
+            log.exception("%s failed", self.what)
+        due = max(due + self.interval, loop.time())
+        self._handle = loop.call_at(due, self._fire, loop, due)
+
+
+class Housekeeping:
+    """Every second: the backlog told to the supervisor; after a reconnect, the status again."""
+
+    def __init__(self, supervisor: Supervisor, client: MqttClient) -> None:
+        self.supervisor, self.client = supervisor, client
+        self.reconnects = client.reconnects
+
+    def __call__(self) -> None:
+        self.supervisor.update(backlog=self.client.backlog)
+        # Checked here, a second after the reconnect, rather than at once: by then paho has
+        # re-sent what it queued during the outage, so the retained status is the newest.
+        if self.client.reconnects != self.reconnects and self.client.connected.is_set():
+            self.reconnects = self.client.reconnects
+            self.supervisor.republish()
 
 
 def serve_metrics(metrics: ServiceMetrics, supervisor: Supervisor) -> None:
@@ -196,15 +291,9 @@ class EmergencyStopHandler:
             return
         if order.active and self.supervisor.emergency is None:
             log.warning("EMERGENCY STOP by %s: %s", order.issued_by, order.reason)
-            _call(self.service, "emergency_stop", order)
+            self.service.emergency_stop(order)
             self.supervisor.emergency_stop(order)
         elif not order.active and self.supervisor.emergency is not None:
             log.warning("emergency stop reset by %s: %s", order.issued_by, order.reason)
-            _call(self.service, "emergency_reset", order)
+            self.service.emergency_reset(order)
             self.supervisor.emergency_reset()
-
-
-def _call(service: Service, hook: str, order: EmergencyStop) -> None:
-    method = getattr(service, hook, None)
-    if method is not None:
-        method(order)

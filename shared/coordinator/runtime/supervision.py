@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -102,8 +101,8 @@ _START = (StateEventType.START, StateEventType.INIT_SUCCESS, StateEventType.SET_
 class Supervisor:
     """One process's UnifiedStateMachine, fed by what happens to the process, told to the site.
 
-    Thread-safe: the broker link changes on paho's thread, device links on a gateway's loop,
-    the backlog in the main loop.
+    Used on the process's event loop, like everything it is told about (the broker link,
+    device links, the backlog).
     """
 
     def __init__(self, service: str, publish: Publish, bus: EventBus,
@@ -113,7 +112,6 @@ class Supervisor:
         self.conditions = Conditions()
         self.emergency: EmergencyStop | None = None
         self.metrics_port: int | None = None
-        self._lock = threading.RLock()
         self._told: ServiceStatus | None = None
 
     # -- what the site sees --------------------------------------------------------
@@ -151,38 +149,34 @@ class Supervisor:
 
     def update(self, **changes: object) -> None:
         """Some of ``Conditions`` changed (broker_connected=False, links_down=..., backlog=...)."""
-        with self._lock:
-            conditions = dataclasses.replace(self.conditions, **changes)  # type: ignore[arg-type]
-            if conditions == self.conditions:
-                return
-            self.conditions = conditions
-            self._apply(())
+        conditions = dataclasses.replace(self.conditions, **changes)  # type: ignore[arg-type]
+        if conditions == self.conditions:
+            return
+        self.conditions = conditions
+        self._apply(())
 
     def emergency_stop(self, order: EmergencyStop) -> bool:
         """Critical, Stopped, ShuttingDown at once; False if the site was already stopped."""
-        with self._lock:
-            if self.emergency is not None:
-                return False
-            self.emergency = order
-            self._apply((StateEvent(event_type=StateEventType.EMERGENCY_STOP,
-                                    payload={"reason": order.reason, "issued_by": order.issued_by}),))
-            return True
+        if self.emergency is not None:
+            return False
+        self.emergency = order
+        self._apply((StateEvent(event_type=StateEventType.EMERGENCY_STOP,
+                                payload={"reason": order.reason, "issued_by": order.issued_by}),))
+        return True
 
     def emergency_reset(self) -> bool:
         """The explicit reset: back to Active, Running; False if there was no stop to reset."""
-        with self._lock:
-            if self.emergency is None:
-                return False
-            self.emergency = None
-            self._apply(_RESET)
-            return True
+        if self.emergency is None:
+            return False
+        self.emergency = None
+        self._apply(_RESET)
+        return True
 
     def republish(self) -> None:
         """Publish the current status again: after a reconnect, once paho has re-sent what it
         queued during the outage, so the retained status is the newest."""
-        with self._lock:
-            status = self._told = self.status()
-            self.publish(service_topic(self.service), status.encode(), qos=1, retain=True)
+        status = self._told = self.status()
+        self.publish(service_topic(self.service), status.encode(), qos=1, retain=True)
 
     def stopping(self) -> None:
         """SIGTERM: Running -> Stopped, Active -> ShuttingDown (while in-flight work finishes)."""
@@ -201,25 +195,24 @@ class Supervisor:
     # -- internals -----------------------------------------------------------------
 
     def _apply(self, steps: tuple[StateEventType | StateEvent, ...]) -> None:
-        with self._lock:
-            before = self.machine.states
-            for step in steps:
-                self.machine.handle_event(step)
-            if self.emergency is None:  # during a stop health stays Critical whatever is seen
-                target, reasons = assess(self.conditions)
-                for event in health_events(self.machine.get_health_state(), target, reasons):
-                    self.machine.handle_event(event)
-            status = self.status()
-            told = self._told
-            if told is not None and (told.lifecycle, told.operational, told.health, told.reasons,
-                                     told.emergency_stop) == (status.lifecycle, status.operational, status.health,
-                                                              status.reasons, status.emergency_stop):
-                return
-            self._told = status
-            if self.conditions.broker_connected:
-                # Not while the broker is away: paho would queue it and send it again after
-                # the newer status of the reconnect, leaving a stale retained one (see republish).
-                self.publish(service_topic(self.service), status.encode(), qos=1, retain=True)
+        before = self.machine.states
+        for step in steps:
+            self.machine.handle_event(step)
+        if self.emergency is None:  # during a stop health stays Critical whatever is seen
+            target, reasons = assess(self.conditions)
+            for event in health_events(self.machine.get_health_state(), target, reasons):
+                self.machine.handle_event(event)
+        status = self.status()
+        told = self._told
+        if told is not None and (told.lifecycle, told.operational, told.health, told.reasons,
+                                 told.emergency_stop) == (status.lifecycle, status.operational, status.health,
+                                                          status.reasons, status.emergency_stop):
+            return
+        self._told = status
+        if self.conditions.broker_connected:
+            # Not while the broker is away: paho would queue it and send it again after
+            # the newer status of the reconnect, leaving a stale retained one (see republish).
+            self.publish(service_topic(self.service), status.encode(), qos=1, retain=True)
         self.bus.emit(EventType.SERVICE_STATE_CHANGED, ServiceStateChanged(
             service=self.service, lifecycle=status.lifecycle, operational=status.operational,
             health=status.health, reasons=status.reasons, emergency_stop=status.emergency_stop,

@@ -98,6 +98,29 @@ def test_an_urgent_message_is_handled_ahead_of_the_backlog(broker):
     assert handled.index("urgent") < 150, "the urgent message waited behind the backlog"
 
 
+def test_close_handles_what_has_arrived_first(broker):
+    handled: list[bytes] = []
+
+    def slow(topic: str, data: bytes) -> None:
+        time.sleep(0.005)
+        handled.append(data)
+
+    async def main() -> None:
+        client = MqttClient("test", BrokerSettings(broker.host, broker.port), client_id="qubit-test-close")
+        client.subscribe("t/close", slow)
+        assert await client.open(timeout=5)
+        await until(client.subscribed.is_set)
+        source = publisher(broker)
+        for n in range(50):
+            source.publish("t/close", str(n).encode(), qos=1)
+        await until(lambda: len(handled) + client.backlog == 50 and client.backlog > 10)
+        source.loop_stop()
+        await client.close()
+
+    asyncio.run(main())
+    assert handled == [str(n).encode() for n in range(50)]
+
+
 def test_the_farewell_is_confirmed_by_the_broker_before_close_returns(broker):
     async def main() -> None:
         client = MqttClient("test", BrokerSettings(broker.host, broker.port), client_id="qubit-test-farewell")

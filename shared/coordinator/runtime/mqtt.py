@@ -93,6 +93,7 @@ class MqttClient:
         self._inbox: deque[paho.MQTTMessage] = deque()
         # Both set and waited for on the loop only:
         self._arrived = asyncio.Event()  # the inbox has messages
+        self._idle = asyncio.Event()  # the inbox is empty and no handler is running
         self._link_up = asyncio.Event()  # the broker link is up
         self._delivery: asyncio.Task[None] | None = None
         self._confirmations: dict[int, asyncio.Future[None]] = {}
@@ -167,10 +168,17 @@ class MqttClient:
         await self._link_up.wait()
 
     async def close(self, timeout: float = 5.0, farewell: tuple[str, bytes] | None = None) -> None:
-        """Stop delivering, publish ``farewell`` (topic, payload; retained) and wait up to
-        ``timeout`` for the broker to confirm it, disconnect. A clean disconnect suppresses
-        the Last Will. The messages published before the farewell went out before it."""
+        """Handle what has arrived (for up to ``timeout`` seconds; the rest stays unacknowledged,
+        so the broker delivers it again), publish ``farewell`` (topic, payload; retained) and
+        wait up to ``timeout`` for the broker to confirm it, disconnect. A clean disconnect
+        suppresses the Last Will. The messages published before the farewell went out before it."""
         if self._delivery is not None:
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._idle.wait()
+            except TimeoutError:
+                log.warning("%s: %d messages left unhandled at shutdown; the broker delivers them again",
+                            self.service, len(self._inbox))
             self._delivery.cancel()
             await asyncio.gather(self._delivery, return_exceptions=True)
         if farewell is not None and self.connected.is_set():
@@ -324,12 +332,14 @@ class MqttClient:
             self._handle(message, urgent + _matching(self._handlers, message.topic))
             return
         self._inbox.append(message)
+        self._idle.clear()
         self._arrived.set()
 
     async def _deliver(self) -> None:
         while True:
             if not self._inbox:
                 self._arrived.clear()
+                self._idle.set()
                 await self._arrived.wait()
                 continue
             message = self._inbox.popleft()

@@ -25,9 +25,12 @@ from coordinator.contract.codec import (
     decode_schedule,
     unpack,
 )
-from coordinator.events import EventBus, EventType
 from coordinator.contract.events import ScheduleReceived, ScheduleRejected
+from coordinator.contract.messages import AcceptedSchedule
+from coordinator.contract.topics import SCHEDULES_ACCEPTED, SCHEDULES_IN
+from coordinator.events import EventBus, EventType
 from coordinator.ids import schedule_content_id
+from coordinator.runtime.service import Inbound, Publish, Service, base_arguments, forward_events, load_site, run
 from coordinator.schedule import (
     ScheduleError,
     SetpointColumns,
@@ -36,10 +39,6 @@ from coordinator.schedule import (
 )
 from coordinator.site import AssetKind, SiteConfig
 from coordinator.timeutil import utcnow
-from coordinator.contract.topics import SCHEDULES_ACCEPTED, SCHEDULES_IN
-from coordinator.contract.messages import AcceptedSchedule
-
-from coordinator.runtime.service import Publish, Route, Service, base_arguments, forward_events, load_site, run
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +131,8 @@ class ScheduleIngester(Service):
         forward_events(self.bus, publish)
         self._last_version = 0
 
-    def subscriptions(self) -> list[Route]:
-        return [Route(SCHEDULES_IN, self.on_schedule)]  # the bytes as published: review_schedule reads them
+    def subscriptions(self) -> list[Inbound]:
+        return [Inbound(SCHEDULES_IN, self.on_schedule)]  # the bytes as published: review_schedule reads them
 
     def _next_version(self) -> int:
         # Microseconds since the epoch: increases across restarts too, and is readable.

@@ -17,15 +17,6 @@ from datetime import datetime
 from coordinator.asset_machines import BatteryState, ChargerState
 from coordinator.base import Command, CommandType
 from coordinator.contract.events import AssetSafeState
-from coordinator.events import EventBus, EventType
-from coordinator.site import AssetKind, SiteConfig
-from coordinator.timeutil import utcnow
-from coordinator.contract.topics import (
-    commands_topic,
-    results_topic,
-    simulator_topic,
-    status_topic,
-)
 from coordinator.contract.messages import (
     CommandBatch,
     CommandResult,
@@ -33,9 +24,26 @@ from coordinator.contract.messages import (
     Outcome,
     StatusReport,
 )
-
+from coordinator.contract.topics import (
+    commands_topic,
+    results_topic,
+    simulator_topic,
+    status_topic,
+)
+from coordinator.events import EventBus, EventType
 from coordinator.runtime.command_intake import CommandIntake, result
-from coordinator.runtime.service import Publish, Route, Service, base_arguments, forward_events, load_site, receives, run
+from coordinator.runtime.service import (
+    Inbound,
+    Publish,
+    Service,
+    base_arguments,
+    forward_events,
+    load_site,
+    receives,
+    run,
+)
+from coordinator.site import AssetKind, SiteConfig
+from coordinator.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +96,9 @@ class LoopbackGateway(Service):
         forward_events(self.bus, publish)
         self.halted: str | None = None
 
-    def subscriptions(self) -> list[Route]:
-        return [Route(commands_topic(self.gateway_id), self.on_commands),
-                Route(simulator_topic(self.gateway_id), self.on_simulate)]
+    def subscriptions(self) -> list[Inbound]:
+        return [Inbound(commands_topic(self.gateway_id), self.on_commands),
+                Inbound(simulator_topic(self.gateway_id), self.on_simulate)]
 
     def tick(self, now: datetime) -> None:
         if not self._reported:  # the devices say hello once the link is up

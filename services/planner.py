@@ -19,30 +19,38 @@ from typing import Any
 from coordinator.adapters import RoutingTable
 from coordinator.asset_machines import is_early_departure
 from coordinator.contract.codec import MAX_SCHEDULE_BYTES, DecodeError, decode_schedule
-from coordinator.dispatch import DispatchEngine
 from coordinator.contract.events import EmergencyStopActivated, EmergencyStopReset, ScheduleRejected
-from coordinator.events import EventBus, EventType
-from coordinator.schedule import ScheduleError
-from coordinator.site import SiteConfig
-from coordinator.timeutil import utcnow
+from coordinator.contract.messages import (
+    AcceptedSchedule,
+    AssetStateMessage,
+    CommandBatch,
+    EmergencyStop,
+    Outcome,
+    ResultBatch,
+    command_to_wire,
+    decode,
+)
 from coordinator.contract.topics import (
     ASSET_STATES_ALL,
     RESULTS_ALL,
     SCHEDULES_ACCEPTED,
     commands_topic,
 )
-from coordinator.contract.messages import (
-    AcceptedSchedule,
-    AssetStateMessage,
-    CommandBatch,
-    Outcome,
-    ResultBatch,
-    EmergencyStop,
-    command_to_wire,
-    decode,
+from coordinator.dispatch import DispatchEngine
+from coordinator.events import EventBus, EventType
+from coordinator.runtime.service import (
+    Inbound,
+    Publish,
+    Service,
+    base_arguments,
+    forward_events,
+    load_site,
+    receives,
+    run,
 )
-
-from coordinator.runtime.service import Publish, Route, Service, base_arguments, forward_events, load_site, receives, run
+from coordinator.schedule import ScheduleError
+from coordinator.site import SiteConfig
+from coordinator.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +76,11 @@ class Planner(Service):
         self._versions: dict[str, int] = {}  # schedule_id -> version
         self._asset_versions: dict[str, int] = {}  # asset_id -> newest schedule version applied
 
-    def subscriptions(self) -> list[Route]:
+    def subscriptions(self) -> list[Inbound]:
         return [
-            Route(ASSET_STATES_ALL, self.on_asset_state),
-            Route(SCHEDULES_ACCEPTED, self.on_schedule),  # reads its bytes itself: a larger size limit, a nested schedule
-            Route(RESULTS_ALL, self.on_results),
+            Inbound(ASSET_STATES_ALL, self.on_asset_state),
+            Inbound(SCHEDULES_ACCEPTED, self.on_schedule),  # reads its bytes itself: a larger size limit, a nested schedule
+            Inbound(RESULTS_ALL, self.on_results),
         ]
 
     # -- inputs --------------------------------------------------------------------

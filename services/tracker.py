@@ -19,17 +19,6 @@ from typing import Any
 
 from coordinator.contract.codec import DecodeError, decode_event
 from coordinator.contract.events import CommandPayload, ScheduleReceived, ScheduleRejected
-from coordinator.events import EventBus
-from coordinator.site import SiteConfig
-from coordinator.statemachine import StateMachine
-from coordinator.timeutil import utcnow
-from coordinator.contract.topics import (
-    ASSET_STATES_ALL,
-    EVENTS_ALL,
-    QUERY_REQUESTS,
-    STATUS_ALL,
-    asset_state_topic,
-)
 from coordinator.contract.messages import (
     AssetStateMessage,
     Query,
@@ -37,8 +26,27 @@ from coordinator.contract.messages import (
     QueryReply,
     StatusReport,
 )
-
-from coordinator.runtime.service import Publish, Route, Service, base_arguments, forward_events, load_site, receives, run
+from coordinator.contract.topics import (
+    ASSET_STATES_ALL,
+    EVENTS_ALL,
+    QUERY_REQUESTS,
+    STATUS_ALL,
+    asset_state_topic,
+)
+from coordinator.events import EventBus
+from coordinator.runtime.service import (
+    Inbound,
+    Publish,
+    Service,
+    base_arguments,
+    forward_events,
+    load_site,
+    receives,
+    run,
+)
+from coordinator.site import SiteConfig
+from coordinator.statemachine import StateMachine
+from coordinator.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +72,13 @@ class StateTracker(Service):
         self._started = utcnow()
         self._announced = False
 
-    def subscriptions(self) -> list[Route]:
+    def subscriptions(self) -> list[Inbound]:
         # Retained states first: they restore the machines before any new report moves them.
         return [
-            Route(ASSET_STATES_ALL, self.on_retained_state),
-            Route(STATUS_ALL, self.on_status),
-            Route(EVENTS_ALL, self.on_event),  # reads its bytes itself: events have a codec of their own
-            Route(QUERY_REQUESTS, self.on_query),
+            Inbound(ASSET_STATES_ALL, self.on_retained_state),
+            Inbound(STATUS_ALL, self.on_status),
+            Inbound(EVENTS_ALL, self.on_event),  # reads its bytes itself: events have a codec of their own
+            Inbound(QUERY_REQUESTS, self.on_query),
         ]
 
     # -- asset states --------------------------------------------------------------

@@ -21,8 +21,8 @@ import queue
 import socket
 import sys
 import time
-from datetime import datetime, timezone
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -30,18 +30,6 @@ import pandas as pd
 
 from coordinator.contract.codec import DecodeError, decode_event, encode_schedule
 from coordinator.contract.events import CommandPayload, ScheduleReceived, ScheduleRejected
-from coordinator.ids import new_id, schedule_content_id
-from coordinator.runtime.mqtt import BrokerSettings, MqttClient
-from coordinator.contract.topics import (
-    ASSET_STATES_ALL,
-    EMERGENCY_STOP,
-    EVENTS_ALL,
-    QUERY_REQUESTS,
-    ROOT,
-    SCHEDULES_IN,
-    SERVICES_ALL,
-    query_reply_topic,
-)
 from coordinator.contract.messages import (
     AssetStateMessage,
     EmergencyStop,
@@ -52,9 +40,20 @@ from coordinator.contract.messages import (
     WireModel,
     decode,
 )
-
-from tools.event_lines import describe, to_json
+from coordinator.contract.topics import (
+    ASSET_STATES_ALL,
+    EMERGENCY_STOP,
+    EVENTS_ALL,
+    QUERY_REQUESTS,
+    ROOT,
+    SCHEDULES_IN,
+    SERVICES_ALL,
+    query_reply_topic,
+)
+from coordinator.ids import new_id, schedule_content_id
+from coordinator.runtime.mqtt import BrokerSettings, MqttClient
 from coordinator.runtime.service import load_site
+from tools.event_lines import describe, to_json
 
 FINAL = {"COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"}
 M = TypeVar("M", bound=WireModel)
@@ -268,7 +267,7 @@ def cmd_services(args: argparse.Namespace) -> int:
 
 
 def cmd_estop(args: argparse.Namespace) -> int:
-    order = EmergencyStop(active=not args.reset, reason=args.reason, issued_by=args.by, at=datetime.now(timezone.utc))
+    order = EmergencyStop(active=not args.reset, reason=args.reason, issued_by=args.by, at=datetime.now(UTC))
     with Session() as session:
         # Retained: a process that starts (or reconnects) during the stop starts stopped.
         info = session.client.publish(EMERGENCY_STOP, order.encode(), qos=1, retain=True)

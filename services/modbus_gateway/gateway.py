@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import asyncio
 
-from coordinator.protocols.modbus.device import DeviceStatus
-from coordinator.site import Protocol, SiteConfig
 from coordinator.contract.messages import CommandBatch, Outcome
-
+from coordinator.protocols.modbus.device import DeviceStatus
 from coordinator.runtime.command_intake import result
 from coordinator.runtime.device_gateway import DeviceGateway
 from coordinator.runtime.service import Publish, base_arguments, load_site, receives, run
+from coordinator.site import Protocol, SiteConfig
+
 from .link import BatteryLink
 
 

@@ -17,17 +17,16 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from coordinator.adapters import TranslationError
-from coordinator.protocols.modbus.registers import decode_registers
 from coordinator.base import Command, CommandType
-from coordinator.protocols.modbus.device import DeviceStatus, decode_status
 from coordinator.contract.events import DeviceLinkDown, DeviceLinkUp, SetpointClamped
+from coordinator.contract.messages import CommandResult, Outcome
 from coordinator.events import EventBus, EventType
+from coordinator.protocols.modbus.device import DeviceStatus, decode_status
+from coordinator.protocols.modbus.registers import decode_registers
+from coordinator.protocols.modbus.setpoints import SetpointPlan, coalesce, plan_command, shows
+from coordinator.runtime.command_intake import result
 from coordinator.site import AssetConfig
 from coordinator.timeutil import utcnow
-from coordinator.contract.messages import CommandResult, Outcome
-
-from coordinator.runtime.command_intake import result
-from coordinator.protocols.modbus.setpoints import SetpointPlan, coalesce, plan_command, shows
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +108,7 @@ class BatteryLink:
             raise LinkError(f"device link down ({self.where})")
         try:
             response = await request()
-        except (ModbusException, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, ModbusException, OSError) as exc:
             self._set_up(False, str(exc))
             raise LinkError(f"no answer from {self.where}: {exc}") from None
         if response.isError():

@@ -14,7 +14,7 @@ import itertools
 import logging
 import ssl
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any, Protocol
 
@@ -58,7 +58,7 @@ class Sink(Protocol):
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 class _Requests:

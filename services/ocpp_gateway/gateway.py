@@ -25,17 +25,17 @@ from coordinator.adapters import OCPPAdapter, TranslationError
 from coordinator.asset_machines import ChargerState
 from coordinator.base import Command, CommandType
 from coordinator.contract.events import DeviceLinkDown, DeviceLinkUp
-from coordinator.events import EventType
-from coordinator.site import OcppListenConfig, Protocol, SiteConfig
-from coordinator.timeutil import utcnow
 from coordinator.contract.messages import CommandBatch, Outcome
-
+from coordinator.events import EventType
+from coordinator.protocols.ocpp.answers import outcome_of
+from coordinator.protocols.ocpp.internals import inline_validation
 from coordinator.runtime.command_intake import result
 from coordinator.runtime.device_gateway import DeviceGateway
 from coordinator.runtime.service import Publish, base_arguments, load_site, receives, run
+from coordinator.site import OcppListenConfig, Protocol, SiteConfig
+from coordinator.timeutil import utcnow
+
 from .central import CentralSystem, Point
-from coordinator.protocols.ocpp.answers import outcome_of
-from coordinator.protocols.ocpp.internals import inline_validation
 
 log = logging.getLogger(__name__)
 

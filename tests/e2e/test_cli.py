@@ -3,7 +3,7 @@
 import json
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
@@ -20,7 +20,7 @@ def qubit(stack, *args, timeout=60):
 
 def test_publish_follow_states_status_and_events(stack, tmp_path):
     stack.start_all()
-    idx = pd.date_range(datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=2), periods=3, freq="2s")
+    idx = pd.date_range(datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2), periods=3, freq="2s")
     csv = tmp_path / "schedule.csv"
     pd.DataFrame({"ev_001_kw": [11.0, 22.0, 0.0], "price_per_kwh": [0.1, 0.2, 0.1]}, index=idx).to_csv(csv)
     (tmp_path / "map.json").write_text(json.dumps({"ev_001": "ast_bay_1"}))
@@ -65,7 +65,7 @@ def test_cli_says_clearly_when_the_broker_is_away(tmp_path):
 
 def test_publish_reads_parquet_too(stack, tmp_path):
     stack.start_all()
-    idx = pd.date_range(datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=1), periods=2, freq="2s")
+    idx = pd.date_range(datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1), periods=2, freq="2s")
     path = tmp_path / "schedule.parquet"
     pd.DataFrame({"battery_charge_kw": [20.0, 0.0], "battery_discharge_kw": [0.0, 10.0]}, index=idx).to_parquet(path)
     run = qubit(stack, "publish", str(path), "--asset-map", "battery=ast_batt_001", "--schedule-id", "sch_pq", "--follow",

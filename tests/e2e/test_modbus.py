@@ -4,7 +4,7 @@ as separate processes, real Modbus TCP between gateway and simulator."""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
@@ -110,7 +110,7 @@ def control(port: int, value: int, unit: int = 1) -> None:
 def publish_schedule(plain, columns, slots=2, slot=timedelta(seconds=2), schedule_id="sch_m", asset_map=None):
     import pandas as pd
 
-    idx = pd.date_range(datetime.now(timezone.utc) + timedelta(seconds=0.5), periods=slots, freq=slot)
+    idx = pd.date_range(datetime.now(UTC) + timedelta(seconds=0.5), periods=slots, freq=slot)
     df = pd.DataFrame(columns, index=idx, dtype=float)
     plain().publish(SCHEDULES_IN, encode_schedule(df, asset_map=asset_map or {"battery_a": "ast_batt_a", "battery_b": "ast_batt_b"},
                                                   site_id="sit_modbus_test", schedule_id=schedule_id))

@@ -3,7 +3,7 @@ gateway and the charge point simulator as separate processes, real OCPP-J over w
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import msgpack
 import pandas as pd
@@ -11,7 +11,6 @@ import pytest
 
 from coordinator.contract.codec import encode_schedule
 from coordinator.contract.topics import SCHEDULES_IN, simulator_topic
-
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -27,7 +26,7 @@ def control(plain, cp_id, action, value=None):
 
 
 def schedule(plain, values, asset="ast_bay_1", slot=timedelta(seconds=2), schedule_id="sch_ocpp"):
-    idx = pd.date_range(datetime.now(timezone.utc) + timedelta(seconds=0.3), periods=len(values), freq=slot)
+    idx = pd.date_range(datetime.now(UTC) + timedelta(seconds=0.3), periods=len(values), freq=slot)
     df = pd.DataFrame({"ev_1_kw": values}, index=idx, dtype=float)
     plain().publish(SCHEDULES_IN, encode_schedule(df, asset_map={"ev_1": asset}, site_id="sit_ocpp_test", schedule_id=schedule_id))
 
@@ -87,7 +86,7 @@ def test_rejection_and_timeout(ocpp_stack, events, plain):
     control(plain, "CP002", "drop", 1)
     plain().publish(SCHEDULES_IN, encode_schedule(
         pd.DataFrame({"ev_1_kw": [11.0], "ev_2_kw": [7.0]},
-                     index=pd.date_range(datetime.now(timezone.utc) + timedelta(seconds=0.5), periods=1, freq="2s")),
+                     index=pd.date_range(datetime.now(UTC) + timedelta(seconds=0.5), periods=1, freq="2s")),
         asset_map={"ev_1": "ast_bay_1", "ev_2": "ast_bay_2"}, site_id="sit_ocpp_test"))
     events.wait_for(lambda ev: of(events, "COMMAND_FAILED", "ast_bay_1") and of(events, "COMMAND_TIMED_OUT", "ast_bay_2"),
                     timeout=20, what="rejection and timeout")

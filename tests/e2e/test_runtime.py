@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import msgpack
 import pandas as pd
 import pytest
 
 from coordinator.contract.codec import encode_schedule
-from coordinator.schedule import schedule_to_commands
-from coordinator.contract.topics import ASSET_STATES_ALL, SCHEDULES_IN, SERVICES_ALL, commands_topic
 from coordinator.contract.messages import AssetStateMessage, CommandBatch, decode
+from coordinator.contract.topics import ASSET_STATES_ALL, SCHEDULES_IN, SERVICES_ALL, commands_topic
+from coordinator.schedule import schedule_to_commands
 from tools.launcher import CORE
 
 pytestmark = pytest.mark.timeout(180)
@@ -41,7 +41,7 @@ def key(asset_id, command_type, power, at):
 
 def test_schedule_becomes_exactly_the_predicted_commands_and_events(stack, events, plain):
     stack.start_all()
-    df = sample(datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=2))
+    df = sample(datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2))
     expected = {key(c.asset_id, c.command_type.value, c.parameters["power_kw"], c.scheduled_at)
                 for c in schedule_to_commands(df, ASSET_MAP)}
     layer3 = plain()
@@ -94,7 +94,7 @@ def malformed_schedules(start):
 
 def test_malformed_schedules_are_rejected_and_nothing_dies(stack, events, plain):
     stack.start_all()
-    start = datetime.now(timezone.utc) + timedelta(seconds=30)
+    start = datetime.now(UTC) + timedelta(seconds=30)
     cases = malformed_schedules(start)
     layer3 = plain()
     for data, _ in cases.values():
@@ -117,7 +117,7 @@ def test_restarted_processes_pick_up_what_was_queued_for_them(stack, events, pla
     layer3 = plain()
     # The gateway dies; commands fall due while it is down and wait at the broker.
     stack.kill("gateway-loopback")
-    df = sample(datetime.now(timezone.utc) + timedelta(seconds=1), 2)
+    df = sample(datetime.now(UTC) + timedelta(seconds=1), 2)
     expected = len(schedule_to_commands(df, ASSET_MAP))
     layer3.publish(SCHEDULES_IN, encode_schedule(df, asset_map=ASSET_MAP, site_id="sit_demo_depot", schedule_id="sch_queued_1"))
     events.wait_for(lambda ev: len([e for e in ev if e.event_type.value == "COMMAND_DISPATCHED"]) >= 3, timeout=15,
@@ -129,7 +129,7 @@ def test_restarted_processes_pick_up_what_was_queued_for_them(stack, events, pla
 
     # The ingester dies; a schedule published meanwhile is processed when it is back.
     stack.kill("ingester")
-    layer3.publish(SCHEDULES_IN, encode_schedule(sample(datetime.now(timezone.utc) + timedelta(minutes=5), 2),
+    layer3.publish(SCHEDULES_IN, encode_schedule(sample(datetime.now(UTC) + timedelta(minutes=5), 2),
                                                  asset_map=ASSET_MAP, site_id="sit_demo_depot", schedule_id="sch_queued_2"))
     stack.start("ingester")  # the publish was acknowledged: the broker keeps it for the ingester's session
     events.wait_for(lambda ev: any(e.payload.get("schedule_id") == "sch_queued_2" for e in ev if e.event_type.value == "SCHEDULE_RECEIVED"),
@@ -157,7 +157,7 @@ def test_broker_restart_keeps_sessions_and_queued_commands(stack, events, plain,
     stack.start_all()
     stack.kill("gateway-loopback")
     commands = plain(commands_topic("loopback"))
-    df = sample(datetime.now(timezone.utc) + timedelta(seconds=1), 2)
+    df = sample(datetime.now(UTC) + timedelta(seconds=1), 2)
     expected = len(schedule_to_commands(df, ASSET_MAP))
     plain().publish(SCHEDULES_IN, encode_schedule(df, asset_map=ASSET_MAP, site_id="sit_demo_depot", schedule_id="sch_b1"))
     events.wait_for(lambda ev: len([e for e in ev if e.event_type.value == "COMMAND_DISPATCHED"]) >= 3, timeout=15,

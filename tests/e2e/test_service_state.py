@@ -9,15 +9,15 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import msgpack
 import pandas as pd
 import pytest
 
 from coordinator.contract.codec import encode_schedule
-from coordinator.contract.topics import SCHEDULES_IN, SERVICES_ALL, simulator_topic
 from coordinator.contract.messages import ChargerControl, ServiceStatus, decode
+from coordinator.contract.topics import SCHEDULES_IN, SERVICES_ALL, simulator_topic
 from tools.demo import CHARGERS, demo_site
 from tools.launcher import REPO, ServiceProcesses
 
@@ -116,7 +116,7 @@ def test_sigterm_lets_an_in_flight_call_finish(site, events, plain):
     connect_chargers(site, events)
     plain().publish(simulator_topic("ocpp"), ChargerControl(charge_point_id=CHARGERS["ast_bay_1"], action="slow",
                                                             value=2).encode())
-    start = datetime.now(timezone.utc) + timedelta(seconds=0.5)
+    start = datetime.now(UTC) + timedelta(seconds=0.5)
     plain().publish(SCHEDULES_IN, encode_schedule(pd.DataFrame({"ev_1_kw": [11.0]}, index=pd.DatetimeIndex([start])),
                                                   asset_map={"ev_1": "ast_bay_1"}, site_id="sit_demo_depot"))
     events.wait_for(lambda ev: any(e.event_type.value == "COMMAND_DISPATCHED" for e in ev), timeout=10, what="dispatch")
@@ -131,7 +131,7 @@ def test_emergency_stop_makes_every_asset_safe_holds_dispatching_until_the_reset
     connect_chargers(site, events)
     for cp_id in CHARGERS.values():
         plain().publish(simulator_topic("ocpp"), ChargerControl(charge_point_id=cp_id, action="plug_in").encode())
-    start = datetime.now(timezone.utc) + timedelta(seconds=0.5)
+    start = datetime.now(UTC) + timedelta(seconds=0.5)
     charging = pd.DataFrame({"ev_1_kw": [11.0], "ev_2_kw": [7.0], "battery_charge_kw": [30.0]},
                             index=pd.DatetimeIndex([start]))
     plain().publish(SCHEDULES_IN, encode_schedule(charging, asset_map={"ev_1": "ast_bay_1", "ev_2": "ast_bay_2",
@@ -152,7 +152,7 @@ def test_emergency_stop_makes_every_asset_safe_holds_dispatching_until_the_reset
     assert all(s.emergency_stop for s in stopped.values())
 
     # A schedule during the stop is planned but held, not dispatched.
-    later = datetime.now(timezone.utc) + timedelta(seconds=0.3)
+    later = datetime.now(UTC) + timedelta(seconds=0.3)
     plain().publish(SCHEDULES_IN, encode_schedule(pd.DataFrame({"ev_1_kw": [5.0]}, index=pd.DatetimeIndex([later])),
                                                   asset_map={"ev_1": "ast_bay_1"}, site_id="sit_demo_depot",
                                                   schedule_id="sch_during_stop"))

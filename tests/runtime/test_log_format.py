@@ -2,7 +2,7 @@ import io
 import json
 import logging
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -43,12 +43,12 @@ def test_text_format_is_the_one_the_processes_always_wrote():
 def test_json_lines_carry_the_fields_and_extras():
     out = io.StringIO()
     configure_logging("planner", level="DEBUG", fmt="json", stream=out)
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     log.debug("debug too")
     log.warning(
         "%s timed out", "cmd_1",
         extra={"command_id": "cmd_1", "attempts": 2, "params": {"power_kw": 7.0}, "tags": ("a", "b"),
-               "at": datetime(2025, 1, 15, tzinfo=timezone.utc), "ratio": float("nan"), "service": "spoofed"},
+               "at": datetime(2025, 1, 15, tzinfo=UTC), "ratio": float("nan"), "service": "spoofed"},
     )
     first, entry = json_lines(out)
     assert first["level"] == "DEBUG" and first["message"] == "debug too"
@@ -63,7 +63,7 @@ def test_json_lines_carry_the_fields_and_extras():
     assert ts.utcoffset() == timedelta(0) and abs(ts - before) < timedelta(seconds=5)
     assert entry["command_id"] == "cmd_1" and entry["attempts"] == 2
     assert entry["params"] == {"power_kw": 7.0} and entry["tags"] == ["a", "b"]
-    assert entry["at"] == repr(datetime(2025, 1, 15, tzinfo=timezone.utc))  # not JSON: its repr
+    assert entry["at"] == repr(datetime(2025, 1, 15, tzinfo=UTC))  # not JSON: its repr
     assert entry["ratio"] == "nan"  # NaN is not JSON either
     assert "exception" not in entry
 

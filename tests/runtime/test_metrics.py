@@ -1,6 +1,6 @@
 import urllib.error
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
@@ -10,12 +10,12 @@ from coordinator import DispatchEngine, Event, EventBus, EventType
 from coordinator.adapters.base import ProtocolAdapter
 from coordinator.base import Command, CommandStatus, CommandType
 from coordinator.contract import events as ev
-from coordinator.timeutil import utcnow
 from coordinator.runtime import metrics as metrics_module
 from coordinator.runtime.metrics import DEFAULT_METRICS_PORT, ServiceMetrics, metrics_port_from_env
+from coordinator.timeutil import utcnow
 
 SECOND = timedelta(seconds=1)
-T0 = datetime(2025, 1, 15, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2025, 1, 15, 8, 0, tzinfo=UTC)
 
 
 def command(command_id="cmd_1", status=CommandStatus.DISPATCHED, scheduled_at=T0, dispatched_at=T0, attempts=1):

@@ -1,14 +1,12 @@
 """A process's own state: the health rules (pure) and the Supervisor that publishes it."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
-from coordinator.events import EventBus, EventType
-from coordinator.state.state_events import EventType as StateEventType
-from coordinator.state.state_types import HealthState
-from coordinator.contract.topics import service_topic
 from coordinator.contract.messages import EmergencyStop, ServiceStatus, decode
+from coordinator.contract.topics import service_topic
+from coordinator.events import EventBus, EventType
 from coordinator.runtime.supervision import (
     BACKLOG_CRITICAL,
     BACKLOG_WARNING,
@@ -17,6 +15,8 @@ from coordinator.runtime.supervision import (
     assess,
     health_events,
 )
+from coordinator.state.state_events import EventType as StateEventType
+from coordinator.state.state_types import HealthState
 
 H, W, C = HealthState.HEALTHY, HealthState.WARNING, HealthState.CRITICAL
 
@@ -78,7 +78,7 @@ def supervisor():
     return Supervisor("gateway-x", publish, bus), publish, changes
 
 
-ORDER = EmergencyStop(active=True, reason="fire alarm", issued_by="op@site", at=datetime(2026, 1, 1, tzinfo=timezone.utc))
+ORDER = EmergencyStop(active=True, reason="fire alarm", issued_by="op@site", at=datetime(2026, 1, 1, tzinfo=UTC))
 
 
 def test_a_started_process_is_active_running_healthy_and_says_so_retained():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from coordinator.contract.messages import AssetStateMessage, CommandBatch, Query, ResultBatch, StatusReport
-from coordinator.runtime.service import Route, Service
+from coordinator.runtime.service import Inbound, Service
 from services.ingester import ScheduleIngester
 from services.loopback_gateway import LoopbackGateway
 from services.planner import Planner
@@ -23,6 +23,6 @@ def test_every_process_declares_its_routes_and_what_it_publishes(site, recorder,
     service = make(site, recorder)
     assert isinstance(service, Service)
     routes = service.subscriptions()
-    assert all(isinstance(r, Route) for r in routes)
+    assert all(isinstance(r, Inbound) for r in routes)
     assert {r.topic_filter: r.model for r in routes} == declared  # None: the handler reads the bytes itself
     assert service.publishes and all(p.startswith("qubit/") or p.startswith("{") for p in service.publishes)

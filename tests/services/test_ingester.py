@@ -3,9 +3,9 @@ import pandas as pd
 import pytest
 
 from coordinator.contract.codec import encode_schedule
-from coordinator.events import EventType
-from coordinator.contract.topics import SCHEDULES_ACCEPTED
 from coordinator.contract.messages import AcceptedSchedule, decode
+from coordinator.contract.topics import SCHEDULES_ACCEPTED
+from coordinator.events import EventType
 from services.ingester import Accepted, Rejected, ScheduleIngester, review_schedule
 
 IDX = pd.date_range("2025-01-15 08:00", periods=4, freq="15min", tz="UTC")

@@ -1,4 +1,4 @@
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from coordinator.base import Command, CommandType
 from coordinator.contract.messages import (
@@ -11,7 +11,7 @@ from coordinator.contract.messages import (
 )
 from services.loopback_gateway import LoopbackGateway
 
-T0 = datetime(2025, 1, 15, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2025, 1, 15, 8, 0, tzinfo=UTC)
 
 
 def batch(*items):

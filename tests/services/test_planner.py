@@ -1,10 +1,9 @@
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
 from coordinator.base import CommandStatus
 from coordinator.contract.codec import command_from_wire, encode_schedule
-from coordinator.events import EventType
 from coordinator.contract.messages import (
     AcceptedSchedule,
     AssetStateMessage,
@@ -14,9 +13,10 @@ from coordinator.contract.messages import (
     ResultBatch,
     decode,
 )
+from coordinator.events import EventType
 from services.planner import Planner
 
-T0 = datetime(2025, 1, 15, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2025, 1, 15, 8, 0, tzinfo=UTC)
 SLOT = timedelta(minutes=15)
 
 
@@ -126,7 +126,7 @@ def test_faulted_asset_is_held_until_it_recovers(site, recorder):
 def test_early_departure_cancels_only_commands_that_existed_then(site, recorder):
     planner = Planner(site, recorder)
     planner.on_schedule("t", accepted({"ev_001_kw": [7.0, 11.0, 0.0]}, "sch_a", 1))
-    departed_at = datetime.now(timezone.utc)
+    departed_at = datetime.now(UTC)
     planner.on_asset_state("t", state("ast_bay_1", "AVAILABLE", "CHARGING", "unplug", since=departed_at))
     assert [c.status.value for c in planner.engine.get_commands_for_asset("ast_bay_1")] == ["CANCELLED"] * 3
     # the same retained message replayed later does not touch a newer schedule

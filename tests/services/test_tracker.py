@@ -1,6 +1,5 @@
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from coordinator.events import EventType
 from coordinator.contract.messages import (
     AssetStateMessage,
     Query,
@@ -9,9 +8,10 @@ from coordinator.contract.messages import (
     StatusReport,
     decode,
 )
+from coordinator.events import EventType
 from services.tracker import StateTracker
 
-T0 = datetime(2025, 1, 15, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2025, 1, 15, 8, 0, tzinfo=UTC)
 
 
 def report(asset_id, state):
@@ -59,7 +59,7 @@ def test_retained_states_restore_machines_after_restart(site, recorder):
 def test_initial_states_published_for_silent_assets(site, recorder):
     tracker = StateTracker(site, recorder)
     tracker.on_status("t", report("ast_bay_1", "PREPARING"))
-    tracker.tick(datetime.now(timezone.utc).replace(year=2100))
+    tracker.tick(datetime.now(UTC).replace(year=2100))
     assert set(retained(recorder)) == {"qubit/state/ast_bay_1", "qubit/state/ast_bay_2", "qubit/state/ast_batt_001"}
     assert retained(recorder)["qubit/state/ast_bay_2"].state == "AVAILABLE"
 

@@ -14,16 +14,15 @@ from datetime import datetime
 
 from coordinator.base import Command
 from coordinator.contract.codec import DecodeError, command_from_wire
-from coordinator.timeutil import utcnow
-from coordinator.contract.topics import results_topic
 from coordinator.contract.messages import (
     CommandBatch,
     CommandResult,
     Outcome,
     ResultBatch,
 )
-
+from coordinator.contract.topics import results_topic
 from coordinator.runtime.service import Publish
+from coordinator.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 

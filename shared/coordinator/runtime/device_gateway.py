@@ -13,15 +13,14 @@ from typing import Any
 
 from coordinator.base import Command
 from coordinator.contract.events import AssetSafeState
+from coordinator.contract.messages import CommandBatch, CommandResult, EmergencyStop, Outcome, StatusReport, Telemetry
+from coordinator.contract.topics import commands_topic, results_topic, status_topic, telemetry_topic
 from coordinator.events import Event, EventBus, EventType
+from coordinator.runtime.command_intake import CommandIntake, ResultBatcher, result
+from coordinator.runtime.service import Inbound, Publish, Service, forward_events
+from coordinator.runtime.supervision import Supervisor
 from coordinator.site import Protocol, SiteConfig
 from coordinator.timeutil import utcnow
-from coordinator.contract.topics import commands_topic, results_topic, status_topic, telemetry_topic
-from coordinator.contract.messages import CommandBatch, CommandResult, EmergencyStop, Outcome, StatusReport, Telemetry
-
-from coordinator.runtime.command_intake import CommandIntake, ResultBatcher, result
-from coordinator.runtime.service import Publish, Route, Service, forward_events
-from coordinator.runtime.supervision import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +149,8 @@ class DeviceGateway(Service):
                                       "gateway shut down before the device answered; state unknown") for c in left])
         self._results.flush()  # what is still batching goes out before the farewell
 
-    def subscriptions(self) -> list[Route]:
-        return [Route(commands_topic(self.gateway_id), self.on_commands)]
+    def subscriptions(self) -> list[Inbound]:
+        return [Inbound(commands_topic(self.gateway_id), self.on_commands)]
 
     def on_commands(self, topic: str, data: bytes) -> None:
         raise NotImplementedError

@@ -20,18 +20,17 @@ from datetime import datetime
 from typing import NamedTuple, TypeVar
 
 from coordinator.contract.codec import DecodeError, encode_event
-from coordinator.events import Event, EventBus, EventType
-from coordinator.runtime.mqtt import BrokerSettings, Handler, MqttClient
-from coordinator.site import SiteConfig
-from coordinator.timeutil import utcnow
-from coordinator.contract.topics import EMERGENCY_STOP, event_topic
 from coordinator.contract.messages import EmergencyStop, ServiceStatus, WireModel, decode
-
+from coordinator.contract.topics import EMERGENCY_STOP, event_topic
+from coordinator.events import Event, EventBus, EventType
 from coordinator.runtime.log_format import configure_logging
 from coordinator.runtime.metrics import ServiceMetrics, metrics_port_from_env
+from coordinator.runtime.mqtt import BrokerSettings, Handler, MqttClient
 from coordinator.runtime.settings import DEFAULT_SITE_CONFIG as DEFAULT_SITE_CONFIG  # re-exported: callers look here
 from coordinator.runtime.settings import settings
 from coordinator.runtime.supervision import Supervisor
+from coordinator.site import SiteConfig
+from coordinator.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +41,7 @@ S = TypeVar("S")
 M = TypeVar("M", bound=WireModel)
 
 
-class Route(NamedTuple):
+class Inbound(NamedTuple):
     """One subscription of a process: what arrives on ``topic_filter`` goes to ``handler``."""
 
     topic_filter: str
@@ -66,7 +65,7 @@ class Service:
     bus: EventBus | None = None
     """Its own event bus, if it has one: forwarded to qubit/events/# and counted in metrics."""
 
-    def subscriptions(self) -> list[Route]:
+    def subscriptions(self) -> list[Inbound]:
         """What it receives: topic filter -> handler (each handler decodes its wire model)."""
         return []
 
@@ -108,7 +107,7 @@ def receives(model: type[M], what: str) -> Callable[[Callable[[S, str, M], None]
 
     The untrusted bytes are decoded into ``model``; what cannot be read is logged with its
     reason and dropped, so one bad message never stops a service. The handler keeps its
-    model as ``wire_model`` (``Route.model``).
+    model as ``wire_model`` (``Inbound.model``).
     """
 
     def decorate(method: Callable[[S, str, M], None]) -> Callable[[S, str, bytes], None]:

@@ -18,14 +18,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from coordinator.contract.events import ServiceStateChanged, ServiceStates
+from coordinator.contract.messages import EmergencyStop, ServiceStatus
+from coordinator.contract.topics import service_topic
 from coordinator.events import EventBus, EventType
 from coordinator.state import UnifiedStateMachine
 from coordinator.state.state_events import EventType as StateEventType
 from coordinator.state.state_events import StateEvent
 from coordinator.state.state_types import HealthState, LifecycleState, OperationalState
 from coordinator.timeutil import utcnow
-from coordinator.contract.topics import service_topic
-from coordinator.contract.messages import EmergencyStop, ServiceStatus
 
 log = logging.getLogger(__name__)
 

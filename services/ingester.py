@@ -73,11 +73,13 @@ def review_schedule(data: bytes, site: SiteConfig) -> Accepted | Rejected:
         return Rejected("wrong_site", f"schedule is for site {msg.site_id!r}, this is {site.site_id!r}", schedule_id)
     unknown = sorted({a for a in msg.asset_map.values() if site.asset(a) is None})
     if unknown:
-        return Rejected("unknown_asset", f"asset_map names assets not in the site config: {', '.join(unknown)}", schedule_id)
+        names = ", ".join(unknown)
+        return Rejected("unknown_asset", f"asset_map names assets not in the site config: {names}", schedule_id)
     columns = classify_columns(list(msg.frame.columns))
     expected = [(k, AssetKind.EV_CHARGER) for k in columns.ev] + [(k, AssetKind.BATTERY) for k in columns.battery]
     wrong_kind = [
-        k for k, kind in expected if (asset := site.asset(msg.asset_map.get(k, ""))) is not None and asset.kind is not kind
+        k for k, kind in expected
+        if (asset := site.asset(msg.asset_map.get(k, ""))) is not None and asset.kind is not kind
     ]
     if wrong_kind:
         return Rejected(
@@ -99,9 +101,10 @@ def review_schedule(data: bytes, site: SiteConfig) -> Accepted | Rejected:
 def _over_limit(msg: ScheduleMessage, columns: SetpointColumns, site: SiteConfig) -> list[str]:
     by_column = {c: k for k, c in columns.ev.items()}
     by_column |= {c: k for k, pair in columns.battery.items() for c in pair if c}
+    limits = {a.asset_id: a.max_power_kw for a in site.assets}  # review_schedule refused unknown assets already
     over = []
     for column, key in by_column.items():
-        limit = site.asset(msg.asset_map[key]).max_power_kw
+        limit = limits[msg.asset_map[key]]
         values = msg.frame[column].to_numpy(dtype=float)
         peak = np.nanmax(values) if not np.isnan(values).all() else 0.0
         if peak > limit:

@@ -58,7 +58,9 @@ def next_state(kind: AssetKind, state: str, cmd: Command) -> str:
         if cmd.command_type is CommandType.SET_DISCHARGE_RATE:
             return BatteryState.DISCHARGING
         return state
-    if cmd.command_type is CommandType.SET_CHARGE_RATE and state in (ChargerState.PREPARING, ChargerState.CHARGING, ChargerState.SUSPENDED):
+    if cmd.command_type is CommandType.SET_CHARGE_RATE and state in (
+        ChargerState.PREPARING, ChargerState.CHARGING, ChargerState.SUSPENDED
+    ):
         return ChargerState.CHARGING if power else ChargerState.SUSPENDED
     if cmd.command_type is CommandType.START_CHARGING and state is ChargerState.PREPARING:
         return ChargerState.CHARGING
@@ -87,7 +89,8 @@ class LoopbackGateway(Service):
             raise ValueError(f"no assets of gateway {gateway_id!r} in the site config")
         self.fail, self.silent = fail, silent
         self.states: dict[str, str] = {
-            a: ChargerState.PREPARING if c.kind is AssetKind.EV_CHARGER else BatteryState.IDLE for a, c in self.assets.items()
+            a: ChargerState.PREPARING if c.kind is AssetKind.EV_CHARGER else BatteryState.IDLE
+            for a, c in self.assets.items()
         }
         self.applied: dict[str, Command] = {}
         self.intake = CommandIntake(gateway_id, publish)
@@ -136,7 +139,8 @@ class LoopbackGateway(Service):
     def _apply(self, cmd: Command) -> list[CommandResult]:
         now = utcnow()
         if cmd.asset_id not in self.assets:
-            return [result(cmd.command_id, cmd.asset_id, Outcome.REFUSED, f"{cmd.asset_id} is not on gateway {self.gateway_id}", now)]
+            refusal = f"{cmd.asset_id} is not on gateway {self.gateway_id}"
+            return [result(cmd.command_id, cmd.asset_id, Outcome.REFUSED, refusal, now)]
         if self.halted is not None:
             return [result(cmd.command_id, cmd.asset_id, Outcome.REFUSED, self.halted, now)]
         if cmd.asset_id in self.silent:

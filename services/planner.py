@@ -79,7 +79,8 @@ class Planner(Service):
     def subscriptions(self) -> list[Inbound]:
         return [
             Inbound(ASSET_STATES_ALL, self.on_asset_state),
-            Inbound(SCHEDULES_ACCEPTED, self.on_schedule),  # reads its bytes itself: a larger size limit, a nested schedule
+            # on_schedule reads its bytes itself: a larger size limit, a nested schedule
+            Inbound(SCHEDULES_ACCEPTED, self.on_schedule),
             Inbound(RESULTS_ALL, self.on_results),
         ]
 
@@ -105,7 +106,8 @@ class Planner(Service):
                 EventType.SCHEDULE_REJECTED,
                 ScheduleRejected(
                     schedule_id=sid, reason="stale_version", site_id=self.site.site_id,
-                    message=f"version {accepted.version} is older than the schedule already in force for {', '.join(newer)}"),
+                    message=f"version {accepted.version} is older than the schedule already in force"
+                            f" for {', '.join(newer)}"),
             )
             return
         try:
@@ -126,7 +128,8 @@ class Planner(Service):
         for result in batch.results:
             cmd = self.engine.get_command(result.command_id)
             if cmd is None or cmd.asset_id != result.asset_id:
-                log.warning("result for unknown command %s (%s) from %s", result.command_id, result.asset_id, batch.gateway_id)
+                log.warning("result for unknown command %s (%s) from %s",
+                            result.command_id, result.asset_id, batch.gateway_id)
                 continue
             # Our clock, not the device's: backoff and timeouts must not depend on device clocks.
             if result.outcome is Outcome.ACKNOWLEDGED:
@@ -174,7 +177,8 @@ class Planner(Service):
             if route is not None:
                 batches[route.gateway_id].append(command_to_wire(cmd))
         for gateway_id, items in batches.items():
-            self.publish(commands_topic(gateway_id), CommandBatch(gateway_id=gateway_id, commands=items).encode(), qos=1)
+            batch = CommandBatch(gateway_id=gateway_id, commands=items)
+            self.publish(commands_topic(gateway_id), batch.encode(), qos=1)
         self.engine.forget_finished(now - KEEP_FINISHED)
 
 

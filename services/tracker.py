@@ -66,6 +66,7 @@ class StateTracker(Service):
         self.bus = EventBus()
         forward_events(self.bus, publish)
         self.machines: dict[str, StateMachine] = {a.asset_id: a.create_state_machine(self.bus) for a in site.assets}
+        self.kinds = {a.asset_id: a.kind for a in site.assets}
         self.since: dict[str, datetime] = {}
         self.commands: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.schedules: dict[str, dict[str, Any]] = {}
@@ -101,7 +102,8 @@ class StateTracker(Service):
             log.warning("status report for unknown asset %s on %s", report.asset_id, topic)
             return
         if report.state not in machine.states:
-            log.error("%s reported state %r, not one of %s", report.asset_id, report.state, sorted(map(str, machine.states)))
+            log.error("%s reported state %r, not one of %s",
+                      report.asset_id, report.state, sorted(map(str, machine.states)))
             return
         path = machine.triggers_to(report.state)
         if path is None:
@@ -117,7 +119,7 @@ class StateTracker(Service):
     def _publish_state(self, asset_id: str, previous: str | None, trigger: str | None, at: datetime) -> None:
         self.since[asset_id] = at
         msg = AssetStateMessage(
-            asset_id=asset_id, kind=self.site.asset(asset_id).kind.value, state=self.machines[asset_id].state,
+            asset_id=asset_id, kind=self.kinds[asset_id].value, state=self.machines[asset_id].state,
             previous_state=previous, trigger=trigger, since=at,
         )
         self.publish(asset_state_topic(asset_id), msg.encode(), qos=1, retain=True)

@@ -130,7 +130,7 @@ def parse_asset_map(value: str) -> dict[str, str]:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     df = read_schedule(Path(args.file))
-    if df.index.tz is None:
+    if not isinstance(df.index, pd.DatetimeIndex) or df.index.tz is None:
         raise SystemExit("qubit: schedule timestamps need a UTC offset (e.g. 2025-01-15T08:00:00+00:00)")
     site_id = args.site_id or load_site(args.site_config).site_id
     data = encode_schedule(df, asset_map=parse_asset_map(args.asset_map), site_id=site_id, schedule_id=args.schedule_id)
@@ -185,7 +185,8 @@ def _count(statuses: dict[str, str]) -> dict[str, int]:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
-    topic_filter = EVENTS_ALL if not (args.type or args.asset) else f"{ROOT}/events/{args.type or '+'}/{args.asset or '+'}"
+    narrowed = args.type or args.asset
+    topic_filter = f"{ROOT}/events/{args.type or '+'}/{args.asset or '+'}" if narrowed else EVENTS_ALL
     shown = 0
     with Session() as session:
         session.listen(topic_filter)

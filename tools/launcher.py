@@ -56,7 +56,8 @@ class ServiceProcesses:
     def start(self, name: str, *args: str) -> None:
         with open(self.logs / f"{name}.log", "ab") as log:
             self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", SERVICES[name], *args], env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO
+                [sys.executable, "-m", SERVICES[name], *args],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
             )
 
     def start_all(self, names: tuple[str, ...] = CORE, args: dict[str, tuple[str, ...]] | None = None,
@@ -68,7 +69,7 @@ class ServiceProcesses:
 
     def wait_online(self, *names: str, timeout: float = 20.0) -> None:
         """Until each named process says online on its retained status topic (with its own pid)."""
-        inbox: queue.Queue[bytes] = queue.Queue()
+        inbox: queue.Queue[bytes | bytearray] = queue.Queue()
         client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
         client.on_message = lambda c, u, m: inbox.put(m.payload)
         client.connect(self.host, self.port)
@@ -88,7 +89,8 @@ class ServiceProcesses:
                 for n in names:
                     if self.procs[n].poll() is not None:
                         raise RuntimeError(f"{n} exited with {self.procs[n].returncode}:\n{self.log(n)[-3000:]}")
-            raise RuntimeError(f"not online within {timeout:g} s: {[n for n in names if seen.get(n, ('',))[0] != 'online']}")
+            missing = [n for n in names if seen.get(n, ("",))[0] != "online"]
+            raise RuntimeError(f"not online within {timeout:g} s: {missing}")
         finally:
             client.loop_stop()
             client.disconnect()

@@ -208,12 +208,16 @@ class BatteryLink:
                 for offset, words in requests:
                     shown.update(enumerate(await self.read(offset, len(words)), start=offset))
                 shown_values = [
-                    decode_registers(w.spec, [shown[o] for o in range(w.spec.offset, w.spec.offset + w.spec.word_count)])
+                    decode_registers(
+                        w.spec, [shown[o] for o in range(w.spec.offset, w.spec.offset + w.spec.word_count)]
+                    )
                     for w in plan.writes
                 ]
                 checks = [shows(w.spec, value, w.value, self.device.verify_tolerance_kw)
                           for w, value in zip(plan.writes, shown_values, strict=True)]
-                seen = ", ".join(f"{w.spec.address}={value:g}" for w, value in zip(plan.writes, shown_values, strict=True))
+                seen = ", ".join(
+                    f"{w.spec.address}={value:g}" for w, value in zip(plan.writes, shown_values, strict=True)
+                )
                 if all(checks):
                     return None
             except LinkError as exc:

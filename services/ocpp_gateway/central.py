@@ -20,14 +20,16 @@ from typing import Any, Protocol
 
 import websockets
 from ocpp.charge_point import camel_to_snake_case
-from ocpp.messages import Call, CallError, CallResult, MessageType
+from ocpp.messages import Call, CallError, CallResult
 from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint as V16ChargePoint
 from ocpp.v16 import call_result as v16_result
+from ocpp.v16.datatypes import IdTagInfo
 from ocpp.v16.enums import Action as V16Action
 from ocpp.v16.enums import AuthorizationStatus, RegistrationStatus
 from ocpp.v201 import ChargePoint as V201ChargePoint
 from ocpp.v201 import call_result as v201_result
+from ocpp.v201.datatypes import IdTokenInfoType
 from ocpp.v201.enums import Action as V201Action
 from ocpp.v201.enums import AuthorizationStatusEnumType, RegistrationStatusEnumType
 from websockets.asyncio.server import Server, ServerConnection
@@ -86,7 +88,7 @@ class _Requests:
         # from this version's classes, so it is not looked up in the Action enum again per call.
         message = Call(unique_id=str(uuid.uuid4()), action=type(call).__name__, payload=call_payload(call))
         response = await exchange(self, message, on_stray=self._stray)  # type: ignore[arg-type]
-        if response.message_type_id == MessageType.CallError:
+        if isinstance(response, CallError):
             raise response.to_exception()
         payload = camel_to_snake_case(response.payload)
         return payload if isinstance(payload, dict) else {}
@@ -104,7 +106,9 @@ class V16Point(_Requests, V16ChargePoint):
 
     @on(V16Action.boot_notification)
     def on_boot(self, **_: Any) -> v16_result.BootNotification:
-        return v16_result.BootNotification(current_time=_now(), interval=HEARTBEAT_SECONDS, status=RegistrationStatus.accepted)
+        return v16_result.BootNotification(
+            current_time=_now(), interval=HEARTBEAT_SECONDS, status=RegistrationStatus.accepted
+        )
 
     @after(V16Action.boot_notification)
     def after_boot(self, **_: Any) -> None:
@@ -116,7 +120,7 @@ class V16Point(_Requests, V16ChargePoint):
 
     @on(V16Action.authorize)
     def on_authorize(self, id_tag: str) -> v16_result.Authorize:
-        return v16_result.Authorize(id_tag_info={"status": AuthorizationStatus.accepted})
+        return v16_result.Authorize(id_tag_info=IdTagInfo(status=AuthorizationStatus.accepted))
 
     @on(V16Action.status_notification)
     def on_status(self, connector_id: int, error_code: str, status: str, **rest: Any) -> v16_result.StatusNotification:
@@ -126,9 +130,12 @@ class V16Point(_Requests, V16ChargePoint):
         return v16_result.StatusNotification()
 
     @on(V16Action.start_transaction)
-    def on_start(self, connector_id: int, id_tag: str, meter_start: int, timestamp: str, **_: Any) -> v16_result.StartTransaction:
+    def on_start(
+        self, connector_id: int, id_tag: str, meter_start: int, timestamp: str, **_: Any
+    ) -> v16_result.StartTransaction:
         self.transaction_id = next(_transaction_ids)
-        return v16_result.StartTransaction(transaction_id=self.transaction_id, id_tag_info={"status": AuthorizationStatus.accepted})
+        accepted = IdTagInfo(status=AuthorizationStatus.accepted)
+        return v16_result.StartTransaction(transaction_id=self.transaction_id, id_tag_info=accepted)
 
     @on(V16Action.stop_transaction)
     def on_stop(self, meter_stop: int, timestamp: str, transaction_id: int, **_: Any) -> v16_result.StopTransaction:
@@ -166,18 +173,22 @@ class V201Point(_Requests, V201ChargePoint):
 
     @on(V201Action.authorize)
     def on_authorize(self, id_token: dict, **_: Any) -> v201_result.Authorize:
-        return v201_result.Authorize(id_token_info={"status": AuthorizationStatusEnumType.accepted})
+        return v201_result.Authorize(id_token_info=IdTokenInfoType(status=AuthorizationStatusEnumType.accepted))
 
     @on(V201Action.status_notification)
-    def on_status(self, timestamp: str, connector_status: str, evse_id: int, connector_id: int, **_: Any) -> v201_result.StatusNotification:
+    def on_status(
+        self, timestamp: str, connector_status: str, evse_id: int, connector_id: int, **_: Any
+    ) -> v201_result.StatusNotification:
         state = v201_connector_state(connector_status)
         if evse_id == self.evse_id and state is not None:
             self.sink.state(self.id, state, {"ocpp_status": connector_status})
         return v201_result.StatusNotification()
 
     @on(V201Action.transaction_event)
-    def on_transaction(self, event_type: str, timestamp: str, trigger_reason: str, seq_no: int,
-                       transaction_info: dict, meter_value: list | None = None, **_: Any) -> v201_result.TransactionEvent:
+    def on_transaction(
+        self, event_type: str, timestamp: str, trigger_reason: str, seq_no: int,
+        transaction_info: dict, meter_value: list | None = None, **_: Any,
+    ) -> v201_result.TransactionEvent:
         if event_type == "Ended":
             self.transaction_id = None
         else:
@@ -254,7 +265,8 @@ class CentralSystem:
         if self.listen.require_auth:
             password = asset.ocpp.password if asset.ocpp else None
             if password is None or not basic_auth_ok(request.headers.get("Authorization"), cp_id, password):
-                log.warning("refused %s: wrong or missing credentials", cp_id)  # the credentials themselves are never logged
+                # the credentials themselves are never logged
+                log.warning("refused %s: wrong or missing credentials", cp_id)
                 response = connection.respond(HTTPStatus.UNAUTHORIZED, "authentication required\n")
                 response.headers["WWW-Authenticate"] = 'Basic realm="qubit"'
                 return response

@@ -51,7 +51,9 @@ class OcppGateway(DeviceGateway):
     def __init__(self, site: SiteConfig, publish: Publish, gateway_id: str = "ocpp") -> None:
         super().__init__(site, publish, gateway_id)
         self.assets = {a.asset_id: a for a in site.assets_of(gateway_id) if a.ocpp is not None}
-        self.by_charge_point = {a.ocpp.charge_point_id: a for a in self.assets.values()}
+        self.chargers = {a.asset_id: a.ocpp for a in self.assets.values() if a.ocpp is not None}
+        """Each charger's OCPP identity, by asset id."""
+        self.by_charge_point = {c.charge_point_id: self.assets[a] for a, c in self.chargers.items()}
         self.in_force: dict[tuple[str, CommandType], Command] = {}
         self.central = CentralSystem(self.config.ocpp or OcppListenConfig(), self.by_charge_point, self)
 
@@ -66,21 +68,21 @@ class OcppGateway(DeviceGateway):
             self.spawn(self.execute(cmd))
 
     async def execute(self, cmd: Command) -> None:
-        asset = self.assets.get(cmd.asset_id)
-        if asset is None:
+        charger = self.chargers.get(cmd.asset_id)
+        if charger is None:
             self.send_results([result(cmd.command_id, cmd.asset_id, Outcome.REFUSED,
                                       f"{cmd.asset_id} is not an OCPP charger of gateway {self.gateway_id}")])
             return
         if self.halted is not None:
             self.send_results([result(cmd.command_id, cmd.asset_id, Outcome.REFUSED, self.halted)])
             return
-        point = self.central.points.get(asset.ocpp.charge_point_id)
+        point = self.central.points.get(charger.charge_point_id)
         if point is None:
             self.send_results([result(cmd.command_id, cmd.asset_id, Outcome.FAILED,
-                                      f"charger {asset.ocpp.charge_point_id} is not connected")])
+                                      f"charger {charger.charge_point_id} is not connected")])
             return
         try:
-            outcome, error = await self.call(point, asset.ocpp.connector_id, cmd)
+            outcome, error = await self.call(point, charger.connector_id, cmd)
         except Exception as exc:  # a surprise must still end the command, not vanish with its task
             log.exception("%s: %s failed unexpectedly", point.id, cmd.command_id)
             outcome, error = Outcome.FAILED, f"gateway error: {type(exc).__name__}: {exc}"
@@ -119,7 +121,8 @@ class OcppGateway(DeviceGateway):
             log.warning("%s: no answer to %s within %g s", point.id, cmd.command_id, cmd.timeout_seconds)
             return None, None
         except OCPPError as exc:
-            return Outcome.FAILED, f"CallError {exc.code}: {exc.description}"
+            # ocpp declares `code` on each OCPPError subclass (the ones it raises), not on the base
+            return Outcome.FAILED, f"CallError {exc.code}: {exc.description}"  # type: ignore[attr-defined]
         except websockets.ConnectionClosed:
             return Outcome.FAILED, f"charger {point.id} disconnected during the call"
         return outcome_of(answer)
@@ -140,22 +143,24 @@ class OcppGateway(DeviceGateway):
             self._restore_all(asset.asset_id)
 
     def _restore_all(self, asset_id: str) -> None:
-        asset = self.assets[asset_id]
-        point = self.central.points.get(asset.ocpp.charge_point_id)
+        charger = self.chargers[asset_id]
+        point = self.central.points.get(charger.charge_point_id)
         for (owner, _), cmd in list(self.in_force.items()):
             if owner == asset_id and point is not None:
-                self.spawn(self._restore(point, asset.ocpp.connector_id, cmd))
+                self.spawn(self._restore(point, charger.connector_id, cmd))
 
     # -- the site's emergency stop ---------------------------------------------------
 
     async def make_safe(self, asset_id: str, reason: str) -> str:
         """0 W on the connector, then the session stopped: each must be Accepted."""
-        asset = self.assets[asset_id]
-        point = self.central.points.get(asset.ocpp.charge_point_id)
+        charger = self.chargers[asset_id]
+        point = self.central.points.get(charger.charge_point_id)
         if point is None:
-            raise RuntimeError(f"charger {asset.ocpp.charge_point_id} is not connected")
-        connector = asset.ocpp.connector_id
-        zero = Command(asset_id, CommandType.SET_CHARGE_RATE, {"power_kw": 0.0}, utcnow(), timeout_seconds=SAFE_CALL_TIMEOUT)
+            raise RuntimeError(f"charger {charger.charge_point_id} is not connected")
+        connector = charger.connector_id
+        zero = Command(
+            asset_id, CommandType.SET_CHARGE_RATE, {"power_kw": 0.0}, utcnow(), timeout_seconds=SAFE_CALL_TIMEOUT
+        )
         outcome, error = await self.call(point, connector, zero)
         if outcome is not Outcome.COMPLETED:
             raise RuntimeError(f"0 W profile not accepted: {error or 'no answer'}")

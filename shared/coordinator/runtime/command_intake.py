@@ -31,7 +31,9 @@ REMEMBERED_DELIVERIES = 100_000
 Delivery = tuple[str, int]  # (command_id, attempts)
 
 
-def result(cmd_id: str, asset_id: str, outcome: Outcome, error: str | None = None, at: datetime | None = None) -> CommandResult:
+def result(
+    cmd_id: str, asset_id: str, outcome: Outcome, error: str | None = None, at: datetime | None = None
+) -> CommandResult:
     return CommandResult(command_id=cmd_id, asset_id=asset_id, outcome=outcome, at=at or utcnow(), error=error)
 
 
@@ -84,7 +86,8 @@ class CommandIntake:
                 delivery = self._latest.get(r.command_id)
                 if delivery is not None:
                     self._answers[delivery].append(r)
-        self.publish(results_topic(self.gateway_id), ResultBatch(gateway_id=self.gateway_id, results=results).encode(), qos=1)
+        batch = ResultBatch(gateway_id=self.gateway_id, results=results)
+        self.publish(results_topic(self.gateway_id), batch.encode(), qos=1)
 
 
 class ResultBatcher:

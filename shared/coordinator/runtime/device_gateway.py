@@ -12,7 +12,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from coordinator.base import Command
-from coordinator.contract.events import AssetSafeState
+from coordinator.contract.events import AssetSafeState, DeviceLink
 from coordinator.contract.messages import CommandBatch, CommandResult, EmergencyStop, Outcome, StatusReport, Telemetry
 from coordinator.contract.topics import commands_topic, results_topic, status_topic, telemetry_topic
 from coordinator.events import Event, EventBus, EventType
@@ -63,7 +63,10 @@ class DeviceGateway(Service):
         self._tell_links()
 
     def _on_link(self, event: Event) -> None:
-        asset_id = event.payload.about_asset
+        link = event.payload
+        if not isinstance(link, DeviceLink):  # subscribed to the two link events only, which carry one
+            raise TypeError(f"{event.event_type} carries {type(link).__name__}, not a DeviceLink")
+        asset_id = link.asset_id
         (self._links_down.discard if event.event_type is EventType.DEVICE_LINK_UP else self._links_down.add)(asset_id)
         self._tell_links()
 

@@ -49,6 +49,7 @@ def test_publish_follow_states_status_and_events(stack, tmp_path):
     stack_events = subprocess.Popen([sys.executable, "-m", "tools.cli", "events", "--json", "--type", "SCHEDULE_RECEIVED",
                                      "--count", "1", "--timeout", "30"], env=stack.env, cwd=REPO, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True)
+    assert stack_events.stderr is not None  # stderr=PIPE
     assert stack_events.stderr.readline().startswith("qubit: listening on")  # subscribed: nothing published now is missed
     pd.DataFrame({"ev_001_kw": [5.0]}, index=idx[:1] + timedelta(hours=1)).to_csv(csv)
     qubit(stack, "publish", str(csv), "--asset-map", "ev_001=ast_bay_1")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
@@ -78,11 +79,18 @@ def modbus_site(tmp_path, request):
     return path, ports
 
 
+class ModbusStack(ServiceProcesses):
+    """The processes of a Modbus site, with the simulator ports its config names."""
+
+    def __init__(self, host: str, port: int, site_config: Path, logs: Path, *, ports: dict[str, int]) -> None:
+        super().__init__(host, port, site_config, logs)
+        self.ports = ports
+
+
 @pytest.fixture
 def site_stack(broker, tmp_path, modbus_site):
     path, ports = modbus_site
-    procs = ServiceProcesses(broker.host, broker.port, path, tmp_path / "logs")
-    procs.ports = ports
+    procs = ModbusStack(broker.host, broker.port, path, tmp_path / "logs", ports=ports)
     yield procs
     procs.stop_all()
 

@@ -74,7 +74,10 @@ def test_schedule_becomes_exactly_the_predicted_commands_and_events(stack, event
 
 def malformed_schedules(start):
     df = sample(start, 2)
-    good = dict(asset_map=ASSET_MAP, site_id="sit_demo_depot")
+
+    def schedule(frame: pd.DataFrame, schedule_id: str) -> bytes:
+        return encode_schedule(frame, asset_map=ASSET_MAP, site_id="sit_demo_depot", schedule_id=schedule_id)
+
     negative = df.copy()
     negative.iloc[1, 0] = -5.0
     clash = df.copy()
@@ -83,10 +86,10 @@ def malformed_schedules(start):
         "not_msgpack": (b"\xc1\x01 this is not msgpack", "not_msgpack"),
         "wrong_types": (msgpack.packb({"schedule_id": "sch_bad_types", "site_id": 7, "asset_map": [], "index": 1, "columns": 2}), "malformed"),
         "too_large": (b"\x80" * (17 << 20), "too_large"),
-        "bad_index": (encode_schedule(df.iloc[[1, 0]], **good, schedule_id="sch_bad_index"), "unsorted_index"),
-        "unknown_column": (encode_schedule(df.assign(ev_999_kw=1.0), **good, schedule_id="sch_unmapped"), "unmapped_columns"),
-        "negative": (encode_schedule(negative, **good, schedule_id="sch_negative"), "negative_power"),
-        "contradictory": (encode_schedule(clash, **good, schedule_id="sch_clash"), "charge_and_discharge"),
+        "bad_index": (schedule(df.iloc[[1, 0]], "sch_bad_index"), "unsorted_index"),
+        "unknown_column": (schedule(df.assign(ev_999_kw=1.0), "sch_unmapped"), "unmapped_columns"),
+        "negative": (schedule(negative, "sch_negative"), "negative_power"),
+        "contradictory": (schedule(clash, "sch_clash"), "charge_and_discharge"),
         "unknown_asset": (encode_schedule(df, asset_map=ASSET_MAP | {"ev_007": "ast_ghost"}, site_id="sit_demo_depot",
                                           schedule_id="sch_ghost"), "unknown_asset"),
     }

@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import msgpack
 import pandas as pd
@@ -27,11 +28,18 @@ SERVICES = ("ingester", "planner", "tracker", "gateway-ocpp", "gateway-modbus")
 ASSETS = ("ast_bay_1", "ast_bay_2", "ast_batt_001")
 
 
+class SiteProcesses(ServiceProcesses):
+    """The demo site's processes, with the path of its config for a process a test starts itself."""
+
+    def __init__(self, host: str, port: int, site_config: Path, logs: Path) -> None:
+        super().__init__(host, port, site_config, logs)
+        self.site_path = site_config
+
+
 @pytest.fixture
 def site(broker, tmp_path):
     path, _ = demo_site(tmp_path)
-    procs = ServiceProcesses(broker.host, broker.port, path, tmp_path / "logs")
-    procs.site_path = path
+    procs = SiteProcesses(broker.host, broker.port, path, tmp_path / "logs")
     procs.start_all(("battery-simulator", *SERVICES))
     yield procs
     procs.stop_all()

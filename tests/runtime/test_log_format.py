@@ -72,7 +72,7 @@ def test_json_exception_is_rendered_into_the_line():
     out = io.StringIO()
     configure_logging("tracker", fmt="json", stream=out)
     try:
-        1 / 0
+        raise ZeroDivisionError("division by zero")
     except ZeroDivisionError:
         log.exception("handler failed")
     entry, = json_lines(out)

@@ -29,7 +29,7 @@ def test_good_schedule_accepted_with_command_count(site):
 def test_schedule_without_id_gets_one_from_its_content(site):
     data = schedule_bytes(schedule_id=None)
     first, second = review_schedule(data, site), review_schedule(data, site)
-    assert first.schedule_id.startswith("sch_") and first.schedule_id == second.schedule_id
+    assert first.schedule_id is not None and first.schedule_id.startswith("sch_") and first.schedule_id == second.schedule_id
     assert review_schedule(schedule_bytes(schedule_id=None, columns={"ev_001_kw": [1.0] * 4}), site).schedule_id != first.schedule_id
 
 
@@ -60,6 +60,7 @@ def test_bad_schedules_rejected_with_reason(site, data, reason):
 def test_rejection_keeps_schedule_id_when_readable(site):
     data = msgpack.packb({"schedule_id": "sch_mine", "site_id": "sit_demo_depot", "columns": "nope"})
     outcome = review_schedule(data, site)
+    assert isinstance(outcome, Rejected), outcome
     assert outcome.reason == "malformed" and outcome.schedule_id == "sch_mine"
 
 

@@ -31,6 +31,12 @@ def sent_commands(recorder):
     return [command_from_wire(c) for _, p in recorder.on("qubit/commands/") for c in decode(CommandBatch, p).commands]
 
 
+def status_of(planner: Planner, command_id: str) -> CommandStatus:
+    command = planner.engine.get_command(command_id)
+    assert command is not None, f"no command {command_id} in the engine"
+    return command.status
+
+
 def results(*triples):
     return ResultBatch(gateway_id="loopback", results=[
         CommandResult(command_id=c.command_id, asset_id=c.asset_id, outcome=o, at=T0, error=e) for c, o, e in triples
@@ -59,15 +65,14 @@ def test_results_complete_retry_and_refuse(site, recorder):
     bay, batt = sorted(sent_commands(recorder), key=lambda c: c.asset_id)
     planner.on_results("qubit/results/loopback", results((bay, Outcome.ACKNOWLEDGED, None), (bay, Outcome.COMPLETED, None),
                                                          (batt, Outcome.FAILED, "busy")))
-    engine = planner.engine
-    assert engine.get_command(bay.command_id).status is CommandStatus.COMPLETED
-    assert engine.get_command(batt.command_id).status is CommandStatus.PENDING  # retry after backoff
+    assert status_of(planner, bay.command_id) is CommandStatus.COMPLETED
+    assert status_of(planner, batt.command_id) is CommandStatus.PENDING  # retry after backoff
     recorder.clear()
     planner.tick(T0 + timedelta(seconds=1))
     (again,) = sent_commands(recorder)
     assert again.command_id == batt.command_id and again.attempts == 2
     planner.on_results("t", results((batt, Outcome.REFUSED, "register out of range")))
-    assert engine.get_command(batt.command_id).status is CommandStatus.FAILED
+    assert status_of(planner, batt.command_id) is CommandStatus.FAILED
     (failed,) = recorder.events(EventType.COMMAND_FAILED)
     assert failed.payload["error"] == "register out of range"
 
@@ -80,7 +85,7 @@ def test_unknown_and_malformed_results_change_nothing(site, recorder, caplog):
     (cmd,) = sent_commands(recorder)
     impostor = cmd.__class__(asset_id="ast_bay_2", command_type=cmd.command_type, scheduled_at=T0, command_id=cmd.command_id)
     planner.on_results("t", results((impostor, Outcome.COMPLETED, None)))
-    assert planner.engine.get_command(cmd.command_id).status is CommandStatus.DISPATCHED
+    assert status_of(planner, cmd.command_id) is CommandStatus.DISPATCHED
     assert "unreadable result batch" in caplog.text and "unknown command" in caplog.text
 
 

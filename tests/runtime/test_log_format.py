@@ -145,4 +145,5 @@ def test_calling_again_replaces_the_handler_and_keeps_others(caplog):
 def test_formatter_without_configure_logging():
     record = logging.LogRecord("x.y", logging.ERROR, __file__, 1, "boom %d", (3,), None)
     entry = json.loads(JsonFormatter("ingester").format(record))
-    assert (entry["service"], entry["logger"], entry["level"], entry["message"]) == ("ingester", "x.y", "ERROR", "boom 3")
+    assert (entry["service"], entry["logger"], entry["level"], entry["message"]) == (
+        "ingester", "x.y", "ERROR", "boom 3")

@@ -206,7 +206,8 @@ def test_module_state_gauges_mark_exactly_the_current_states():
     assert sample(metrics, "qubit_service_health_state", state="Warning") == 1
     assert sample(metrics, "qubit_service_health_state", state="Healthy") == 0
 
-    with pytest.raises(ValueError, match="'Exploded' is not a health state; expected one of Healthy, Warning, Critical"):
+    with pytest.raises(ValueError,
+                       match="'Exploded' is not a health state; expected one of Healthy, Warning, Critical"):
         metrics.set_module_state("Offline", "Stopped", "Exploded")
     assert sample(metrics, "qubit_service_lifecycle_state", state="Active") == 1  # nothing changed
 
@@ -268,7 +269,8 @@ def test_serve_refuses_impossible_ports():
 
 @pytest.mark.parametrize(
     ("value", "port"),
-    [(None, DEFAULT_METRICS_PORT), ("9100", 9100), (" 9100 ", 9100), ("0", 0), ("off", None), ("OFF", None), ("", None)],
+    [(None, DEFAULT_METRICS_PORT), ("9100", 9100), (" 9100 ", 9100), ("0", 0),
+     ("off", None), ("OFF", None), ("", None)],
 )
 def test_metrics_port_from_env(value, port, monkeypatch):
     env = {} if value is None else {"QUBIT_METRICS_PORT": value}

@@ -26,7 +26,8 @@ def test_status_reports_drive_machines_and_retained_states(site, recorder):
     tracker = StateTracker(site, recorder)
     tracker.on_status("qubit/status/loopback/ast_bay_1", report("ast_bay_1", "CHARGING"))
     changes = recorder.events(EventType.STATE_CHANGED)
-    assert [(e.payload["from_state"], e.payload["to_state"]) for e in changes] == [("AVAILABLE", "PREPARING"), ("PREPARING", "CHARGING")]
+    assert [(e.payload["from_state"], e.payload["to_state"]) for e in changes] == [
+        ("AVAILABLE", "PREPARING"), ("PREPARING", "CHARGING")]
     state = retained(recorder)["qubit/state/ast_bay_1"]
     assert (state.state, state.previous_state, state.trigger) == ("CHARGING", "PREPARING", "start_charge")
     tracker.on_status("t", report("ast_bay_1", "AVAILABLE"))  # unplugged mid-charge: one step, an early departure
@@ -90,6 +91,7 @@ def test_queries(site, recorder):
     assert ask(QueryKind.SCHEDULE, "sch_1").result["command_statuses"] == {"COMPLETED": 1, "PENDING": 1}
     assert not ask(QueryKind.COMMAND, "cmd_404").ok
     assert set(ask(QueryKind.ASSET_STATES).result) == {"ast_bay_1", "ast_bay_2", "ast_batt_001"}
-    tracker.on_query("q", Query(query_id="q2", reply_to="qubit/query/replies/me", kind=QueryKind.COMMAND, id="cmd_2").encode())
+    query = Query(query_id="q2", reply_to="qubit/query/replies/me", kind=QueryKind.COMMAND, id="cmd_2")
+    tracker.on_query("q", query.encode())
     ((topic, payload),) = recorder.on("qubit/query/replies/")
     assert topic == "qubit/query/replies/me" and decode(QueryReply, payload).result["status"] == "PENDING"

@@ -60,7 +60,8 @@ def test_security_profile_2_tls_with_basic_auth(broker, tmp_path, events, ocpp_s
         # A plain ws:// client gets nowhere near the OCPP handler.
         async def plain_ws():
             with pytest.raises((websockets.InvalidHandshake, OSError, TimeoutError)):  # TLS bytes are no HTTP answer
-                await websockets.connect(f"ws://127.0.0.1:{port}/CP001", subprotocols=[Subprotocol("ocpp2.0.1")], open_timeout=3)
+                await websockets.connect(f"ws://127.0.0.1:{port}/CP001", subprotocols=[Subprotocol("ocpp2.0.1")],
+                                         open_timeout=3)
         asyncio.run(plain_ws())
     finally:
         procs.stop_all()

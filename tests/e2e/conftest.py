@@ -12,6 +12,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from coordinator.contract.codec import DecodeError, decode_event
 from coordinator.contract.topics import EVENTS_ALL
+from coordinator.events import Event
 from tools.broker import free_port, start_broker, wait_for_port
 from tools.launcher import ServiceProcesses
 
@@ -64,16 +65,16 @@ class EventLog(PlainClient):
 
     def __init__(self, broker) -> None:
         super().__init__(broker, EVENTS_ALL)
-        self.events = []
-        self.topics = []
+        self.events: list[Event] = []
+        self.topics: list[str] = []
 
     def collect(self, timeout: float = 0.2):
         for m in self.drain(timeout):
             try:
-                self.events.append(decode_event(m.payload))
+                self.events.append(decode_event(bytes(m.payload)))
                 self.topics.append(m.topic)
             except DecodeError as exc:
-                raise AssertionError(f"undecodable event on {m.topic}: {exc.reason}")
+                raise AssertionError(f"undecodable event on {m.topic}: {exc.reason}") from exc
         return self.events
 
     def wait_for(self, predicate, timeout: float = 30.0, what: str = "condition"):
@@ -168,14 +169,21 @@ def version(request):
     return request.param
 
 
+class OcppStack(ServiceProcesses):
+    """The OCPP core processes, with what a test needs to write a charger-side config."""
+
+    def __init__(self, host: str, port: int, site_config: Path, logs: Path, *, ocpp_port: int) -> None:
+        super().__init__(host, port, site_config, logs)
+        self.ocpp_port = ocpp_port
+        self.password, self.site_template = PASSWORD, OCPP_SITE
+
+
 @pytest.fixture
 def ocpp_stack(broker, tmp_path, version):
     port = free_port()
     path = tmp_path / "site.toml"
     path.write_text(OCPP_SITE.format(port=port, version=version, timeout=3.0, password1=PASSWORD, password2=PASSWORD))
-    procs = ServiceProcesses(broker.host, broker.port, path, tmp_path / "logs")
-    procs.ocpp_port = port
-    procs.password, procs.site_template = PASSWORD, OCPP_SITE  # for tests that write a charger-side config
+    procs = OcppStack(broker.host, broker.port, path, tmp_path / "logs", ocpp_port=port)
     procs.start_all(OCPP_CORE)
     assert wait_for_port("127.0.0.1", port, 10)
     yield procs

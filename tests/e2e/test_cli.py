@@ -46,10 +46,12 @@ def test_publish_follow_states_status_and_events(stack, tmp_path):
     assert rejected.returncode == 1 and "rejected: negative_power" in rejected.stdout
 
     # events: a narrower filter gets a subset, JSON lines for machines
-    stack_events = subprocess.Popen([sys.executable, "-m", "tools.cli", "events", "--json", "--type", "SCHEDULE_RECEIVED",
-                                     "--count", "1", "--timeout", "30"], env=stack.env, cwd=REPO, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True)
-    assert stack_events.stderr.readline().startswith("qubit: listening on")  # subscribed: nothing published now is missed
+    stack_events = subprocess.Popen([sys.executable, "-m", "tools.cli", "events", "--json",
+                                     "--type", "SCHEDULE_RECEIVED", "--count", "1", "--timeout", "30"],
+                                    env=stack.env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert stack_events.stderr is not None  # stderr=PIPE
+    # subscribed: nothing published now is missed
+    assert stack_events.stderr.readline().startswith("qubit: listening on")
     pd.DataFrame({"ev_001_kw": [5.0]}, index=idx[:1] + timedelta(hours=1)).to_csv(csv)
     qubit(stack, "publish", str(csv), "--asset-map", "ev_001=ast_bay_1")
     out, _ = stack_events.communicate(timeout=40)
@@ -59,7 +61,8 @@ def test_publish_follow_states_status_and_events(stack, tmp_path):
 
 def test_cli_says_clearly_when_the_broker_is_away(tmp_path):
     env = {"QUBIT_MQTT_PORT": "1", "PATH": "/usr/bin:/bin"}
-    run = subprocess.run([sys.executable, "-m", "tools.cli", "states"], env=env, cwd=REPO, capture_output=True, text=True, timeout=30)
+    run = subprocess.run([sys.executable, "-m", "tools.cli", "states"], env=env, cwd=REPO, capture_output=True,
+                         text=True, timeout=30)
     assert run.returncode != 0 and "cannot reach the MQTT broker at 127.0.0.1:1" in run.stderr
 
 
@@ -68,7 +71,7 @@ def test_publish_reads_parquet_too(stack, tmp_path):
     idx = pd.date_range(datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1), periods=2, freq="2s")
     path = tmp_path / "schedule.parquet"
     pd.DataFrame({"battery_charge_kw": [20.0, 0.0], "battery_discharge_kw": [0.0, 10.0]}, index=idx).to_parquet(path)
-    run = qubit(stack, "publish", str(path), "--asset-map", "battery=ast_batt_001", "--schedule-id", "sch_pq", "--follow",
-                "--timeout", "40")
+    run = qubit(stack, "publish", str(path), "--asset-map", "battery=ast_batt_001", "--schedule-id", "sch_pq",
+                "--follow", "--timeout", "40")
     assert run.returncode == 0, run.stdout + run.stderr
     assert "sch_pq: 2/2 commands ended (2 completed)" in run.stdout

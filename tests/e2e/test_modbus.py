@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
@@ -78,11 +79,18 @@ def modbus_site(tmp_path, request):
     return path, ports
 
 
+class ModbusStack(ServiceProcesses):
+    """The processes of a Modbus site, with the simulator ports its config names."""
+
+    def __init__(self, host: str, port: int, site_config: Path, logs: Path, *, ports: dict[str, int]) -> None:
+        super().__init__(host, port, site_config, logs)
+        self.ports = ports
+
+
 @pytest.fixture
 def site_stack(broker, tmp_path, modbus_site):
     path, ports = modbus_site
-    procs = ServiceProcesses(broker.host, broker.port, path, tmp_path / "logs")
-    procs.ports = ports
+    procs = ModbusStack(broker.host, broker.port, path, tmp_path / "logs", ports=ports)
     yield procs
     procs.stop_all()
 
@@ -112,12 +120,14 @@ def publish_schedule(plain, columns, slots=2, slot=timedelta(seconds=2), schedul
 
     idx = pd.date_range(datetime.now(UTC) + timedelta(seconds=0.5), periods=slots, freq=slot)
     df = pd.DataFrame(columns, index=idx, dtype=float)
-    plain().publish(SCHEDULES_IN, encode_schedule(df, asset_map=asset_map or {"battery_a": "ast_batt_a", "battery_b": "ast_batt_b"},
-                                                  site_id="sit_modbus_test", schedule_id=schedule_id))
+    asset_map = asset_map or {"battery_a": "ast_batt_a", "battery_b": "ast_batt_b"}
+    plain().publish(SCHEDULES_IN, encode_schedule(df, asset_map=asset_map, site_id="sit_modbus_test",
+                                                  schedule_id=schedule_id))
 
 
 def of(events, kind, asset=None):
-    return [e for e in events.events if e.event_type.value == kind and (asset is None or e.payload.get("asset_id") == asset)]
+    return [e for e in events.events
+            if e.event_type.value == kind and (asset is None or e.payload.get("asset_id") == asset)]
 
 
 def states(events, asset):
@@ -131,12 +141,14 @@ def test_charge_discharge_direct_switch_clamp_and_custom_32bit_map(site_stack, e
         "battery_b_charge_kw": [0.0, 12.34], "battery_b_discharge_kw": [45.67, 0.0],
     })
     events.wait_for(lambda ev: len(of(events, "COMMAND_COMPLETED")) >= 4, timeout=30, what="4 commands completed")
-    events.wait_for(lambda ev: states(events, "ast_batt_a")[-1:] == ["DISCHARGING"] and states(events, "ast_batt_b")[-1:] == ["CHARGING"],
+    events.wait_for(lambda ev: (states(events, "ast_batt_a")[-1:] == ["DISCHARGING"]
+                                and states(events, "ast_batt_b")[-1:] == ["CHARGING"]),
                     timeout=10, what="states follow")
     assert of(events, "COMMAND_FAILED") == []
     # charge 80 kW is above this battery's 50 kW charge limit: applied as 50 and reported
     (clamp,) = of(events, "SETPOINT_CLAMPED")
-    assert (clamp.payload["asset_id"], clamp.payload["requested"], clamp.payload["applied"]) == ("ast_batt_a", 80.0, 50.0)
+    assert (clamp.payload["asset_id"], clamp.payload["requested"], clamp.payload["applied"]) == (
+        "ast_batt_a", 80.0, 50.0)
     assert states(events, "ast_batt_a") == ["CHARGING", "DISCHARGING"]  # direct switch, one command
     assert states(events, "ast_batt_b") == ["DISCHARGING", "CHARGING"]
     # the custom map: signed 32-bit little-endian registers with scale 100 carry 12.34 kW exactly
@@ -168,7 +180,8 @@ def test_fault_holds_commands_until_reset(site_stack, events, plain):
     publish_schedule(plain, {"battery_a_charge_kw": [20.0]}, slots=1, asset_map={"battery_a": "ast_batt_a"})
     events.wait_for(lambda ev: of(events, "COMMAND_HELD", "ast_batt_a"), timeout=10, what="command held")
     control(site_stack.ports["port_a"], 0)
-    events.wait_for(lambda ev: of(events, "COMMAND_COMPLETED", "ast_batt_a"), timeout=15, what="released after the reset")
+    events.wait_for(lambda ev: of(events, "COMMAND_COMPLETED", "ast_batt_a"), timeout=15,
+                    what="released after the reset")
     events.wait_for(lambda ev: states(events, "ast_batt_a") == ["FAULTED", "IDLE", "CHARGING"], timeout=5,
                     what="FAULTED, IDLE after the reset, then CHARGING")
 
@@ -205,7 +218,8 @@ def test_disconnect_and_reconnect(site_stack, events, plain):
     publish_schedule(plain, {"battery_a_charge_kw": [20.0]}, slots=1, asset_map={"battery_a": "ast_batt_a"})
     events.wait_for(lambda ev: of(events, "COMMAND_RETRY_SCHEDULED", "ast_batt_a"), timeout=10, what="a failed attempt")
     site_stack.start("battery-simulator")
-    events.wait_for(lambda ev: of(events, "COMMAND_COMPLETED", "ast_batt_a"), timeout=40, what="completed after reconnect")
+    events.wait_for(lambda ev: of(events, "COMMAND_COMPLETED", "ast_batt_a"), timeout=40,
+                    what="completed after reconnect")
     assert len(of(events, "DEVICE_LINK_UP", "ast_batt_a")) >= 2
 
 
@@ -221,7 +235,8 @@ def test_a_command_for_an_asset_not_on_the_gateway_gets_one_answer_and_does_not_
     start(site_stack, "gateway-modbus")
     results = plain(results_topic("modbus"))
     cmd = Command("ast_not_here", CommandType.SET_CHARGE_RATE, {"power_kw": 5.0}, attempts=1)
-    plain().publish(commands_topic("modbus"), CommandBatch(gateway_id="modbus", commands=[command_to_wire(cmd)]).encode())
+    batch = CommandBatch(gateway_id="modbus", commands=[command_to_wire(cmd)])
+    plain().publish(commands_topic("modbus"), batch.encode())
     first = [r for m in results.drain(3.0) for r in decode(ResultBatch, m.payload).results]
     assert [(r.command_id, r.outcome) for r in first] == [(cmd.command_id, Outcome.REFUSED)]
 

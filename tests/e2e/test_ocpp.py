@@ -22,17 +22,20 @@ def start_simulator(stack, events, *, site_path=None, expect=("ast_bay_1", "ast_
 
 
 def control(plain, cp_id, action, value=None):
-    plain().publish(simulator_topic("ocpp"), msgpack.packb({"charge_point_id": cp_id, "action": action, "value": value}))
+    plain().publish(simulator_topic("ocpp"),
+                    msgpack.packb({"charge_point_id": cp_id, "action": action, "value": value}))
 
 
 def schedule(plain, values, asset="ast_bay_1", slot=timedelta(seconds=2), schedule_id="sch_ocpp"):
     idx = pd.date_range(datetime.now(UTC) + timedelta(seconds=0.3), periods=len(values), freq=slot)
     df = pd.DataFrame({"ev_1_kw": values}, index=idx, dtype=float)
-    plain().publish(SCHEDULES_IN, encode_schedule(df, asset_map={"ev_1": asset}, site_id="sit_ocpp_test", schedule_id=schedule_id))
+    plain().publish(SCHEDULES_IN, encode_schedule(df, asset_map={"ev_1": asset}, site_id="sit_ocpp_test",
+                                                  schedule_id=schedule_id))
 
 
 def of(events, kind, asset=None):
-    return [e for e in events.events if e.event_type.value == kind and (asset is None or e.payload.get("asset_id") == asset)]
+    return [e for e in events.events
+            if e.event_type.value == kind and (asset is None or e.payload.get("asset_id") == asset)]
 
 
 def states(events, asset="ast_bay_1"):
@@ -88,7 +91,8 @@ def test_rejection_and_timeout(ocpp_stack, events, plain):
         pd.DataFrame({"ev_1_kw": [11.0], "ev_2_kw": [7.0]},
                      index=pd.date_range(datetime.now(UTC) + timedelta(seconds=0.5), periods=1, freq="2s")),
         asset_map={"ev_1": "ast_bay_1", "ev_2": "ast_bay_2"}, site_id="sit_ocpp_test"))
-    events.wait_for(lambda ev: of(events, "COMMAND_FAILED", "ast_bay_1") and of(events, "COMMAND_TIMED_OUT", "ast_bay_2"),
+    events.wait_for(lambda ev: (of(events, "COMMAND_FAILED", "ast_bay_1")
+                                and of(events, "COMMAND_TIMED_OUT", "ast_bay_2")),
                     timeout=20, what="rejection and timeout")
     assert "Rejected" in of(events, "COMMAND_FAILED", "ast_bay_1")[0].payload["error"]
 
@@ -101,7 +105,8 @@ def test_disconnect_and_reconnect(ocpp_stack, events, plain):
     control(plain, "CP001", "disconnect", 1)
     events.wait_for(lambda ev: of(events, "DEVICE_LINK_DOWN", "ast_bay_1"), timeout=10, what="link down")
     events.wait_for(lambda ev: len(of(events, "DEVICE_LINK_UP", "ast_bay_1")) >= 2, timeout=20, what="reconnected")
-    events.wait_for(lambda ev: "setpoint of" in ocpp_stack.log("gateway-ocpp") and "restored" in ocpp_stack.log("gateway-ocpp"),
+    events.wait_for(lambda ev: ("setpoint of" in ocpp_stack.log("gateway-ocpp")
+                                and "restored" in ocpp_stack.log("gateway-ocpp")),
                     timeout=10, what="current setpoint sent again")
     schedule(plain, [7.0], schedule_id="sch_after")
     events.wait_for(lambda ev: len(of(events, "COMMAND_COMPLETED", "ast_bay_1")) >= 2, timeout=15, what="new setpoint")
@@ -110,7 +115,8 @@ def test_disconnect_and_reconnect(ocpp_stack, events, plain):
 def test_wrong_credentials_are_refused(ocpp_stack, events, plain, tmp_path, version):
     wrong = tmp_path / "charger-side.toml"
     wrong.write_text(ocpp_stack.site_template.format(port=ocpp_stack.ocpp_port, version=version, timeout=3.0,
-                                                     password1=ocpp_stack.password, password2="not-the-password-at-all"))
+                                                     password1=ocpp_stack.password,
+                                                     password2="not-the-password-at-all"))
     start_simulator(ocpp_stack, events, site_path=wrong, expect=("ast_bay_1",))
     events.collect(2.0)
     assert of(events, "DEVICE_LINK_UP", "ast_bay_2") == []

@@ -5,6 +5,7 @@ import base64
 
 import pytest
 import websockets
+from websockets.typing import Subprotocol
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -15,10 +16,10 @@ def test_unknown_charge_point_and_missing_subprotocol_are_refused(ocpp_stack):
 
     async def attempts():
         with pytest.raises(websockets.InvalidStatus) as unknown:
-            await websockets.connect(f"{url}/CP999", subprotocols=["ocpp1.6"], additional_headers=auth)
+            await websockets.connect(f"{url}/CP999", subprotocols=[Subprotocol("ocpp1.6")], additional_headers=auth)
         assert unknown.value.response.status_code == 404
         with pytest.raises(websockets.InvalidStatus) as unauthenticated:
-            await websockets.connect(f"{url}/CP001", subprotocols=["ocpp1.6"])
+            await websockets.connect(f"{url}/CP001", subprotocols=[Subprotocol("ocpp1.6")])
         assert unauthenticated.value.response.status_code == 401
         # No subprotocol offered: refused at the handshake (websockets 17 answers 400), or,
         # with websockets versions that let it through, closed by the gateway with 1002.
@@ -26,7 +27,7 @@ def test_unknown_charge_point_and_missing_subprotocol_are_refused(ocpp_stack):
             async with websockets.connect(f"{url}/CP001", additional_headers=auth) as ws:
                 with pytest.raises(websockets.ConnectionClosed) as closed:
                     await ws.recv()
-            assert closed.value.rcvd.code == 1002
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1002
         except websockets.InvalidStatus as refused:
             assert refused.response.status_code == 400
 
@@ -59,7 +60,8 @@ def test_security_profile_2_tls_with_basic_auth(broker, tmp_path, events, ocpp_s
         # A plain ws:// client gets nowhere near the OCPP handler.
         async def plain_ws():
             with pytest.raises((websockets.InvalidHandshake, OSError, TimeoutError)):  # TLS bytes are no HTTP answer
-                await websockets.connect(f"ws://127.0.0.1:{port}/CP001", subprotocols=["ocpp2.0.1"], open_timeout=3)
+                await websockets.connect(f"ws://127.0.0.1:{port}/CP001", subprotocols=[Subprotocol("ocpp2.0.1")],
+                                         open_timeout=3)
         asyncio.run(plain_ws())
     finally:
         procs.stop_all()

@@ -35,6 +35,11 @@ def sample(start: datetime, slots: int = 5) -> pd.DataFrame:
     )
 
 
+def demo_schedule(frame: pd.DataFrame, schedule_id: str | None = None) -> bytes:
+    """``frame`` as Layer 3 publishes it for the demo depot."""
+    return encode_schedule(frame, asset_map=ASSET_MAP, site_id="sit_demo_depot", schedule_id=schedule_id)
+
+
 def key(asset_id, command_type, power, at):
     return (asset_id, str(command_type), float(power), at)
 
@@ -45,7 +50,7 @@ def test_schedule_becomes_exactly_the_predicted_commands_and_events(stack, event
     expected = {key(c.asset_id, c.command_type.value, c.parameters["power_kw"], c.scheduled_at)
                 for c in schedule_to_commands(df, ASSET_MAP)}
     layer3 = plain()
-    layer3.publish(SCHEDULES_IN, encode_schedule(df, asset_map=ASSET_MAP, site_id="sit_demo_depot", schedule_id="sch_e2e_1"))
+    layer3.publish(SCHEDULES_IN, demo_schedule(df, "sch_e2e_1"))
 
     events.wait_for(lambda ev: len([e for e in ev if e.event_type.value == "COMMAND_COMPLETED"]) >= len(expected),
                     timeout=40, what="every command completed")
@@ -68,25 +73,26 @@ def test_schedule_becomes_exactly_the_predicted_commands_and_events(stack, event
     assert battery_moves == [("IDLE", "CHARGING"), ("CHARGING", "DISCHARGING"), ("DISCHARGING", "CHARGING")]
     # a late subscriber sees every asset's state at once (retained)
     late = plain(ASSET_STATES_ALL)
-    states = {decode(AssetStateMessage, m.payload).asset_id: decode(AssetStateMessage, m.payload).state for m in late.drain(1.0)}
+    states = {decode(AssetStateMessage, m.payload).asset_id: decode(AssetStateMessage, m.payload).state
+              for m in late.drain(1.0)}
     assert states == {"ast_bay_1": "SUSPENDED", "ast_bay_2": "SUSPENDED", "ast_batt_001": "CHARGING"}
 
 
 def malformed_schedules(start):
     df = sample(start, 2)
-    good = dict(asset_map=ASSET_MAP, site_id="sit_demo_depot")
     negative = df.copy()
     negative.iloc[1, 0] = -5.0
     clash = df.copy()
     clash["battery_charge_kw"] = 5.0
     return {
         "not_msgpack": (b"\xc1\x01 this is not msgpack", "not_msgpack"),
-        "wrong_types": (msgpack.packb({"schedule_id": "sch_bad_types", "site_id": 7, "asset_map": [], "index": 1, "columns": 2}), "malformed"),
+        "wrong_types": (msgpack.packb({"schedule_id": "sch_bad_types", "site_id": 7, "asset_map": [], "index": 1,
+                                       "columns": 2}), "malformed"),
         "too_large": (b"\x80" * (17 << 20), "too_large"),
-        "bad_index": (encode_schedule(df.iloc[[1, 0]], **good, schedule_id="sch_bad_index"), "unsorted_index"),
-        "unknown_column": (encode_schedule(df.assign(ev_999_kw=1.0), **good, schedule_id="sch_unmapped"), "unmapped_columns"),
-        "negative": (encode_schedule(negative, **good, schedule_id="sch_negative"), "negative_power"),
-        "contradictory": (encode_schedule(clash, **good, schedule_id="sch_clash"), "charge_and_discharge"),
+        "bad_index": (demo_schedule(df.iloc[[1, 0]], "sch_bad_index"), "unsorted_index"),
+        "unknown_column": (demo_schedule(df.assign(ev_999_kw=1.0), "sch_unmapped"), "unmapped_columns"),
+        "negative": (demo_schedule(negative, "sch_negative"), "negative_power"),
+        "contradictory": (demo_schedule(clash, "sch_clash"), "charge_and_discharge"),
         "unknown_asset": (encode_schedule(df, asset_map=ASSET_MAP | {"ev_007": "ast_ghost"}, site_id="sit_demo_depot",
                                           schedule_id="sch_ghost"), "unknown_asset"),
     }
@@ -108,8 +114,9 @@ def test_malformed_schedules_are_rejected_and_nothing_dies(stack, events, plain)
     assert events.of("COMMAND_CREATED") == []  # nothing half-applied
     assert all(stack.alive(n) for n in CORE)
     # and the pipeline still works
-    layer3.publish(SCHEDULES_IN, encode_schedule(sample(start, 2), asset_map=ASSET_MAP, site_id="sit_demo_depot"))
-    events.wait_for(lambda ev: any(e.event_type.value == "SCHEDULE_RECEIVED" for e in ev), timeout=15, what="SCHEDULE_RECEIVED")
+    layer3.publish(SCHEDULES_IN, demo_schedule(sample(start, 2)))
+    events.wait_for(lambda ev: any(e.event_type.value == "SCHEDULE_RECEIVED" for e in ev), timeout=15,
+                    what="SCHEDULE_RECEIVED")
 
 
 def test_restarted_processes_pick_up_what_was_queued_for_them(stack, events, plain):
@@ -119,20 +126,20 @@ def test_restarted_processes_pick_up_what_was_queued_for_them(stack, events, pla
     stack.kill("gateway-loopback")
     df = sample(datetime.now(UTC) + timedelta(seconds=1), 2)
     expected = len(schedule_to_commands(df, ASSET_MAP))
-    layer3.publish(SCHEDULES_IN, encode_schedule(df, asset_map=ASSET_MAP, site_id="sit_demo_depot", schedule_id="sch_queued_1"))
+    layer3.publish(SCHEDULES_IN, demo_schedule(df, "sch_queued_1"))
     events.wait_for(lambda ev: len([e for e in ev if e.event_type.value == "COMMAND_DISPATCHED"]) >= 3, timeout=15,
                     what="dispatch while the gateway is down")
     assert events.of("COMMAND_COMPLETED") == []
     stack.start("gateway-loopback")
-    events.wait_for(lambda ev: len([e for e in ev if e.event_type.value == "COMMAND_COMPLETED"]) >= expected, timeout=30,
-                    what="queued commands completed after the gateway restart")
+    events.wait_for(lambda ev: len([e for e in ev if e.event_type.value == "COMMAND_COMPLETED"]) >= expected,
+                    timeout=30, what="queued commands completed after the gateway restart")
 
     # The ingester dies; a schedule published meanwhile is processed when it is back.
     stack.kill("ingester")
-    layer3.publish(SCHEDULES_IN, encode_schedule(sample(datetime.now(UTC) + timedelta(minutes=5), 2),
-                                                 asset_map=ASSET_MAP, site_id="sit_demo_depot", schedule_id="sch_queued_2"))
+    layer3.publish(SCHEDULES_IN, demo_schedule(sample(datetime.now(UTC) + timedelta(minutes=5), 2), "sch_queued_2"))
     stack.start("ingester")  # the publish was acknowledged: the broker keeps it for the ingester's session
-    events.wait_for(lambda ev: any(e.payload.get("schedule_id") == "sch_queued_2" for e in ev if e.event_type.value == "SCHEDULE_RECEIVED"),
+    events.wait_for(lambda ev: any(e.payload.get("schedule_id") == "sch_queued_2"
+                                   for e in ev if e.event_type.value == "SCHEDULE_RECEIVED"),
                     timeout=20, what="the schedule queued for the ingester")
     assert len(events.of("COMMAND_FAILED")) == 0
 
@@ -148,7 +155,8 @@ def test_sigterm_stops_cleanly_and_last_will_marks_a_crash(stack, plain):
     for m in watcher.drain(5.0):
         s = msgpack.unpackb(m.payload)
         statuses[s["service"]] = s["status"]
-    assert statuses == {"ingester": "offline", "planner": "offline", "tracker": "offline", "gateway-loopback": "offline"}
+    assert statuses == {"ingester": "offline", "planner": "offline", "tracker": "offline",
+                        "gateway-loopback": "offline"}
 
 
 def test_broker_restart_keeps_sessions_and_queued_commands(stack, events, plain, broker):
@@ -159,7 +167,7 @@ def test_broker_restart_keeps_sessions_and_queued_commands(stack, events, plain,
     commands = plain(commands_topic("loopback"))
     df = sample(datetime.now(UTC) + timedelta(seconds=1), 2)
     expected = len(schedule_to_commands(df, ASSET_MAP))
-    plain().publish(SCHEDULES_IN, encode_schedule(df, asset_map=ASSET_MAP, site_id="sit_demo_depot", schedule_id="sch_b1"))
+    plain().publish(SCHEDULES_IN, demo_schedule(df, "sch_b1"))
     events.wait_for(lambda ev: len([e for e in ev if e.event_type.value == "COMMAND_DISPATCHED"]) >= 3, timeout=15,
                     what="dispatch while the gateway is down")
     routed, deadline = 0, time.monotonic() + 10
@@ -171,8 +179,8 @@ def test_broker_restart_keeps_sessions_and_queued_commands(stack, events, plain,
     stack.start("gateway-loopback")
     after = type(events)(broker)
     try:
-        after.wait_for(lambda ev: len([e for e in ev if e.event_type.value == "COMMAND_COMPLETED"]) >= expected, timeout=40,
-                       what="commands queued before the broker restart completed after it")
+        after.wait_for(lambda ev: len([e for e in ev if e.event_type.value == "COMMAND_COMPLETED"]) >= expected,
+                       timeout=40, what="commands queued before the broker restart completed after it")
         assert all(stack.alive(n) for n in CORE)
     finally:
         after.close()

@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import msgpack
 import pandas as pd
@@ -27,11 +28,18 @@ SERVICES = ("ingester", "planner", "tracker", "gateway-ocpp", "gateway-modbus")
 ASSETS = ("ast_bay_1", "ast_bay_2", "ast_batt_001")
 
 
+class SiteProcesses(ServiceProcesses):
+    """The demo site's processes, with the path of its config for a process a test starts itself."""
+
+    def __init__(self, host: str, port: int, site_config: Path, logs: Path) -> None:
+        super().__init__(host, port, site_config, logs)
+        self.site_path = site_config
+
+
 @pytest.fixture
 def site(broker, tmp_path):
     path, _ = demo_site(tmp_path)
-    procs = ServiceProcesses(broker.host, broker.port, path, tmp_path / "logs")
-    procs.site_path = path
+    procs = SiteProcesses(broker.host, broker.port, path, tmp_path / "logs")
     procs.start_all(("battery-simulator", *SERVICES))
     yield procs
     procs.stop_all()
@@ -54,7 +62,8 @@ def wait_statuses(plain, predicate, timeout: float, what: str) -> dict[str, Serv
             return seen
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}; saw " + "; ".join(
-                f"{n}: {s.status} {s.lifecycle}/{s.operational}/{s.health} {s.reasons}" for n, s in sorted(seen.items())))
+                f"{n}: {s.status} {s.lifecycle}/{s.operational}/{s.health} {s.reasons}"
+                for n, s in sorted(seen.items())))
 
 
 def layers(status: ServiceStatus) -> tuple[str, str, str]:
@@ -63,8 +72,10 @@ def layers(status: ServiceStatus) -> tuple[str, str, str]:
 
 def connect_chargers(site, events) -> None:
     site.start("chargepoint-simulator")
-    events.wait_for(lambda ev: {e.payload["asset_id"] for e in ev if e.event_type.value == "DEVICE_LINK_UP"} >= set(CHARGERS),
-                    timeout=20, what="both chargers linked")  # the battery linked before the test subscribed
+    # the battery linked before the test subscribed
+    events.wait_for(lambda ev: ({e.payload["asset_id"] for e in ev if e.event_type.value == "DEVICE_LINK_UP"}
+                                >= set(CHARGERS)),
+                    timeout=20, what="both chargers linked")
 
 
 def qubit(site, *args: str) -> subprocess.CompletedProcess:
@@ -75,7 +86,8 @@ def qubit(site, *args: str) -> subprocess.CompletedProcess:
 
 def test_states_are_retained_health_follows_device_links_and_metrics_are_served(site, events, plain):
     connect_chargers(site, events)
-    seen = wait_statuses(plain, lambda s: all(n in s and layers(s[n]) == ("Active", "Running", "Healthy") for n in SERVICES),
+    seen = wait_statuses(plain,
+                         lambda s: all(n in s and layers(s[n]) == ("Active", "Running", "Healthy") for n in SERVICES),
                          timeout=20, what="every service Active/Running/Healthy")
     assert all(seen[n].status == "online" and seen[n].pid == site.procs[n].pid for n in SERVICES)
 
@@ -104,12 +116,14 @@ def test_last_will_and_sigterm(site, plain):
     for m in watcher.drain(3.0):
         s = decode(ServiceStatus, m.payload)
         final[s.service] = s
-    assert (final["tracker"].status, final["tracker"].lifecycle, final["tracker"].health) == ("offline", "Offline", "Critical")
+    assert (final["tracker"].status, final["tracker"].lifecycle, final["tracker"].health) == (
+        "offline", "Offline", "Critical")
     assert "Last Will" in final["tracker"].reasons[0]
     assert (final["planner"].status, final["planner"].lifecycle, final["planner"].operational) == (
         "offline", "Offline", "Stopped")
     log = site.log("planner")
-    assert "Handling event TASK_STOP: Running → Stopped" in log and "Handling event SHUTDOWN: Active → ShuttingDown" in log
+    assert "Handling event TASK_STOP: Running → Stopped" in log
+    assert "Handling event SHUTDOWN: Active → ShuttingDown" in log
 
 
 def test_sigterm_lets_an_in_flight_call_finish(site, events, plain):
@@ -134,8 +148,8 @@ def test_emergency_stop_makes_every_asset_safe_holds_dispatching_until_the_reset
     start = datetime.now(UTC) + timedelta(seconds=0.5)
     charging = pd.DataFrame({"ev_1_kw": [11.0], "ev_2_kw": [7.0], "battery_charge_kw": [30.0]},
                             index=pd.DatetimeIndex([start]))
-    plain().publish(SCHEDULES_IN, encode_schedule(charging, asset_map={"ev_1": "ast_bay_1", "ev_2": "ast_bay_2",
-                                                                       "battery": "ast_batt_001"}, site_id="sit_demo_depot"))
+    asset_map = {"ev_1": "ast_bay_1", "ev_2": "ast_bay_2", "battery": "ast_batt_001"}
+    plain().publish(SCHEDULES_IN, encode_schedule(charging, asset_map=asset_map, site_id="sit_demo_depot"))
     events.wait_for(lambda ev: len(events.of("COMMAND_COMPLETED")) >= 3, timeout=20, what="all three charging")
 
     out = qubit(site, "estop", "--reason", "fire alarm", "--by", "test")
@@ -147,7 +161,8 @@ def test_emergency_stop_makes_every_asset_safe_holds_dispatching_until_the_reset
     assert "session" in safe["ast_bay_1"]["detail"] and "stopped" in safe["ast_bay_1"]["detail"]
     assert safe["ast_batt_001"]["detail"].startswith("idle")
     assert events.of("EMERGENCY_STOP_ACTIVATED")[0].payload["reason"] == "fire alarm"
-    stopped = wait_statuses(plain, lambda s: all(layers(s[n]) == ("ShuttingDown", "Stopped", "Critical") for n in SERVICES),
+    stopped = wait_statuses(plain,
+                            lambda s: all(layers(s[n]) == ("ShuttingDown", "Stopped", "Critical") for n in SERVICES),
                             timeout=10, what="every service stopped")
     assert all(s.emergency_stop for s in stopped.values())
 
@@ -164,7 +179,8 @@ def test_emergency_stop_makes_every_asset_safe_holds_dispatching_until_the_reset
 
     # The explicit reset: back to Active/Running, the held setpoint goes out.
     assert qubit(site, "estop", "--reset", "--reason", "all clear", "--by", "test").returncode == 0
-    events.wait_for(lambda ev: any(e.payload.get("schedule_id") == "sch_during_stop" for e in events.of("COMMAND_COMPLETED")),
+    events.wait_for(lambda ev: any(e.payload.get("schedule_id") == "sch_during_stop"
+                                   for e in events.of("COMMAND_COMPLETED")),
                     timeout=15, what="the held setpoint completed after the reset")
     assert events.of("EMERGENCY_STOP_RESET")[0].payload["issued_by"] == "test"
     wait_statuses(plain, lambda s: all(layers(s[n])[:2] == ("Active", "Running") and not s[n].emergency_stop
@@ -197,7 +213,8 @@ def test_a_broker_outage_is_a_warning_while_it_lasts(site, broker, plain):
             time.sleep(0.2)
     finally:
         broker.start()
-    wait_statuses(plain, lambda s: s["ingester"].health == "Healthy" and s["ingester"].pid == site.procs["ingester"].pid,
+    wait_statuses(plain,
+                  lambda s: s["ingester"].health == "Healthy" and s["ingester"].pid == site.procs["ingester"].pid,
                   timeout=30, what="ingester Healthy after the broker came back")
     assert health_gauge() == "Healthy"
     assert "health Healthy -> Warning (broker unreachable)" in site.log("ingester")

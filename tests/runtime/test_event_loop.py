@@ -131,7 +131,7 @@ def test_the_farewell_is_confirmed_by_the_broker_before_close_returns(broker):
     got: list[bytes] = []
     subscribed = threading.Event()
     late = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
-    late.on_message = lambda c, u, m: got.append(m.payload)
+    late.on_message = lambda c, u, m: got.append(bytes(m.payload))
     late.on_subscribe = lambda c, u, mid, codes, p: subscribed.set()
     late.connect(broker.host, broker.port)
     late.loop_start()

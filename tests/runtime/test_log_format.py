@@ -72,7 +72,7 @@ def test_json_exception_is_rendered_into_the_line():
     out = io.StringIO()
     configure_logging("tracker", fmt="json", stream=out)
     try:
-        1 / 0
+        raise ZeroDivisionError("division by zero")
     except ZeroDivisionError:
         log.exception("handler failed")
     entry, = json_lines(out)
@@ -145,4 +145,5 @@ def test_calling_again_replaces_the_handler_and_keeps_others(caplog):
 def test_formatter_without_configure_logging():
     record = logging.LogRecord("x.y", logging.ERROR, __file__, 1, "boom %d", (3,), None)
     entry = json.loads(JsonFormatter("ingester").format(record))
-    assert (entry["service"], entry["logger"], entry["level"], entry["message"]) == ("ingester", "x.y", "ERROR", "boom 3")
+    assert (entry["service"], entry["logger"], entry["level"], entry["message"]) == (
+        "ingester", "x.y", "ERROR", "boom 3")

@@ -66,7 +66,7 @@ def engine_with_schedule(bus, start, kw=(7.0, 11.0)):
 def test_a_command_through_a_real_engine_counts_statuses_and_both_latencies(observed):
     bus, metrics = observed
     start = utcnow() - 3 * SECOND  # the slot began 3 s ago: the dispatch is ~3 s late
-    engine, (c1, c2) = engine_with_schedule(bus, start)
+    engine, (c1, _c2) = engine_with_schedule(bus, start)
     assert sample(metrics, "qubit_commands_total", status="PENDING") == 2
 
     assert engine.get_pending_commands() == [c1]
@@ -183,7 +183,11 @@ def test_reconnects_are_read_at_scrape_time():
 
 def test_a_broken_reconnect_getter_does_not_break_the_scrape(caplog):
     metrics = ServiceMetrics("tracker")
-    metrics.watch_reconnects(lambda: 1 / 0)
+
+    def broken_getter() -> int:
+        raise ZeroDivisionError("division by zero")
+
+    metrics.watch_reconnects(broken_getter)
     metrics.set_emergency_stop(True)
     assert sample(metrics, "qubit_broker_reconnects_total") is None
     assert sample(metrics, "qubit_emergency_stop_active") == 1
@@ -202,7 +206,8 @@ def test_module_state_gauges_mark_exactly_the_current_states():
     assert sample(metrics, "qubit_service_health_state", state="Warning") == 1
     assert sample(metrics, "qubit_service_health_state", state="Healthy") == 0
 
-    with pytest.raises(ValueError, match="'Exploded' is not a health state; expected one of Healthy, Warning, Critical"):
+    with pytest.raises(ValueError,
+                       match="'Exploded' is not a health state; expected one of Healthy, Warning, Critical"):
         metrics.set_module_state("Offline", "Stopped", "Exploded")
     assert sample(metrics, "qubit_service_lifecycle_state", state="Active") == 1  # nothing changed
 
@@ -258,13 +263,14 @@ def test_serve_on_an_ephemeral_port_answers_scrapes_until_closed():
 
 
 def test_serve_refuses_impossible_ports():
-    with pytest.raises(ValueError, match="outside 0..65535"):
+    with pytest.raises(ValueError, match=r"outside 0\.\.65535"):
         ServiceMetrics("planner").serve(70000)
 
 
 @pytest.mark.parametrize(
     ("value", "port"),
-    [(None, DEFAULT_METRICS_PORT), ("9100", 9100), (" 9100 ", 9100), ("0", 0), ("off", None), ("OFF", None), ("", None)],
+    [(None, DEFAULT_METRICS_PORT), ("9100", 9100), (" 9100 ", 9100), ("0", 0),
+     ("off", None), ("OFF", None), ("", None)],
 )
 def test_metrics_port_from_env(value, port, monkeypatch):
     env = {} if value is None else {"QUBIT_METRICS_PORT": value}

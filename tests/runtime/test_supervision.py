@@ -6,7 +6,7 @@ import pytest
 
 from coordinator.contract.messages import EmergencyStop, ServiceStatus, decode
 from coordinator.contract.topics import service_topic
-from coordinator.events import EventBus, EventType
+from coordinator.events import Event, EventBus, EventType
 from coordinator.runtime.supervision import (
     BACKLOG_CRITICAL,
     BACKLOG_WARNING,
@@ -51,9 +51,10 @@ def test_critical_keeps_the_warnings_as_reasons():
 def test_health_events(current, target, words, to):
     events = health_events(current, target, ("why",))
     assert [e.event_type for e in events] == words
+    payloads = [e.payload for e in events]
     if to is not None:
-        assert events[0].payload["to"] == to
-    assert all(e.payload["reasons"] == ["why"] for e in events)
+        assert payloads[0] is not None and payloads[0]["to"] == to
+    assert all(p is not None and p["reasons"] == ["why"] for p in payloads)
 
 
 class Recorder:
@@ -73,7 +74,7 @@ class Recorder:
 
 def supervisor():
     publish, bus = Recorder(), EventBus()
-    changes = []
+    changes: list[Event] = []
     bus.subscribe(EventType.SERVICE_STATE_CHANGED, changes.append)
     return Supervisor("gateway-x", publish, bus), publish, changes
 

@@ -15,7 +15,8 @@ MAP = {"ev_001": "ast_bay_1", "battery": "ast_batt_001"}
 def schedule_bytes(columns=None, asset_map=MAP, site_id="sit_demo_depot", schedule_id="sch_test_0001", index=IDX):
     columns = columns or {"ev_001_kw": [11.0, 11.0, 22.0, 0.0], "battery_charge_kw": [5.0, 0, 0, 0],
                           "battery_discharge_kw": [0, 0, 7.0, 7.0], "price_per_kwh": [0.1] * 4}
-    return encode_schedule(pd.DataFrame(columns, index=index), asset_map=asset_map, site_id=site_id, schedule_id=schedule_id)
+    return encode_schedule(pd.DataFrame(columns, index=index), asset_map=asset_map, site_id=site_id,
+                           schedule_id=schedule_id)
 
 
 def test_good_schedule_accepted_with_command_count(site):
@@ -29,8 +30,10 @@ def test_good_schedule_accepted_with_command_count(site):
 def test_schedule_without_id_gets_one_from_its_content(site):
     data = schedule_bytes(schedule_id=None)
     first, second = review_schedule(data, site), review_schedule(data, site)
-    assert first.schedule_id.startswith("sch_") and first.schedule_id == second.schedule_id
-    assert review_schedule(schedule_bytes(schedule_id=None, columns={"ev_001_kw": [1.0] * 4}), site).schedule_id != first.schedule_id
+    assert first.schedule_id is not None and first.schedule_id.startswith("sch_")
+    assert first.schedule_id == second.schedule_id
+    other = schedule_bytes(schedule_id=None, columns={"ev_001_kw": [1.0] * 4})
+    assert review_schedule(other, site).schedule_id != first.schedule_id
 
 
 @pytest.mark.parametrize(
@@ -44,7 +47,8 @@ def test_schedule_without_id_gets_one_from_its_content(site):
         (schedule_bytes(asset_map={"ev_001": "ast_batt_001", "battery": "ast_bay_1"}), "wrong_asset_kind"),
         (schedule_bytes(columns={"ev_001_kw": [1.0, -1.0, 0, 0]}), "negative_power"),
         (schedule_bytes(columns={"ev_001_kw": [1.0, 2, 0, 0], "ev_404_kw": [1.0] * 4}), "unmapped_columns"),
-        (schedule_bytes(columns={"battery_charge_kw": [1.0] * 4, "battery_discharge_kw": [1.0] * 4}), "charge_and_discharge"),
+        (schedule_bytes(columns={"battery_charge_kw": [1.0] * 4, "battery_discharge_kw": [1.0] * 4}),
+         "charge_and_discharge"),
         (schedule_bytes(columns={"ev_001_kw": [1.0, 2, 151.0, 0]}), "above_limit"),
         (schedule_bytes(index=IDX[[1, 0, 2, 3]]), "unsorted_index"),
         (schedule_bytes(index=IDX[[0, 0, 2, 3]]), "duplicate_index"),
@@ -60,6 +64,7 @@ def test_bad_schedules_rejected_with_reason(site, data, reason):
 def test_rejection_keeps_schedule_id_when_readable(site):
     data = msgpack.packb({"schedule_id": "sch_mine", "site_id": "sit_demo_depot", "columns": "nope"})
     outcome = review_schedule(data, site)
+    assert isinstance(outcome, Rejected), outcome
     assert outcome.reason == "malformed" and outcome.schedule_id == "sch_mine"
 
 

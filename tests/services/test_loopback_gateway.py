@@ -33,7 +33,8 @@ def test_answers_and_reports_state_changes(site, recorder):
     assert outcomes(recorder) == [(c1.command_id, Outcome.ACKNOWLEDGED), (c1.command_id, Outcome.COMPLETED),
                                   (c2.command_id, Outcome.ACKNOWLEDGED), (c2.command_id, Outcome.COMPLETED)]
     reports = {t: decode(StatusReport, p).state for t, p in recorder.on("qubit/status/")}
-    assert reports == {"qubit/status/loopback/ast_bay_1": "CHARGING", "qubit/status/loopback/ast_batt_001": "DISCHARGING"}
+    assert reports == {"qubit/status/loopback/ast_bay_1": "CHARGING",
+                       "qubit/status/loopback/ast_batt_001": "DISCHARGING"}
 
 
 def test_redelivered_command_is_answered_not_applied_twice(site, recorder):

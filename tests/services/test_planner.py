@@ -22,13 +22,21 @@ SLOT = timedelta(minutes=15)
 
 def accepted(columns, schedule_id, version, start=T0, asset_map=None):
     idx = pd.date_range(start, periods=len(next(iter(columns.values()))), freq=SLOT)
-    data = encode_schedule(pd.DataFrame(columns, index=idx), asset_map=asset_map or {"ev_001": "ast_bay_1", "battery": "ast_batt_001"},
-                           site_id="sit_demo_depot", schedule_id=schedule_id)
-    return AcceptedSchedule(schedule_id=schedule_id, version=version, received_at=T0, command_count=0, schedule=data).encode()
+    asset_map = asset_map or {"ev_001": "ast_bay_1", "battery": "ast_batt_001"}
+    data = encode_schedule(pd.DataFrame(columns, index=idx), asset_map=asset_map, site_id="sit_demo_depot",
+                           schedule_id=schedule_id)
+    return AcceptedSchedule(schedule_id=schedule_id, version=version, received_at=T0, command_count=0,
+                            schedule=data).encode()
 
 
 def sent_commands(recorder):
     return [command_from_wire(c) for _, p in recorder.on("qubit/commands/") for c in decode(CommandBatch, p).commands]
+
+
+def status_of(planner: Planner, command_id: str) -> CommandStatus:
+    command = planner.engine.get_command(command_id)
+    assert command is not None, f"no command {command_id} in the engine"
+    return command.status
 
 
 def results(*triples):
@@ -39,7 +47,8 @@ def results(*triples):
 
 def test_due_commands_go_out_as_one_batch_per_gateway(site, recorder):
     planner = Planner(site, recorder)
-    planner.on_schedule("qubit/schedules/accepted", accepted({"ev_001_kw": [7.0, 11.0], "battery_charge_kw": [5.0, 5.0]}, "sch_a", 1))
+    planner.on_schedule("qubit/schedules/accepted",
+                        accepted({"ev_001_kw": [7.0, 11.0], "battery_charge_kw": [5.0, 5.0]}, "sch_a", 1))
     planner.tick(T0 - timedelta(seconds=1))
     assert recorder.on("qubit/commands/") == []
     planner.tick(T0)
@@ -57,17 +66,17 @@ def test_results_complete_retry_and_refuse(site, recorder):
     planner.on_schedule("t", accepted({"ev_001_kw": [7.0], "battery_charge_kw": [5.0]}, "sch_a", 1))
     planner.tick(T0)
     bay, batt = sorted(sent_commands(recorder), key=lambda c: c.asset_id)
-    planner.on_results("qubit/results/loopback", results((bay, Outcome.ACKNOWLEDGED, None), (bay, Outcome.COMPLETED, None),
-                                                         (batt, Outcome.FAILED, "busy")))
-    engine = planner.engine
-    assert engine.get_command(bay.command_id).status is CommandStatus.COMPLETED
-    assert engine.get_command(batt.command_id).status is CommandStatus.PENDING  # retry after backoff
+    planner.on_results("qubit/results/loopback",
+                       results((bay, Outcome.ACKNOWLEDGED, None), (bay, Outcome.COMPLETED, None),
+                               (batt, Outcome.FAILED, "busy")))
+    assert status_of(planner, bay.command_id) is CommandStatus.COMPLETED
+    assert status_of(planner, batt.command_id) is CommandStatus.PENDING  # retry after backoff
     recorder.clear()
     planner.tick(T0 + timedelta(seconds=1))
     (again,) = sent_commands(recorder)
     assert again.command_id == batt.command_id and again.attempts == 2
     planner.on_results("t", results((batt, Outcome.REFUSED, "register out of range")))
-    assert engine.get_command(batt.command_id).status is CommandStatus.FAILED
+    assert status_of(planner, batt.command_id) is CommandStatus.FAILED
     (failed,) = recorder.events(EventType.COMMAND_FAILED)
     assert failed.payload["error"] == "register out of range"
 
@@ -78,9 +87,10 @@ def test_unknown_and_malformed_results_change_nothing(site, recorder, caplog):
     planner.on_schedule("t", accepted({"ev_001_kw": [7.0]}, "sch_a", 1))
     planner.tick(T0)
     (cmd,) = sent_commands(recorder)
-    impostor = cmd.__class__(asset_id="ast_bay_2", command_type=cmd.command_type, scheduled_at=T0, command_id=cmd.command_id)
+    impostor = cmd.__class__(asset_id="ast_bay_2", command_type=cmd.command_type, scheduled_at=T0,
+                             command_id=cmd.command_id)
     planner.on_results("t", results((impostor, Outcome.COMPLETED, None)))
-    assert planner.engine.get_command(cmd.command_id).status is CommandStatus.DISPATCHED
+    assert status_of(planner, cmd.command_id) is CommandStatus.DISPATCHED
     assert "unreadable result batch" in caplog.text and "unknown command" in caplog.text
 
 
@@ -91,7 +101,8 @@ def test_newer_schedule_supersedes_and_duplicate_is_ignored(site, recorder):
     planner.on_schedule("t", accepted({"ev_001_kw": [9.0, 8.0]}, "sch_new", 2, start=T0 + 2 * SLOT))
     cmds = planner.engine.get_commands_for_asset("ast_bay_1")
     assert [(c.schedule_id, c.parameters["power_kw"], c.status.value) for c in cmds] == [
-        ("sch_old", 1.0, "PENDING"), ("sch_old", 2.0, "PENDING"), ("sch_old", 3.0, "CANCELLED"), ("sch_old", 4.0, "CANCELLED"),
+        ("sch_old", 1.0, "PENDING"), ("sch_old", 2.0, "PENDING"),
+        ("sch_old", 3.0, "CANCELLED"), ("sch_old", 4.0, "CANCELLED"),
         ("sch_new", 9.0, "PENDING"), ("sch_new", 8.0, "PENDING"),
     ]
     cancelled = recorder.events(EventType.COMMAND_CANCELLED)

@@ -26,7 +26,8 @@ def test_status_reports_drive_machines_and_retained_states(site, recorder):
     tracker = StateTracker(site, recorder)
     tracker.on_status("qubit/status/loopback/ast_bay_1", report("ast_bay_1", "CHARGING"))
     changes = recorder.events(EventType.STATE_CHANGED)
-    assert [(e.payload["from_state"], e.payload["to_state"]) for e in changes] == [("AVAILABLE", "PREPARING"), ("PREPARING", "CHARGING")]
+    assert [(e.payload["from_state"], e.payload["to_state"]) for e in changes] == [
+        ("AVAILABLE", "PREPARING"), ("PREPARING", "CHARGING")]
     state = retained(recorder)["qubit/state/ast_bay_1"]
     assert (state.state, state.previous_state, state.trigger) == ("CHARGING", "PREPARING", "start_charge")
     tracker.on_status("t", report("ast_bay_1", "AVAILABLE"))  # unplugged mid-charge: one step, an early departure
@@ -69,23 +70,28 @@ def test_queries(site, recorder):
     from coordinator.events import Event
 
     tracker = StateTracker(site, recorder)
-    from coordinator.base import Command, CommandType
+    from coordinator.base import Command, CommandStatus, CommandType
     from coordinator.contract.events import CommandCompleted, CommandRetryScheduled, ScheduleReceived
 
     received = ScheduleReceived(schedule_id="sch_1", site_id=site.site_id, command_count=2, asset_count=1, slot_count=2,
                                 starts_at=None, ends_at=None)
     tracker.on_event("e", encode_event(Event(EventType.SCHEDULE_RECEIVED, received)))
-    done = Command("ast_bay_1", CommandType.STOP_CHARGING, command_id="cmd_1", schedule_id="sch_1", status="COMPLETED")
+    done = Command("ast_bay_1", CommandType.STOP_CHARGING, command_id="cmd_1", schedule_id="sch_1",
+                   status=CommandStatus.COMPLETED)
     retry = Command("ast_bay_1", CommandType.STOP_CHARGING, command_id="cmd_2", schedule_id="sch_1")
     for etype, payload in ((EventType.COMMAND_COMPLETED, CommandCompleted.of(done)),
                            (EventType.COMMAND_RETRY_SCHEDULED,
                             CommandRetryScheduled.of(retry, timed_out=True, retry_at=retry.scheduled_at))):
         tracker.on_event("e", encode_event(Event(etype, payload)))
-    ask = lambda kind, id_=None: tracker.answer(Query(query_id="q1", reply_to="qubit/query/replies/me", kind=kind, id=id_))
+
+    def ask(kind: QueryKind, id_: str | None = None) -> QueryReply:
+        return tracker.answer(Query(query_id="q1", reply_to="qubit/query/replies/me", kind=kind, id=id_))
+
     assert ask(QueryKind.COMMAND, "cmd_1").result["status"] == "COMPLETED"
     assert ask(QueryKind.SCHEDULE, "sch_1").result["command_statuses"] == {"COMPLETED": 1, "PENDING": 1}
     assert not ask(QueryKind.COMMAND, "cmd_404").ok
     assert set(ask(QueryKind.ASSET_STATES).result) == {"ast_bay_1", "ast_bay_2", "ast_batt_001"}
-    tracker.on_query("q", Query(query_id="q2", reply_to="qubit/query/replies/me", kind=QueryKind.COMMAND, id="cmd_2").encode())
+    query = Query(query_id="q2", reply_to="qubit/query/replies/me", kind=QueryKind.COMMAND, id="cmd_2")
+    tracker.on_query("q", query.encode())
     ((topic, payload),) = recorder.on("qubit/query/replies/")
     assert topic == "qubit/query/replies/me" and decode(QueryReply, payload).result["status"] == "PENDING"

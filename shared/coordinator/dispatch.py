@@ -388,18 +388,6 @@ class DispatchEngine:
         elif not was_waiting_retry:
             self._fail_attempt(cmd, error or "failed (no reason given)", now, timed_out=False)
         return cmd.status
-        if cmd.attempts == 0:
-            raise ValueError(f"{cmd.command_id} was never dispatched")
-        was_waiting_retry = cmd.status is CommandStatus.PENDING
-        if self._in_flight.get(cmd.asset_id) is cmd:
-            del self._in_flight[cmd.asset_id]
-        if success:
-            self._finish(cmd, CommandStatus.COMPLETED, None, now)
-        elif not retryable:
-            self._finish(cmd, CommandStatus.FAILED, error or "refused (no reason given)", now)
-        elif not was_waiting_retry:
-            self._fail_attempt(cmd, error or "failed (no reason given)", now, timed_out=False)
-        return cmd.status
 
     def check_timeouts(self, now: datetime | None = None) -> list[Command]:
         """Commands whose attempt got no answer within ``timeout_seconds``.

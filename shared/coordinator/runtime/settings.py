@@ -64,6 +64,36 @@ class Settings(BaseSettings):
     """None: no metrics endpoint; 0: any free port."""
     broker: Literal["auto", "local"] = "auto"
     """Developer tools only (tools/broker.py): ``local`` never tries a Docker broker."""
+    data_dir: Path = Path("data")
+    """Where a process keeps what must survive it: the planner's ledger, each gateway's
+    record of what it applied (docs/durability.md). A volume in the compose deployment."""
+    ledger_retention_days: float = 7.0
+    """How long the planner's ledger keeps finished commands and schedules."""
+    max_message_bytes: int = 1 << 20
+    """The largest bus message (schedules excepted): senders split batches under it,
+    receivers refuse what is larger, the broker config is written from it."""
+
+    @field_validator("ledger_retention_days", mode="before")
+    @classmethod
+    def _retention(cls, value: Any) -> float:
+        try:
+            days = float(value) if isinstance(value, str | int | float) and not isinstance(value, bool) else None
+        except ValueError:
+            days = None
+        if days is None or not 0 < days <= 3650:
+            raise PydanticCustomError("qubit_setting", "must be a number of days, more than 0 and at most 3650")
+        return days
+
+    @field_validator("max_message_bytes", mode="before")
+    @classmethod
+    def _message_limit(cls, value: Any) -> int:
+        try:
+            size = int(value) if isinstance(value, str | int) and not isinstance(value, bool) else None
+        except ValueError:
+            size = None
+        if size is None or not 64 << 10 <= size <= 256 << 20:
+            raise PydanticCustomError("qubit_setting", "must be an integer number of bytes, 65536 to 268435456")
+        return size
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:

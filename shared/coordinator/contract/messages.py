@@ -67,6 +67,12 @@ class CommandBatch(WireModel):
     def of(cls, gateway_id: str, commands: list[Command]) -> CommandBatch:
         return cls(gateway_id=gateway_id, commands=[command_to_wire(c) for c in commands])
 
+    @classmethod
+    def split(cls, gateway_id: str, items: list[dict[str, Any]], max_bytes: int) -> list[CommandBatch]:
+        # TEMPORARY stand-in until the mqtt branch's CommandBatch.split is merged
+        size = 2000
+        return [cls(gateway_id=gateway_id, commands=items[i:i + size]) for i in range(0, len(items), size)]
+
 
 def command_to_wire(cmd: Command) -> dict[str, Any]:
     fields: dict[str, Any] = COMMAND_ADAPTER.dump_python(cmd, mode="python")

@@ -1,43 +1,65 @@
 """Dispatch planner: accepted schedules -> timed commands -> the gateways that own the assets.
 
 It runs the library's DispatchEngine: releases commands when due, sends each tick's due
-commands to each gateway as one batch, handles results, retries with backoff, detects
-timeouts, holds commands for assets the tracker reports FAULTED or UNAVAILABLE, and lets a
-newer schedule supersede the future commands of an older one.
+commands to each gateway in batches under the message size limit, handles results, retries
+with backoff, detects timeouts, holds commands for assets the tracker reports FAULTED or
+UNAVAILABLE, and lets a newer schedule supersede the future commands of an older one.
+
+Every input is one unit of work in the durable ledger (coordinator.ledger): what it changed
+and the messages announcing it are committed together before anything leaves, and before
+the broker is told the input was handled. Killed at any moment, the planner restarts from
+its last commit: due commands go out, those in flight are sent again as they were (same
+command id and attempt: a gateway answers a repeat from its record), unsent messages are
+sent. The ledger also answers `qubit status` for commands and schedules. docs/durability.md.
 
     qubit-planner --site-config deploy/site.toml
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import sqlite3
+import sys
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from coordinator.adapters import RoutingTable
 from coordinator.asset_machines import is_early_departure
-from coordinator.contract.codec import MAX_SCHEDULE_BYTES, DecodeError, decode_schedule
-from coordinator.contract.events import EmergencyStopActivated, EmergencyStopReset, ScheduleRejected
+from coordinator.base import Command, CommandType
+from coordinator.contract.codec import MAX_SCHEDULE_BYTES, DecodeError, decode_event, decode_schedule
+from coordinator.contract.events import (
+    CommandPayload,
+    EmergencyStopActivated,
+    EmergencyStopReset,
+    ScheduleRejected,
+)
 from coordinator.contract.messages import (
     AcceptedSchedule,
     AssetStateMessage,
     CommandBatch,
     EmergencyStop,
     Outcome,
+    Query,
+    QueryKind,
+    QueryReply,
     ResultBatch,
     command_to_wire,
     decode,
 )
 from coordinator.contract.topics import (
     ASSET_STATES_ALL,
+    QUERY_REQUESTS,
     RESULTS_ALL,
+    SCHEDULE_REJECTIONS,
     SCHEDULES_ACCEPTED,
     commands_topic,
 )
 from coordinator.dispatch import DispatchEngine
-from coordinator.events import EventBus, EventType
+from coordinator.events import Event, EventBus, EventType
+from coordinator.ledger import Ledger, LedgerError, OutboxSender, Transport
 from coordinator.runtime.service import (
     Inbound,
     Publish,
@@ -48,33 +70,95 @@ from coordinator.runtime.service import (
     receives,
     run,
 )
+from coordinator.runtime.settings import settings
 from coordinator.schedule import ScheduleError
 from coordinator.site import SiteConfig
 from coordinator.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
-# Finished commands stay queryable in the engine this long.
+LEDGER_FILE = "planner-ledger.sqlite"
+# Finished commands stay in the engine's memory this long; the ledger keeps them for the retention.
 KEEP_FINISHED = timedelta(hours=1)
+PRUNE_EVERY = timedelta(hours=1)
+# Setpoint channels an emergency-stop reset restores: the newest of each, once.
+RESTORED_CHANNELS = (
+    frozenset({CommandType.SET_CHARGE_RATE, CommandType.SET_DISCHARGE_RATE}),
+    frozenset({CommandType.SET_POWER_LIMIT}),
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def durable(method: Callable[Concatenate[Planner, P], R]) -> Callable[Concatenate[Planner, P], R]:
+    """Run ``method`` as one unit of work of the ledger.
+
+    A unit that cannot be recorded ends the process (SystemExit escapes the MQTT client
+    before it acknowledges the input): the restarted planner resumes from the last
+    recorded state and the broker delivers the input again."""
+
+    @functools.wraps(method)
+    def unit_of_work(self: Planner, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            with self.ledger.unit():
+                return method(self, *args, **kwargs)
+        except (LedgerError, sqlite3.Error) as exc:  # a read can fail as a write does
+            log.critical("%s; stopping so that a restart resumes from the last recorded state", exc)
+            raise SystemExit(3) from exc
+
+    return unit_of_work
 
 
 class Planner(Service):
     bus: EventBus
-    publishes = (commands_topic("{gateway}"),)
+    publishes = (commands_topic("{gateway}"), "{query.reply_to}")
 
-    def __init__(self, site: SiteConfig, publish: Publish, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        site: SiteConfig,
+        publish: Publish,
+        clock: Callable[[], datetime] = utcnow,
+        *,
+        ledger: Ledger | None = None,
+        retention: timedelta | None = None,
+        max_message_bytes: int | None = None,
+    ) -> None:
+        config = settings()
         self.site = site
         self.clock = clock
         self.publish = publish
+        self.ledger = ledger or Ledger.open(config.data_dir / LEDGER_FILE)
+        self.retention = retention or timedelta(days=config.ledger_retention_days)
+        self.max_message_bytes = max_message_bytes or config.max_message_bytes
+        self.outbox = OutboxSender(self.ledger, publish)
         self.bus = EventBus()
+        self.bus.subscribe_all(self._record)
         # The ingester announces SCHEDULE_RECEIVED; the engine's own would say it twice.
-        forward_events(self.bus, publish, skip=frozenset({EventType.SCHEDULE_RECEIVED}))
+        forward_events(self.bus, self._publish_event, skip=frozenset({EventType.SCHEDULE_RECEIVED}))
         # Commands travel to their gateway as they are; each gateway translates them, once.
         self.routes = RoutingTable.from_site(site)
         self.engine = DispatchEngine(event_bus=self.bus, config=site.coordinator)
         self.tick_interval = site.coordinator.dispatch_interval_seconds
-        self._versions: dict[str, int] = {}  # schedule_id -> version
-        self._asset_versions: dict[str, int] = {}  # asset_id -> newest schedule version applied
+        # What the ledger says, read back: a restart resumes where the last commit left off.
+        self._asset_versions = self.ledger.asset_versions()  # asset_id -> newest schedule version applied
+        self._newest_created = self.ledger.newest_created_at()
+        self._unreconciled = self.engine.restore(self.ledger.open_commands())
+        self._next_prune = clock()
+        if self.engine.commands:
+            log.info("resumed from %s: %d unfinished commands, %d of them in flight",
+                     self.ledger.path, len(self.engine.commands), len(self._unreconciled))
+
+    def attach_client(self, client: Transport) -> None:
+        """Publish through ``client`` at the pace the broker confirms (the outbox's window)."""
+        self.outbox.transport = client
+
+    async def open(self) -> None:
+        # Committed before a crash, never confirmed: sent again (receivers are idempotent).
+        self.outbox.enqueue(self.ledger.unsent())
+
+    async def close(self) -> None:
+        self.ledger.close()
 
     def subscriptions(self) -> list[Inbound]:
         return [
@@ -82,10 +166,39 @@ class Planner(Service):
             # on_schedule reads its bytes itself: a larger size limit, a nested schedule
             Inbound(SCHEDULES_ACCEPTED, self.on_schedule),
             Inbound(RESULTS_ALL, self.on_results),
+            Inbound(SCHEDULE_REJECTIONS, self.on_rejected_schedule),  # events have a codec of their own
+            Inbound(QUERY_REQUESTS, self.on_query),
         ]
+
+    # -- the ledger ----------------------------------------------------------------
+
+    def _record(self, event: Event) -> None:
+        payload = event.payload
+        if not isinstance(payload, CommandPayload):
+            return
+        cmd = self.engine.get_command(payload.command_id)
+        unit = self.ledger.current
+        if cmd is None or unit is None:
+            raise RuntimeError(f"{event.event_type} of {payload.command_id} outside a unit of work of the ledger")
+        unit.record(cmd, event.event_type.value, event.timestamp)
+
+    def _publish_event(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        unit = self.ledger.current
+        if unit is None:
+            raise RuntimeError(f"event for {topic} published outside a unit of work of the ledger")
+        unit.publish(topic, payload, qos, retain)
+
+    def _created_at(self) -> datetime:
+        """Now, but always after the previous schedule's: gateways order setpoints by it."""
+        now = self.clock()
+        if self._newest_created is not None and now <= self._newest_created:
+            now = self._newest_created + timedelta(microseconds=1)
+        self._newest_created = now
+        return now
 
     # -- inputs --------------------------------------------------------------------
 
+    @durable
     def on_schedule(self, topic: str, data: bytes) -> None:
         try:
             accepted = decode(AcceptedSchedule, data, max_bytes=MAX_SCHEDULE_BYTES + 4096)
@@ -96,34 +209,60 @@ class Planner(Service):
                 schedule_id=None, reason="malformed", message=exc.reason, site_id=self.site.site_id))
             return
         sid = accepted.schedule_id
-        if sid in self._versions:
-            log.info("schedule %s already planned (redelivery or resend); ignored", sid)
+        known = self.ledger.schedule_status(sid)
+        if known is not None:
+            log.info("schedule %s already %s (redelivery or resend); ignored", sid, known)
             return
+        unit = self.ledger.current
+        assert unit is not None  # @durable
+        now = self.clock()
         assets = set(msg.asset_map.values())
         newer = sorted(a for a in assets if self._asset_versions.get(a, -1) > accepted.version)
         if newer:
-            self.bus.emit(
-                EventType.SCHEDULE_REJECTED,
-                ScheduleRejected(
-                    schedule_id=sid, reason="stale_version", site_id=self.site.site_id,
-                    message=f"version {accepted.version} is older than the schedule already in force"
-                            f" for {', '.join(newer)}"),
-            )
+            message = (f"version {accepted.version} is older than the schedule already in force"
+                       f" for {', '.join(newer)}")
+            unit.schedule_rejected(sid, accepted.version, now, "stale_version", message)
+            self.bus.emit(EventType.SCHEDULE_REJECTED, ScheduleRejected(
+                schedule_id=sid, reason="stale_version", site_id=self.site.site_id, message=message))
             return
         try:
-            commands = self.engine.schedule_to_commands(msg.frame, msg.asset_map, schedule_id=sid)
+            commands = self.engine.schedule_to_commands(msg.frame, msg.asset_map, schedule_id=sid,
+                                                        now=self._created_at())
         except ScheduleError as exc:  # the engine has published SCHEDULE_REJECTED
             log.error("schedule %s passed the ingester but not the engine: %s", sid, exc)
+            unit.schedule_rejected(sid, accepted.version, now, exc.reason, str(exc))
             return
-        self._versions[sid] = accepted.version
         planned = {c.asset_id for c in commands}
         for asset_id in planned:
             self._asset_versions[asset_id] = accepted.version
+            unit.set_asset_version(asset_id, accepted.version)
+        superseded = []
         if len(msg.frame.index):
-            self.engine.supersede(planned, msg.frame.index[0].to_pydatetime(), sid)
-        log.info("schedule %s v%s planned: %d commands", sid, accepted.version, len(commands))
+            superseded = self.engine.supersede(planned, msg.frame.index[0].to_pydatetime(), sid)
+        unit.schedule_planned(sid, accepted.version, accepted.received_at, now, len(commands), len(superseded))
+        log.info("schedule %s v%s planned: %d commands, %d superseded", sid, accepted.version, len(commands),
+                 len(superseded))
+
+    def on_rejected_schedule(self, topic: str, data: bytes) -> None:
+        """The ingester's refusals, so that `qubit status` answers for every schedule."""
+        try:
+            event = decode_event(data)
+        except DecodeError as exc:
+            log.error("unreadable event on %s: %s", topic, exc.reason)
+            return
+        rejected = event.payload
+        if not isinstance(rejected, ScheduleRejected) or rejected.schedule_id is None:
+            return
+        if self.ledger.schedule_status(rejected.schedule_id) is None:
+            self._record_rejection(rejected, event.timestamp)
+
+    @durable
+    def _record_rejection(self, rejected: ScheduleRejected, at: datetime) -> None:
+        assert rejected.schedule_id is not None and self.ledger.current is not None
+        self.ledger.current.schedule_rejected(rejected.schedule_id, None, at, rejected.reason, rejected.message or "")
 
     @receives(ResultBatch, "result batch")
+    @durable
     def on_results(self, topic: str, batch: ResultBatch) -> None:
         for result in batch.results:
             cmd = self.engine.get_command(result.command_id)
@@ -144,6 +283,7 @@ class Planner(Service):
                 )
 
     @receives(AssetStateMessage, "asset state")
+    @durable
     def on_asset_state(self, topic: str, msg: AssetStateMessage) -> None:
         self.engine.set_asset_state(msg.asset_id, msg.state)
         if msg.previous_state and msg.trigger and is_early_departure(msg.previous_state, msg.trigger):
@@ -153,38 +293,105 @@ class Planner(Service):
                 msg.asset_id, f"early departure: vehicle unplugged while {msg.previous_state}", created_before=msg.since
             )
 
+    # -- queries: `qubit status cmd_... | sch_...` ------------------------------------
+
+    @receives(Query, "query")
+    def on_query(self, topic: str, query: Query) -> None:
+        if query.kind is QueryKind.ASSET_STATES:
+            return  # the tracker's to answer
+        self.publish(query.reply_to, self.answer(query).encode(), qos=1)
+
+    def answer(self, query: Query) -> QueryReply:
+        found: dict[str, Any] | None
+        if query.kind is QueryKind.COMMAND:
+            found = self.ledger.command_record(query.id or "")
+        else:
+            found = self.ledger.schedule_record(query.id or "")
+        if found is None:
+            return QueryReply(query_id=query.query_id, ok=False, error=f"no {query.kind.value} {query.id} known")
+        return QueryReply(query_id=query.query_id, ok=True, result=found)
+
     # -- the site's emergency stop (called by coordinator.runtime.service, ahead of any backlog) ----
 
+    @durable
     def emergency_stop(self, order: EmergencyStop) -> None:
         """Dispatch nothing more; what falls due meanwhile is held. Recorded as an event."""
         self.engine.hold_site(f"emergency stop: {order.reason}")
         self.bus.emit(EventType.EMERGENCY_STOP_ACTIVATED,
                       EmergencyStopActivated(reason=order.reason, issued_by=order.issued_by, ordered_at=order.at))
 
+    @durable
     def emergency_reset(self, order: EmergencyStop) -> None:
-        """Dispatching resumes: the newest held setpoint per asset goes out at the next tick."""
+        """Dispatching resumes with the newest setpoint per asset and channel, once: the one
+        held during the stop, else the one in force before it, issued again as a new command
+        (gateways put assets to 0 kW on the stop and restore nothing by themselves)."""
         self.engine.release_site()
         self.bus.emit(EventType.EMERGENCY_STOP_RESET,
                       EmergencyStopReset(reason=order.reason, issued_by=order.issued_by, ordered_at=order.at))
+        now = self.clock()
+        again = []
+        for channel in RESTORED_CHANNELS:
+            for asset_id, in_force in self.ledger.completed_setpoints(channel).items():
+                if asset_id in self.routes and not self.engine.has_unfinished(asset_id, channel):
+                    again.append(Command(
+                        asset_id, in_force.command_type, dict(in_force.parameters), now,
+                        max_retries=in_force.max_retries, timeout_seconds=in_force.timeout_seconds,
+                        priority=in_force.priority, schedule_id=in_force.schedule_id, created_at=self._created_at(),
+                    ))
+        self.engine.add_commands(again)
+        log.info("emergency stop reset: %d setpoints in force issued again", len(again))
 
     # -- clock ---------------------------------------------------------------------
 
+    @durable
     def tick(self, now: datetime) -> None:
-        self.engine.check_timeouts(now)
         batches: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        if self._unreconciled:
+            self._reconcile(now, batches)
+        self.engine.check_timeouts(now)
         for cmd in self.engine.get_pending_commands(now):
             route = self.engine.dispatch_to_gateway(cmd, self.routes, now=now)
             if route is not None:
                 batches[route.gateway_id].append(command_to_wire(cmd))
+        unit = self.ledger.current
+        assert unit is not None  # @durable
         for gateway_id, items in batches.items():
-            batch = CommandBatch(gateway_id=gateway_id, commands=items)
-            self.publish(commands_topic(gateway_id), batch.encode(), qos=1)
+            for batch in CommandBatch.split(gateway_id, items, self.max_message_bytes):
+                unit.publish(commands_topic(gateway_id), batch.encode(), urgent=True)
         self.engine.forget_finished(now - KEEP_FINISHED)
+        if now >= self._next_prune:
+            self._next_prune = now + PRUNE_EVERY
+            commands, schedules = self.ledger.prune(now - self.retention)
+            if commands or schedules:
+                log.info("ledger: %d commands and %d schedules older than %s pruned", commands, schedules,
+                         self.retention)
+
+    def _reconcile(self, now: datetime, batches: dict[str, list[dict[str, Any]]]) -> None:
+        """In flight when the planner stopped: sent again exactly as they were (same command
+        id and attempt), so a gateway that has it answers from its record and one that never
+        got it applies it now. The timeout counts from this send."""
+        unit = self.ledger.current
+        assert unit is not None
+        for cmd in self._unreconciled:
+            route = self.routes.get(cmd.asset_id)
+            if not cmd.status.is_in_flight or route is None:
+                continue
+            cmd.dispatched_at = now
+            unit.record(cmd, "COMMAND_RESENT", now)
+            batches[route.gateway_id].append(command_to_wire(cmd))
+        log.info("%d commands in flight before the restart sent again", len(self._unreconciled))
+        self._unreconciled = []
 
 
 def main(argv: list[str] | None = None) -> int:
     args = base_arguments(__doc__.splitlines()[0]).parse_args(argv)
-    return run("planner", Planner, load_site(args.site_config))
+    site = load_site(args.site_config)
+    try:
+        planner_ledger = Ledger.open(settings().data_dir / LEDGER_FILE)
+    except LedgerError as exc:
+        print(f"qubit-planner: {exc}", file=sys.stderr)
+        return 2
+    return run("planner", lambda s, publish: Planner(s, publish, ledger=planner_ledger), site)
 
 
 if __name__ == "__main__":

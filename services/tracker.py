@@ -4,8 +4,8 @@
   transition is a STATE_CHANGED event and the asset's state is kept as a retained message
   on qubit/state/{asset}, so a late subscriber sees every asset's state at once. On start
   the tracker reads those retained states back: a restart loses nothing.
-- It follows every command and schedule event and answers operators' queries on
-  qubit/query/requests (the `qubit status` command).
+- It answers operators' asset-state queries on qubit/query/requests (`qubit states`);
+  commands and schedules are the planner's to answer, from its ledger (`qubit status`).
 
     qubit-tracker --site-config deploy/site.toml
 """
@@ -13,12 +13,8 @@
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from datetime import datetime
-from typing import Any
 
-from coordinator.contract.codec import DecodeError, decode_event
-from coordinator.contract.events import CommandPayload, ScheduleReceived, ScheduleRejected
 from coordinator.contract.messages import (
     AssetStateMessage,
     Query,
@@ -28,7 +24,6 @@ from coordinator.contract.messages import (
 )
 from coordinator.contract.topics import (
     ASSET_STATES_ALL,
-    EVENTS_ALL,
     QUERY_REQUESTS,
     STATUS_ALL,
     asset_state_topic,
@@ -50,8 +45,6 @@ from coordinator.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
-# Commands remembered for queries; the oldest are forgotten first.
-MAX_TRACKED_COMMANDS = 200_000
 GRACE_BEFORE_INITIAL_STATES = 2.0  # seconds to wait for retained states before publishing defaults
 
 
@@ -68,8 +61,6 @@ class StateTracker(Service):
         self.machines: dict[str, StateMachine] = {a.asset_id: a.create_state_machine(self.bus) for a in site.assets}
         self.kinds = {a.asset_id: a.kind for a in site.assets}
         self.since: dict[str, datetime] = {}
-        self.commands: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self.schedules: dict[str, dict[str, Any]] = {}
         self._started = utcnow()
         self._announced = False
 
@@ -78,7 +69,6 @@ class StateTracker(Service):
         return [
             Inbound(ASSET_STATES_ALL, self.on_retained_state),
             Inbound(STATUS_ALL, self.on_status),
-            Inbound(EVENTS_ALL, self.on_event),  # reads its bytes itself: events have a codec of their own
             Inbound(QUERY_REQUESTS, self.on_query),
         ]
 
@@ -133,48 +123,20 @@ class StateTracker(Service):
                 if asset_id not in self.since:
                     self._publish_state(asset_id, None, None, now)
 
-    # -- commands and schedules, for queries ---------------------------------------
-
-    def on_event(self, topic: str, data: bytes) -> None:
-        try:
-            event = decode_event(data)
-        except DecodeError as exc:
-            log.error("unreadable event on %s: %s", topic, exc.reason)
-            return
-        p = event.payload
-        if isinstance(p, CommandPayload):
-            self.commands[p.command_id] = p.model_dump() | {"last_event": event.event_type.value, "at": event.timestamp}
-            self.commands.move_to_end(p.command_id)
-            while len(self.commands) > MAX_TRACKED_COMMANDS:
-                self.commands.popitem(last=False)
-            if p.schedule_id is not None:  # the planner's events may overtake the ingester's
-                self.schedules.setdefault(p.schedule_id, {"commands": {}})["commands"][p.command_id] = p.status.value
-        elif isinstance(p, (ScheduleReceived, ScheduleRejected)) and p.schedule_id is not None:
-            entry = self.schedules.setdefault(p.schedule_id, {"commands": {}})
-            entry.update(p.model_dump() | {"status": event.event_type.value, "at": event.timestamp})
+    # -- queries ---------------------------------------------------------------------
 
     @receives(Query, "query")
     def on_query(self, topic: str, query: Query) -> None:
         reply = self.answer(query)
-        self.publish(query.reply_to, reply.encode(), qos=1)
+        if reply is not None:
+            self.publish(query.reply_to, reply.encode(), qos=1)
 
-    def answer(self, query: Query) -> QueryReply:
-        if query.kind is QueryKind.ASSET_STATES:
-            result = {a: {"state": m.state, "since": self.since.get(a)} for a, m in self.machines.items()}
-            return QueryReply(query_id=query.query_id, ok=True, result=result)
-        if query.kind is QueryKind.COMMAND:
-            found = self.commands.get(query.id or "")
-            if found is None:
-                return QueryReply(query_id=query.query_id, ok=False, error=f"no command {query.id} known")
-            return QueryReply(query_id=query.query_id, ok=True, result=found)
-        schedule = self.schedules.get(query.id or "")
-        if schedule is None:
-            return QueryReply(query_id=query.query_id, ok=False, error=f"no schedule {query.id} known")
-        counts: dict[str, int] = {}
-        for status in schedule["commands"].values():
-            counts[status] = counts.get(status, 0) + 1
-        summary = {k: v for k, v in schedule.items() if k != "commands"} | {"command_statuses": counts}
-        return QueryReply(query_id=query.query_id, ok=True, result=summary)
+    def answer(self, query: Query) -> QueryReply | None:
+        """Asset states; None for the other kinds: the planner answers those from its ledger."""
+        if query.kind is not QueryKind.ASSET_STATES:
+            return None
+        result = {a: {"state": m.state, "since": self.since.get(a)} for a, m in self.machines.items()}
+        return QueryReply(query_id=query.query_id, ok=True, result=result)
 
 
 def main(argv: list[str] | None = None) -> int:

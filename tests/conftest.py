@@ -31,6 +31,15 @@ class Recorder:
         self.sent.clear()
 
 
+@pytest.fixture(autouse=True)
+def data_dir(tmp_path, monkeypatch):
+    """Every test's processes keep their durable files (the planner's ledger, gateways'
+    records) in its own directory, never in the checkout."""
+    path = tmp_path / "data"
+    monkeypatch.setenv("QUBIT_DATA_DIR", str(path))
+    return path
+
+
 @pytest.fixture
 def site():
     return SiteConfig.load(SITE_TOML)

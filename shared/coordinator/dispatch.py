@@ -95,11 +95,13 @@ class DispatchEngine:
         asset_map: Mapping[str, str],
         *,
         schedule_id: str | None = None,
+        now: datetime | None = None,
     ) -> list[Command]:
         """Convert a Layer 3 schedule (see ``coordinator.schedule``) and queue its commands.
 
-        A schedule that cannot be converted raises ScheduleError after a SCHEDULE_REJECTED
-        event; nothing is queued.
+        ``now`` is the commands' created_at (default: the current time). A schedule that
+        cannot be converted raises ScheduleError after a SCHEDULE_REJECTED event; nothing
+        is queued.
         """
         try:
             commands = schedule_conversion.schedule_to_commands(
@@ -108,6 +110,7 @@ class DispatchEngine:
                 schedule_id=schedule_id,
                 timeout_seconds=self.config.command_timeout_seconds,
                 max_retries=self.config.max_retries,
+                now=now,
             )
         except ScheduleError as exc:
             self.event_bus.emit(
@@ -138,6 +141,28 @@ class DispatchEngine:
         commands = list(commands)
         self._register(commands)
         self._announce_created(commands)
+
+    def restore(self, commands: Iterable[Command]) -> list[Command]:
+        """Take back unfinished commands from a durable record (a restarted planner), in the
+        state recorded, without events (nothing changed): PENDING ones are queued by slot
+        time, DISPATCHED and ACKNOWLEDGED ones are in flight again. Returns those in flight,
+        for the caller to reconcile with their gateways."""
+        commands = list(commands)
+        self._register(commands)
+        in_flight = []
+        for cmd in commands:
+            if not cmd.status.is_in_flight:
+                continue
+            busy = self._in_flight.get(cmd.asset_id)
+            if busy is not None:  # the engine never records two; a record that says so is answered by timeout
+                log.error("restored %s and %s both in flight for %s", busy.command_id, cmd.command_id, cmd.asset_id)
+            self._in_flight[cmd.asset_id] = cmd
+            in_flight.append(cmd)
+        return in_flight
+
+    def has_unfinished(self, asset_id: str, command_types: frozenset[CommandType]) -> bool:
+        """Whether ``asset_id`` has a command of ``command_types`` not yet finished."""
+        return any(c.command_type in command_types and not c.status.is_terminal for c in self._by_asset.get(asset_id, ()))
 
     def _register(self, commands: list[Command]) -> None:
         known = self._commands.keys() & {c.command_id for c in commands}

@@ -22,8 +22,12 @@ EVENTS_ALL = f"{ROOT}/events/#"
 SITE = "site"
 """Asset level of an event topic for events about no single asset (schedules)."""
 
+SCHEDULE_REJECTIONS = f"{ROOT}/events/SCHEDULE_REJECTED/+"
+"""Every refused schedule: the planner records the ingester's refusals in its ledger."""
+
 QUERY_REQUESTS = f"{ROOT}/query/requests"
-"""Operators ask the state tracker here; the answer goes to the request's reply_to topic."""
+"""Operators ask here: asset states are the tracker's to answer, commands and schedules the
+planner's (from its ledger); the answer goes to the request's reply_to topic."""
 
 _LEVEL = re.compile(r"^[^/#+\x00]{1,128}$")
 

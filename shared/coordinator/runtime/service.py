@@ -72,6 +72,10 @@ class Service:
     def attach(self, supervisor: Supervisor) -> None:
         """Given the process's supervisor before anything runs (gateways tell it their links)."""
 
+    def attach_client(self, client: MqttClient) -> None:
+        """Given the process's MQTT client before it opens: for a service that paces its own
+        publishing by the broker's confirmations (the planner's outbox)."""
+
     async def open(self) -> None:
         """Start what runs on the loop (listeners, device links), before the broker is joined."""
 
@@ -182,6 +186,7 @@ async def serve(name: str, build: Callable[[SiteConfig, Publish], Service], site
     if service.bus is not None:  # commands, links: what the service itself reports
         metrics.observe_bus(service.bus)
     service.attach(supervisor)
+    service.attach_client(client)
     serve_metrics(metrics, supervisor)
     for topic_filter, handler in service.subscriptions():
         client.subscribe(topic_filter, handler)

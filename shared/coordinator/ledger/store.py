@@ -1,0 +1,396 @@
+"""The ledger's SQLite file: what is written, in which transaction, and how it is read back.
+
+Everything a unit of work changed (a schedule planned, commands created, each command's new
+state and the transition that led to it, the messages that announce it) is written by one
+transaction when the unit ends. Nothing leaves the process before that commit: a crash loses
+at most the unit in progress, whose inbound message the broker has not had acknowledged, so
+it comes again.
+
+The file is in WAL mode with ``synchronous=FULL``: a committed unit survives a crash of the
+process and of the machine. Times are stored as integer microseconds since the epoch (UTC).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from coordinator.base import Command, CommandStatus, CommandType
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS schedules (
+    schedule_id TEXT PRIMARY KEY,
+    version INTEGER,
+    status TEXT NOT NULL,            -- planned | rejected
+    recorded_at INTEGER NOT NULL,
+    received_at INTEGER,
+    command_count INTEGER NOT NULL DEFAULT 0,
+    superseded INTEGER NOT NULL DEFAULT 0,
+    reason TEXT,
+    message TEXT
+);
+CREATE TABLE IF NOT EXISTS commands (
+    command_id TEXT PRIMARY KEY,
+    schedule_id TEXT,
+    asset_id TEXT NOT NULL,
+    command_type TEXT NOT NULL,
+    parameters TEXT NOT NULL,
+    scheduled_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    priority INTEGER NOT NULL,
+    max_retries INTEGER NOT NULL,
+    timeout_seconds REAL NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    dispatched_at INTEGER,
+    finished_at INTEGER,
+    next_attempt_at INTEGER,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS commands_open ON commands(status) WHERE finished_at IS NULL;
+CREATE INDEX IF NOT EXISTS commands_by_schedule ON commands(schedule_id);
+CREATE INDEX IF NOT EXISTS commands_finished ON commands(finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS commands_completed_by_asset ON commands(asset_id, created_at, scheduled_at)
+    WHERE status = 'COMPLETED';
+CREATE TABLE IF NOT EXISTS transitions (
+    id INTEGER PRIMARY KEY,
+    command_id TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    reason TEXT
+);
+CREATE INDEX IF NOT EXISTS transitions_by_command ON transitions(command_id);
+CREATE TABLE IF NOT EXISTS asset_versions (asset_id TEXT PRIMARY KEY, version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    qos INTEGER NOT NULL,
+    retain INTEGER NOT NULL,
+    urgent INTEGER NOT NULL
+);
+"""
+
+
+class LedgerError(RuntimeError):
+    """The ledger cannot be opened or written: nothing more may be decided until it can."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """A message the planner publishes, kept until the broker confirmed it."""
+
+    id: int
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    urgent: bool
+    """Command batches: sent ahead of events waiting in the outbox."""
+
+
+@dataclass
+class Unit:
+    """What one unit of work changed, written when it ends (``Ledger.unit``)."""
+
+    ledger: Ledger
+    new_commands: dict[str, Command] = field(default_factory=dict)
+    touched: dict[str, Command] = field(default_factory=dict)
+    transitions: list[tuple[str, int, str, str, int, str | None]] = field(default_factory=list)
+    messages: list[OutgoingMessage] = field(default_factory=list)
+    schedules: list[tuple[Any, ...]] = field(default_factory=list)
+    asset_versions: dict[str, int] = field(default_factory=dict)
+
+    def record(self, cmd: Command, event: str, at: datetime) -> None:
+        """``cmd`` moved (``event``, e.g. COMMAND_DISPATCHED): its state and the transition are
+        written. COMMAND_CREATED inserts the command; its row records the creation."""
+        if event == "COMMAND_CREATED":
+            self.new_commands[cmd.command_id] = cmd
+            return
+        if cmd.command_id not in self.new_commands:
+            self.touched[cmd.command_id] = cmd
+        self.transitions.append((cmd.command_id, _us(at), event, cmd.status.value, cmd.attempts, cmd.error))
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False, *, urgent: bool = False) -> None:
+        """Send ``payload`` once this unit is committed (and again after a crash until confirmed)."""
+        self.messages.append(OutgoingMessage(self.ledger._take_message_id(), topic, payload, qos, retain, urgent))
+
+    def schedule_planned(self, schedule_id: str, version: int, received_at: datetime, at: datetime,
+                         command_count: int, superseded: int) -> None:
+        self.schedules.append((schedule_id, version, "planned", _us(at), _us(received_at), command_count,
+                               superseded, None, None))
+
+    def schedule_rejected(self, schedule_id: str, version: int | None, at: datetime, reason: str, message: str) -> None:
+        self.schedules.append((schedule_id, version, "rejected", _us(at), None, 0, 0, reason, message))
+
+    def set_asset_version(self, asset_id: str, version: int) -> None:
+        self.asset_versions[asset_id] = version
+
+
+class Ledger:
+    """The planner's durable record. Used from one thread (the planner's event loop)."""
+
+    def __init__(self, connection: sqlite3.Connection, path: str) -> None:
+        self._db = connection
+        self.path = path
+        self._unit: Unit | None = None
+        self._depth = 0
+        self._confirmed: list[int] = []
+        self._committed_listeners: list[Any] = []
+        row = self._db.execute("SELECT max(id) FROM outbox").fetchone()
+        self._next_message_id = (row[0] or 0) + 1
+
+    @classmethod
+    def open(cls, path: str | Path) -> Ledger:
+        """Open (or create) the ledger at ``path``; ``":memory:"`` for a throwaway one.
+
+        Raises LedgerError, with the reason, when the file cannot be used."""
+        where = str(path)
+        try:
+            if where != ":memory:":
+                Path(where).parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(where, isolation_level=None, check_same_thread=True)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_SCHEMA)
+            found = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if found is None:
+                db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif found[0] != str(SCHEMA_VERSION):
+                raise LedgerError(f"ledger {where} has schema version {found[0]}, this planner reads {SCHEMA_VERSION}")
+        except (sqlite3.Error, OSError) as exc:
+            raise LedgerError(f"ledger {where} cannot be opened: {exc}") from exc
+        return cls(db, where)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- units of work -----------------------------------------------------------------
+
+    def on_committed(self, listener: Any) -> None:
+        """``listener(messages)`` after every commit, with the messages that unit published."""
+        self._committed_listeners.append(listener)
+
+    @property
+    def current(self) -> Unit | None:
+        """The unit of work in progress, if any."""
+        return self._unit
+
+    @contextmanager
+    def unit(self) -> Iterator[Unit]:
+        """A unit of work: everything recorded in it is committed when the outermost one ends.
+
+        A body that raises still has what it recorded committed (it happened in memory; the
+        ledger must say so), then the exception goes on. A commit that fails raises LedgerError."""
+        if self._unit is None:
+            self._unit = Unit(self)
+        self._depth += 1
+        try:
+            yield self._unit
+        finally:
+            self._depth -= 1
+            if self._depth == 0:
+                unit, self._unit = self._unit, None
+                self._commit(unit)
+                for listener in self._committed_listeners:
+                    listener(unit.messages)
+
+    def confirmed(self, message_id: int) -> None:
+        """The broker confirmed this message: it is deleted with the next commit."""
+        self._confirmed.append(message_id)
+
+    def _take_message_id(self) -> int:
+        taken = self._next_message_id
+        self._next_message_id += 1
+        return taken
+
+    def _commit(self, unit: Unit) -> None:
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            if unit.new_commands:
+                db.executemany("INSERT INTO commands VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                               map(_row, unit.new_commands.values()))
+            if unit.touched:
+                db.executemany(
+                    "UPDATE commands SET status=?, attempts=?, dispatched_at=?, finished_at=?, next_attempt_at=?,"
+                    " error=? WHERE command_id=?", map(_state_row, unit.touched.values()))
+            if unit.transitions:
+                db.executemany("INSERT INTO transitions (command_id, at, event, status, attempt, reason)"
+                               " VALUES (?,?,?,?,?,?)", unit.transitions)
+            if unit.schedules:
+                db.executemany("INSERT OR REPLACE INTO schedules VALUES (?,?,?,?,?,?,?,?,?)", unit.schedules)
+            if unit.asset_versions:
+                db.executemany("INSERT OR REPLACE INTO asset_versions VALUES (?,?)", unit.asset_versions.items())
+            if unit.messages:
+                db.executemany("INSERT INTO outbox VALUES (?,?,?,?,?,?)",
+                               ((m.id, m.topic, m.payload, m.qos, int(m.retain), int(m.urgent)) for m in unit.messages))
+            if self._confirmed:
+                done, self._confirmed = self._confirmed, []
+                db.executemany("DELETE FROM outbox WHERE id = ?", ((i,) for i in done))
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            _roll_back(db)
+            raise LedgerError(f"ledger {self.path}: a unit of work could not be recorded: {exc}") from exc
+
+    # -- what a restarted planner reads back ------------------------------------------------
+
+    def open_commands(self) -> list[Command]:
+        """Every command not yet finished, as it was last recorded, in slot order."""
+        rows = self._db.execute(
+            "SELECT * FROM commands WHERE finished_at IS NULL ORDER BY scheduled_at, created_at").fetchall()
+        return [_command(r) for r in rows]
+
+    def asset_versions(self) -> dict[str, int]:
+        return dict(self._db.execute("SELECT asset_id, version FROM asset_versions").fetchall())
+
+    def schedule_status(self, schedule_id: str) -> str | None:
+        """planned, rejected, or None for a schedule never seen."""
+        row = self._db.execute("SELECT status FROM schedules WHERE schedule_id = ?", (schedule_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def newest_created_at(self) -> datetime | None:
+        row = self._db.execute("SELECT max(created_at) FROM commands").fetchone()
+        return None if row[0] is None else _dt(row[0])
+
+    def unsent(self) -> list[OutgoingMessage]:
+        """Messages committed and not yet confirmed by the broker, in the order they were made."""
+        return [OutgoingMessage(r[0], r[1], bytes(r[2]), r[3], bool(r[4]), bool(r[5]))
+                for r in self._db.execute("SELECT * FROM outbox ORDER BY id")]
+
+    def completed_setpoints(self, command_types: Iterable[CommandType]) -> dict[str, Command]:
+        """Per asset, the newest completed command of ``command_types`` (newest by
+        (created_at, scheduled_at), the order gateways apply setpoints in)."""
+        types = [t.value for t in command_types]
+        marks = ",".join("?" * len(types))
+        rows = self._db.execute(
+            f"SELECT * FROM commands WHERE status = 'COMPLETED' AND command_type IN ({marks})"  # noqa: S608 - marks only
+            " ORDER BY asset_id, created_at, scheduled_at", types).fetchall()
+        return {r[2]: _command(r) for r in rows}  # the last row of each asset wins
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def command_record(self, command_id: str) -> dict[str, Any] | None:
+        """The command as recorded, with every transition, for ``qubit status cmd_...``."""
+        cursor = self._db.execute("SELECT * FROM commands WHERE command_id = ?", (command_id,))
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        names = [d[0] for d in cursor.description]
+        record: dict[str, Any] = dict(zip(names, row, strict=True))
+        for key in ("scheduled_at", "created_at", "dispatched_at", "finished_at", "next_attempt_at"):
+            record[key] = _dt_or_none(record[key])
+        record["parameters"] = json.loads(record["parameters"])
+        record["transitions"] = [
+            {"at": _dt(at), "event": event, "status": status, "attempt": attempt, "reason": reason}
+            for at, event, status, attempt, reason in self._db.execute(
+                "SELECT at, event, status, attempt, reason FROM transitions WHERE command_id = ? ORDER BY id",
+                (command_id,))
+        ]
+        return record
+
+    def schedule_record(self, schedule_id: str) -> dict[str, Any] | None:
+        """The schedule's fate and its commands' statuses, for ``qubit status sch_...``."""
+        cursor = self._db.execute("SELECT * FROM schedules WHERE schedule_id = ?", (schedule_id,))
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        names = [d[0] for d in cursor.description]
+        record: dict[str, Any] = dict(zip(names, row, strict=True))
+        record["recorded_at"] = _dt(record["recorded_at"])
+        record["received_at"] = _dt_or_none(record["received_at"])
+        record["command_statuses"] = dict(self._db.execute(
+            "SELECT status, count(*) FROM commands WHERE schedule_id = ? GROUP BY status", (schedule_id,)).fetchall())
+        return record
+
+    # -- retention ---------------------------------------------------------------------------
+
+    def prune(self, finished_before: datetime) -> tuple[int, int]:
+        """Forget commands finished before ``finished_before``, their transitions, and the
+        schedules with no command left that were recorded before it. Returns (commands, schedules)."""
+        cutoff = _us(finished_before)
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("DELETE FROM transitions WHERE command_id IN"
+                       " (SELECT command_id FROM commands WHERE finished_at < ?)", (cutoff,))
+            commands = db.execute("DELETE FROM commands WHERE finished_at < ?", (cutoff,)).rowcount
+            schedules = db.execute(
+                "DELETE FROM schedules WHERE recorded_at < ? AND NOT EXISTS"
+                " (SELECT 1 FROM commands c WHERE c.schedule_id = schedules.schedule_id)", (cutoff,)).rowcount
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            _roll_back(db)
+            raise LedgerError(f"ledger {self.path}: pruning failed: {exc}") from exc
+        return commands, schedules
+
+
+def _roll_back(db: sqlite3.Connection) -> None:
+    try:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+    except sqlite3.Error:  # the connection itself is gone: nothing was committed anyway
+        pass
+
+
+# -- rows <-> commands ---------------------------------------------------------------------
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _us(at: datetime) -> int:
+    # Exact, unlike timestamp(): a restored command must carry the very times it was sent with.
+    return (at - _EPOCH) // _MICROSECOND
+
+
+def _us_or_none(at: datetime | None) -> int | None:
+    return None if at is None else _us(at)
+
+
+def _dt(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+def _dt_or_none(us: int | None) -> datetime | None:
+    return None if us is None else _dt(us)
+
+
+def _parameters(cmd: Command) -> str:
+    return json.dumps(cmd.parameters, separators=(",", ":"), allow_nan=False)
+
+
+def _row(cmd: Command) -> tuple[Any, ...]:
+    return (cmd.command_id, cmd.schedule_id, cmd.asset_id, cmd.command_type.value, _parameters(cmd),
+            _us(cmd.scheduled_at), _us(cmd.created_at), cmd.priority, cmd.max_retries, cmd.timeout_seconds,
+            cmd.status.value, cmd.attempts, _us_or_none(cmd.dispatched_at), _us_or_none(cmd.finished_at),
+            _us_or_none(cmd.next_attempt_at), cmd.error)
+
+
+def _state_row(cmd: Command) -> tuple[Any, ...]:
+    return (cmd.status.value, cmd.attempts, _us_or_none(cmd.dispatched_at), _us_or_none(cmd.finished_at),
+            _us_or_none(cmd.next_attempt_at), cmd.error, cmd.command_id)
+
+
+def _command(row: tuple[Any, ...]) -> Command:
+    (command_id, schedule_id, asset_id, command_type, parameters, scheduled_at, created_at, priority, max_retries,
+     timeout_seconds, status, attempts, dispatched_at, finished_at, next_attempt_at, error) = row
+    return Command(
+        asset_id=asset_id, command_type=CommandType(command_type), parameters=json.loads(parameters),
+        scheduled_at=_dt(scheduled_at), command_id=command_id, status=CommandStatus(status), attempts=attempts,
+        max_retries=max_retries, timeout_seconds=timeout_seconds, priority=priority, schedule_id=schedule_id,
+        created_at=_dt(created_at), dispatched_at=_dt_or_none(dispatched_at), finished_at=_dt_or_none(finished_at),
+        next_attempt_at=_dt_or_none(next_attempt_at), error=error,
+    )

@@ -149,7 +149,7 @@ class Planner(Service):
             log.info("resumed from %s: %d unfinished commands, %d of them in flight",
                      self.ledger.path, len(self.engine.commands), len(self._unreconciled))
 
-    def attach_client(self, client: Transport) -> None:
+    def attach_client(self, client: Transport) -> None:  # type: ignore[override]  # MqttClient is a Transport
         """Publish through ``client`` at the pace the broker confirms (the outbox's window)."""
         self.outbox.transport = client
 

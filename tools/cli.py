@@ -255,7 +255,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 return 1
             print(json.dumps(reply.result, indent=2, default=str, sort_keys=True))
             return 0
-    print("qubit: no answer from the tracker (is it running?)", file=sys.stderr)
+    print("qubit: no answer from the planner (is it running?)", file=sys.stderr)
     return 1
 
 

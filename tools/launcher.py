@@ -39,14 +39,17 @@ CORE = ("ingester", "planner", "tracker", "gateway-loopback")
 
 
 class ServiceProcesses:
-    def __init__(self, host: str, port: int, site_config: Path, logs: Path) -> None:
+    def __init__(self, host: str, port: int, site_config: Path, logs: Path, data: Path | None = None) -> None:
+        """``data``: the processes' QUBIT_DATA_DIR (ledger, gateway records); default beside ``logs``."""
         self.host, self.port = host, port
         self.logs = logs
+        self.data = data or logs.parent / "data"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.env = os.environ | {
             "QUBIT_MQTT_HOST": host, "QUBIT_MQTT_PORT": str(port),
             "QUBIT_SITE_CONFIG": str(site_config), "PYTHONUNBUFFERED": "1",
+            "QUBIT_DATA_DIR": str(self.data),
             # On one machine the processes cannot share the default port: each takes one the
             # system gives it (an ephemeral port cannot collide with ports the sites chose)
             # and says which in its retained status.

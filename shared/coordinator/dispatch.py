@@ -162,7 +162,9 @@ class DispatchEngine:
 
     def has_unfinished(self, asset_id: str, command_types: frozenset[CommandType]) -> bool:
         """Whether ``asset_id`` has a command of ``command_types`` not yet finished."""
-        return any(c.command_type in command_types and not c.status.is_terminal for c in self._by_asset.get(asset_id, ()))
+        return any(
+            c.command_type in command_types and not c.status.is_terminal for c in self._by_asset.get(asset_id, ())
+        )
 
     def _register(self, commands: list[Command]) -> None:
         known = self._commands.keys() & {c.command_id for c in commands}

@@ -1,7 +1,9 @@
 """The planner on its durable ledger: a restarted planner resumes exactly; the ledger answers
 `qubit status`; an emergency-stop reset restores the newest setpoint only; old history is pruned."""
 
+import asyncio
 from datetime import timedelta
+from typing import ClassVar
 
 import pytest
 
@@ -71,7 +73,7 @@ def test_a_unit_that_cannot_be_recorded_stops_the_planner_and_sends_nothing(site
 def test_messages_committed_but_not_confirmed_are_sent_again_after_a_restart(site, recorder, data_dir):
     class NeverConfirms:
         unconfirmed = 0
-        sent: list[str] = []
+        sent: ClassVar[list[str]] = []
 
         def publish(self, topic, payload, qos=1, retain=False, *, on_confirmed=None):
             self.sent.append(topic)
@@ -82,8 +84,6 @@ def test_messages_committed_but_not_confirmed_are_sent_again_after_a_restart(sit
     planner.tick(T0)
     assert "qubit/commands/loopback" in NeverConfirms.sent
     second = restarted(site, recorder, data_dir, Clock())
-    import asyncio
-
     asyncio.run(second.open())
     assert [t for t, _ in recorder.on("qubit/commands/")] == ["qubit/commands/loopback"]
     assert {e.event_type for e in recorder.events()} >= {EventType.COMMAND_CREATED, EventType.COMMAND_DISPATCHED}

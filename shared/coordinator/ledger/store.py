@@ -275,7 +275,7 @@ class Ledger:
         types = [t.value for t in command_types]
         marks = ",".join("?" * len(types))
         rows = self._db.execute(
-            f"SELECT * FROM commands WHERE status = 'COMPLETED' AND command_type IN ({marks})"  # noqa: S608 - marks only
+            f"SELECT * FROM commands WHERE status = 'COMPLETED' AND command_type IN ({marks})"
             " ORDER BY asset_id, created_at, scheduled_at", types).fetchall()
         return {r[2]: _command(r) for r in rows}  # the last row of each asset wins
 

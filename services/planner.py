@@ -34,6 +34,7 @@ from coordinator.contract.events import (
     CommandPayload,
     EmergencyStopActivated,
     EmergencyStopReset,
+    SchedulePlanned,
     ScheduleRejected,
 )
 from coordinator.contract.messages import (
@@ -134,8 +135,13 @@ class Planner(Service):
         self.outbox = OutboxSender(self.ledger, publish)
         self.bus = EventBus()
         self.bus.subscribe_all(self._record)
-        # The ingester announces SCHEDULE_RECEIVED; the engine's own would say it twice.
-        forward_events(self.bus, self._publish_event, skip=frozenset({EventType.SCHEDULE_RECEIVED}))
+        # The ingester announces SCHEDULE_RECEIVED; the engine's own would say it twice. A
+        # schedule's commands (and those of older schedules it replaces before they fall due)
+        # are announced together by SCHEDULE_PLANNED: one event, not one per command: a
+        # 5,000-asset day is 480,000 of them (docs/durability.md).
+        self._planning = False
+        forward_events(self.bus, self._publish_event, skip=frozenset({EventType.SCHEDULE_RECEIVED}),
+                       unless=lambda event: self._planning and isinstance(event.payload, CommandPayload))
         # Commands travel to their gateway as they are; each gateway translates them, once.
         self.routes = RoutingTable.from_site(site)
         self.engine = DispatchEngine(event_bus=self.bus, config=site.coordinator)
@@ -225,21 +231,29 @@ class Planner(Service):
             self.bus.emit(EventType.SCHEDULE_REJECTED, ScheduleRejected(
                 schedule_id=sid, reason="stale_version", site_id=self.site.site_id, message=message))
             return
+        self._planning = True
         try:
             commands = self.engine.schedule_to_commands(msg.frame, msg.asset_map, schedule_id=sid,
-                                                        now=self._created_at())
+                                                        now=self._created_at(), announce=False)
+            unit.add_commands(commands)
+            planned = {c.asset_id for c in commands}
+            superseded = []
+            if len(msg.frame.index):
+                superseded = self.engine.supersede(planned, msg.frame.index[0].to_pydatetime(), sid)
         except ScheduleError as exc:  # the engine has published SCHEDULE_REJECTED
             log.error("schedule %s passed the ingester but not the engine: %s", sid, exc)
             unit.schedule_rejected(sid, accepted.version, now, exc.reason, str(exc))
             return
-        planned = {c.asset_id for c in commands}
+        finally:
+            self._planning = False
         for asset_id in planned:
             self._asset_versions[asset_id] = accepted.version
             unit.set_asset_version(asset_id, accepted.version)
-        superseded = []
-        if len(msg.frame.index):
-            superseded = self.engine.supersede(planned, msg.frame.index[0].to_pydatetime(), sid)
         unit.schedule_planned(sid, accepted.version, accepted.received_at, now, len(commands), len(superseded))
+        self.bus.emit(EventType.SCHEDULE_PLANNED, SchedulePlanned(
+            schedule_id=sid, version=accepted.version, site_id=self.site.site_id, command_count=len(commands),
+            asset_count=len(planned), superseded=len(superseded),
+            first_due_at=min((c.scheduled_at for c in commands), default=None)))
         log.info("schedule %s v%s planned: %d commands, %d superseded", sid, accepted.version, len(commands),
                  len(superseded))
 

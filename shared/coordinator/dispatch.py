@@ -96,12 +96,14 @@ class DispatchEngine:
         *,
         schedule_id: str | None = None,
         now: datetime | None = None,
+        announce: bool = True,
     ) -> list[Command]:
         """Convert a Layer 3 schedule (see ``coordinator.schedule``) and queue its commands.
 
-        ``now`` is the commands' created_at (default: the current time). A schedule that
-        cannot be converted raises ScheduleError after a SCHEDULE_REJECTED event; nothing
-        is queued.
+        ``now`` is the commands' created_at (default: the current time). ``announce=False``:
+        no COMMAND_CREATED per command, the caller announces them together (the planner does,
+        with SCHEDULE_PLANNED). A schedule that cannot be converted raises ScheduleError after
+        a SCHEDULE_REJECTED event; nothing is queued.
         """
         try:
             commands = schedule_conversion.schedule_to_commands(
@@ -133,7 +135,8 @@ class DispatchEngine:
                 ends_at=index[-1].to_pydatetime() if len(index) else None,
             ),
         )
-        self._announce_created(commands)
+        if announce:
+            self._announce_created(commands)
         return commands
 
     def add_commands(self, commands: Iterable[Command]) -> None:

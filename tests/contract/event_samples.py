@@ -34,6 +34,9 @@ SAMPLES: dict[EventType, ev.EventPayload] = {
     EventType.SCHEDULE_RECEIVED: ev.ScheduleReceived(
         schedule_id="sch_1", site_id="sit_demo_depot", command_count=4, asset_count=2, slot_count=96,
         starts_at=AT, ends_at=AT + timedelta(hours=23, minutes=45), version=1736929800000000),
+    EventType.SCHEDULE_PLANNED: ev.SchedulePlanned(
+        schedule_id="sch_1", version=1736929800000000, site_id="sit_demo_depot", command_count=4, asset_count=2,
+        superseded=3, first_due_at=AT),
     EventType.SCHEDULE_REJECTED: ev.ScheduleRejected(
         schedule_id="sch_1", reason="above_limit", message="setpoints above the asset's max_power_kw: ev_1_kw",
         site_id="sit_demo_depot", columns=["ev_1_kw"]),

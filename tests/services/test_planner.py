@@ -105,8 +105,13 @@ def test_newer_schedule_supersedes_and_duplicate_is_ignored(site, recorder):
         ("sch_old", 3.0, "CANCELLED"), ("sch_old", 4.0, "CANCELLED"),
         ("sch_new", 9.0, "PENDING"), ("sch_new", 8.0, "PENDING"),
     ]
-    cancelled = recorder.events(EventType.COMMAND_CANCELLED)
-    assert {e.payload["error"] for e in cancelled} == {"superseded by schedule sch_new"}
+    # not yet due: recorded one by one, announced together
+    assert recorder.events(EventType.COMMAND_CANCELLED) == []
+    old, new = recorder.events(EventType.SCHEDULE_PLANNED)
+    assert (old.payload["command_count"], old.payload["superseded"]) == (4, 0)
+    assert (new.payload["schedule_id"], new.payload["command_count"], new.payload["superseded"]) == ("sch_new", 2, 2)
+    record = planner.ledger.command_record(cmds[2].command_id)
+    assert record is not None and record["error"] == "superseded by schedule sch_new"
 
 
 def test_older_version_arriving_late_is_rejected(site, recorder):

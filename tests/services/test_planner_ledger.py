@@ -86,7 +86,7 @@ def test_messages_committed_but_not_confirmed_are_sent_again_after_a_restart(sit
     second = restarted(site, recorder, data_dir, Clock())
     asyncio.run(second.open())
     assert [t for t, _ in recorder.on("qubit/commands/")] == ["qubit/commands/loopback"]
-    assert {e.event_type for e in recorder.events()} >= {EventType.COMMAND_CREATED, EventType.COMMAND_DISPATCHED}
+    assert {e.event_type for e in recorder.events()} >= {EventType.SCHEDULE_PLANNED, EventType.COMMAND_DISPATCHED}
 
 
 def test_status_queries_are_answered_from_the_ledger_across_restarts(site, recorder, data_dir):

@@ -43,6 +43,8 @@ class EventType(StrEnum):
     COMMAND_CANCELLED = "COMMAND_CANCELLED"
     COMMAND_HELD = "COMMAND_HELD"
     SCHEDULE_REJECTED = "SCHEDULE_REJECTED"
+    SCHEDULE_PLANNED = "SCHEDULE_PLANNED"
+    """The planner recorded a schedule's commands in its ledger: they will fall due."""
     # from gateways, about devices
     SETPOINT_CLAMPED = "SETPOINT_CLAMPED"
     DEVICE_LINK_DOWN = "DEVICE_LINK_DOWN"
@@ -284,6 +286,27 @@ class ScheduleReceived(EventPayload):
     """The ingester's version stamp; None from a library engine (which has none)."""
 
 
+class SchedulePlanned(EventPayload):
+    """The planner took a schedule over, durably: its commands are in the ledger and fall due
+    by slot. A schedule's commands are announced here together; each command's own events
+    start when it falls due (COMMAND_DISPATCHED, ...), and ``qubit status`` shows any of them.
+    The commands of older schedules it replaced before they fell due end CANCELLED, counted
+    in ``superseded``."""
+
+    schedule_id: Id
+    version: Annotated[int, Field(ge=0)]
+    """The ingester's version stamp."""
+    site_id: Id
+    command_count: Annotated[int, Field(ge=0)]
+    """Commands the schedule makes."""
+    asset_count: Annotated[int, Field(ge=0)]
+    """Assets those commands are for."""
+    superseded: Annotated[int, Field(ge=0)]
+    """Commands of older schedules, not yet due, cancelled because this one replaces them."""
+    first_due_at: Time | None
+    """When its first command falls due; None for a schedule that makes no command."""
+
+
 class ScheduleRejected(EventPayload):
     """A schedule was refused whole, nothing of it acts.
 
@@ -364,6 +387,7 @@ PAYLOAD_MODELS: dict[EventType, type[EventPayload]] = {
     EventType.STATE_CHANGED: StateChanged,
     EventType.SCHEDULE_RECEIVED: ScheduleReceived,
     EventType.SCHEDULE_REJECTED: ScheduleRejected,
+    EventType.SCHEDULE_PLANNED: SchedulePlanned,
     EventType.SETPOINT_CLAMPED: SetpointClamped,
     EventType.DEVICE_LINK_UP: DeviceLinkUp,
     EventType.DEVICE_LINK_DOWN: DeviceLinkDown,

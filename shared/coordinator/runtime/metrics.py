@@ -32,7 +32,14 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from coordinator.base import CommandStatus
-from coordinator.contract.events import CommandAcknowledged, CommandDispatched, CommandPayload, DeviceLink, DeviceLinkUp
+from coordinator.contract.events import (
+    CommandAcknowledged,
+    CommandDispatched,
+    CommandPayload,
+    DeviceLink,
+    DeviceLinkUp,
+    SchedulePlanned,
+)
 from coordinator.events import Event, EventBus, EventType, Subscription
 from coordinator.runtime.settings import DEFAULT_METRICS_PORT as DEFAULT_METRICS_PORT  # re-exported: callers look here
 from coordinator.runtime.settings import Settings, settings
@@ -219,6 +226,8 @@ class ServiceMetrics:
             self._forget(p.command_id)
         elif isinstance(p, DeviceLink):
             self._link_up.labels(self.service, p.asset_id).set(1 if isinstance(p, DeviceLinkUp) else 0)
+        elif isinstance(p, SchedulePlanned):  # its commands, created together, without an event each
+            self._commands[CommandStatus.PENDING.value].inc(p.command_count)
         elif kind is EventType.EMERGENCY_STOP_ACTIVATED:
             self.set_emergency_stop(True)
         elif kind is EventType.EMERGENCY_STOP_RESET:

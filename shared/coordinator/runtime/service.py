@@ -96,11 +96,15 @@ class Service:
         """Release what ``open`` started."""
 
 
-def forward_events(bus: EventBus, publish: Publish, skip: frozenset[EventType] = frozenset()) -> None:
-    """Publish every event of ``bus`` under qubit/events/{type}/{asset|site}, QoS 1."""
+def forward_events(
+    bus: EventBus, publish: Publish, skip: frozenset[EventType] = frozenset(),
+    *, unless: Callable[[Event], bool] | None = None,
+) -> None:
+    """Publish every event of ``bus`` under qubit/events/{type}/{asset|site}, QoS 1, except
+    those of the ``skip`` types and those ``unless(event)`` is true for."""
 
     def forward(event: Event) -> None:
-        if event.event_type not in skip:
+        if event.event_type not in skip and (unless is None or not unless(event)):
             publish(event_topic(event.event_type.value, event.asset_id), encode_event(event), qos=1)
 
     bus.subscribe_all(forward)

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo lint test contract bench bench-modbus bench-ocpp bench-estop clean
+.PHONY: demo lint test contract bench bench-modbus bench-ocpp bench-estop bench-first-slot chaos clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required, found " + sys.version.split()[0])'
@@ -48,6 +48,18 @@ bench-ocpp: $(STAMP)
 bench-estop: $(STAMP)
 	@mosquitto/ensure-mosquitto.sh
 	$(BIN)/python bench/emergency_stop.py
+
+# The long form of the fault-injection suite (tests/chaos/): several seeds, every fault type,
+# OCPP and Modbus simulators too; prints the counts per seed, fails if any must-be-0 count is not.
+SEEDS ?= 1,2,3,4,5
+chaos: $(STAMP)
+	@mosquitto/ensure-mosquitto.sh
+	$(BIN)/python -m tests.chaos.run --seeds $(SEEDS)
+
+# 5,000 loopback chargers x 96 slots: time until the whole first slot is COMPLETED, beside a floor
+bench-first-slot: $(STAMP)
+	@mosquitto/ensure-mosquitto.sh
+	$(BIN)/python bench/first_slot.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache .ruff_cache

@@ -7,6 +7,8 @@ mode, SOC, active power and fault code in its status registers.
 
 Tests and operators steer it through one extra holding register, 40900 (``CONTROL``):
 0 normal (clears a fault), 1 fault, 2 stop answering, 3 accept writes without applying them.
+``--applied-log PATH`` appends one JSON line per setpoint register write a battery applies
+(simulators/applied_log.py), the device-side evidence of the fault-injection suite.
 
     qubit-battery-simulator --site-config deploy/site.toml --gateway-id modbus
 """
@@ -34,6 +36,7 @@ from coordinator.runtime.log_format import configure_logging
 from coordinator.runtime.service import load_site
 from coordinator.runtime.settings import DEFAULT_SITE_CONFIG
 from coordinator.site import AssetConfig, Protocol
+from simulators.applied_log import AppliedLog
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +78,7 @@ class BatteryPhysics:
 
 
 class SimulatedBattery:
-    def __init__(self, asset: AssetConfig, soc_percent: float = 50.0) -> None:
+    def __init__(self, asset: AssetConfig, soc_percent: float = 50.0, applied_log: AppliedLog | None = None) -> None:
         assert asset.modbus is not None  # the site config refuses a modbus asset without one
         device = asset.modbus
         self.endpoint = (device.host, device.port)
@@ -88,6 +91,7 @@ class SimulatedBattery:
             device.max_discharge_kw or asset.max_power_kw, soc_percent,
         )
         self.control = Control.NORMAL
+        self.applied_log = applied_log
         self._last = time.monotonic()
 
     def _get(self, regs: list[int], spec: RegisterSpec) -> float:
@@ -141,16 +145,31 @@ class SimulatedBattery:
                 # registers only: pymodbus hands bits (list[bool]) for coil requests, which this device has none of
                 kept = current_registers[address - start_address : address - start_address + count]
                 cast(list[int], set_values)[:] = kept
+            else:
+                self._log_setpoints(start_address, address, current_registers, cast(list[int], set_values))
         return None
 
+    def _log_setpoints(self, start_address: int, address: int, before: list[int], written: list[int]) -> None:
+        """One applied-log line per setpoint register this write covers (power setpoints only)."""
+        if self.applied_log is None:
+            return
+        for ctype in (CommandType.SET_CHARGE_RATE, CommandType.SET_DISCHARGE_RATE):
+            spec = self.registers_map.get(ctype)
+            if spec is None or not (address <= spec.offset and spec.offset + spec.word_count <= address + len(written)):
+                continue
+            new = decode_registers(spec, written[spec.offset - address : spec.offset - address + spec.word_count])
+            old = decode_registers(spec, before[spec.offset - start_address :
+                                               spec.offset - start_address + spec.word_count])
+            self.applied_log.applied(self.asset_id, new, new != old, ctype.value)
 
-def build_servers(assets: list[AssetConfig],
-                  soc_percent: float) -> tuple[list[ModbusTcpServer], dict[str, SimulatedBattery]]:
+
+def build_servers(assets: list[AssetConfig], soc_percent: float, applied_log: AppliedLog | None = None,
+                  ) -> tuple[list[ModbusTcpServer], dict[str, SimulatedBattery]]:
     """One server per host:port; batteries sharing one are told apart by unit id."""
     by_endpoint: dict[tuple[str, int], list[SimDevice]] = defaultdict(list)
     batteries = {}
     for asset in assets:
-        battery = SimulatedBattery(asset, soc_percent)
+        battery = SimulatedBattery(asset, soc_percent, applied_log)
         batteries[asset.asset_id] = battery
         registers = SimData(0, count=REGISTER_COUNT, values=0, datatype=DataType.REGISTERS)
         device = SimDevice(id=battery.unit, simdata=[registers],
@@ -161,8 +180,8 @@ def build_servers(assets: list[AssetConfig],
     return servers, batteries
 
 
-async def serve(assets: list[AssetConfig], soc_percent: float) -> None:
-    servers, _ = build_servers(assets, soc_percent)
+async def serve(assets: list[AssetConfig], soc_percent: float, applied_log: AppliedLog | None = None) -> None:
+    servers, _ = build_servers(assets, soc_percent, applied_log)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -180,13 +199,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--site-config", help=f"default: $QUBIT_SITE_CONFIG or {DEFAULT_SITE_CONFIG.name}")
     parser.add_argument("--gateway-id", default="modbus")
     parser.add_argument("--soc", type=float, default=50.0, help="initial state of charge, percent")
+    parser.add_argument("--applied-log", metavar="PATH", help="append one JSON line per setpoint a battery applies")
     args = parser.parse_args(argv)
     configure_logging("battery-simulator")
     site = load_site(args.site_config)
     gateway = site.gateway(args.gateway_id)
     if gateway is None or gateway.protocol is not Protocol.MODBUS:
         parser.error(f"{args.gateway_id!r} is not a modbus gateway of the site config")
-    asyncio.run(serve(site.assets_of(args.gateway_id), args.soc))
+    assets = site.assets_of(args.gateway_id)
+    applied_log = AppliedLog(args.applied_log) if args.applied_log else None
+    if applied_log is not None:
+        applied_log.boot(a.asset_id for a in assets)
+    asyncio.run(serve(assets, args.soc, applied_log))
     return 0
 
 

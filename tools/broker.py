@@ -101,8 +101,16 @@ class LocalMosquitto:
                 self._proc.wait()
         self._proc = None
 
-    def restart(self) -> None:
-        self.stop()
+    def kill(self) -> None:
+        """kill -9: no snapshot is written, as in a crash (what persisted before stays)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._proc = None
+
+    def restart(self, *, hard: bool = False) -> None:
+        """Same port, same persistence directory; ``hard`` kills (-9) instead of stopping."""
+        self.kill() if hard else self.stop()
         self.start()
 
     def log_tail(self, lines: int = 20) -> str:

@@ -29,6 +29,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.typing import Subprotocol
 
 from coordinator.site import AssetConfig
+from simulators.applied_log import AppliedLog
 from simulators.chargepoint.model import (
     MAX_POWER_W,
     ChargerModel,
@@ -66,6 +67,7 @@ class ControlAction(StrEnum):
     SLOW = "slow"
     DROP = "drop"
     DISCONNECT = "disconnect"
+    HANGUP = "hangup"
 
 
 class Refused(Exception):
@@ -80,7 +82,8 @@ class SimulatedCharger:
     """
 
     def __init__(self, asset: AssetConfig, url: str, *, ssl_context: ssl.SSLContext | None = None,
-                 meter_interval: float = 5.0, max_power_w: float = MAX_POWER_W, validate_calls: bool = True) -> None:
+                 meter_interval: float = 5.0, max_power_w: float = MAX_POWER_W, validate_calls: bool = True,
+                 applied_log: AppliedLog | None = None) -> None:
         if asset.ocpp is None:
             raise ValueError(f"{asset.asset_id} has no [assets.ocpp] table")
         config = asset.ocpp
@@ -100,6 +103,10 @@ class SimulatedCharger:
         self.rejecting = False
         self.slow_seconds = 0.0
         self.dropping = False
+        self.hangup_after: float | None = None
+        """Armed by the ``hangup`` control: the next CSMS call is decided (and applied), then the
+        connection drops before the answer goes out; reconnect after this many seconds."""
+        self.applied_log = applied_log
         self.outbox: deque[Effect] = deque()
         self._outbox_ready = asyncio.Event()
         self.csms_transaction_ids: dict[str, int] = {}
@@ -129,7 +136,10 @@ class SimulatedCharger:
             log.info("%s: rejected a %s profile for connector %s", self.charge_point_id, purpose, target_id)
             return False, []
         log.info("%s: %s limit %.0f W", self.charge_point_id, scope, watts)
-        return True, self.model.set_limit(watts, scope)
+        before = self.model.station_limit_w if scope == "station" else self.model.connector_limit_w
+        effects = self.model.set_limit(watts, scope)
+        self._log_applied(watts, before, "SET_POWER_LIMIT" if scope == "station" else "SET_CHARGE_RATE")
+        return True, effects
 
     def clear_profiles(self, target_id: int | None, purpose: str | None) -> tuple[bool, list[Effect]]:
         self._accrue()
@@ -147,7 +157,9 @@ class SimulatedCharger:
             return False, []
         watts = schedule_limit_w(schedule)
         if watts is not None and not self.model.in_transaction:
+            before = self.model.connector_limit_w
             self.model.connector_limit_w = watts  # the request's own TxProfile
+            self._log_applied(watts, before, "SET_CHARGE_RATE")
         accepted, effects = self.model.remote_start(id_tag, id_token_type, remote_start_id)
         log.info("%s: remote start %s", self.charge_point_id, "accepted" if accepted else "rejected")
         return accepted, effects
@@ -165,6 +177,10 @@ class SimulatedCharger:
         if target_id not in (0, self.connector_id):
             return None, []
         return self.model.change_availability(operative)
+
+    def _log_applied(self, watts: float, before_w: float | None, command_type: str) -> None:
+        if self.applied_log is not None:
+            self.applied_log.applied(self.asset_id, watts / 1000.0, before_w != watts, command_type)
 
     def transaction_bound(self, local_id: str, transaction_id: int) -> None:
         """1.6: the CSMS named the transaction in its StartTransaction answer."""
@@ -204,6 +220,8 @@ class SimulatedCharger:
                 self.slow_seconds = max(0.0, float(value or 0.0))
             case ControlAction.DROP:
                 self.dropping = bool(value)
+            case ControlAction.HANGUP:
+                self.hangup_after = DEFAULT_RECONNECT_DELAY if value is None else max(0.0, float(value))
             case ControlAction.DISCONNECT:
                 if self._ws is None:
                     log.info("%s: disconnect ignored: not connected", self.charge_point_id)
@@ -213,6 +231,16 @@ class SimulatedCharger:
                         self._ws.close(1000, "disconnect (simulator control)"))
         log.info("%s: control %s%s -> %s", self.charge_point_id, action.value,
                  "" if value is None else f" {value:g}", model.status.value)
+        return True
+
+    async def hang_up(self) -> bool:
+        """If the ``hangup`` control is armed: close the connection now (before the call being
+        answered is answered) and reconnect later. True if it hung up."""
+        if self.hangup_after is None or self._ws is None:
+            return False
+        self._reconnect_after, self.hangup_after = self.hangup_after, None
+        log.info("%s: hanging up mid-call (control: hangup)", self.charge_point_id)
+        await self._ws.close(1000, "hangup mid-call (simulator control)")
         return True
 
     def enqueue(self, effects: list[Effect]) -> None:

@@ -97,6 +97,7 @@ class Charger(Protocol):
     rejecting: bool
     slow_seconds: float
     dropping: bool
+    hangup_after: float | None
     csms_transaction_ids: dict[str, int]
     seq_nos: dict[str, int]
 
@@ -116,6 +117,8 @@ class Charger(Protocol):
     def transaction_bound(self, local_id: str, transaction_id: int) -> None: ...
 
     def enqueue(self, effects: list[Effect]) -> None: ...
+
+    async def hang_up(self) -> bool: ...
 
 
 class _SimulatedPoint(_OcppChargePoint):
@@ -171,6 +174,14 @@ class _SimulatedPoint(_OcppChargePoint):
         if effects:
             self._deferred[unique_id] = effects
         return answer
+
+    async def _send(self, message: str) -> None:
+        # The ``hangup`` control: the call was decided (the setpoint applied), then the link
+        # drops instead of the answer, a charger that disconnects mid-call. Only answers
+        # (OCPP-J CallResult, message type 3) hang up, never the charger's own calls.
+        if message.startswith("[3") and await self.charger.hang_up():
+            raise ConnectionClosed(None, None)
+        await super()._send(message)
 
     def close(self) -> None:
         for task in list(self._answering):

@@ -21,6 +21,7 @@ from coordinator.runtime.mqtt import BrokerSettings
 from coordinator.runtime.service import load_site
 from coordinator.runtime.settings import DEFAULT_SITE_CONFIG
 from coordinator.site import AssetConfig, AssetKind, OcppListenConfig, Protocol, SiteConfig
+from simulators.applied_log import AppliedLog
 from simulators.chargepoint.charger import SimulatedCharger
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", metavar="CP_ID", help="simulate only this charge point (repeatable)")
     parser.add_argument("--meter-interval", type=float, default=5.0, help="seconds between meter values (default 5)")
     parser.add_argument("--no-control", action="store_true", help="do not connect to MQTT for control messages")
+    parser.add_argument("--applied-log", metavar="PATH",
+                        help="append one JSON line per setpoint a charger applies (simulators/applied_log.py)")
     parser.add_argument("--no-validation", action="store_true",
                         help="do not check CSMS calls against the OCPP schemas (load tests with many chargers)")
     args = parser.parse_args(argv)
@@ -169,7 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     context = ssl.create_default_context(cafile=args.cafile) if url.startswith("wss://") else None
     # Validation in executor threads costs more than it saves with many chargers in one process (field notes).
     inline_validation()
+    applied_log = AppliedLog(args.applied_log) if args.applied_log else None
+    if applied_log is not None:
+        applied_log.boot(a.asset_id for a in assets)
     chargers = [SimulatedCharger(a, url, ssl_context=context, meter_interval=args.meter_interval,
-                                 validate_calls=not args.no_validation) for a in assets]
+                                 validate_calls=not args.no_validation, applied_log=applied_log) for a in assets]
     asyncio.run(simulate(chargers, args.gateway_id, control=not args.no_control))
     return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import logging
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -29,6 +30,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
 from coordinator.site import AssetConfig, AssetKind, OcppChargerConfig, OcppListenConfig, SiteConfig
+from simulators.applied_log import AppliedLog
 from simulators.chargepoint import (
     ChargerModel,
     ControlListener,
@@ -531,3 +533,49 @@ def test_refused_charger_logs_clearly_and_keeps_trying(caplog):
         asyncio.run(main())
     assert "CP001: refused by the CSMS: HTTP 401" in caplog.text
     assert PASSWORD not in caplog.text
+
+
+# -- device-side evidence (--applied-log) and the mid-call hang-up ---------------------
+
+
+def applied_lines(path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.timeout(15)
+def test_applied_log_names_each_setpoint_and_a_hangup_applies_but_never_answers(tmp_path):
+    log_path = tmp_path / "applied.jsonl"
+
+    async def scenario(charger: SimulatedCharger, csms: Csms16, seen: Recorder) -> None:
+        charger.applied_log = AppliedLog(log_path)
+        assert (await csms.call(v16_profile(11_000), suppress=False)).status == v16.ChargingProfileStatus.accepted
+        await csms.call(v16_profile(11_000), suppress=False)  # the same value again: a repeated write
+        charger.apply_control("hangup", 0.1)
+        with pytest.raises(asyncio.TimeoutError):  # decided and applied, but the answer never comes
+            await asyncio.wait_for(csms.call(v16_profile(7_000), suppress=False), 2)
+        await seen.wait("BootNotification", lambda p: sum(m[0] == "BootNotification" for m in seen.messages) >= 2)
+
+    asyncio.run(run_against_csms("1.6", scenario))
+    lines = applied_lines(log_path)
+    assert [(x["asset_id"], x["power_kw"], x["changed"], x["command_type"]) for x in lines] == [
+        ("ast_cp001", 11.0, True, "SET_CHARGE_RATE"),
+        ("ast_cp001", 11.0, False, "SET_CHARGE_RATE"),
+        ("ast_cp001", 7.0, True, "SET_CHARGE_RATE"),
+    ]
+
+
+def test_applied_log_appends_across_restarts_and_marks_each_boot(tmp_path):
+    path = tmp_path / "applied.jsonl"
+    first = AppliedLog(path)
+    first.boot(["ast_a", "ast_b"])
+    first.applied("ast_a", 3.5, True)
+    # kill -9: no close; the line is already in the file
+    assert applied_lines(path)[-1]["power_kw"] == 3.5
+    second = AppliedLog(path)
+    second.boot(["ast_a"])
+    second.applied("ast_a", 3.5, True)
+    lines = applied_lines(path)
+    assert [("boot" in x, x["asset_id"]) for x in lines] == [
+        (True, "ast_a"), (True, "ast_b"), (False, "ast_a"), (True, "ast_a"), (False, "ast_a")]
+    first.close()
+    second.close()

@@ -55,11 +55,11 @@ def test_schedule_becomes_exactly_the_predicted_commands_and_events(stack, event
     events.wait_for(lambda ev: len([e for e in ev if e.event_type.value == "COMMAND_COMPLETED"]) >= len(expected),
                     timeout=40, what="every command completed")
     events.collect(0.5)  # and whatever else comes: a command completed twice would show here
-    created = {key(p["asset_id"], p["command_type"], p["parameters"]["power_kw"], p["scheduled_at"])
-               for p in (e.payload for e in events.of("COMMAND_CREATED"))}
+    (planned,) = events.of("SCHEDULE_PLANNED")  # a schedule's commands are announced together
+    assert planned.payload["schedule_id"] == "sch_e2e_1" and planned.payload["command_count"] == len(expected)
     completed = {key(p["asset_id"], p["command_type"], p["parameters"]["power_kw"], p["scheduled_at"])
                  for p in (e.payload for e in events.of("COMMAND_COMPLETED"))}
-    assert created == expected and completed == expected
+    assert completed == expected
     assert len(events.of("COMMAND_COMPLETED")) == len(expected)  # each exactly once
     (received,) = events.of("SCHEDULE_RECEIVED")
     assert received.payload["schedule_id"] == "sch_e2e_1" and received.payload["command_count"] == len(expected)
@@ -111,7 +111,7 @@ def test_malformed_schedules_are_rejected_and_nothing_dies(stack, events, plain)
     assert reasons == sorted(reason for _, reason in cases.values())
     ids = {e.payload["schedule_id"] for e in events.of("SCHEDULE_REJECTED")}
     assert {"sch_bad_types", "sch_bad_index", "sch_unmapped", "sch_negative", "sch_clash", "sch_ghost"} <= ids
-    assert events.of("COMMAND_CREATED") == []  # nothing half-applied
+    assert events.of("SCHEDULE_PLANNED") == [] and events.of("COMMAND_DISPATCHED") == []  # nothing half-applied
     assert all(stack.alive(n) for n in CORE)
     # and the pipeline still works
     layer3.publish(SCHEDULES_IN, demo_schedule(sample(start, 2)))

@@ -7,6 +7,7 @@ import pytest
 
 from coordinator.base import Command, CommandStatus, CommandType
 from coordinator.ledger import Ledger, LedgerError, OutboxSender
+from coordinator.ledger.store import REPLAY_WINDOW
 
 T0 = datetime(2025, 1, 15, 8, 0, 0, 123457, tzinfo=UTC)
 
@@ -49,10 +50,15 @@ def test_confirmed_messages_leave_the_outbox_with_the_next_commit(tmp_path):
         unit.publish("qubit/commands/gw", b"c", urgent=True)
         assert sent == []
     assert sent == ["qubit/commands/gw", "qubit/events/A/site"]  # command batches first
-    assert [m.topic for m in ledger.unsent()] == ["qubit/events/A/site", "qubit/commands/gw"]
     with ledger.unit():
         pass
     assert ledger.unsent() == []
+    # kept a while after the broker's confirmation: a broker that crashes loses what it had not saved
+    assert [m.topic for m in ledger.recently_sent()] == ["qubit/events/A/site", "qubit/commands/gw"]
+    ledger.confirmed(99, at=datetime.now(UTC) + REPLAY_WINDOW + timedelta(seconds=1))
+    with ledger.unit():
+        pass
+    assert ledger.recently_sent() == []
 
 
 def test_a_ledger_from_another_schema_version_is_refused(tmp_path):

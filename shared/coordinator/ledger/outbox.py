@@ -55,6 +55,14 @@ class OutboxSender:
             (self._urgent if message.urgent else self._events).append(message)
         self.pump()
 
+    def replay(self) -> int:
+        """The broker lost its state (a kill -9 before it saved): send again everything still in
+        the outbox that is not waiting here anyway. Returns how many."""
+        waiting = {m.id for m in self._urgent} | {m.id for m in self._events}
+        again = [m for m in self.ledger.recently_sent() if m.id not in waiting]
+        self.enqueue(again)
+        return len(again)
+
     def pump(self) -> None:
         """Hand messages to the client while the window has room."""
         transport = self.transport

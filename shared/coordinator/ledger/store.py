@@ -26,6 +26,11 @@ from coordinator.base import Command, CommandStatus, CommandType
 
 SCHEMA_VERSION = 1
 
+REPLAY_WINDOW = timedelta(seconds=30)
+"""How long a message the broker confirmed stays in the outbox: a broker killed before it
+saved its state (autosave_interval, 10 s in mosquitto/mosquitto.conf) lost what it confirmed
+since, and the planner sends that again when it finds its session gone."""
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS schedules (
@@ -79,8 +84,10 @@ CREATE TABLE IF NOT EXISTS outbox (
     payload BLOB NOT NULL,
     qos INTEGER NOT NULL,
     retain INTEGER NOT NULL,
-    urgent INTEGER NOT NULL
+    urgent INTEGER NOT NULL,
+    confirmed_at INTEGER            -- the broker's PUBACK; kept REPLAY_WINDOW longer
 );
+CREATE INDEX IF NOT EXISTS outbox_confirmed ON outbox(confirmed_at);
 """
 
 
@@ -151,7 +158,7 @@ class Ledger:
         self.path = path
         self._unit: Unit | None = None
         self._depth = 0
-        self._confirmed: list[int] = []
+        self._confirmed: list[tuple[int, int]] = []  # (confirmed_at, message id)
         self._committed_listeners: list[Any] = []
         row = self._db.execute("SELECT max(id) FROM outbox").fetchone()
         self._next_message_id = (row[0] or 0) + 1
@@ -214,9 +221,10 @@ class Ledger:
                 for listener in self._committed_listeners:
                     listener(unit.messages)
 
-    def confirmed(self, message_id: int) -> None:
-        """The broker confirmed this message: it is deleted with the next commit."""
-        self._confirmed.append(message_id)
+    def confirmed(self, message_id: int, at: datetime | None = None) -> None:
+        """The broker confirmed this message (recorded with the next commit; the message is
+        deleted REPLAY_WINDOW later)."""
+        self._confirmed.append((_us(at or datetime.now(UTC)), message_id))
 
     def _take_message_id(self) -> int:
         taken = self._next_message_id
@@ -242,11 +250,12 @@ class Ledger:
             if unit.asset_versions:
                 db.executemany("INSERT OR REPLACE INTO asset_versions VALUES (?,?)", unit.asset_versions.items())
             if unit.messages:
-                db.executemany("INSERT INTO outbox VALUES (?,?,?,?,?,?)",
+                db.executemany("INSERT INTO outbox VALUES (?,?,?,?,?,?,NULL)",
                                ((m.id, m.topic, m.payload, m.qos, int(m.retain), int(m.urgent)) for m in unit.messages))
             if self._confirmed:
                 done, self._confirmed = self._confirmed, []
-                db.executemany("DELETE FROM outbox WHERE id = ?", ((i,) for i in done))
+                db.executemany("UPDATE outbox SET confirmed_at = ? WHERE id = ?", done)
+                db.execute("DELETE FROM outbox WHERE confirmed_at < ?", (done[-1][0] - _us_delta(REPLAY_WINDOW),))
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             _roll_back(db)
@@ -274,8 +283,16 @@ class Ledger:
 
     def unsent(self) -> list[OutgoingMessage]:
         """Messages committed and not yet confirmed by the broker, in the order they were made."""
+        return self._outgoing("SELECT * FROM outbox WHERE confirmed_at IS NULL ORDER BY id")
+
+    def recently_sent(self) -> list[OutgoingMessage]:
+        """Every message still in the outbox, confirmed in the last REPLAY_WINDOW or not, in
+        order: what to send again to a broker that lost its state."""
+        return self._outgoing("SELECT * FROM outbox ORDER BY id")
+
+    def _outgoing(self, query: str) -> list[OutgoingMessage]:
         return [OutgoingMessage(r[0], r[1], bytes(r[2]), r[3], bool(r[4]), bool(r[5]))
-                for r in self._db.execute("SELECT * FROM outbox ORDER BY id")]
+                for r in self._db.execute(query)]
 
     def completed_setpoints(self, command_types: Iterable[CommandType]) -> dict[str, Command]:
         """Per asset, the newest completed command of ``command_types`` (newest by
@@ -362,6 +379,10 @@ _MICROSECOND = timedelta(microseconds=1)
 def _us(at: datetime) -> int:
     # Exact, unlike timestamp(): a restored command must carry the very times it was sent with.
     return (at - _EPOCH) // _MICROSECOND
+
+
+def _us_delta(span: timedelta) -> int:
+    return span // _MICROSECOND
 
 
 def _us_or_none(at: datetime | None) -> int | None:

@@ -419,6 +419,17 @@ class DispatchEngine:
             self._fail_attempt(cmd, error or "failed (no reason given)", now, timed_out=False)
         return cmd.status
 
+    def handle_superseded(self, cmd: Command, reason: str, now: datetime | None = None) -> CommandStatus:
+        """The gateway did not apply ``cmd`` because a newer setpoint of its channel is in force
+        on the device: it ends CANCELLED with ``reason``, never retried."""
+        if cmd.status.is_terminal:
+            log.warning("late superseded answer for %s, already %s", cmd.command_id, cmd.status)
+            return cmd.status
+        if self._in_flight.get(cmd.asset_id) is cmd:
+            del self._in_flight[cmd.asset_id]
+        self._finish(cmd, CommandStatus.CANCELLED, reason, _now(now))
+        return cmd.status
+
     def check_timeouts(self, now: datetime | None = None) -> list[Command]:
         """Commands whose attempt got no answer within ``timeout_seconds``.
 

@@ -486,10 +486,7 @@ class MqttClient:
                     self._confirm_callback(publication.on_confirmed)
             if publication.owner is not None:
                 self._send_acks(self._acks.settled(publication.owner))
-        with self._settled:
-            self._settled.notify_all()
-        if self._room:
-            self._wake_room()
+        self._wake_waiters()
 
     def _confirm_callback(self, callback: Callable[[], None]) -> None:
         try:
@@ -514,9 +511,14 @@ class MqttClient:
                   failure.reason.value, failure.detail)
         if publication.owner is not None:  # never confirmed: its trigger is acknowledged regardless
             self._send_acks(self._acks.settled(publication.owner))
+        self._wake_waiters()
+        self._report(failure)
+
+    def _wake_waiters(self) -> None:
         with self._settled:
             self._settled.notify_all()
-        self._report(failure)
+        if self._room and self._loop is not None and self._on_loop_thread():
+            self._wake_room()
 
     def _refused(self, publication: Publication, detail: str) -> None:
         self._fail(publication, PublishFailure(publication.topic, PublishFailureReason.REFUSED,
@@ -526,6 +528,8 @@ class MqttClient:
         publication.state = PublishState.FAILED
         publication.failure = PublishFailure(publication.topic, PublishFailureReason.QOS0_OFFLINE,
                                              len(publication.payload), detail="broker link down")
+        with self._settled:
+            self._settled.notify_all()
         with self._lock:
             if self._offline is None:
                 self._offline = [0, 0, publication.topic, time.monotonic()]

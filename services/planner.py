@@ -47,7 +47,6 @@ from coordinator.contract.messages import (
     QueryKind,
     QueryReply,
     ResultBatch,
-    command_to_wire,
     decode,
 )
 from coordinator.contract.topics import (
@@ -155,7 +154,7 @@ class Planner(Service):
             log.info("resumed from %s: %d unfinished commands, %d of them in flight",
                      self.ledger.path, len(self.engine.commands), len(self._unreconciled))
 
-    def attach_client(self, client: Transport) -> None:  # type: ignore[override]  # MqttClient is a Transport
+    def attach_client(self, client: Transport) -> None:
         """Publish through ``client`` at the pace the broker confirms (the outbox's window)."""
         self.outbox.transport = client
 
@@ -359,14 +358,14 @@ class Planner(Service):
 
     @durable
     def tick(self, now: datetime) -> None:
-        batches: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        batches: dict[str, list[Command]] = defaultdict(list)
         if self._unreconciled:
             self._reconcile(now, batches)
         self.engine.check_timeouts(now)
         for cmd in self.engine.get_pending_commands(now):
             route = self.engine.dispatch_to_gateway(cmd, self.routes, now=now)
             if route is not None:
-                batches[route.gateway_id].append(command_to_wire(cmd))
+                batches[route.gateway_id].append(cmd)
         unit = self.ledger.current
         assert unit is not None  # @durable
         for gateway_id, items in batches.items():
@@ -380,7 +379,7 @@ class Planner(Service):
                 log.info("ledger: %d commands and %d schedules older than %s pruned", commands, schedules,
                          self.retention)
 
-    def _reconcile(self, now: datetime, batches: dict[str, list[dict[str, Any]]]) -> None:
+    def _reconcile(self, now: datetime, batches: dict[str, list[Command]]) -> None:
         """In flight when the planner stopped: sent again exactly as they were (same command
         id and attempt), so a gateway that has it answers from its record and one that never
         got it applies it now. The timeout counts from this send."""
@@ -392,7 +391,7 @@ class Planner(Service):
                 continue
             cmd.dispatched_at = now
             unit.record(cmd, "COMMAND_RESENT", now)
-            batches[route.gateway_id].append(command_to_wire(cmd))
+            batches[route.gateway_id].append(cmd)
         log.info("%d commands in flight before the restart sent again", len(self._unreconciled))
         self._unreconciled = []
 

@@ -16,6 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from coordinator.contract.messages import broker_max_packet_size
 from coordinator.runtime.settings import settings
 
 log = logging.getLogger(__name__)
@@ -50,11 +51,18 @@ def mosquitto_binary() -> str:
 
 
 def shipped_config_lines() -> list[str]:
-    """mosquitto/mosquitto.conf without the lines each way of running it sets for itself."""
-    return [
+    """mosquitto/mosquitto.conf without the lines each way of running it sets for itself,
+    and with ``max_packet_size`` computed from this process's settings."""
+    lines = [
         line for line in CONFIG_TEMPLATE.read_text().splitlines()
-        if not line.startswith(("listener ", "persistence_location "))
+        if not line.startswith(("listener ", "persistence_location ", "max_packet_size "))
     ]
+    return [*lines, max_packet_size_line(settings().max_message_bytes)]
+
+
+def max_packet_size_line(max_message_bytes: int) -> str:
+    """The broker's packet limit for a site whose message limit is ``max_message_bytes``."""
+    return f"max_packet_size {broker_max_packet_size(max_message_bytes)}"
 
 
 def broker_config(port: int, data_dir: Path, listen: str = "127.0.0.1") -> str:

@@ -53,4 +53,7 @@ SAMPLES: dict[EventType, ev.EventPayload] = {
         service="gateway-ocpp", lifecycle="Active", operational="Running", health="Warning",
         reasons=["device link down: ast_bay_1"], emergency_stop=False,
         previous=ev.ServiceStates(lifecycle="Active", operational="Running", health="Healthy")),
+    EventType.PUBLISH_FAILED: ev.PublishFailed(
+        topic="qubit/telemetry/ocpp/ast_bay_1", reason=ev.PublishFailureReason.QOS0_OFFLINE, message_bytes=4120,
+        count=37, detail="broker link down for 12.5 s"),
 }

@@ -9,7 +9,7 @@ import msgpack
 import pandas as pd
 import pytest
 
-from coordinator.contract.codec import encode_schedule
+from coordinator.contract.codec import MAX_SCHEDULE_BYTES, encode_schedule
 from coordinator.contract.messages import AssetStateMessage, CommandBatch, decode
 from coordinator.contract.topics import ASSET_STATES_ALL, SCHEDULES_IN, SERVICES_ALL, commands_topic
 from coordinator.schedule import schedule_to_commands
@@ -88,7 +88,9 @@ def malformed_schedules(start):
         "not_msgpack": (b"\xc1\x01 this is not msgpack", "not_msgpack"),
         "wrong_types": (msgpack.packb({"schedule_id": "sch_bad_types", "site_id": 7, "asset_map": [], "index": 1,
                                        "columns": 2}), "malformed"),
-        "too_large": (b"\x80" * (17 << 20), "too_large"),
+        # Just over the limit: the broker's max_packet_size admits it (the ingester says why it is
+        # refused); a far larger one is a protocol violation the broker disconnects for.
+        "too_large": (b"\x80" * (MAX_SCHEDULE_BYTES + 1), "too_large"),
         "bad_index": (demo_schedule(df.iloc[[1, 0]], "sch_bad_index"), "unsorted_index"),
         "unknown_column": (demo_schedule(df.assign(ev_999_kw=1.0), "sch_unmapped"), "unmapped_columns"),
         "negative": (demo_schedule(negative, "sch_negative"), "negative_power"),

@@ -286,3 +286,45 @@ def test_metrics_port_from_env_refuses_nonsense(value):
     message = "must be 'off' or a port number 0-65535"
     with pytest.raises(ValueError, match=f"QUBIT_METRICS_PORT='{value}': {message}"):
         metrics_port_from_env({"QUBIT_METRICS_PORT": value})
+
+
+def test_publish_failures_count_by_reason_with_every_reason_present_from_the_start():
+    metrics = ServiceMetrics("gw")
+    assert sample(metrics, "qubit_publish_failures_total", reason="qos0_offline") == 0
+    metrics.count_publish_failure(ev.PublishFailureReason.QOS0_OFFLINE, 37)
+    metrics.count_publish_failure("too_large")
+    assert sample(metrics, "qubit_publish_failures_total", reason="qos0_offline") == 37
+    assert sample(metrics, "qubit_publish_failures_total", reason="too_large") == 1
+    with pytest.raises(ValueError):
+        metrics.count_publish_failure("no_such_reason")
+
+
+def test_pending_publishes_are_read_at_scrape_time():
+    metrics = ServiceMetrics("planner")
+    counts = {"unconfirmed": 3, "overflow": 0}
+    metrics.watch_publishes(lambda: counts["unconfirmed"], lambda: counts["overflow"])
+    assert (sample(metrics, "qubit_publish_pending"), sample(metrics, "qubit_publish_overflow")) == (3, 0)
+    counts.update(unconfirmed=60_000, overflow=10_000)
+    assert (sample(metrics, "qubit_publish_pending"), sample(metrics, "qubit_publish_overflow")) == (60_000, 10_000)
+
+
+def test_a_failure_report_counts_and_emits_but_never_reports_its_own_failure_again():
+    from coordinator.runtime.mqtt import PublishFailure
+    from coordinator.runtime.service import PublishFailureReport
+
+    metrics, bus = ServiceMetrics("gw"), EventBus()
+    report = PublishFailureReport(bus, metrics)
+    seen: list[ev.PublishFailed] = []
+
+    def forward(event: Event) -> None:
+        assert isinstance(event.payload, ev.PublishFailed)
+        seen.append(event.payload)
+        # The event itself cannot be sent either: the client reports that from inside the emit.
+        report(PublishFailure("qubit/events/PUBLISH_FAILED/site", ev.PublishFailureReason.REFUSED, 300,
+                              detail="paho said no"))
+
+    bus.subscribe(EventType.PUBLISH_FAILED, forward)
+    report(PublishFailure("qubit/results/gw", ev.PublishFailureReason.TOO_LARGE, 2_000_000, limit_bytes=1 << 20))
+    assert [(p.reason, p.limit_bytes) for p in seen] == [(ev.PublishFailureReason.TOO_LARGE, 1 << 20)]
+    assert sample(metrics, "qubit_publish_failures_total", reason="too_large") == 1
+    assert sample(metrics, "qubit_publish_failures_total", reason="refused") == 1

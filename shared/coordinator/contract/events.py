@@ -56,6 +56,8 @@ class EventType(StrEnum):
     EMERGENCY_STOP_RESET = "EMERGENCY_STOP_RESET"
     SERVICE_STATE_CHANGED = "SERVICE_STATE_CHANGED"
     """A process's lifecycle, operational or health state moved (coordinator.state)."""
+    PUBLISH_FAILED = "PUBLISH_FAILED"
+    """A process could not send a message (or, summarised, several): nothing on the bus is lost quietly."""
 
 
 Time = AwareDatetime
@@ -374,6 +376,33 @@ class ServiceStateChanged(EventPayload):
     """The three states before the change."""
 
 
+class PublishFailureReason(StrEnum):
+    TOO_LARGE = "too_large"
+    """Over the topic's size limit (runtime/settings.py max_message_bytes; schedules:
+    codec.MAX_SCHEDULE_BYTES); never handed to the broker."""
+    QOS0_OFFLINE = "qos0_offline"
+    """QoS 0 (telemetry) while the broker link was down: lossy by contract, counted."""
+    REFUSED = "refused"
+    """The MQTT client library refused the message for another reason (``detail`` says which)."""
+
+
+class PublishFailed(EventPayload):
+    """Messages a process could not send. One event per message, except ``qos0_offline``:
+    one event per broker outage, sent once the link is back, summarising what was dropped."""
+
+    topic: str
+    """The message's topic; for a summary, the first message dropped."""
+    reason: Annotated[PublishFailureReason, Strict(False)]
+    message_bytes: Annotated[int, Field(ge=0)]
+    """The message's payload size; for a summary, all of them together."""
+    count: Annotated[int, Field(ge=1)] = 1
+    """How many messages this event is about."""
+    limit_bytes: Annotated[int, Field(ge=0)] | None = None
+    """The limit the message broke (``too_large``)."""
+    detail: Text = ""
+    """For a human: the client library's error, the outage's length."""
+
+
 PAYLOAD_MODELS: dict[EventType, type[EventPayload]] = {
     EventType.COMMAND_CREATED: CommandCreated,
     EventType.COMMAND_DISPATCHED: CommandDispatched,
@@ -395,6 +424,7 @@ PAYLOAD_MODELS: dict[EventType, type[EventPayload]] = {
     EventType.EMERGENCY_STOP_ACTIVATED: EmergencyStopActivated,
     EventType.EMERGENCY_STOP_RESET: EmergencyStopReset,
     EventType.SERVICE_STATE_CHANGED: ServiceStateChanged,
+    EventType.PUBLISH_FAILED: PublishFailed,
 }
 """Each event type's one payload model."""
 

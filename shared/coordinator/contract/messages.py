@@ -7,25 +7,63 @@ docs/wire-contract.md.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 import msgpack
 import pydantic
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from coordinator.base import COMMAND_ADAPTER, Command
-from coordinator.contract.codec import MAX_MESSAGE_BYTES, DecodeError, unpack
+from coordinator.contract.batching import runs
+from coordinator.contract.codec import MAX_ITEMS, MAX_MESSAGE_BYTES, MAX_SCHEDULE_BYTES, DecodeError, unpack
+from coordinator.contract.topics import SCHEDULES_ACCEPTED, SCHEDULES_IN
 
 Id = Field(min_length=1, max_length=128, pattern=r"^[^/#+\x00]+$")
+
+ACCEPTED_SCHEDULE_ENVELOPE_BYTES = 4096
+"""What an AcceptedSchedule adds around the schedule it carries (ids, version, times: a few
+hundred bytes; the rest is headroom)."""
+MAX_ACCEPTED_SCHEDULE_BYTES = MAX_SCHEDULE_BYTES + ACCEPTED_SCHEDULE_ENVELOPE_BYTES
+"""The largest AcceptedSchedule on qubit/schedules/accepted: the largest schedule, wrapped."""
+MQTT_PUBLISH_OVERHEAD_BYTES = 1 + 4 + 2 + 65535 + 2
+"""What an MQTT 3.1.1 PUBLISH adds to its payload at most: the fixed header (1 byte and a
+remaining length of up to 4), the topic (2-byte length and up to 65,535 bytes), the packet id."""
+
+
+def message_limit(topic: str, max_message_bytes: int) -> int:
+    """The largest payload allowed on ``topic``: ``max_message_bytes`` (the setting) for every
+    message except schedules (codec.MAX_SCHEDULE_BYTES, and its AcceptedSchedule envelope).
+
+        >>> message_limit("qubit/results/ocpp", 1 << 20), message_limit(SCHEDULES_IN, 1 << 20)
+        (1048576, 16777216)
+    """
+    if topic == SCHEDULES_IN:
+        return MAX_SCHEDULE_BYTES
+    if topic == SCHEDULES_ACCEPTED:
+        return MAX_ACCEPTED_SCHEDULE_BYTES
+    return max_message_bytes
+
+
+def broker_max_packet_size(max_message_bytes: int) -> int:
+    """Mosquitto's ``max_packet_size`` for a site whose message limit is ``max_message_bytes``:
+    the largest payload any topic allows (``message_limit``) plus the PUBLISH around it. The
+    broker disconnects a client that sends a larger packet, so this must admit every message a
+    sender lets through, and no more than that.
+
+        >>> broker_max_packet_size(1 << 20)
+        16846856
+    """
+    largest = max(max_message_bytes, MAX_SCHEDULE_BYTES, MAX_ACCEPTED_SCHEDULE_BYTES)
+    return largest + MQTT_PUBLISH_OVERHEAD_BYTES
 
 
 class WireModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     def encode(self) -> bytes:
-        data: bytes = msgpack.packb(self.model_dump(mode="python"), datetime=True, use_bin_type=True)
-        return data
+        return _packb(self.model_dump(mode="python"))
 
 
 M = TypeVar("M", bound=WireModel)
@@ -68,10 +106,12 @@ class CommandBatch(WireModel):
         return cls(gateway_id=gateway_id, commands=[command_to_wire(c) for c in commands])
 
     @classmethod
-    def split(cls, gateway_id: str, items: list[dict[str, Any]], max_bytes: int) -> list[CommandBatch]:
-        # TEMPORARY stand-in until the mqtt branch's CommandBatch.split is merged
-        size = 2000
-        return [cls(gateway_id=gateway_id, commands=items[i:i + size]) for i in range(0, len(items), size)]
+    def split(cls, gateway_id: str, commands: Sequence[Command], max_bytes: int) -> list[Self]:
+        """``commands`` for ``gateway_id`` as consecutive batches, each encoding to at most
+        ``max_bytes``, in order, none lost (no batch for no commands). ValueError for a
+        command too large for a batch of its own."""
+        items = [command_to_wire(c) for c in commands]
+        return [cls(gateway_id=gateway_id, commands=part) for part in _parts(cls, gateway_id, items, max_bytes)]
 
 
 def command_to_wire(cmd: Command) -> dict[str, Any]:
@@ -102,6 +142,31 @@ class ResultBatch(WireModel):
 
     gateway_id: str = Id
     results: list[CommandResult]
+
+    @classmethod
+    def split(cls, gateway_id: str, results: Sequence[CommandResult], max_bytes: int) -> list[Self]:
+        """``results`` of ``gateway_id`` as consecutive batches, each encoding to at most
+        ``max_bytes``, in order, none lost. ValueError for a result too large on its own."""
+        return [cls(gateway_id=gateway_id, results=part) for part in _parts(cls, gateway_id, results, max_bytes)]
+
+
+def _parts(batch: type[CommandBatch | ResultBatch], gateway_id: str, items: Sequence[Any],
+           max_bytes: int) -> list[list[Any]]:
+    """``items`` cut so that each run, as ``batch``'s list, encodes to at most ``max_bytes``
+    (and holds at most codec.MAX_ITEMS, which receivers enforce too)."""
+    if not items:
+        return []
+    field = "commands" if batch is CommandBatch else "results"
+    envelope = len(batch.model_validate({"gateway_id": gateway_id, field: []}).encode()) - 1
+    # The same packing as WireModel.encode, item by item: a batch's bytes are the concatenation.
+    sizes = [len(_packb(item.model_dump(mode="python") if isinstance(item, BaseModel) else item)) for item in items]
+    return [list(items[r.start:r.stop]) for r in runs(sizes, envelope=envelope, max_bytes=max_bytes,
+                                                      max_items=MAX_ITEMS)]
+
+
+def _packb(obj: Any) -> bytes:
+    data: bytes = msgpack.packb(obj, datetime=True, use_bin_type=True)
+    return data
 
 
 class StatusReport(WireModel):

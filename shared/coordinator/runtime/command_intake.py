@@ -21,7 +21,7 @@ from coordinator.contract.messages import (
     ResultBatch,
 )
 from coordinator.contract.topics import results_topic
-from coordinator.runtime.service import Publish
+from coordinator.runtime.service import Publish, max_message_bytes
 from coordinator.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -86,8 +86,10 @@ class CommandIntake:
                 delivery = self._latest.get(r.command_id)
                 if delivery is not None:
                     self._answers[delivery].append(r)
-        batch = ResultBatch(gateway_id=self.gateway_id, results=results)
-        self.publish(results_topic(self.gateway_id), batch.encode(), qos=1)
+        # Many results (a slot boundary at a large site) leave in as many messages as the
+        # size limit requires, in order.
+        for batch in ResultBatch.split(self.gateway_id, results, max_message_bytes()):
+            self.publish(results_topic(self.gateway_id), batch.encode(), qos=1)
 
 
 class ResultBatcher:

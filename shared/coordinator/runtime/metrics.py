@@ -38,6 +38,7 @@ from coordinator.contract.events import (
     CommandPayload,
     DeviceLink,
     DeviceLinkUp,
+    PublishFailureReason,
     SchedulePlanned,
 )
 from coordinator.events import Event, EventBus, EventType, Subscription
@@ -138,6 +139,19 @@ class ServiceMetrics:
         ).labels(service)
         self._reconnects = _ReconnectCollector(service)
         r.register(self._reconnects)
+        failures = Counter(
+            "qubit_publish_failures", "Messages the process could not send, by reason (PUBLISH_FAILED events).",
+            ["service", "reason"], registry=r,
+        )
+        self._publish_failures = {reason: failures.labels(service, reason.value) for reason in PublishFailureReason}
+        self._publish_pending = Gauge(
+            "qubit_publish_pending", "QoS 1 messages published and not yet confirmed by the broker.",
+            ["service"], registry=r,
+        ).labels(service)
+        self._publish_overflow = Gauge(
+            "qubit_publish_overflow", "Messages waiting in the MQTT client for room in paho's window.",
+            ["service"], registry=r,
+        ).labels(service)
 
         self._dispatched_at: OrderedDict[str, datetime] = OrderedDict()
         self._server: WSGIServer | None = None
@@ -157,6 +171,18 @@ class ServiceMetrics:
         """Expose ``get_count()`` (e.g. ``lambda: mqtt.reconnects``) as ``qubit_broker_reconnects_total``,
         read at every scrape. A later call replaces the getter."""
         self._reconnects.get_count = get_count
+
+    def count_publish_failure(self, reason: str, count: int = 1) -> None:
+        """``count`` messages could not be sent for ``reason`` (a PublishFailureReason value).
+        Fed by the MQTT client's failure hook rather than the bus: a failure to publish the
+        PUBLISH_FAILED event itself still counts."""
+        self._publish_failures[PublishFailureReason(reason)].inc(count)
+
+    def watch_publishes(self, unconfirmed: Callable[[], int], overflow: Callable[[], int]) -> None:
+        """Expose the MQTT client's ``unconfirmed`` and ``overflow`` as ``qubit_publish_pending``
+        and ``qubit_publish_overflow``, read at every scrape."""
+        self._publish_pending.set_function(lambda: float(unconfirmed()))
+        self._publish_overflow.set_function(lambda: float(overflow()))
 
     def set_module_state(self, lifecycle: str, operational: str, health: str) -> None:
         """Record the process's three state layers (values of LifecycleState, OperationalState,

@@ -3,17 +3,26 @@
 - MQTT 3.1.1 with ``clean_session=False`` and a stable client id: the broker keeps the
   session, so a restarted process receives what was queued for it while it was down
   (field notes: a v5 session did not survive a broker restart on Debian's Mosquitto).
-- QoS 1 by default; inbound messages are acknowledged only after their handler returned
-  (``manual_ack``), so a crash mid-handling means redelivery, not loss. Handlers must be
-  idempotent by message id.
-- A service opens the client on its event loop (``open``): every handler and the link hook
-  run on that loop, one message at a time, in arrival order. *Urgent* subscriptions (the
-  emergency stop) are handled the moment they reach the loop, ahead of any backlog.
+- QoS 1 by default. An inbound message is acknowledged (``manual_ack``) once its handler
+  returned and every QoS >= 1 message the handler published was confirmed by the broker,
+  in arrival order (runtime/inbound_acks.py): a crash before then means redelivery, not
+  loss of the message or of what it caused. Handlers must be idempotent by message id.
+- Publishing never loses a QoS >= 1 message: paho gets at most ``WINDOW`` messages beyond
+  the oldest unconfirmed one (it drops what does not fit, field notes), the rest waits in
+  this client's memory, in order, and follows as PUBACKs come back
+  (runtime/publish_window.py). ``unconfirmed`` and ``until_room`` let a sender with a
+  durable outbox feed it at its own pace. What cannot be sent at all (over the size limit,
+  QoS 0 while the link is down) goes to the ``on_failure`` hook, counted, never only logged.
+- A service opens the client on its event loop (``open``): every handler, confirmation
+  callback and the link hook run on that loop, one message at a time, in arrival order.
+  *Urgent* subscriptions (the emergency stop) are handled the moment they reach the loop,
+  ahead of any backlog.
 - paho's network thread stays: it owns the socket, keep-alives and reconnects with backoff,
   which paho offers only on its own loop. It does nothing but hand each callback into the
   event loop (``call_soon_threadsafe``), so no code of ours runs on it.
 - Short-lived tools (the ``qubit`` CLI, the demo) use ``start``/``stop`` without an event
-  loop; their handlers then run on paho's thread and must only hand data on.
+  loop; their handlers then run on paho's thread and must only hand data on, and their
+  messages are acknowledged once the handler returned.
 - A Last Will (the process's "offline" status) and a hook for link changes, so the process
   can keep its retained status (runtime/supervision.py) true.
 - Subscriptions are renewed on every connect; ``subscribed`` is set once the broker's
@@ -29,15 +38,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from coordinator.runtime.settings import settings
+from coordinator.contract.events import PublishFailureReason
+from coordinator.contract.messages import message_limit
+from coordinator.runtime.inbound_acks import AckQueue, Inbound
+from coordinator.runtime.publish_window import PublishWindow
+from coordinator.runtime.settings import settings as process_settings
 
 log = logging.getLogger(__name__)
 
@@ -56,17 +71,90 @@ class BrokerSettings:
     @classmethod
     def from_env(cls) -> BrokerSettings:
         """QUBIT_MQTT_HOST, QUBIT_MQTT_PORT, QUBIT_MQTT_USERNAME, QUBIT_MQTT_PASSWORD (runtime/settings.py)."""
-        s = settings()
+        s = process_settings()
         password = s.mqtt_password.get_secret_value() if s.mqtt_password is not None else None
         return cls(host=s.mqtt_host, port=s.mqtt_port, username=s.mqtt_username, password=password)
+
+
+@dataclass(frozen=True)
+class PublishFailure:
+    """Messages that could not be sent (one, or for ``qos0_offline`` every one of an outage);
+    the fields of the PUBLISH_FAILED event (contract/events.py PublishFailed)."""
+
+    topic: str
+    """The message's topic; for a summary, the first one dropped."""
+    reason: PublishFailureReason
+    message_bytes: int
+    """Payload size; for a summary, all of them together."""
+    count: int = 1
+    limit_bytes: int | None = None
+    detail: str = ""
+
+
+class PublishRefused(ConnectionError):
+    """``publish_confirmed``: the message can never be sent (``failure`` says why)."""
+
+    def __init__(self, failure: PublishFailure) -> None:
+        super().__init__(f"{failure.reason.value}: {failure.detail}")
+        self.failure = failure
+
+
+class PublishState(Enum):
+    WAITING = "waiting"
+    """In this client's overflow, not yet handed to paho."""
+    SENT = "sent"
+    """Handed to paho; a QoS >= 1 message awaits the broker's PUBACK."""
+    CONFIRMED = "confirmed"
+    """QoS >= 1: acknowledged by the broker; QoS 0: handed to the socket layer."""
+    FAILED = "failed"
+    """Never sent (``failure`` says why)."""
+
+
+class Publication:
+    """One message given to ``MqttClient.publish``; what it returns."""
+
+    __slots__ = ("_client", "failure", "on_confirmed", "owner", "payload", "qos", "retain", "state", "topic")
+
+    def __init__(self, client: MqttClient, topic: str, payload: bytes, qos: int, retain: bool,
+                 on_confirmed: Callable[[], None] | None, owner: Inbound | None) -> None:
+        self.topic, self.payload, self.qos, self.retain = topic, payload, qos, retain
+        self.on_confirmed, self.owner = on_confirmed, owner
+        self.state = PublishState.WAITING
+        self.failure: PublishFailure | None = None
+        self._client = client
+
+    def is_published(self) -> bool:
+        """True once confirmed (QoS >= 1: by the broker)."""
+        return self.state is PublishState.CONFIRMED
+
+    def wait_for_publish(self, timeout: float | None = None) -> bool:
+        """Block until confirmed or failed, at most ``timeout`` seconds; True if confirmed.
+        For tools' threads only: never on the event loop or in a handler on paho's thread."""
+        with self._client._settled:
+            self._client._settled.wait_for(
+                lambda: self.state in (PublishState.CONFIRMED, PublishState.FAILED), timeout)
+        return self.is_published()
 
 
 def _matching(routes: list[tuple[str, Handler]], topic: str) -> list[Handler]:
     return [handler for topic_filter, handler in routes if paho.topic_matches_sub(topic_filter, topic)]
 
 
+def _check_topic(topic: str, qos: int) -> None:
+    """What paho.publish would raise for, raised at the caller rather than later, wherever
+    the message is finally handed over."""
+    if not topic or "+" in topic or "#" in topic or len(topic.encode()) > 65535:
+        raise ValueError(f"invalid publish topic {topic!r}")
+    if qos not in (0, 1, 2):
+        raise ValueError(f"invalid QoS {qos}")
+
+
 class MqttClient:
-    """A persistent-session MQTT client with ordered, acknowledged-after-handling delivery."""
+    """A persistent-session MQTT client with ordered, acknowledged-after-handling delivery
+    and publishing that never drops a QoS >= 1 message."""
+
+    WINDOW = 50_000
+    """Most messages handed to paho since its oldest unconfirmed one; paho's message ids end at 65,535."""
 
     def __init__(
         self,
@@ -77,26 +165,45 @@ class MqttClient:
         persistent: bool = True,
         will: tuple[str, bytes] | None = None,
         on_link: Callable[[bool], None] | None = None,
+        on_failure: Callable[[PublishFailure], None] | None = None,
+        max_message_bytes: int | None = None,
     ) -> None:
         """``persistent``: keep the broker session across restarts (services, not CLI
         sessions); ``will``: (topic, payload) the broker publishes, retained, if this process
         vanishes; ``on_link(up)``: called (on the event loop, once opened) whenever the
-        broker link comes or goes."""
+        broker link comes or goes; ``on_failure``: told every message that could not be
+        sent (on the loop, or the publishing thread); ``max_message_bytes``: the size limit
+        (default: the setting; schedule topics have their own, contract/messages.py)."""
         self.service = service
         self.settings = settings
         self.client_id = client_id or f"qubit-{service}"
+        self.on_failure = on_failure
+        self.max_message_bytes = max_message_bytes or process_settings().max_message_bytes
         self._subscriptions: list[tuple[str, int]] = []
         self._handlers: list[tuple[str, Handler]] = []
         self._urgent: list[tuple[str, Handler]] = []
         self._on_link = on_link
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._inbox: deque[paho.MQTTMessage] = deque()
+        self._loop_thread: int | None = None
+        self._inbox: deque[tuple[paho.MQTTMessage, Inbound | None]] = deque()
         # Both set and waited for on the loop only:
         self._arrived = asyncio.Event()  # the inbox has messages
         self._idle = asyncio.Event()  # the inbox is empty and no handler is running
         self._link_up = asyncio.Event()  # the broker link is up
         self._delivery: asyncio.Task[None] | None = None
-        self._confirmations: dict[int, asyncio.Future[None]] = {}
+        self._acks = AckQueue()  # on the loop only
+        self._handling: Inbound | None = None  # the message whose handler runs now (on the loop)
+        self._room: list[tuple[int, asyncio.Future[None]]] = []  # until_room's waiters (on the loop)
+        # Outgoing: the window and the offline count are shared by whoever publishes and
+        # whoever settles confirmations (paho's thread, for tools), hence the lock. It is
+        # never held across a call into paho: paho calls on_publish holding its own lock.
+        self._lock = threading.Lock()
+        self._window: PublishWindow[Publication] = PublishWindow(self.WINDOW)
+        self._pumping = False  # one thread at a time hands messages over, so order holds
+        self._confirms: deque[int] = deque()  # mids paho reported confirmed, not yet settled
+        self._settle_scheduled = False
+        self._settled = threading.Condition()  # wait_for_publish's waiters
+        self._offline: list[Any] | None = None  # [count, bytes, first topic, since] of dropped QoS 0
         self.connected = threading.Event()
         """Set while the broker link is up (paho's thread sets it; anyone may read it)."""
         self.subscribed = threading.Event()
@@ -120,7 +227,7 @@ class MqttClient:
         if will is not None:
             client.will_set(will[0], will[1], qos=1, retain=True)
         client.reconnect_delay_set(min_delay=1, max_delay=10)
-        # Unbounded outgoing queue: a QoS 1 message published while the broker is away waits, it is not dropped.
+        # paho's own queue unbounded: the window, not paho, decides how much it holds.
         client.max_queued_messages_set(0)
         client.max_inflight_messages_set(1000)
         client.on_connect = self._on_connect
@@ -147,12 +254,23 @@ class MqttClient:
         """Messages received and not yet handled."""
         return len(self._inbox)
 
+    @property
+    def unconfirmed(self) -> int:
+        """QoS >= 1 messages published and not yet confirmed by the broker (overflow included)."""
+        return self._window.unconfirmed
+
+    @property
+    def overflow(self) -> int:
+        """Messages published and not yet handed to paho (waiting for room in its window)."""
+        return self._window.waiting
+
     # -- on an event loop (services) ------------------------------------------------
 
     async def open(self, timeout: float = 10.0) -> bool:
         """Connect (retrying in the background) and deliver on the running loop; wait up
         to ``timeout`` for the link. False when the broker was not reachable in that time."""
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._delivery = self._loop.create_task(self._deliver(), name=f"{self.service}-handlers")
         self._start_network()
         try:
@@ -167,11 +285,22 @@ class MqttClient:
         """Return once the broker link is up (on the loop of ``open``)."""
         await self._link_up.wait()
 
+    async def until_room(self, below: int) -> None:
+        """Return once ``unconfirmed < below`` (on the loop of ``open``): a sender that keeps
+        its own durable outbox publishes at the pace the broker confirms."""
+        if self.unconfirmed < below:
+            return
+        assert self._loop is not None, "open() the client on its loop first"
+        room = self._loop.create_future()
+        self._room.append((below, room))
+        await room
+
     async def close(self, timeout: float = 5.0, farewell: tuple[str, bytes] | None = None) -> None:
         """Handle what has arrived (for up to ``timeout`` seconds; the rest stays unacknowledged,
         so the broker delivers it again), publish ``farewell`` (topic, payload; retained) and
         wait up to ``timeout`` for the broker to confirm it, disconnect. A clean disconnect
-        suppresses the Last Will. The messages published before the farewell went out before it."""
+        suppresses the Last Will. The messages published before the farewell went out before
+        it, and the inbound messages whose effects the broker confirmed by then are acknowledged."""
         if self._delivery is not None:
             try:
                 async with asyncio.timeout(timeout):
@@ -186,21 +315,25 @@ class MqttClient:
                 await asyncio.wait_for(self.publish_confirmed(*farewell, retain=True), timeout)
             except (TimeoutError, ConnectionError) as exc:
                 log.warning("%s: farewell not confirmed: %s", self.service, exc or "no PUBACK in time")
+        if self.unconfirmed or self._acks:
+            log.warning("%s: %d published messages unconfirmed and %d received unacknowledged at shutdown; "
+                        "the received ones are delivered again", self.service, self.unconfirmed, len(self._acks))
         self._stop_network()
 
     async def publish_confirmed(self, topic: str, payload: bytes, retain: bool = False) -> None:
-        """Publish at QoS 1 and return once the broker acknowledged it (on the loop of ``open``)."""
+        """Publish at QoS 1 and return once the broker acknowledged it (on the loop of ``open``).
+        PublishRefused (a ConnectionError) when it can never be sent."""
         assert self._loop is not None, "open() the client on its loop first"
         confirmed = self._loop.create_future()
-        info = self.publish(topic, payload, qos=1, retain=retain)
-        if info.rc != paho.MQTT_ERR_SUCCESS:
-            raise ConnectionError(paho.error_string(info.rc))
-        # The PUBACK is handed into the loop after this line ran: nothing is missed.
-        self._confirmations[info.mid] = confirmed
-        try:
-            await confirmed
-        finally:
-            self._confirmations.pop(info.mid, None)
+
+        def done() -> None:
+            if not confirmed.done():
+                confirmed.set_result(None)
+
+        publication = self.publish(topic, payload, qos=1, retain=retain, on_confirmed=done)
+        if publication.failure is not None:
+            raise PublishRefused(publication.failure)
+        await confirmed
 
     # -- without an event loop (short-lived tools) ------------------------------------
 
@@ -218,24 +351,216 @@ class MqttClient:
     def stop(self, timeout: float = 5.0, farewell: tuple[str, bytes] | None = None) -> None:
         """Publish ``farewell`` (topic, payload; retained), wait for the broker to confirm
         it, disconnect. A clean disconnect suppresses the Last Will."""
-        if farewell is not None and self.connected.is_set():
-            info = self._client.publish(farewell[0], farewell[1], qos=1, retain=True)
-            try:
-                info.wait_for_publish(timeout)
-            except RuntimeError as exc:  # raised when the link dropped meanwhile
-                log.warning("%s: farewell not confirmed: %s", self.service, exc)
+        if (farewell is not None and self.connected.is_set()
+                and not self.publish(farewell[0], farewell[1], qos=1, retain=True).wait_for_publish(timeout)):
+            log.warning("%s: farewell not confirmed within %s s", self.service, timeout)
         self._stop_network()
 
     # -- publishing ----------------------------------------------------------------
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> paho.MQTTMessageInfo:
-        """Queue a message; with QoS >= 1 it survives a broker outage in this process's memory."""
-        info = self._client.publish(topic, payload, qos=qos, retain=retain)
-        if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
-            log.error("%s: publish to %s refused by client: %s", self.service, topic, paho.error_string(info.rc))
-        elif info.rc == paho.MQTT_ERR_NO_CONN and qos == 0:
-            log.warning("%s: QoS 0 message to %s dropped while disconnected", self.service, topic)
-        return info
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False, *,
+                on_confirmed: Callable[[], None] | None = None) -> Publication:
+        """Send a message after every one published before it; a QoS >= 1 message is kept in
+        this process's memory until the broker confirmed it, across broker outages.
+
+        ``on_confirmed()`` runs once the broker acknowledged the message; for QoS 0 once it
+        was handed to the socket layer, never if it was dropped. On a client opened on an
+        event loop it runs on that loop, never inside this call; on a tool's client, on
+        paho's thread or the publishing one. A message over the topic's size limit is
+        never sent, nor a QoS 0 one while the link is down: ``on_failure`` is told (QoS 0
+        while offline: once per outage, when the link is back). ValueError for an invalid
+        topic or QoS, as paho raises."""
+        _check_topic(topic, qos)
+        data = bytes(payload)
+        limit = message_limit(topic, self.max_message_bytes)
+        if len(data) > limit:
+            refused = Publication(self, topic, data, qos, retain, on_confirmed, None)
+            self._fail(refused, PublishFailure(topic, PublishFailureReason.TOO_LARGE, len(data), limit_bytes=limit,
+                                               detail=f"{len(data)} bytes, the limit on this topic is {limit}"))
+            return refused
+        # A QoS >= 1 message published by a handler holds back the acknowledgement of the
+        # message being handled until the broker confirmed it.
+        owner = self._handling if qos and self._handling is not None and self._on_loop_thread() else None
+        if owner is not None:
+            owner.publishing()
+        publication = Publication(self, topic, data, qos, retain, on_confirmed, owner)
+        with self._lock:
+            self._window.push(publication, confirmable=qos > 0)
+        # On a loop, confirmations are settled only by their own loop callback: never inside
+        # a caller's publish(), so callbacks do not run in the middle of the caller's code.
+        self._pump(settle=self._loop is None)
+        return publication
+
+    def _on_loop_thread(self) -> bool:
+        return self._loop_thread == threading.get_ident()
+
+    def _pump(self, *, settle: bool) -> None:
+        """Settle confirmations (if ``settle``) and hand over what fits, until nothing is left
+        to do. One thread at a time: another that finds work being done leaves it to it."""
+        with self._lock:
+            if self._pumping:
+                return
+            self._pumping = True
+        try:
+            while True:
+                with self._lock:
+                    confirmed = self._settle_confirms() if settle else []
+                    publication = self._window.head()
+                    if publication is None and not confirmed:
+                        if not (settle and self._confirms):
+                            self._pumping = False
+                            return
+                        continue
+                if confirmed:
+                    self._after_confirmed(confirmed)
+                if publication is not None:
+                    self._hand_over(publication)
+        except BaseException:
+            with self._lock:
+                self._pumping = False
+            raise
+
+    def _settle_confirms(self) -> list[Publication]:
+        """Under the lock: the publications the broker confirmed since the last call."""
+        confirmed = []
+        while self._confirms:
+            publication = self._window.confirm(self._confirms.popleft())
+            if publication is not None:  # a QoS 0 message's "sent" report carries its mid too
+                publication.state = PublishState.CONFIRMED
+                confirmed.append(publication)
+        return confirmed
+
+    def _hand_over(self, publication: Publication) -> None:
+        """Give the window's head to paho (outside the lock: paho takes its own)."""
+        if publication.qos == 0 and not self.connected.is_set():
+            with self._lock:
+                self._window.discard()
+            self._dropped_offline(publication)
+            return
+        try:
+            info = self._client.publish(publication.topic, publication.payload, qos=publication.qos,
+                                        retain=publication.retain)
+        except ValueError as exc:  # checked in publish(); paho's other refusals
+            with self._lock:
+                self._window.discard()
+            self._refused(publication, str(exc))
+            return
+        if publication.qos == 0:
+            with self._lock:
+                self._window.sent(None)
+            if info.rc == paho.MQTT_ERR_SUCCESS:
+                publication.state = PublishState.CONFIRMED
+                self._after_confirmed([publication])
+            elif info.rc == paho.MQTT_ERR_NO_CONN:  # the link went down since the check above
+                self._dropped_offline(publication)
+            else:
+                self._refused(publication, paho.error_string(info.rc))
+            return
+        if info.rc == paho.MQTT_ERR_QUEUE_SIZE:
+            # paho's ids ran out after all (ids taken by subscriptions): keep the message and
+            # try again once a confirmation frees one. With none outstanding, none will.
+            with self._lock:
+                stalled = self._window.in_flight > 0
+                if stalled:
+                    self._window.stall()
+                else:
+                    self._window.discard()
+            if not stalled:
+                self._refused(publication, paho.error_string(info.rc))
+            return
+        # SUCCESS, or NO_CONN: paho keeps a QoS >= 1 message and sends it on reconnecting.
+        publication.state = PublishState.SENT
+        with self._lock:
+            self._window.sent(info.mid)
+
+    def _after_confirmed(self, confirmed: list[Publication]) -> None:
+        """Run what waits for these confirmations (on the loop, for a client opened on one)."""
+        if self._loop is not None and not self._on_loop_thread():
+            self._loop.call_soon_threadsafe(self._after_confirmed, confirmed)
+            return
+        for publication in confirmed:
+            if publication.on_confirmed is not None:
+                if self._loop is not None and publication.qos == 0:
+                    self._loop.call_soon(self._confirm_callback, publication.on_confirmed)
+                else:
+                    self._confirm_callback(publication.on_confirmed)
+            if publication.owner is not None:
+                self._send_acks(self._acks.settled(publication.owner))
+        self._wake_waiters()
+
+    def _confirm_callback(self, callback: Callable[[], None]) -> None:
+        try:
+            callback()
+        except Exception:
+            log.exception("%s: an on_confirmed callback failed", self.service)
+
+    def _wake_room(self) -> None:
+        waiting = []
+        for below, room in self._room:
+            if room.done():
+                continue
+            if self.unconfirmed < below:
+                room.set_result(None)
+            else:
+                waiting.append((below, room))
+        self._room = waiting
+
+    def _fail(self, publication: Publication, failure: PublishFailure) -> None:
+        publication.state, publication.failure = PublishState.FAILED, failure
+        log.error("%s: message to %s not sent (%s): %s", self.service, publication.topic,
+                  failure.reason.value, failure.detail)
+        if publication.owner is not None:  # never confirmed: its trigger is acknowledged regardless
+            self._send_acks(self._acks.settled(publication.owner))
+        self._wake_waiters()
+        self._report(failure)
+
+    def _wake_waiters(self) -> None:
+        with self._settled:
+            self._settled.notify_all()
+        if self._room and self._loop is not None and self._on_loop_thread():
+            self._wake_room()
+
+    def _refused(self, publication: Publication, detail: str) -> None:
+        self._fail(publication, PublishFailure(publication.topic, PublishFailureReason.REFUSED,
+                                               len(publication.payload), detail=f"refused by paho: {detail}"))
+
+    def _dropped_offline(self, publication: Publication) -> None:
+        publication.state = PublishState.FAILED
+        publication.failure = PublishFailure(publication.topic, PublishFailureReason.QOS0_OFFLINE,
+                                             len(publication.payload), detail="broker link down")
+        with self._settled:
+            self._settled.notify_all()
+        with self._lock:
+            if self._offline is None:
+                self._offline = [0, 0, publication.topic, time.monotonic()]
+                first = True
+            else:
+                first = False
+            self._offline[0] += 1
+            self._offline[1] += len(publication.payload)
+        if first:
+            log.warning("%s: QoS 0 messages dropped while the broker link is down (first: %s); "
+                        "counted, reported once the link is back", self.service, publication.topic)
+
+    def _report_offline_drops(self) -> None:
+        with self._lock:
+            dropped, self._offline = self._offline, None
+        if dropped is None:
+            return
+        count, size, topic, since = dropped
+        log.warning("%s: %d QoS 0 messages (%d bytes) were dropped while the broker link was down",
+                    self.service, count, size)
+        self._report(PublishFailure(topic, PublishFailureReason.QOS0_OFFLINE, size, count=count,
+                                    detail=f"{count} QoS 0 messages dropped while the broker link was down "
+                                           f"({time.monotonic() - since:.1f} s since the first)"))
+
+    def _report(self, failure: PublishFailure) -> None:
+        if self.on_failure is None:
+            return
+        try:
+            self.on_failure(failure)
+        except Exception:
+            log.exception("%s: the publish failure hook failed", self.service)
 
     # -- the network -----------------------------------------------------------------
 
@@ -308,30 +633,43 @@ class MqttClient:
             self.subscribed.set()
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
-        if self._loop is not None:
-            self._in_loop(self._confirmed, mid)
+        self._confirms.append(mid)
+        if self._loop is None:
+            self._pump(settle=True)
+        elif not self._settle_scheduled:
+            # One loop callback settles every confirmation that came in before it runs.
+            self._settle_scheduled = True
+            self._in_loop(self._settle_on_loop)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         self._in_loop(self._receive, message)
 
     # -- delivery (on the event loop) --------------------------------------------------
 
+    def _settle_on_loop(self) -> None:
+        self._settle_scheduled = False  # before settling: a confirmation from now on schedules again
+        self._pump(settle=True)
+
     def _linked(self, up: bool, tell: bool) -> None:
         (self._link_up.set if up else self._link_up.clear)()
+        if up:
+            self._report_offline_drops()
         if tell and self._on_link is not None:
             self._on_link(up)
 
-    def _confirmed(self, mid: int) -> None:
-        future = self._confirmations.get(mid)
-        if future is not None and not future.done():
-            future.set_result(None)
-
     def _receive(self, message: paho.MQTTMessage) -> None:
-        urgent = _matching(self._urgent, message.topic)
-        if urgent or self._loop is None:
-            self._handle(message, urgent + _matching(self._handlers, message.topic))
+        if self._loop is None:  # a tool: acknowledged once handled
+            self._handle(message, _matching(self._urgent, message.topic) + _matching(self._handlers, message.topic))
+            if message.qos > 0:
+                self._client.ack(message.mid, message.qos)
             return
-        self._inbox.append(message)
+        # Acknowledgements leave in arrival order: the place in that order is taken now.
+        entry = self._acks.arrived(message.mid, message.qos) if message.qos > 0 else None
+        urgent = _matching(self._urgent, message.topic)
+        if urgent:
+            self._handle_on_loop(message, entry, urgent + _matching(self._handlers, message.topic))
+            return
+        self._inbox.append((message, entry))
         self._idle.clear()
         self._arrived.set()
 
@@ -342,11 +680,24 @@ class MqttClient:
                 self._idle.set()
                 await self._arrived.wait()
                 continue
-            message = self._inbox.popleft()
-            self._handle(message, _matching(self._handlers, message.topic))
+            message, entry = self._inbox.popleft()
+            self._handle_on_loop(message, entry, _matching(self._handlers, message.topic))
             # Between two messages the loop runs whatever is ready: an urgent arrival, the
             # tick, device I/O. A backlog never starves them.
             await asyncio.sleep(0)
+
+    def _handle_on_loop(self, message: paho.MQTTMessage, entry: Inbound | None, handlers: list[Handler]) -> None:
+        self._handling = entry
+        try:
+            self._handle(message, handlers)
+        finally:
+            self._handling = None
+        if entry is not None:
+            self._send_acks(self._acks.handled(entry))
+
+    def _send_acks(self, acks: list[tuple[int, int]]) -> None:
+        for mid, qos in acks:
+            self._client.ack(mid, qos)
 
     def _handle(self, message: paho.MQTTMessage, handlers: list[Handler]) -> None:
         for handler in handlers:
@@ -356,5 +707,3 @@ class MqttClient:
                 # A handler bug must not kill the process or block the queue behind this
                 # message forever; it is logged with its traceback.
                 log.exception("%s: handler for %s failed on a message", self.service, message.topic)
-        if message.qos > 0:
-            self._client.ack(message.mid, message.qos)

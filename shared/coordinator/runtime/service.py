@@ -14,20 +14,22 @@ import argparse
 import asyncio
 import functools
 import logging
+import os
 import signal
 from collections.abc import Callable
 from datetime import datetime
 from typing import NamedTuple, TypeVar
 
 from coordinator.contract.codec import DecodeError, encode_event
+from coordinator.contract.events import PublishFailed
 from coordinator.contract.messages import EmergencyStop, ServiceStatus, WireModel, decode
 from coordinator.contract.topics import EMERGENCY_STOP, event_topic
 from coordinator.events import Event, EventBus, EventType
 from coordinator.runtime.log_format import configure_logging
 from coordinator.runtime.metrics import ServiceMetrics, metrics_port_from_env
-from coordinator.runtime.mqtt import BrokerSettings, Handler, MqttClient
+from coordinator.runtime.mqtt import BrokerSettings, Handler, MqttClient, PublishFailure
 from coordinator.runtime.settings import DEFAULT_SITE_CONFIG as DEFAULT_SITE_CONFIG  # re-exported: callers look here
-from coordinator.runtime.settings import settings
+from coordinator.runtime.settings import environment_name, settings
 from coordinator.runtime.supervision import Supervisor
 from coordinator.site import SiteConfig
 from coordinator.timeutil import utcnow
@@ -110,12 +112,15 @@ def forward_events(
     bus.subscribe_all(forward)
 
 
-def receives(model: type[M], what: str) -> Callable[[Callable[[S, str, M], None]], Callable[[S, str, bytes], None]]:
+def receives(
+    model: type[M], what: str, *, max_bytes: int | None = None,
+) -> Callable[[Callable[[S, str, M], None]], Callable[[S, str, bytes], None]]:
     """Turn ``handler(self, topic, message)`` into an MQTT handler ``(self, topic, data)``.
 
-    The untrusted bytes are decoded into ``model``; what cannot be read is logged with its
-    reason and dropped, so one bad message never stops a service. The handler keeps its
-    model as ``wire_model`` (``Inbound.model``).
+    The untrusted bytes are decoded into ``model``, refusing more than ``max_bytes`` (default:
+    the ``max_message_bytes`` setting); what cannot be read is logged with its reason and
+    dropped, so one bad message never stops a service. The handler keeps its model as
+    ``wire_model`` (``Inbound.model``).
     """
 
     def decorate(method: Callable[[S, str, M], None]) -> Callable[[S, str, bytes], None]:
@@ -124,7 +129,7 @@ def receives(model: type[M], what: str) -> Callable[[Callable[[S, str, M], None]
         @functools.wraps(method)
         def receive(self: S, topic: str, data: bytes) -> None:
             try:
-                message = decode(model, data)
+                message = decode(model, data, max_bytes=max_bytes or max_message_bytes())
             except DecodeError as exc:
                 method_log.error("unreadable %s on %s: %s", what, topic, exc.reason)
                 return
@@ -134,6 +139,20 @@ def receives(model: type[M], what: str) -> Callable[[Callable[[S, str, M], None]
         return receive
 
     return decorate
+
+
+_MAX_MESSAGE_BYTES = environment_name("max_message_bytes")
+
+
+def max_message_bytes() -> int:
+    """The ``max_message_bytes`` setting, cheap enough to ask on every message: reading every
+    setting takes most of a millisecond, so it is read again only when its variable changed."""
+    return _message_limit(os.environ.get(_MAX_MESSAGE_BYTES))
+
+
+@functools.lru_cache(maxsize=8)
+def _message_limit(raw: str | None) -> int:
+    return settings().max_message_bytes
 
 
 def load_site(path: str | None) -> SiteConfig:
@@ -184,8 +203,10 @@ async def serve(name: str, build: Callable[[SiteConfig, Publish], Service], site
 
     supervisor = Supervisor(name, publish, bus, on_change=show)
     client = MqttClient(name, BrokerSettings.from_env(), will=supervisor.last_will(),
-                        on_link=lambda up: supervisor.update(broker_connected=up))
+                        on_link=lambda up: supervisor.update(broker_connected=up),
+                        on_failure=PublishFailureReport(bus, metrics))
     metrics.watch_reconnects(lambda: client.reconnects)
+    metrics.watch_publishes(lambda: client.unconfirmed, lambda: client.overflow)
     service = build(site, client.publish)
     if service.bus is not None:  # commands, links: what the service itself reports
         metrics.observe_bus(service.bus)
@@ -220,6 +241,29 @@ async def serve(name: str, build: Callable[[SiteConfig, Publish], Service], site
     metrics.close()
     log.info("%s offline", name)
     return 0
+
+
+class PublishFailureReport:
+    """The MQTT client's failure hook: each failure counted in ``qubit_publish_failures_total``
+    and a PUBLISH_FAILED event on the process's bus (so on qubit/events/#). A failure to
+    publish that event is counted and logged, not reported again: no loop of reports."""
+
+    def __init__(self, bus: EventBus, metrics: ServiceMetrics) -> None:
+        self.bus, self.metrics = bus, metrics
+        self._reporting = False
+
+    def __call__(self, failure: PublishFailure) -> None:
+        self.metrics.count_publish_failure(failure.reason, failure.count)
+        if self._reporting:
+            log.error("the PUBLISH_FAILED event could not be sent either (%s): counted only", failure.reason.value)
+            return
+        self._reporting = True
+        try:
+            self.bus.emit(EventType.PUBLISH_FAILED, PublishFailed(
+                topic=failure.topic, reason=failure.reason, message_bytes=failure.message_bytes,
+                count=failure.count, limit_bytes=failure.limit_bytes, detail=failure.detail))
+        finally:
+            self._reporting = False
 
 
 class Every:

@@ -31,6 +31,16 @@ class Recorder:
         self.sent.clear()
 
 
+@pytest.fixture(autouse=True)
+def data_dir(tmp_path, monkeypatch):
+    """Each test's own QUBIT_DATA_DIR: what processes keep (gateway records, the ledger) never
+    lands in the checkout, nor carries over from one test to the next. Processes a test starts
+    inherit it (tools.launcher copies the environment)."""
+    path = tmp_path / "data"
+    monkeypatch.setenv("QUBIT_DATA_DIR", str(path))
+    return path
+
+
 @pytest.fixture
 def site():
     return SiteConfig.load(SITE_TOML)

@@ -17,7 +17,7 @@ from services.tracker import StateTracker
     (Planner, {"qubit/state/+": AssetStateMessage, "qubit/schedules/accepted": None, "qubit/results/+": ResultBatch}),
     (StateTracker, {"qubit/state/+": AssetStateMessage, "qubit/status/+/+": StatusReport, "qubit/events/#": None,
                     "qubit/query/requests": Query}),
-    (LoopbackGateway, {"qubit/commands/loopback": CommandBatch, "qubit/sim/loopback": StatusReport}),
+    (LoopbackGateway, {"qubit/commands/loopback": CommandBatch, "qubit/sim/loopback": None}),
 ])
 def test_every_process_declares_its_routes_and_what_it_publishes(site, recorder, make, declared):
     service = make(site, recorder)

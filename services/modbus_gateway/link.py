@@ -180,6 +180,8 @@ class BatteryLink:
                 self.send_results([result(cmd.command_id, cmd.asset_id, Outcome.FAILED, "gateway error (see its log)")])
 
     async def execute(self, cmd: Command) -> None:
+        if not self.intake.open(cmd):  # handed back (shutdown) while it waited in the queue
+            return
         answer = lambda outcome, error=None: result(cmd.command_id, cmd.asset_id, outcome, error)  # noqa: E731
         try:
             plan = plan_command(cmd, self.device, self.register_map, self.asset.max_power_kw)

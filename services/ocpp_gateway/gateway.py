@@ -97,6 +97,8 @@ class OcppGateway(DeviceGateway):
                 log.exception("%s: queue item %s failed", asset_id, getattr(item, "command_id", item))
 
     async def execute(self, cmd: Command) -> None:
+        if not self.intake.open(cmd):  # handed back (shutdown) while it waited in the queue
+            return
         charger = self.chargers[cmd.asset_id]
         point = self.central.points.get(charger.charge_point_id)
         if point is None and self.halted is None:

@@ -254,7 +254,7 @@ def test_after_a_crash_mid_write_the_device_is_read_back_and_a_newer_setpoint_wi
     from datetime import UTC, datetime, timedelta
 
     from coordinator.base import Command, CommandType
-    from coordinator.contract.messages import CommandBatch, Outcome, ResultBatch, decode
+    from coordinator.contract.messages import CommandBatch, CommandResult, Outcome, ResultBatch, decode
     from coordinator.contract.topics import commands_topic, results_topic
     from coordinator.runtime.gateway_record import GatewayRecord
 
@@ -269,7 +269,7 @@ def test_after_a_crash_mid_write_the_device_is_read_back_and_a_newer_setpoint_wi
 
     results = plain(results_topic("modbus"))
     start(site_stack, "battery-simulator", "gateway-modbus")
-    got = {}
+    got: dict[str, CommandResult] = {}
     deadline = time.monotonic() + 20
     while len(got) < 2 and time.monotonic() < deadline:
         for m in results.drain(0.2):
@@ -282,7 +282,7 @@ def test_after_a_crash_mid_write_the_device_is_read_back_and_a_newer_setpoint_wi
     older = Command("ast_batt_a", CommandType.SET_CHARGE_RATE, {"power_kw": 30.0}, now,
                     created_at=shown.created_at - timedelta(minutes=1), attempts=1)
     plain().publish(commands_topic("modbus"), CommandBatch.of("modbus", [shown, older]).encode())
-    answered = []
+    answered: list[tuple[str, Outcome]] = []
     deadline = time.monotonic() + 10
     while len(answered) < 3 and time.monotonic() < deadline:
         answered += [(r.command_id, r.outcome)

@@ -139,7 +139,7 @@ def profiles(stack, cp_id="CP001"):
 
 
 def results_of(client, count, timeout=15.0):
-    got = []
+    got: list[tuple[str, Outcome]] = []
     deadline = time.monotonic() + timeout
     while len(got) < count and time.monotonic() < deadline:
         got += [(r.command_id, r.outcome) for m in client.drain(0.1) for r in decode(ResultBatch, m.payload).results]

@@ -109,6 +109,11 @@ class CommandIntake:
             self._latest[delivery.command_id] = (delivery.command_id, delivery.attempt)
         return left
 
+    def open(self, cmd: Command) -> bool:
+        """Is this delivery still to be worked on? False once it was answered finally (a
+        shutdown handed it back while it waited in its queue, say): leave the device alone."""
+        return self._latest.get(cmd.command_id) == (cmd.command_id, cmd.attempts)
+
     def check(self, cmd: Command) -> CommandResult | None:
         """Right before the device: None to go ahead, else the answer (SUPERSEDED) instead."""
         decision = ordering(cmd, self.record.in_force(cmd.asset_id, cmd.command_type))

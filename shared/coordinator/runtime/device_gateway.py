@@ -139,7 +139,10 @@ class DeviceGateway(Service):
 
     def begin(self, cmd: Command) -> bool:
         """Right before the device is touched: False when ``cmd`` was answered instead (the
-        site's stop, a newer setpoint in force); else "applying" is committed: go ahead."""
+        site's stop, a newer setpoint in force) or already handed back; else "applying" is
+        committed: go ahead."""
+        if not self.intake.open(cmd):
+            return False
         if self.halted is not None:
             self.send_results([result(cmd.command_id, cmd.asset_id, Outcome.REFUSED, self.halted)])
             return False

@@ -286,6 +286,9 @@ class Planner(Service):
             # Our clock, not the device's: backoff and timeouts must not depend on device clocks.
             if result.outcome is Outcome.ACKNOWLEDGED:
                 self.engine.handle_acknowledgement(cmd, now=self.clock())
+            elif result.outcome is Outcome.SUPERSEDED:
+                self.engine.handle_superseded(cmd, f"superseded at the gateway: {result.error or 'a newer setpoint'}",
+                                              now=self.clock())
             else:
                 self.engine.handle_response(
                     cmd,

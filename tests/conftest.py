@@ -33,8 +33,9 @@ class Recorder:
 
 @pytest.fixture(autouse=True)
 def data_dir(tmp_path, monkeypatch):
-    """Every test's processes keep their durable files (the planner's ledger, gateways'
-    records) in its own directory, never in the checkout."""
+    """Each test's own QUBIT_DATA_DIR: what processes keep (gateway records, the ledger) never
+    lands in the checkout, nor carries over from one test to the next. Processes a test starts
+    inherit it (tools.launcher copies the environment)."""
     path = tmp_path / "data"
     monkeypatch.setenv("QUBIT_DATA_DIR", str(path))
     return path

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 
-from coordinator.contract.messages import CommandBatch, Outcome
+from coordinator.base import Command
+from coordinator.contract.messages import Outcome
 from coordinator.protocols.modbus.device import DeviceStatus
 from coordinator.runtime.command_intake import result
 from coordinator.runtime.device_gateway import DeviceGateway
-from coordinator.runtime.service import Publish, base_arguments, load_site, receives, run
+from coordinator.runtime.service import Publish, base_arguments, load_site, run
 from coordinator.site import Protocol, SiteConfig
 
 from .link import BatteryLink
@@ -23,28 +24,31 @@ class ModbusGateway(DeviceGateway):
     def __init__(self, site: SiteConfig, publish: Publish, gateway_id: str = "modbus") -> None:
         super().__init__(site, publish, gateway_id)
         self.links = {
-            a.asset_id: BatteryLink(a, self.bus, self.send_results, self._report, self.telemetry)
+            a.asset_id: BatteryLink(a, self.bus, self.intake, self.send_results, self._report, self.telemetry)
             for a in site.assets_of(gateway_id)
         }
 
     async def open(self) -> None:
         for link in self.links.values():
             link.start()
+        self.resume()
 
-    @receives(CommandBatch, "command batch")
-    def on_commands(self, topic: str, batch: CommandBatch) -> None:
-        for cmd in self.accept(batch):
-            link = self.links.get(cmd.asset_id)
-            if link is None:  # through send_results, like every result: it ends the command's in-flight entry
-                self.send_results([result(cmd.command_id, cmd.asset_id, Outcome.REFUSED,
-                                          f"{cmd.asset_id} is not on gateway {self.gateway_id}")])
-            else:
-                link.submit(cmd)
+    def submit(self, cmd: Command, reconcile: bool = False) -> None:
+        link = self.links.get(cmd.asset_id)
+        if link is None:  # through send_results, like every result: it ends the command's in-flight entry
+            self.send_results([result(cmd.command_id, cmd.asset_id, Outcome.REFUSED,
+                                      f"{cmd.asset_id} is not on gateway {self.gateway_id}")])
+        else:
+            link.submit(cmd, reconcile)
+
+    def reconcile(self, cmd: Command) -> None:
+        """In the battery's queue, ahead of what was accepted after it: read the setpoint back."""
+        self.submit(cmd, reconcile=True)
 
     async def make_safe(self, asset_id: str, reason: str) -> str:
         return await self.links[asset_id].make_safe(reason)
 
-    async def after_reset(self) -> None:
+    def after_reset(self) -> None:
         for link in self.links.values():
             link.resume()
 

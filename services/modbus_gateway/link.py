@@ -1,9 +1,14 @@
 """One battery's Modbus TCP link: its own client, its own command queue, its own poller.
 
 Each device has its own asyncio tasks, so a slow or dead battery never delays another.
-A command is: clamp -> write -> ACKNOWLEDGED -> read back until the device shows the value
-(COMPLETED) or the verify window ends ("not applied", FAILED). A Modbus write
-acknowledgement is not proof that the device took the value.
+A command is: clamp -> the ordering rule (SUPERSEDED when a newer setpoint is in force) ->
+"applying" recorded -> write -> ACKNOWLEDGED -> read back until the device shows the value
+("applied" recorded, COMPLETED) or the verify window ends ("not applied", FAILED). A Modbus
+write acknowledgement is not proof that the device took the value.
+
+After a restart, a command a crash left "applying" is reconciled by reading the setpoint
+registers back: the device shows the planned value -> it was applied (COMPLETED); it does
+not -> FAILED (the planner retries).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from coordinator.events import EventBus, EventType
 from coordinator.protocols.modbus.device import DeviceStatus, decode_status
 from coordinator.protocols.modbus.registers import decode_registers
 from coordinator.protocols.modbus.setpoints import SetpointPlan, coalesce, plan_command, shows
-from coordinator.runtime.command_intake import result
+from coordinator.runtime.command_intake import CommandIntake, result
 from coordinator.site import AssetConfig
 from coordinator.timeutil import utcnow
 
@@ -42,6 +47,7 @@ class BatteryLink:
         self,
         asset: AssetConfig,
         bus: EventBus,
+        intake: CommandIntake,
         send_results: Callable[[list[CommandResult]], None],
         report: Callable[[str, DeviceStatus], None],
         telemetry: Callable[[str, dict[str, Any]], None],
@@ -51,9 +57,10 @@ class BatteryLink:
         self.device = asset.modbus
         self.register_map = self.device.register_map()
         self.status_registers = self.device.status()
-        self.bus = bus
+        self.bus, self.intake = bus, intake
         self.send_results, self.report, self.telemetry = send_results, report, telemetry
-        self.queue: asyncio.Queue[Command] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[Command, bool]] = asyncio.Queue()
+        """(command, reconcile): reconcile is true for one a crash left applying."""
         self._client: AsyncModbusTcpClient | None = None  # made in start(): it needs the running loop
         self.up = False
         self.last_state: str | None = None
@@ -160,19 +167,21 @@ class BatteryLink:
 
     # -- commands ------------------------------------------------------------------
 
-    def submit(self, cmd: Command) -> None:
-        self.queue.put_nowait(cmd)
+    def submit(self, cmd: Command, reconcile: bool = False) -> None:
+        self.queue.put_nowait((cmd, reconcile))
 
     async def _commands(self) -> None:
         while True:
-            cmd = await self.queue.get()
+            cmd, reconcile = await self.queue.get()
             try:
-                await self.execute(cmd)
+                await (self.reconcile(cmd) if reconcile else self.execute(cmd))
             except Exception:
                 log.exception("%s: command %s crashed", self.asset.asset_id, cmd.command_id)
                 self.send_results([result(cmd.command_id, cmd.asset_id, Outcome.FAILED, "gateway error (see its log)")])
 
     async def execute(self, cmd: Command) -> None:
+        if not self.intake.open(cmd):  # handed back (shutdown) while it waited in the queue
+            return
         answer = lambda outcome, error=None: result(cmd.command_id, cmd.asset_id, outcome, error)  # noqa: E731
         try:
             plan = plan_command(cmd, self.device, self.register_map, self.asset.max_power_kw)
@@ -187,20 +196,32 @@ class BatteryLink:
         if self.halted is not None:
             self.send_results([answer(Outcome.REFUSED, self.halted)])
             return
+        superseded = self.intake.check(cmd)
+        if superseded is not None:
+            self.send_results([superseded])
+            return
+        self.intake.applying(cmd)
         failure = await self.apply(plan, on_written=lambda: self.send_results([answer(Outcome.ACKNOWLEDGED)]))
+        if failure is None:
+            self.intake.applied(cmd)
         self.send_results([answer(Outcome.COMPLETED) if failure is None else answer(Outcome.FAILED, failure)])
 
     async def apply(self, plan: SetpointPlan, on_written: Callable[[], None] = lambda: None) -> str | None:
         """Write ``plan`` and read it back until the device shows it; None when it does, else why not."""
-        requests = coalesce(plan.writes)
         try:
-            for offset, words in requests:
+            for offset, words in coalesce(plan.writes):
                 await self.write(offset, words)
         except LinkError as exc:
             return str(exc)
         on_written()
+        return await self.verify(plan, self.device.verify_window_seconds)
+
+    async def verify(self, plan: SetpointPlan, window: float) -> str | None:
+        """Read ``plan``'s registers back until the device shows it (None) or ``window`` seconds
+        passed (why not)."""
+        requests = coalesce(plan.writes)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.device.verify_window_seconds
+        deadline = loop.time() + window
         seen = "nothing"
         while True:
             try:
@@ -223,9 +244,27 @@ class BatteryLink:
             except LinkError as exc:
                 seen = str(exc)
             if loop.time() >= deadline:
-                return (f"not applied: after {self.device.verify_window_seconds:g} s the "
+                return (f"not applied: after {window:g} s the "
                         f"device shows {seen} (wanted {plan.applied:g})")
             await asyncio.sleep(READBACK_INTERVAL)
+
+    async def reconcile(self, cmd: Command) -> None:
+        """``cmd`` was being written when the gateway stopped: does the device show it?"""
+        answer = lambda outcome, error=None: result(cmd.command_id, cmd.asset_id, outcome, error)  # noqa: E731
+        try:
+            plan = plan_command(cmd, self.device, self.register_map, self.asset.max_power_kw)
+        except TranslationError as exc:  # it was planned before the restart; the config changed since
+            self.send_results([answer(Outcome.REFUSED, str(exc))])
+            return
+        # the link is coming up with this run: give it the command's own timeout to answer
+        failure = await self.verify(plan, max(cmd.timeout_seconds / 2, self.device.verify_window_seconds))
+        if failure is None:
+            log.warning("%s: %s attempt %d, interrupted by the restart, is shown by the device: applied",
+                        cmd.asset_id, cmd.command_id, cmd.attempts)
+            self.intake.applied(cmd)
+            self.send_results([answer(Outcome.ACKNOWLEDGED), answer(Outcome.COMPLETED)])
+        else:
+            self.send_results([answer(Outcome.FAILED, f"after the gateway restarted: {failure}")])
 
     # -- emergency stop ------------------------------------------------------------
 
@@ -236,7 +275,7 @@ class BatteryLink:
         LinkError when the device cannot be reached or does not show idle."""
         self.halted = reason
         while not self.queue.empty():
-            cmd = self.queue.get_nowait()
+            cmd, _ = self.queue.get_nowait()
             self.send_results([result(cmd.command_id, cmd.asset_id, Outcome.REFUSED, reason)])
         idle = Command(self.asset.asset_id, CommandType.SET_CHARGE_RATE, {"power_kw": 0.0}, utcnow())
         failure = await self.apply(plan_command(idle, self.device, self.register_map, self.asset.max_power_kw))

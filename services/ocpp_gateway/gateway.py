@@ -1,10 +1,14 @@
 """OCPP gateway process: the central system (CSMS) of the site's chargers.
 
-Commands from the planner become OCPP calls on the charger's own connection, each in its
-own task, so a slow or dead charger never delays another. Accepted completes a command;
-Rejected fails the attempt (the planner retries); NotSupported is refused for good; a
-CallError fails with the charger's code and description; no answer is left to the
-planner's timeout. A charger that reconnects gets its current setpoint again.
+Commands from the planner become OCPP calls on the charger's own connection. Each charger
+has one ordered queue and one task working it, so two commands for one charger never
+interleave (the ordering rule is checked right before each call) and a slow or dead charger
+never delays another. Accepted completes a command; Rejected fails the attempt (the planner
+retries); NotSupported is refused for good; a CallError fails with the charger's code and
+description; no answer is left to the planner's timeout. A charger that (re)boots gets its
+last applied setpoints again, from the durable record, except during an emergency stop and
+after one until a new setpoint was applied (the planner restores after the reset). A call a
+crash interrupted cannot be known: after a restart it is answered FAILED (the planner retries).
 
     qubit-ocpp-gateway --gateway-id ocpp --site-config deploy/site.toml
 """
@@ -25,13 +29,14 @@ from coordinator.adapters import OCPPAdapter, TranslationError
 from coordinator.asset_machines import ChargerState
 from coordinator.base import Command, CommandType
 from coordinator.contract.events import DeviceLinkDown, DeviceLinkUp
-from coordinator.contract.messages import CommandBatch, Outcome
+from coordinator.contract.messages import Outcome
 from coordinator.events import EventType
 from coordinator.protocols.ocpp.answers import outcome_of
 from coordinator.protocols.ocpp.internals import inline_validation
 from coordinator.runtime.command_intake import result
 from coordinator.runtime.device_gateway import DeviceGateway
-from coordinator.runtime.service import Publish, base_arguments, load_site, receives, run
+from coordinator.runtime.service import Publish, base_arguments, load_site, run
+from coordinator.setpoint_order import Applied
 from coordinator.site import OcppListenConfig, Protocol, SiteConfig
 from coordinator.timeutil import utcnow
 
@@ -39,8 +44,10 @@ from .central import CentralSystem, Point
 
 log = logging.getLogger(__name__)
 
-# Setpoints a reconnecting charger must get again: it may have lost its profiles.
+# Setpoints a rebooting charger must get again: it may have lost its profiles.
 RESTORED = (CommandType.SET_CHARGE_RATE, CommandType.SET_POWER_LIMIT)
+RESTORE = "restore"
+"""A charger queue's item: give the charger its last applied setpoints again."""
 SAFE_CALL_TIMEOUT = 5.0
 """Seconds each emergency-stop call may take (the 0 W profile, the stop)."""
 
@@ -54,32 +61,51 @@ class OcppGateway(DeviceGateway):
         self.chargers = {a.asset_id: a.ocpp for a in self.assets.values() if a.ocpp is not None}
         """Each charger's OCPP identity, by asset id."""
         self.by_charge_point = {c.charge_point_id: self.assets[a] for a, c in self.chargers.items()}
-        self.in_force: dict[tuple[str, CommandType], Command] = {}
+        self.queues: dict[str, asyncio.Queue[Command | str]] = {}
+        """Each charger's work, in arrival order: commands, and RESTORE after a boot."""
         self.central = CentralSystem(self.config.ocpp or OcppListenConfig(), self.by_charge_point, self)
 
     async def open(self) -> None:
         await self.central.start()
+        self.resume()
 
     # -- commands ------------------------------------------------------------------
 
-    @receives(CommandBatch, "command batch")
-    def on_commands(self, topic: str, batch: CommandBatch) -> None:
-        for cmd in self.accept(batch):  # each in its own task: one slow charger never holds up another
-            self.spawn(self.execute(cmd))
-
-    async def execute(self, cmd: Command) -> None:
-        charger = self.chargers.get(cmd.asset_id)
-        if charger is None:
+    def submit(self, cmd: Command) -> None:
+        if cmd.asset_id not in self.chargers:
             self.send_results([result(cmd.command_id, cmd.asset_id, Outcome.REFUSED,
                                       f"{cmd.asset_id} is not an OCPP charger of gateway {self.gateway_id}")])
             return
-        if self.halted is not None:
-            self.send_results([result(cmd.command_id, cmd.asset_id, Outcome.REFUSED, self.halted)])
+        self._queue(cmd.asset_id).put_nowait(cmd)
+
+    def _queue(self, asset_id: str) -> asyncio.Queue[Command | str]:
+        queue = self.queues.get(asset_id)
+        if queue is None:  # one worker per charger, started with its first item
+            queue = self.queues[asset_id] = asyncio.Queue()
+            self.spawn(self._work(asset_id, queue))
+        return queue
+
+    async def _work(self, asset_id: str, queue: asyncio.Queue[Command | str]) -> None:
+        while True:
+            item = await queue.get()
+            try:
+                if isinstance(item, Command):
+                    await self.execute(item)
+                else:
+                    await self._restore_all(asset_id)
+            except Exception:  # execute answers its own failures; this is a bug, and the queue goes on
+                log.exception("%s: queue item %s failed", asset_id, getattr(item, "command_id", item))
+
+    async def execute(self, cmd: Command) -> None:
+        if not self.intake.open(cmd):  # handed back (shutdown) while it waited in the queue
             return
+        charger = self.chargers[cmd.asset_id]
         point = self.central.points.get(charger.charge_point_id)
-        if point is None:
+        if point is None and self.halted is None:
             self.send_results([result(cmd.command_id, cmd.asset_id, Outcome.FAILED,
                                       f"charger {charger.charge_point_id} is not connected")])
+            return
+        if not self.begin(cmd) or point is None:  # answered: the site's stop, or a newer setpoint in force
             return
         try:
             outcome, error = await self.call(point, charger.connector_id, cmd)
@@ -90,8 +116,7 @@ class OcppGateway(DeviceGateway):
             self.settled(cmd)
             return  # no answer: the planner's timeout decides
         if outcome is Outcome.COMPLETED:
-            if cmd.command_type in RESTORED:
-                self.in_force[(cmd.asset_id, cmd.command_type)] = cmd
+            self.intake.applied(cmd)
             self.send_results([result(cmd.command_id, cmd.asset_id, Outcome.ACKNOWLEDGED),
                                result(cmd.command_id, cmd.asset_id, Outcome.COMPLETED)])
         else:
@@ -139,15 +164,19 @@ class OcppGateway(DeviceGateway):
         asset = self.by_charge_point[charge_point_id]
         if self.halted is not None:  # a charger that (re)connects during a stop is made safe, not restored
             self.spawn(self._make_safe_one(asset.asset_id, self.halted))
-        else:
-            self._restore_all(asset.asset_id)
+        else:  # in its queue: behind what was sent before, ahead of what comes after
+            self._queue(asset.asset_id).put_nowait(RESTORE)
 
-    def _restore_all(self, asset_id: str) -> None:
+    async def _restore_all(self, asset_id: str) -> None:
+        """The charger's last applied setpoints again (it may have lost its profiles), as the
+        record has them now: a newer one applied meanwhile is what is restored."""
         charger = self.chargers[asset_id]
-        point = self.central.points.get(charger.charge_point_id)
-        for (owner, _), cmd in list(self.in_force.items()):
-            if owner == asset_id and point is not None:
-                self.spawn(self._restore(point, charger.connector_id, cmd))
+        for applied in self.record.restorable(asset_id):
+            point = self.central.points.get(charger.charge_point_id)
+            if point is None or self.halted is not None:
+                return
+            if applied.command_type in RESTORED:
+                await self._restore(point, charger.connector_id, applied)
 
     # -- the site's emergency stop ---------------------------------------------------
 
@@ -173,11 +202,14 @@ class OcppGateway(DeviceGateway):
             raise RuntimeError(f"0 W accepted, but stopping session {transaction} was not: {error or 'no answer'}")
         return f"0 W profile accepted, session {transaction} stopped"
 
-    async def after_reset(self) -> None:
-        for asset_id in self.assets:
-            self._restore_all(asset_id)
+    def reconcile(self, cmd: Command) -> None:
+        """A call a crash interrupted: the charger cannot be asked what it did with it."""
+        self.send_results([result(cmd.command_id, cmd.asset_id, Outcome.FAILED,
+                                  "outcome unknown: the gateway restarted during the call")])
 
-    async def _restore(self, point: Point, connector_id: int, cmd: Command) -> None:
+    async def _restore(self, point: Point, connector_id: int, applied: Applied) -> None:
+        cmd = Command(applied.asset_id, applied.command_type, dict(applied.parameters), applied.scheduled_at,
+                      command_id=applied.command_id, attempts=applied.attempt, created_at=applied.created_at)
         outcome, error = await self.call(point, connector_id, cmd)
         log.info("%s: setpoint of %s restored: %s %s", point.id, cmd.command_id, outcome, error or "")
 

@@ -8,6 +8,7 @@ from coordinator.base import Command, CommandType
 from coordinator.contract.codec import DecodeError, command_from_wire
 from coordinator.contract.messages import CommandBatch, Outcome, ResultBatch, command_to_wire, decode
 from coordinator.runtime.command_intake import CommandIntake
+from coordinator.runtime.gateway_record import GatewayRecord
 
 T0 = datetime(2025, 1, 15, 8, 0, tzinfo=UTC)
 
@@ -45,9 +46,10 @@ def test_what_the_lax_reader_used_to_accept_is_refused(wire, reason):
     assert info.value.reason.startswith(reason)
 
 
-def test_a_malformed_item_is_refused_alone_and_the_valid_ones_go_on():
+def test_a_malformed_item_is_refused_alone_and_the_valid_ones_go_on(tmp_path):
     sent = []
-    intake = CommandIntake("gw", lambda topic, payload, qos=1, retain=False: sent.append(payload))
+    intake = CommandIntake("gw", lambda topic, payload, qos=1, retain=False: sent.append(payload),
+                           GatewayRecord(tmp_path / "gateway-gw.sqlite"))
     good = item()
     no_time = {k: v for k, v in item().items() if k != "scheduled_at"}
     batch = CommandBatch(gateway_id="gw", commands=[no_time, good, {"no": "ids"}])

@@ -4,6 +4,7 @@ as separate processes, real Modbus TCP between gateway and simulator."""
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -245,3 +246,46 @@ def test_a_command_for_an_asset_not_on_the_gateway_gets_one_answer_and_does_not_
     assert time.monotonic() - began < 4.0  # nothing in flight: no grace period waited out
     later = [r for m in results.drain(1.0) for r in decode(ResultBatch, m.payload).results]
     assert later == []
+
+
+def test_after_a_crash_mid_write_the_device_is_read_back_and_a_newer_setpoint_wins(site_stack, plain, data_dir):
+    """A record as a gateway killed during writes leaves it: battery a's command shows on the
+    device (0 kW, at rest), battery b's does not (20 kW). The restarted gateway reads them back."""
+    from datetime import UTC, datetime, timedelta
+
+    from coordinator.base import Command, CommandType
+    from coordinator.contract.messages import CommandBatch, CommandResult, Outcome, ResultBatch, decode
+    from coordinator.contract.topics import commands_topic, results_topic
+    from coordinator.runtime.gateway_record import GatewayRecord
+
+    now = datetime.now(UTC)
+    shown = Command("ast_batt_a", CommandType.SET_CHARGE_RATE, {"power_kw": 0.0}, now, attempts=1)
+    not_shown = Command("ast_batt_b", CommandType.SET_CHARGE_RATE, {"power_kw": 20.0}, now, attempts=1)
+    record = GatewayRecord(data_dir / "gateway-modbus.sqlite")
+    record.accept([shown, not_shown])
+    record.applying(shown)
+    record.applying(not_shown)
+    record.close()
+
+    results = plain(results_topic("modbus"))
+    start(site_stack, "battery-simulator", "gateway-modbus")
+    got: dict[str, CommandResult] = {}
+    deadline = time.monotonic() + 20
+    while len(got) < 2 and time.monotonic() < deadline:
+        for m in results.drain(0.2):
+            got |= {r.command_id: r for r in decode(ResultBatch, m.payload).results if r.outcome != "acknowledged"}
+    assert got[shown.command_id].outcome is Outcome.COMPLETED
+    assert got[not_shown.command_id].outcome is Outcome.FAILED
+    assert "after the gateway restarted: not applied" in (got[not_shown.command_id].error or "")
+
+    # shown is in force now: an older setpoint for battery a is superseded, a repeat answered from the record
+    older = Command("ast_batt_a", CommandType.SET_CHARGE_RATE, {"power_kw": 30.0}, now,
+                    created_at=shown.created_at - timedelta(minutes=1), attempts=1)
+    plain().publish(commands_topic("modbus"), CommandBatch.of("modbus", [shown, older]).encode())
+    answered: list[tuple[str, Outcome]] = []
+    deadline = time.monotonic() + 10
+    while len(answered) < 3 and time.monotonic() < deadline:
+        answered += [(r.command_id, r.outcome)
+                     for m in results.drain(0.2) for r in decode(ResultBatch, m.payload).results]
+    assert answered == [(shown.command_id, Outcome.ACKNOWLEDGED), (shown.command_id, Outcome.COMPLETED),
+                        (older.command_id, Outcome.SUPERSEDED)]

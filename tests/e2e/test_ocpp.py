@@ -3,14 +3,20 @@ gateway and the charge point simulator as separate processes, real OCPP-J over w
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import msgpack
 import pandas as pd
 import pytest
 
+from coordinator.base import Command, CommandType
 from coordinator.contract.codec import encode_schedule
-from coordinator.contract.topics import SCHEDULES_IN, simulator_topic
+from coordinator.contract.messages import CommandBatch, Outcome, ResultBatch, decode
+from coordinator.contract.topics import SCHEDULES_IN, commands_topic, results_topic, simulator_topic
+from coordinator.runtime.gateway_record import GatewayRecord
+from tools.broker import free_port
+from tools.launcher import ServiceProcesses
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -124,3 +130,67 @@ def test_wrong_credentials_are_refused(ocpp_stack, events, plain, tmp_path, vers
     assert "refused CP002: wrong or missing credentials" in log
     assert "not-the-password-at-all" not in log and ocpp_stack.password not in log  # never logged
 
+
+
+def profiles(stack, cp_id="CP001"):
+    """The charging limits the simulated charger itself logged: device-side evidence."""
+    lines = stack.log("chargepoint-simulator").splitlines()
+    return [line for line in lines if f"{cp_id}: " in line and " limit " in line]
+
+
+def results_of(client, count, timeout=15.0):
+    got: list[tuple[str, Outcome]] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < count and time.monotonic() < deadline:
+        got += [(r.command_id, r.outcome) for m in client.drain(0.1) for r in decode(ResultBatch, m.payload).results]
+    assert len(got) >= count, f"only {got}"
+    return got
+
+
+def test_a_redelivered_command_is_not_sent_twice_and_an_older_one_is_superseded(ocpp_stack, events, plain):
+    start_simulator(ocpp_stack, events)
+    control(plain, "CP001", "plug_in")
+    wait_state(events, "PREPARING")
+    results, planner = plain(results_topic("ocpp")), plain()
+    now = datetime.now(UTC)
+    newer = Command("ast_bay_1", CommandType.SET_CHARGE_RATE, {"power_kw": 11.0}, now, created_at=now)
+    older = Command("ast_bay_1", CommandType.SET_CHARGE_RATE, {"power_kw": 7.0}, now,
+                    created_at=now - timedelta(minutes=1))
+    before = len(profiles(ocpp_stack))
+    planner.publish(commands_topic("ocpp"), CommandBatch.of("ocpp", [newer]).encode())
+    assert results_of(results, 2) == [(newer.command_id, Outcome.ACKNOWLEDGED), (newer.command_id, Outcome.COMPLETED)]
+    planner.publish(commands_topic("ocpp"), CommandBatch.of("ocpp", [newer, older]).encode())  # a redelivery
+    again = results_of(results, 3)
+    assert again[:2] == [(newer.command_id, Outcome.ACKNOWLEDGED), (newer.command_id, Outcome.COMPLETED)]
+    assert again[2] == (older.command_id, Outcome.SUPERSEDED)
+    results.drain(0.5)
+    assert len(profiles(ocpp_stack)) == before + 1  # the charger got one profile: the newer one
+
+
+@pytest.fixture
+def interrupted_call(data_dir):
+    """A record as a gateway killed during a call leaves it: one command "applying"."""
+    cmd = Command("ast_bay_1", CommandType.SET_CHARGE_RATE, {"power_kw": 11.0}, datetime.now(UTC), attempts=1)
+    record = GatewayRecord(data_dir / "gateway-ocpp.sqlite")
+    record.accept([cmd])
+    record.applying(cmd)
+    record.close()
+    return cmd
+
+
+@pytest.mark.parametrize("version", ["1.6"])
+def test_a_call_interrupted_by_a_crash_is_answered_failed_after_the_restart(interrupted_call, broker, plain,
+                                                                             tmp_path, version, ocpp_site_template):
+    template, password = ocpp_site_template
+    results = plain(results_topic("ocpp"))
+    path = tmp_path / "site.toml"
+    path.write_text(template.format(port=free_port(), version=version, timeout=3.0, password1=password,
+                                    password2=password))
+    stack = ServiceProcesses(broker.host, broker.port, path, tmp_path / "logs")
+    try:
+        stack.start_all(("gateway-ocpp",))
+        got = [r for m in results.drain(3.0) for r in decode(ResultBatch, m.payload).results]
+        assert [(r.command_id, r.outcome, r.error) for r in got] == [
+            (interrupted_call.command_id, Outcome.FAILED, "outcome unknown: the gateway restarted during the call")]
+    finally:
+        stack.stop_all()

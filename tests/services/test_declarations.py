@@ -18,7 +18,7 @@ from services.tracker import StateTracker
                "qubit/events/SCHEDULE_REJECTED/+": None, "qubit/query/requests": Query}),
     (StateTracker, {"qubit/state/+": AssetStateMessage, "qubit/status/+/+": StatusReport,
                     "qubit/query/requests": Query}),
-    (LoopbackGateway, {"qubit/commands/loopback": CommandBatch, "qubit/sim/loopback": StatusReport}),
+    (LoopbackGateway, {"qubit/commands/loopback": CommandBatch, "qubit/sim/loopback": None}),
 ])
 def test_every_process_declares_its_routes_and_what_it_publishes(site, recorder, make, declared):
     service = make(site, recorder)

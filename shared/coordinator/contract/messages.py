@@ -127,6 +127,10 @@ class Outcome(StrEnum):
     """This attempt failed; the planner may retry."""
     REFUSED = "refused"
     """The command can never succeed as it is (malformed, unsupported, out of range): no retry."""
+    SUPERSEDED = "superseded"
+    """Not applied because a newer setpoint of the same asset and channel is in force on the
+    device (coordinator.setpoint_order); the error names the newer command. The planner
+    finishes the command CANCELLED: no retry."""
 
 
 class CommandResult(WireModel):
@@ -186,6 +190,15 @@ class ChargerControl(WireModel):
     charge_point_id: str = Id
     action: str = Field(min_length=1, max_length=32)
     value: pydantic.StrictFloat | pydantic.StrictInt | None = None
+
+
+class SimulatorRequest(WireModel):
+    """Tests and the fault-injection suite -> a simulated gateway (qubit/sim/{gateway_id}):
+    make one simulated device stop answering commands (``silent`` true: it neither applies
+    nor answers them, as a device that hangs) or answer again (false)."""
+
+    asset_id: str = Id
+    silent: pydantic.StrictBool
 
 
 class Telemetry(WireModel):

@@ -155,8 +155,9 @@ CHANNELS: tuple[Channel, ...] = (
             "Questions to the state tracker."),
     Channel("queryReplies", f"{ROOT}/query/replies/{{client_id}}", ("QueryReply",), 1, False, ("tracker",),
             ("the asking client",), "The tracker's answer, on the request's reply_to topic."),
-    Channel("simulator", f"{ROOT}/sim/{{gateway_id}}", ("StatusReport", "ChargerControl"), 1, False,
+    Channel("simulator", f"{ROOT}/sim/{{gateway_id}}", ("StatusReport", "SimulatorRequest", "ChargerControl"), 1, False,
             ("tests", "demo"), ("simulated gateways", "the charge point simulator"),
-            "Force a simulated device into a state (StatusReport), or drive a simulated charger (ChargerControl)."),
+            "Force a simulated device into a state (StatusReport), make it stop answering or answer again "
+            "(SimulatorRequest), or drive a simulated charger (ChargerControl)."),
 )
 """Every topic of the runtime (docs/wire-contract.md, docs/contract/asyncapi.json)."""

@@ -1,15 +1,22 @@
 """What every gateway does with a command batch before a device sees anything.
 
-Malformed commands are refused (when they carry ids to answer to), and a delivery seen
-before is answered again from memory, never applied twice: QoS 1 delivers at least once.
-A delivery is a command_id with its attempt number: a retry from the planner is new work.
+Malformed commands are refused (when they carry ids to answer to). Every well-formed
+delivery (a command_id with its attempt number: a retry from the planner is new work) is
+written to the gateway's durable record (runtime/gateway_record.py) inside the MQTT handler,
+before the broker's ack: a delivery seen before, in this run or an earlier one, is answered
+from the record and never applied again; a new attempt of a command an earlier attempt of
+which was applied is answered COMPLETED without touching the device. Right before the device
+is touched, ``check`` applies the ordering rule (coordinator.setpoint_order): a setpoint
+older than the one in force on its asset and channel is answered SUPERSEDED.
+
+A gateway drives each delivery through ``applying`` (before the device is touched),
+``applied`` (the device confirmed it) and its results (``send``), each committed first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from datetime import datetime
 
 from coordinator.base import Command
@@ -21,14 +28,16 @@ from coordinator.contract.messages import (
     ResultBatch,
 )
 from coordinator.contract.topics import results_topic
+from coordinator.runtime.gateway_record import Delivery, GatewayRecord, Progress
 from coordinator.runtime.service import Publish, max_message_bytes
+from coordinator.setpoint_order import Verdict, decide, ordering
 from coordinator.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
-REMEMBERED_DELIVERIES = 100_000
+DeliveryKey = tuple[str, int]  # (command_id, attempts)
 
-Delivery = tuple[str, int]  # (command_id, attempts)
+FINAL = frozenset({Outcome.COMPLETED, Outcome.FAILED, Outcome.REFUSED, Outcome.SUPERSEDED})
 
 
 def result(
@@ -38,16 +47,19 @@ def result(
 
 
 class CommandIntake:
-    def __init__(self, gateway_id: str, publish: Publish) -> None:
+    def __init__(self, gateway_id: str, publish: Publish, record: GatewayRecord) -> None:
         self.gateway_id = gateway_id
         self.publish = publish
-        self._answers: OrderedDict[Delivery, list[CommandResult]] = OrderedDict()
-        self._latest: dict[str, Delivery] = {}  # command_id -> the delivery being worked on
+        self.record = record
+        self._latest: dict[str, DeliveryKey] = {}  # command_id -> its delivery being worked on
 
     def accept(self, batch: CommandBatch) -> list[Command]:
-        """The batch's new, well-formed deliveries; refusals and repeats are answered here."""
+        """The batch's new, well-formed deliveries, recorded as accepted (committed);
+        refusals, repeats and attempts applied before are answered here."""
         fresh: list[Command] = []
+        answered: list[tuple[Command, list[CommandResult]]] = []
         answers: list[CommandResult] = []
+        in_batch: set[DeliveryKey] = set()
         for item in batch.commands:
             try:
                 cmd = command_from_wire(item)
@@ -58,34 +70,89 @@ class CommandIntake:
                 else:
                     log.error("unanswerable malformed command in batch: %s", exc.reason)
                 continue
-            delivery = (cmd.command_id, cmd.attempts)
-            earlier = self._answers.get(delivery)
-            if earlier is None:
-                self._remember(delivery)
-            if earlier is None:
-                fresh.append(cmd)
+            key = (cmd.command_id, cmd.attempts)
+            if key in in_batch:
+                log.info("command %s attempt %d twice in one batch: taken once", *key)
+                continue
+            in_batch.add(key)
+            seen = self.record.delivery(*key)
+            decision = decide(cmd, seen=seen is not None, applied_attempt=self.record.applied_attempt(cmd.command_id),
+                              in_force=None)  # the ordering rule is checked right before the device (check)
+            if decision.verdict is Verdict.ANSWER_FROM_RECORD and seen is not None:
+                answers += self._from_record(seen)
+            elif decision.verdict is Verdict.ALREADY_APPLIED:
+                done = [result(cmd.command_id, cmd.asset_id, Outcome.COMPLETED, decision.reason)]
+                answered.append((cmd, done))
+                answers += done
             else:
-                log.info("command %s attempt %d delivered again: answering from memory", *delivery)
-                answers += earlier
-        self.send(answers, remember=False)
+                fresh.append(cmd)
+        self.record.accept(fresh, answered)
+        for cmd in fresh:
+            self._latest[cmd.command_id] = (cmd.command_id, cmd.attempts)
+        self._publish(answers)
         return fresh
 
-    def _remember(self, delivery: Delivery) -> None:
-        self._answers[delivery] = []
-        self._latest[delivery[0]] = delivery
-        while len(self._answers) > REMEMBERED_DELIVERIES:
-            old, _ = self._answers.popitem(last=False)
-            if self._latest.get(old[0]) == old:
-                del self._latest[old[0]]
+    @staticmethod
+    def _from_record(seen: Delivery) -> list[CommandResult]:
+        if seen.progress is not Progress.FINISHED:
+            log.info("command %s attempt %d delivered again while in progress: its results will follow",
+                     seen.command_id, seen.attempt)
+            return []
+        log.info("command %s attempt %d delivered again: answered from the record", seen.command_id, seen.attempt)
+        return seen.results
+
+    def resume(self) -> list[tuple[Delivery, Command]]:
+        """After a restart: the deliveries left accepted or applying, in arrival order, to be
+        finished by the gateway (their results go out through ``send`` as usual)."""
+        left = self.record.unfinished()
+        for delivery, _ in left:
+            self._latest[delivery.command_id] = (delivery.command_id, delivery.attempt)
+        return left
+
+    def open(self, cmd: Command) -> bool:
+        """Is this delivery still to be worked on? False once it was answered finally (a
+        shutdown handed it back while it waited in its queue, say): leave the device alone."""
+        return self._latest.get(cmd.command_id) == (cmd.command_id, cmd.attempts)
+
+    def check(self, cmd: Command) -> CommandResult | None:
+        """Right before the device: None to go ahead, else the answer (SUPERSEDED) instead."""
+        decision = ordering(cmd, self.record.in_force(cmd.asset_id, cmd.command_type))
+        if decision.verdict is Verdict.SUPERSEDED:
+            log.warning("%s attempt %d not applied: %s", cmd.command_id, cmd.attempts, decision.reason)
+            return result(cmd.command_id, cmd.asset_id, Outcome.SUPERSEDED, decision.reason)
+        return None
+
+    def applying(self, cmd: Command) -> None:
+        """Committed before the device is touched."""
+        self.record.applying(cmd)
+
+    def applied(self, cmd: Command) -> None:
+        """Committed once the device confirmed ``cmd``: it is in force now."""
+        self.record.applied(cmd)
+
+    def settled(self, cmd: Command) -> None:
+        """``cmd`` ends without a result of ours (no answer: the planner's timeout decides)."""
+        self.record.results([(cmd.command_id, cmd.attempts, [], True)])
+        self._latest.pop(cmd.command_id, None)
 
     def send(self, results: list[CommandResult], remember: bool = True) -> None:
+        """Record ``results`` with their deliveries (committed), then publish them."""
         if not results:
             return
         if remember:
+            by_delivery: dict[DeliveryKey, list[CommandResult]] = {}
             for r in results:
-                delivery = self._latest.get(r.command_id)
-                if delivery is not None:
-                    self._answers[delivery].append(r)
+                key = self._latest.get(r.command_id)
+                if key is not None:
+                    by_delivery.setdefault(key, []).append(r)
+            self.record.results([(cid, attempt, rs, any(r.outcome in FINAL for r in rs))
+                                 for (cid, attempt), rs in by_delivery.items()])
+            for key, rs in by_delivery.items():
+                if any(r.outcome in FINAL for r in rs) and self._latest.get(key[0]) == key:
+                    del self._latest[key[0]]
+        self._publish(results)
+
+    def _publish(self, results: list[CommandResult]) -> None:
         # Many results (a slot boundary at a large site) leave in as many messages as the
         # size limit requires, in order.
         for batch in ResultBatch.split(self.gateway_id, results, max_message_bytes()):

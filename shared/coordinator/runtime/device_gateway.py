@@ -1,14 +1,25 @@
-"""What every gateway with real device links shares: the command intake, batched results,
-status reports and telemetry, the link state its health is judged by, and the site's
-emergency stop: every asset to its safe state at once (``make_safe``, one task per asset),
-commands refused until the reset. Device I/O runs on the process's event loop, beside the
-MQTT handlers, so none of this state is shared between threads."""
+"""What every gateway with real device links shares: the command intake and its durable
+record, batched results, status reports and telemetry, the link state its health is judged
+by, and the site's emergency stop: every asset to its safe state at once (``make_safe``, one
+task per asset), commands refused until the reset. Device I/O runs on the process's event
+loop, beside the MQTT handlers, so none of this state is shared between threads.
+
+A gateway hands each new delivery to ``submit`` (its per-asset queue); right before the
+device is touched it calls ``begin`` (the ordering rule, then "applying" committed) and, once
+the device confirmed, ``intake.applied``. On start ``resume`` finishes what the record shows
+unfinished: accepted deliveries are submitted again, ones a crash left applying go to
+``reconcile``, which each gateway answers from its device as far as it can know.
+
+After an emergency-stop reset nothing is restored here: the planner sends the newest
+setpoint per asset (docs/durability.md)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Coroutine
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from coordinator.base import Command
@@ -17,7 +28,9 @@ from coordinator.contract.messages import CommandBatch, CommandResult, Emergency
 from coordinator.contract.topics import commands_topic, results_topic, status_topic, telemetry_topic
 from coordinator.events import Event, EventBus, EventType
 from coordinator.runtime.command_intake import CommandIntake, ResultBatcher, result
-from coordinator.runtime.service import Inbound, Publish, Service, forward_events
+from coordinator.runtime.gateway_record import GatewayRecord, Progress, record_path
+from coordinator.runtime.service import Inbound, Publish, Service, forward_events, receives
+from coordinator.runtime.settings import settings
 from coordinator.runtime.supervision import Supervisor
 from coordinator.site import Protocol, SiteConfig
 from coordinator.timeutil import utcnow
@@ -31,8 +44,9 @@ SAFE_STATE_TIMEOUT = 10.0
 class DeviceGateway(Service):
     protocol: Protocol
     bus: EventBus
+    tick_interval = 3600.0  # the record's pruning
 
-    def __init__(self, site: SiteConfig, publish: Publish, gateway_id: str) -> None:
+    def __init__(self, site: SiteConfig, publish: Publish, gateway_id: str, record: Path | None = None) -> None:
         config = site.gateway(gateway_id)
         if config is None or config.protocol is not self.protocol:
             raise ValueError(f"{gateway_id!r} is not a {self.protocol} gateway of the site config")
@@ -41,8 +55,9 @@ class DeviceGateway(Service):
                           telemetry_topic(gateway_id, "{asset}"))
         self.bus = EventBus()
         forward_events(self.bus, publish)
-        self._intake = CommandIntake(gateway_id, publish)
-        self._results = ResultBatcher(self._intake)
+        self.record = GatewayRecord(record or record_path(gateway_id))
+        self.intake = CommandIntake(gateway_id, publish, self.record)
+        self._results = ResultBatcher(self.intake)
         self.halted: str | None = None
         """Why commands are refused (the site's emergency stop), or None."""
         self.draining = False
@@ -79,11 +94,14 @@ class DeviceGateway(Service):
 
     def emergency_stop(self, order: EmergencyStop) -> None:
         self.halted = f"site emergency stop: {order.reason}"
+        # what was in force before the stop is no longer: a charger that reboots is not given it again
+        self.record.stop_restoring(a.asset_id for a in self.site.assets_of(self.gateway_id))
         self.spawn(self._make_all_safe(self.halted))
 
     def emergency_reset(self, order: EmergencyStop) -> None:
+        """Commands are taken again; nothing is restored (the planner sends the newest setpoint)."""
         self.halted = None
-        self.spawn(self.after_reset())
+        self.after_reset()
 
     async def _make_all_safe(self, reason: str) -> None:
         await asyncio.gather(*(self._make_safe_one(a.asset_id, reason) for a in self.site.assets_of(self.gateway_id)))
@@ -104,14 +122,68 @@ class DeviceGateway(Service):
         """Put the asset into its safe state and confirm it; what was done, or raise why not."""
         raise NotImplementedError
 
-    async def after_reset(self) -> None:
-        """After the reset: whatever the gateway restores by itself (dispatching resumes anyway)."""
+    def after_reset(self) -> None:
+        """After the reset: let the device links take commands again. Never re-apply anything."""
 
     # -- commands ----------------------------------------------------------------------
 
+    @receives(CommandBatch, "command batch")
+    def on_commands(self, topic: str, batch: CommandBatch) -> None:
+        """Recorded (committed) here, inside the MQTT handler: the broker's ack follows."""
+        for cmd in self.accept(batch):
+            self.submit(cmd)
+
+    def submit(self, cmd: Command) -> None:
+        """Queue a new delivery for its device (each asset's commands in arrival order)."""
+        raise NotImplementedError
+
+    def begin(self, cmd: Command) -> bool:
+        """Right before the device is touched: False when ``cmd`` was answered instead (the
+        site's stop, a newer setpoint in force) or already handed back; else "applying" is
+        committed: go ahead."""
+        if not self.intake.open(cmd):
+            return False
+        if self.halted is not None:
+            self.send_results([result(cmd.command_id, cmd.asset_id, Outcome.REFUSED, self.halted)])
+            return False
+        superseded = self.intake.check(cmd)
+        if superseded is not None:
+            self.send_results([superseded])
+            return False
+        self.intake.applying(cmd)
+        return True
+
+    def resume(self) -> None:
+        """After a restart (call once the device links are started): finish the deliveries
+        the record shows unfinished, in arrival order."""
+        left = self.intake.resume()
+        for delivery, cmd in left:
+            self.in_flight[cmd.command_id] = cmd
+            self._none_in_flight.clear()
+            if delivery.progress is Progress.ACCEPTED:
+                self.submit(cmd)
+            elif delivery.applied:  # confirmed, the crash came before its results were recorded
+                self.send_results([result(cmd.command_id, cmd.asset_id, Outcome.ACKNOWLEDGED),
+                                   result(cmd.command_id, cmd.asset_id, Outcome.COMPLETED)])
+            else:
+                self.reconcile(cmd)
+        if left:
+            log.warning("record: %d deliveries left unfinished by the last run resumed", len(left))
+
+    def reconcile(self, cmd: Command) -> None:
+        """``cmd`` was being applied when the gateway stopped: find out from the device, if it
+        can, and answer (COMPLETED when the device shows it, else FAILED: the planner retries)."""
+        self.send_results([result(cmd.command_id, cmd.asset_id, Outcome.FAILED,
+                                  "outcome unknown: the gateway restarted during the call")])
+
+    def tick(self, now: datetime) -> None:
+        pruned = self.record.prune(settings().ledger_retention_days)
+        if pruned:
+            log.info("record: %d finished deliveries pruned", pruned)
+
     def accept(self, batch: CommandBatch) -> list[Command]:
         """The batch's new commands, now in flight; none while shutting down (handed back)."""
-        commands = self._intake.accept(batch)
+        commands = self.intake.accept(batch)
         if self.draining:
             self.send_results([result(c.command_id, c.asset_id, Outcome.FAILED, "not sent: gateway shutting down")
                                for c in commands])
@@ -131,6 +203,7 @@ class DeviceGateway(Service):
 
     def settled(self, cmd: Command) -> None:
         """``cmd`` ended without a result of ours (no answer: the planner's timeout decides)."""
+        self.intake.settled(cmd)
         self.in_flight.pop(cmd.command_id, None)
         self._check_idle()
 
@@ -154,9 +227,6 @@ class DeviceGateway(Service):
 
     def subscriptions(self) -> list[Inbound]:
         return [Inbound(commands_topic(self.gateway_id), self.on_commands)]
-
-    def on_commands(self, topic: str, data: bytes) -> None:
-        raise NotImplementedError
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         """Run ``coroutine`` as a task of its own on the loop, held until it ends; a task that
@@ -183,3 +253,4 @@ class DeviceGateway(Service):
 
     async def close(self) -> None:
         await self.stop_links()
+        self.record.close()

@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 
 from coordinator.contract.messages import CommandResult, Outcome, ResultBatch, StatusReport, decode
 from coordinator.runtime.command_intake import CommandIntake
+from coordinator.runtime.gateway_record import GatewayRecord
 from coordinator.runtime.service import receives
 
 T0 = datetime(2025, 1, 15, 8, 0, tzinfo=UTC)
@@ -36,10 +37,11 @@ def test_receivers_refuse_what_is_over_the_setting_and_log_why(monkeypatch, capl
     assert len(receiver.got) == 2
 
 
-def test_a_gateways_results_leave_in_messages_under_the_limit_in_order(monkeypatch):
+def test_a_gateways_results_leave_in_messages_under_the_limit_in_order(monkeypatch, tmp_path):
     monkeypatch.setenv("QUBIT_MAX_MESSAGE_BYTES", str(64 << 10))
     sent: list[bytes] = []
-    intake = CommandIntake("gw", lambda topic, payload, qos=1, retain=False: sent.append(payload))
+    intake = CommandIntake("gw", lambda topic, payload, qos=1, retain=False: sent.append(payload),
+                           GatewayRecord(tmp_path / "gw.sqlite"))
     results = [CommandResult(command_id=f"cmd_{i}", asset_id=f"ast_{i}", outcome=Outcome.COMPLETED, at=T0)
                for i in range(3000)]
     intake.send(results, remember=False)

@@ -28,8 +28,8 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from coordinator.adapters import RoutingTable
 from coordinator.asset_machines import is_early_departure
-from coordinator.base import Command, CommandType
-from coordinator.contract.codec import MAX_SCHEDULE_BYTES, DecodeError, decode_event, decode_schedule
+from coordinator.base import Command
+from coordinator.contract.codec import DecodeError, decode_event, decode_schedule
 from coordinator.contract.events import (
     CommandPayload,
     EmergencyStopActivated,
@@ -38,6 +38,7 @@ from coordinator.contract.events import (
     ScheduleRejected,
 )
 from coordinator.contract.messages import (
+    MAX_ACCEPTED_SCHEDULE_BYTES,
     AcceptedSchedule,
     AssetStateMessage,
     CommandBatch,
@@ -59,7 +60,9 @@ from coordinator.contract.topics import (
 )
 from coordinator.dispatch import DispatchEngine
 from coordinator.events import Event, EventBus, EventType
-from coordinator.ledger import Ledger, LedgerError, OutboxSender, Transport
+from coordinator.ledger import Ledger, LedgerError, OutboxSender
+from coordinator.ledger.store import REPLAY_WINDOW
+from coordinator.runtime.mqtt import MqttClient
 from coordinator.runtime.service import (
     Inbound,
     Publish,
@@ -72,6 +75,7 @@ from coordinator.runtime.service import (
 )
 from coordinator.runtime.settings import settings
 from coordinator.schedule import ScheduleError
+from coordinator.setpoint_order import CHANNEL
 from coordinator.site import SiteConfig
 from coordinator.timeutil import utcnow
 
@@ -82,10 +86,7 @@ LEDGER_FILE = "planner-ledger.sqlite"
 KEEP_FINISHED = timedelta(hours=1)
 PRUNE_EVERY = timedelta(hours=1)
 # Setpoint channels an emergency-stop reset restores: the newest of each, once.
-RESTORED_CHANNELS = (
-    frozenset({CommandType.SET_CHARGE_RATE, CommandType.SET_DISCHARGE_RATE}),
-    frozenset({CommandType.SET_POWER_LIMIT}),
-)
+RESTORED_CHANNELS = tuple(frozenset(t for t, c in CHANNEL.items() if c == channel) for channel in ("power", "limit"))
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -154,9 +155,16 @@ class Planner(Service):
             log.info("resumed from %s: %d unfinished commands, %d of them in flight",
                      self.ledger.path, len(self.engine.commands), len(self._unreconciled))
 
-    def attach_client(self, client: Transport) -> None:
-        """Publish through ``client`` at the pace the broker confirms (the outbox's window)."""
+    def attach_client(self, client: MqttClient) -> None:
+        """Publish through ``client`` at the pace the broker confirms (the outbox's window);
+        send again what the broker may have lost when it comes back without our session."""
         self.outbox.transport = client
+        client.on_session_lost = self._broker_lost_state
+
+    def _broker_lost_state(self) -> None:
+        again = self.outbox.replay()
+        log.warning("the broker has no session of ours (first start, or it lost its state): "
+                    "%d messages of the last %s sent again", again, REPLAY_WINDOW)
 
     async def open(self) -> None:
         # Committed before a crash, never confirmed: sent again (receivers are idempotent).
@@ -206,7 +214,7 @@ class Planner(Service):
     @durable
     def on_schedule(self, topic: str, data: bytes) -> None:
         try:
-            accepted = decode(AcceptedSchedule, data, max_bytes=MAX_SCHEDULE_BYTES + 4096)
+            accepted = decode(AcceptedSchedule, data, max_bytes=MAX_ACCEPTED_SCHEDULE_BYTES)
             msg = decode_schedule(accepted.schedule)
         except DecodeError as exc:
             log.error("unreadable accepted schedule on %s: %s", topic, exc.reason)

@@ -37,18 +37,12 @@ from .config import CoordinatorConfig
 from .contract import events as ev
 from .events import EventBus, EventType
 from .schedule import ScheduleError
+from .setpoint_order import channel_of
 from .statemachine import StateMachine
 from .timeutil import require_aware, utcnow
 
 log = logging.getLogger(__name__)
 
-# Commands on one channel overwrite each other on the device, so only the newest matters.
-_CHANNEL = {
-    CommandType.SET_CHARGE_RATE: "power",
-    CommandType.SET_DISCHARGE_RATE: "power",
-    CommandType.SET_POWER_LIMIT: "limit",
-    CommandType.SET_SOC_TARGET: "soc",
-}
 
 
 class _Batch:
@@ -278,7 +272,7 @@ class DispatchEngine:
     def _supersede(self, queue: list[Command], now: datetime) -> None:
         newest: dict[str, Command] = {}
         for cmd in reversed(queue):
-            channel = _CHANNEL.get(cmd.command_type)
+            channel = channel_of(cmd.command_type)
             if channel is None:
                 continue
             if channel in newest and cmd.status is CommandStatus.PENDING:

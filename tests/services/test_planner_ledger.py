@@ -79,7 +79,7 @@ def test_messages_committed_but_not_confirmed_are_sent_again_after_a_restart(sit
             self.sent.append(topic)
 
     planner = Planner(site, recorder)
-    planner.attach_client(NeverConfirms())
+    planner.outbox.transport = NeverConfirms()
     planner.on_schedule("t", accepted({"ev_001_kw": [7.0]}, "sch_a", 1))
     planner.tick(T0)
     assert "qubit/commands/loopback" in NeverConfirms.sent

@@ -183,6 +183,10 @@ class MqttClient:
         self._handlers: list[tuple[str, Handler]] = []
         self._urgent: list[tuple[str, Handler]] = []
         self._on_link = on_link
+        self.on_session_lost: Callable[[], None] | None = None
+        """Called (on the event loop) when a connect finds no session of ours at the broker: a
+        first connect, or a broker that lost its state (killed before it saved it) together
+        with what it had confirmed since its last save."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._inbox: deque[tuple[paho.MQTTMessage, Inbound | None]] = deque()
@@ -612,8 +616,11 @@ class MqttClient:
             self.subscribed.set()
         self.connected.set()
         self._in_loop(self._linked, True, True)
+        session_present = getattr(flags, "session_present", None)
         log.info("%s: connected to %s:%s (session present: %s)", self.service, self.settings.host,
-                 self.settings.port, getattr(flags, "session_present", None))
+                 self.settings.port, session_present)
+        if session_present is False and self.on_session_lost is not None:
+            self._in_loop(self.on_session_lost)
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         self.connected.clear()

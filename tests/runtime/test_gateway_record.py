@@ -73,6 +73,21 @@ def test_an_emergency_stop_keeps_the_order_but_not_the_restore(tmp_path):
     assert [a.command_id for a in record.restorable("ast_1")] == [newer.command_id]
 
 
+def test_a_setpoint_being_applied_stops_the_older_one_being_restored(tmp_path):
+    # The gateway dies mid-call: the charger may hold the newer value; restoring the older on
+    # its next boot would land after it (the planner's retry brings the newer one back).
+    record = GatewayRecord(tmp_path / "gateway-gw.sqlite")
+    older, newer = cmd(), cmd(created=T0 + timedelta(minutes=1))
+    record.accept([older])
+    record.applied(older)
+    record.accept([newer])
+    record.applying(newer)
+    reopened = GatewayRecord(tmp_path / "gateway-gw.sqlite")
+    assert reopened.restorable("ast_1") == []
+    reopened.applied(newer)
+    assert [a.command_id for a in reopened.restorable("ast_1")] == [newer.command_id]
+
+
 def test_prune_forgets_only_old_finished_deliveries(tmp_path):
     record = GatewayRecord(tmp_path / "gateway-gw.sqlite")
     old, recent, open_ = cmd(), cmd(), cmd()

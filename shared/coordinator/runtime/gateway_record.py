@@ -194,10 +194,16 @@ class GatewayRecord:
                   _pack([r.model_dump() for r in results]), now, now) for c, results in answered])
 
     def applying(self, cmd: Command) -> None:
-        """Call right before the device is touched."""
+        """Call right before the device is touched. From now on the device may hold ``cmd``:
+        its channel's older setpoint is not given again on a reboot (it would land after a
+        newer one) until ``cmd`` or a later setpoint is confirmed applied."""
+        channel = channel_of(cmd.command_type)
         with self._transaction() as db:
             db.execute("UPDATE deliveries SET state = 'applying' WHERE command_id = ? AND attempt = ?",
                        (cmd.command_id, cmd.attempts))
+            if channel is not None:
+                db.execute("UPDATE in_force SET restore = 0 WHERE asset_id = ? AND channel = ?",
+                           (cmd.asset_id, channel))
 
     def applied(self, cmd: Command) -> None:
         """The device confirmed ``cmd``: it is in force on its channel (a newer one applied

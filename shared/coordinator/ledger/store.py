@@ -308,12 +308,9 @@ class Ledger:
 
     def command_record(self, command_id: str) -> dict[str, Any] | None:
         """The command as recorded, with every transition, for ``qubit status cmd_...``."""
-        cursor = self._db.execute("SELECT * FROM commands WHERE command_id = ?", (command_id,))
-        row = cursor.fetchone()
-        if row is None:
+        record = self._row_as_dict("SELECT * FROM commands WHERE command_id = ?", command_id)
+        if record is None:
             return None
-        names = [d[0] for d in cursor.description]
-        record: dict[str, Any] = dict(zip(names, row, strict=True))
         for key in ("scheduled_at", "created_at", "dispatched_at", "finished_at", "next_attempt_at"):
             record[key] = _dt_or_none(record[key])
         record["parameters"] = json.loads(record["parameters"])
@@ -327,17 +324,19 @@ class Ledger:
 
     def schedule_record(self, schedule_id: str) -> dict[str, Any] | None:
         """The schedule's fate and its commands' statuses, for ``qubit status sch_...``."""
-        cursor = self._db.execute("SELECT * FROM schedules WHERE schedule_id = ?", (schedule_id,))
-        row = cursor.fetchone()
-        if row is None:
+        record = self._row_as_dict("SELECT * FROM schedules WHERE schedule_id = ?", schedule_id)
+        if record is None:
             return None
-        names = [d[0] for d in cursor.description]
-        record: dict[str, Any] = dict(zip(names, row, strict=True))
         record["recorded_at"] = _dt(record["recorded_at"])
         record["received_at"] = _dt_or_none(record["received_at"])
         record["command_statuses"] = dict(self._db.execute(
             "SELECT status, count(*) FROM commands WHERE schedule_id = ? GROUP BY status", (schedule_id,)).fetchall())
         return record
+
+    def _row_as_dict(self, query: str, key: str) -> dict[str, Any] | None:
+        cursor = self._db.execute(query, (key,))
+        row = cursor.fetchone()
+        return None if row is None else dict(zip([d[0] for d in cursor.description], row, strict=True))
 
     # -- retention ---------------------------------------------------------------------------
 

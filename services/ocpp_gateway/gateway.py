@@ -10,6 +10,10 @@ last applied setpoints again, from the durable record, except during an emergenc
 after one until a new setpoint was applied (the planner restores after the reset). A call a
 crash interrupted cannot be known: after a restart it is answered FAILED (the planner retries).
 
+Setpoints are leased (leases.py): each profile ends at validTo, above a fallback profile
+installed after every boot; the gateway renews the setpoints in force every half lease, so a
+dead coordinator leaves each charger at its fallback within one lease.
+
     qubit-ocpp-gateway --gateway-id ocpp --site-config deploy/site.toml
 """
 
@@ -41,6 +45,7 @@ from coordinator.site import OcppListenConfig, Protocol, SiteConfig
 from coordinator.timeutil import utcnow
 
 from .central import CentralSystem, Point
+from .leases import lease_end, renew_interval
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +53,10 @@ log = logging.getLogger(__name__)
 RESTORED = (CommandType.SET_CHARGE_RATE, CommandType.SET_POWER_LIMIT)
 RESTORE = "restore"
 """A charger queue's item: give the charger its last applied setpoints again."""
+RENEW = "renew"
+"""A charger queue's item: the same setpoints again, with a fresh lease."""
+FALLBACK = "fallback"
+"""A charger queue's item: install the fallback profile (after a boot)."""
 SAFE_CALL_TIMEOUT = 5.0
 """Seconds each emergency-stop call may take (the 0 W profile, the stop)."""
 
@@ -62,12 +71,16 @@ class OcppGateway(DeviceGateway):
         """Each charger's OCPP identity, by asset id."""
         self.by_charge_point = {c.charge_point_id: self.assets[a] for a, c in self.chargers.items()}
         self.queues: dict[str, asyncio.Queue[Command | str]] = {}
-        """Each charger's work, in arrival order: commands, and RESTORE after a boot."""
+        """Each charger's work, in arrival order: commands, FALLBACK and RESTORE after a boot, RENEW."""
+        self.lease_seconds = site.coordinator.lease_seconds
+        self._renewing: set[str] = set()
+        """Chargers with a RENEW in their queue: a slow charger gets one, not a pile."""
         self.central = CentralSystem(self.config.ocpp or OcppListenConfig(), self.by_charge_point, self)
 
     async def open(self) -> None:
         await self.central.start()
         self.resume()
+        self.spawn(self._renew_leases())
 
     # -- commands ------------------------------------------------------------------
 
@@ -91,6 +104,11 @@ class OcppGateway(DeviceGateway):
             try:
                 if isinstance(item, Command):
                     await self.execute(item)
+                elif item == FALLBACK:
+                    await self._install_fallback(asset_id)
+                elif item == RENEW:
+                    self._renewing.discard(asset_id)
+                    await self._restore_all(asset_id, renewal=True)
                 else:
                     await self._restore_all(asset_id)
             except Exception:  # execute answers its own failures; this is a bug, and the queue goes on
@@ -126,24 +144,31 @@ class OcppGateway(DeviceGateway):
     def _adapter(self, version: str, connector_id: int) -> OCPPAdapter:
         return OCPPAdapter(self.gateway_id, version, connector_id)
 
-    async def call(self, point: Point, connector_id: int, cmd: Command) -> tuple[Outcome | None, str | None]:
-        """Send ``cmd`` as an OCPP call on ``point``; (None, None) when it got no answer in time."""
+    async def call(self, point: Point, connector_id: int, cmd: Command,
+                   *, leased: bool = True) -> tuple[Outcome | None, str | None]:
+        """Send ``cmd`` as an OCPP call on ``point``; (None, None) when it got no answer in time.
+        A setpoint profile ends one lease from now, unless ``leased`` is false."""
         if cmd.command_type is CommandType.STOP_CHARGING and "transaction_id" not in cmd.parameters:
             if point.transaction_id is None:
                 return Outcome.FAILED, "no transaction in progress on this charger"
             cmd = dataclasses.replace(cmd, parameters=cmd.parameters | {"transaction_id": point.transaction_id})
         try:
-            payload = self._adapter(point.version, connector_id).build_call(cmd)
+            valid_to = lease_end(utcnow(), self.lease_seconds) if leased else None
+            payload = self._adapter(point.version, connector_id).build_call(cmd, valid_to)
         except TranslationError as exc:
             return Outcome.REFUSED, str(exc)
+        return await self._send(point, payload, cmd.command_id, cmd.timeout_seconds)
+
+    async def _send(self, point: Point, payload: Any, what: str,
+                    timeout_seconds: float) -> tuple[Outcome | None, str | None]:
         try:
             # Our payloads come from the ocpp package's own classes and are checked against the
             # official schemas in the tests; validating each of a thousand calls again at run
             # time cost most of a slot boundary's latency (field notes). Answers are read defensively.
-            async with asyncio.timeout(cmd.timeout_seconds):
+            async with asyncio.timeout(timeout_seconds):
                 answer = await point.request(payload)
         except TimeoutError:
-            log.warning("%s: no answer to %s within %g s", point.id, cmd.command_id, cmd.timeout_seconds)
+            log.warning("%s: no answer to %s within %g s", point.id, what, timeout_seconds)
             return None, None
         except OCPPError as exc:
             # ocpp declares `code` on each OCPPError subclass (the ones it raises), not on the base
@@ -162,21 +187,53 @@ class OcppGateway(DeviceGateway):
 
     def booted(self, charge_point_id: str) -> None:
         asset = self.by_charge_point[charge_point_id]
+        # The fallback first, in its queue: it must be there before any setpoint's lease can end.
+        self._queue(asset.asset_id).put_nowait(FALLBACK)
         if self.halted is not None:  # a charger that (re)connects during a stop is made safe, not restored
             self.spawn(self._make_safe_one(asset.asset_id, self.halted))
         else:  # in its queue: behind what was sent before, ahead of what comes after
             self._queue(asset.asset_id).put_nowait(RESTORE)
 
-    async def _restore_all(self, asset_id: str) -> None:
-        """The charger's last applied setpoints again (it may have lost its profiles), as the
-        record has them now: a newer one applied meanwhile is what is restored."""
+    async def _restore_all(self, asset_id: str, renewal: bool = False) -> None:
+        """The charger's last applied setpoints again (it may have lost its profiles, or their
+        lease is running out), as the record has them now: a newer one applied meanwhile is
+        what is sent."""
         charger = self.chargers[asset_id]
         for applied in self.record.restorable(asset_id):
             point = self.central.points.get(charger.charge_point_id)
             if point is None or self.halted is not None:
                 return
             if applied.command_type in RESTORED:
-                await self._restore(point, charger.connector_id, applied)
+                await self._restore(point, charger.connector_id, applied, "renewed" if renewal else "restored")
+
+    # -- leases ----------------------------------------------------------------------
+
+    async def _install_fallback(self, asset_id: str) -> None:
+        """The charger's fallback profile: below every setpoint, no end, at the asset's fallback_kw."""
+        charger, asset = self.chargers[asset_id], self.assets[asset_id]
+        point = self.central.points.get(charger.charge_point_id)
+        if point is None:
+            return  # gone again: its next boot installs it
+        payload = self._adapter(point.version, charger.connector_id).fallback_call(asset.fallback_kw, utcnow())
+        outcome, error = await self._send(point, payload, "the fallback profile", SAFE_CALL_TIMEOUT)
+        if outcome is Outcome.COMPLETED:
+            log.info("%s: fallback profile %g kW installed", point.id, asset.fallback_kw)
+        else:  # the charger keeps its last setpoint past the lease only if it had no fallback before
+            log.error("%s: fallback profile %g kW not installed: %s", point.id, asset.fallback_kw,
+                      error or "no answer")
+
+    async def _renew_leases(self) -> None:
+        """Every half lease, each connected charger's setpoints again with a fresh validTo. Not
+        during an emergency stop: the stop's own profile has no end."""
+        interval = renew_interval(self.lease_seconds)
+        while True:
+            await asyncio.sleep(interval)
+            if self.halted is not None:
+                continue
+            for asset_id, charger in self.chargers.items():
+                if charger.charge_point_id in self.central.points and asset_id not in self._renewing:
+                    self._renewing.add(asset_id)
+                    self._queue(asset_id).put_nowait(RENEW)
 
     # -- the site's emergency stop ---------------------------------------------------
 
@@ -190,7 +247,8 @@ class OcppGateway(DeviceGateway):
         zero = Command(
             asset_id, CommandType.SET_CHARGE_RATE, {"power_kw": 0.0}, utcnow(), timeout_seconds=SAFE_CALL_TIMEOUT
         )
-        outcome, error = await self.call(point, connector, zero)
+        # No lease: the stop holds until the planner's setpoints after the reset replace it.
+        outcome, error = await self.call(point, connector, zero, leased=False)
         if outcome is not Outcome.COMPLETED:
             raise RuntimeError(f"0 W profile not accepted: {error or 'no answer'}")
         if point.transaction_id is None:
@@ -207,11 +265,12 @@ class OcppGateway(DeviceGateway):
         self.send_results([result(cmd.command_id, cmd.asset_id, Outcome.FAILED,
                                   "outcome unknown: the gateway restarted during the call")])
 
-    async def _restore(self, point: Point, connector_id: int, applied: Applied) -> None:
+    async def _restore(self, point: Point, connector_id: int, applied: Applied, how: str = "restored") -> None:
         cmd = Command(applied.asset_id, applied.command_type, dict(applied.parameters), applied.scheduled_at,
                       command_id=applied.command_id, attempts=applied.attempt, created_at=applied.created_at)
         outcome, error = await self.call(point, connector_id, cmd)
-        log.info("%s: setpoint of %s restored: %s %s", point.id, cmd.command_id, outcome, error or "")
+        level = logging.INFO if outcome is Outcome.COMPLETED else logging.WARNING
+        log.log(level, "%s: setpoint of %s %s: %s %s", point.id, cmd.command_id, how, outcome, error or "")
 
     def link(self, charge_point_id: str, up: bool, reason: str) -> None:
         asset = self.by_charge_point[charge_point_id]

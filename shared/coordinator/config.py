@@ -21,3 +21,7 @@ class CoordinatorConfig(BaseModel):
     retry_backoff_factor: float = Field(2.0, ge=1.0)
     retry_base_delay_seconds: float = Field(1.0, ge=0)
     stale_state_seconds: float = Field(60.0, gt=0)
+    lease_seconds: float = Field(300.0, gt=0)
+    """How long a device holds a setpoint without hearing from the coordinator: OCPP profiles
+    carry validTo = now + lease and are renewed at half of it; a Modbus watchdog times out after
+    it unless its register map says otherwise. Then the device falls back to its asset's fallback_kw."""

@@ -90,10 +90,21 @@ class AssetConfig(BaseModel):
     kind: AssetKind
     gateway_id: TopicSafeId
     max_power_kw: float = Field(gt=0, allow_inf_nan=False)
+    fallback_kw: float = Field(0.0, ge=0, allow_inf_nan=False)
+    """The safe value the device falls back to by itself when the coordinator stops renewing its
+    setpoint (docs/ocpp.md, docs/modbus.md: leases): a charger's default profile, a battery's
+    charge rate once its watchdog times out (discharge goes to 0)."""
     modbus: ModbusDeviceConfig | None = None
     """How to reach a battery behind a Modbus gateway (see coordinator.protocols.modbus.device)."""
     ocpp: OcppChargerConfig | None = None
     """How a charger behind an OCPP gateway identifies itself."""
+
+    @model_validator(mode="after")
+    def _fallback_within_max(self) -> Self:
+        if self.fallback_kw > self.max_power_kw:
+            raise ValueError(f"{self.asset_id}: fallback_kw {self.fallback_kw} exceeds max_power_kw "
+                             f"{self.max_power_kw}")
+        return self
 
     def create_state_machine(self, event_bus: EventBus | None = None) -> StateMachine:
         factory = create_ev_charger_state_machine if self.kind is AssetKind.EV_CHARGER else create_battery_state_machine

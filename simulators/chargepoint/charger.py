@@ -19,6 +19,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Mapping
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -34,6 +35,7 @@ from simulators.chargepoint.model import (
     MAX_POWER_W,
     ChargerModel,
     Effect,
+    HeldProfile,
     TransactionEnded,
     TransactionStarted,
     profile_scope,
@@ -120,6 +122,8 @@ class SimulatedCharger:
         self._reconnect_after: float | None = None
         self._closing: asyncio.Task[None] | None = None  # held so the close is not garbage-collected mid-way
         self._last_accrual = time.monotonic()
+        self._expiry: asyncio.TimerHandle | None = None
+        """Wakes the charger at the next validTo of a profile it holds."""
 
     @property
     def subprotocol(self) -> str:
@@ -127,18 +131,25 @@ class SimulatedCharger:
 
     # -- decisions, for the points (each returns the answer and the effects) -------
 
-    def set_profile(self, target_id: int, purpose: str | None,
-                    schedule: Mapping[str, Any]) -> tuple[bool, list[Effect]]:
+    def set_profile(self, target_id: int, purpose: str | None, schedule: Mapping[str, Any], *,
+                    stack_level: int = 0, profile_id: int | None = None,
+                    valid_to: str | None = None) -> tuple[bool, list[Effect]]:
         self._accrue()
         scope = profile_scope(target_id, purpose, self.connector_id, self.model.in_transaction)
         watts = schedule_limit_w(schedule)
-        if scope is None or watts is None:
+        ends = _posix(valid_to)
+        if scope is None or watts is None or (valid_to is not None and ends is None):
             log.info("%s: rejected a %s profile for connector %s", self.charge_point_id, purpose, target_id)
             return False, []
-        log.info("%s: %s limit %.0f W", self.charge_point_id, scope, watts)
+        log.info("%s: %s limit %.0f W at stack level %d%s", self.charge_point_id, scope, watts, stack_level,
+                 f" until {valid_to}" if valid_to else "")
         before = self.model.station_limit_w if scope == "station" else self.model.connector_limit_w
-        effects = self.model.set_limit(watts, scope)
-        self._log_applied(watts, before, "SET_POWER_LIMIT" if scope == "station" else "SET_CHARGE_RATE")
+        effects = self.model.set_limit(watts, scope, stack_level=stack_level, profile_id=profile_id, valid_to=ends)
+        effects += self.model.expire(time.time())  # a validTo already past never takes force
+        after = self.model.station_limit_w if scope == "station" else self.model.connector_limit_w
+        if after is not None:  # what is in force now: a profile below another changes nothing
+            self._log_applied(after, before, "SET_POWER_LIMIT" if scope == "station" else "SET_CHARGE_RATE")
+        self._arm_expiry()
         return True, effects
 
     def clear_profiles(self, target_id: int | None, purpose: str | None) -> tuple[bool, list[Effect]]:
@@ -148,6 +159,7 @@ class SimulatedCharger:
                  else "connector" if target_id == self.connector_id else None)
         before = (self.model.connector_limit_w, self.model.station_limit_w)
         effects = self.model.clear_limits(scope)
+        self._arm_expiry()
         return before != (self.model.connector_limit_w, self.model.station_limit_w), effects
 
     def remote_start(self, target_id: int | None, id_tag: str, id_token_type: str | None,
@@ -158,7 +170,7 @@ class SimulatedCharger:
         watts = schedule_limit_w(schedule)
         if watts is not None and not self.model.in_transaction:
             before = self.model.connector_limit_w
-            self.model.connector_limit_w = watts  # the request's own TxProfile
+            self.model.hold("connector", HeldProfile(watts, tx=True))  # the request's own TxProfile
             self._log_applied(watts, before, "SET_CHARGE_RATE")
         accepted, effects = self.model.remote_start(id_tag, id_token_type, remote_start_id)
         log.info("%s: remote start %s", self.charge_point_id, "accepted" if accepted else "rejected")
@@ -177,6 +189,27 @@ class SimulatedCharger:
         if target_id not in (0, self.connector_id):
             return None, []
         return self.model.change_availability(operative)
+
+    def _arm_expiry(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        ends = self.model.next_expiry
+        if ends is not None:
+            loop = asyncio.get_running_loop()
+            self._expiry = loop.call_at(loop.time() + max(0.0, ends - time.time()), self._expire)
+
+    def _expire(self) -> None:
+        """A profile's validTo passed: the one below it (the fallback) is in force, by the charger alone."""
+        self._expiry = None
+        self._accrue()
+        before = self.model.connector_limit_w
+        self.enqueue(self.model.expire(time.time()))
+        after = self.model.connector_limit_w
+        log.info("%s: a profile's validTo passed; connector limit %s -> %s W", self.charge_point_id, before, after)
+        # No limit left is the charger's own maximum.
+        self._log_applied(self.model.max_power_w if after is None else after, before, "LEASE_EXPIRED")
+        self._arm_expiry()
 
     def _log_applied(self, watts: float, before_w: float | None, command_type: str) -> None:
         if self.applied_log is not None:
@@ -389,3 +422,14 @@ class SimulatedCharger:
         now = time.monotonic()
         self.model.advance(now - self._last_accrual)
         self._last_accrual = now
+
+
+def _posix(valid_to: str | None) -> float | None:
+    """An OCPP dateTime as POSIX seconds; None when absent or unreadable (or without a zone)."""
+    if valid_to is None:
+        return None
+    try:
+        at = datetime.fromisoformat(valid_to)
+    except (TypeError, ValueError):
+        return None
+    return at.timestamp() if at.tzinfo is not None else None

@@ -7,6 +7,11 @@ version-specific ``points`` turn effects into calls; nothing here does I/O or re
 
 The connector status is derived from the state, never set by hand, so a status can only
 be reported when it is true (``_settle`` emits a StatusChanged when the derived status moved).
+
+Charging profiles stack as in OCPP: per scope (connector, station) the charger holds profiles
+by stack level; the highest one still valid is in force (a TxProfile over any TxDefaultProfile).
+A profile with a validTo stops counting once ``expire`` is told that time has passed, and the
+one below it (the gateway's fallback, docs/ocpp.md) is in force again.
 """
 
 from __future__ import annotations
@@ -107,6 +112,32 @@ class MeterSample:
 Effect = StatusChanged | TransactionStarted | TransactionEnded | MeterSample
 
 
+@dataclass(frozen=True)
+class HeldProfile:
+    """One charging profile the charger holds, reduced to what decides its limit."""
+
+    watts: float
+    stack_level: int = 0
+    profile_id: int | None = None
+    valid_to: float | None = None
+    """POSIX seconds from which it no longer counts; None: no end."""
+    tx: bool = False
+    """A TxProfile (the transaction's own), in force over every TxDefaultProfile."""
+
+    def replaces(self, other: HeldProfile) -> bool:
+        """OCPP: a profile replaces one with the same id, or with the same purpose and stack level."""
+        if self.profile_id is not None and self.profile_id == other.profile_id:
+            return True
+        return self.tx == other.tx and self.stack_level == other.stack_level
+
+
+def limit_in_force(profiles: list[HeldProfile]) -> float | None:
+    """The limit of the highest profile (TxProfiles first, then by stack level); None when none."""
+    if not profiles:
+        return None
+    return max(profiles, key=lambda p: (p.tx, p.stack_level)).watts
+
+
 def schedule_limit_w(schedule: Mapping[str, Any]) -> float | None:
     """The limit of a charging schedule's first period in W (the ``ocpp`` package hands the
     schedule over as a snake_case dict, with 1.6 limits as Decimal); None when it has none."""
@@ -164,7 +195,10 @@ class ChargerModel:
     transaction_id: int | str | None = None
     """The id the CSMS knows the transaction by; RemoteStop must name it."""
     connector_limit_w: float | None = None
+    """In force now, from ``profiles`` (derived: change it through hold/set_limit/clear_limits/expire)."""
     station_limit_w: float | None = None
+    profiles: dict[str, list[HeldProfile]] = field(default_factory=lambda: {"connector": [], "station": []})
+    """Held profiles by scope."""
     pending_start: Authorization | None = None
     """A remote start accepted before the cable was plugged in: it starts on plug-in."""
     energy_wh: float = 0.0
@@ -276,25 +310,43 @@ class ChargerModel:
         self.pending_start = None
         return self._settle(effects)
 
-    def set_limit(self, watts: float, scope: str) -> list[Effect]:
-        """A charging profile was accepted. A connector setpoint above 0 with a vehicle plugged
-        in and no transaction starts one (free vend): a schedule of setpoints alone charges."""
-        if scope == "station":
-            self.station_limit_w = watts
-        else:
-            self.connector_limit_w = watts
+    def set_limit(self, watts: float, scope: str, *, stack_level: int = 0, profile_id: int | None = None,
+                  valid_to: float | None = None) -> list[Effect]:
+        """A charging profile was accepted. A connector limit in force above 0 with a vehicle
+        plugged in and no transaction starts one (free vend): a schedule of setpoints alone charges."""
+        self.hold(scope, HeldProfile(watts, stack_level, profile_id, valid_to))
         effects: list[Effect] = []
-        if scope == "connector" and watts > 0 and self.plugged and not self.in_transaction and self._may_start():
+        if (scope == "connector" and (self.connector_limit_w or 0) > 0 and self.plugged
+                and not self.in_transaction and self._may_start()):
             effects.append(self._start(FREE_VEND_ID_TAG, TriggerReasonEnumType.charging_rate_changed))
         return self._settle(effects)
 
+    def hold(self, scope: str, profile: HeldProfile) -> None:
+        """Keep ``profile`` (replacing what it replaces); no other effect."""
+        held = [p for p in self.profiles[scope] if not profile.replaces(p)]
+        self.profiles[scope] = [*held, profile]
+        self._recompute()
+
     def clear_limits(self, scope: str | None = None) -> list[Effect]:
         """ClearChargingProfile: one scope, or every limit when None."""
-        if scope in (None, "station"):
-            self.station_limit_w = None
-        if scope in (None, "connector"):
-            self.connector_limit_w = None
+        for name in self.profiles:
+            if scope in (None, name):
+                self.profiles[name] = []
+        self._recompute()
         return self._settle([])
+
+    def expire(self, now: float) -> list[Effect]:
+        """Drop every profile whose validTo is at or before ``now`` (POSIX seconds)."""
+        for name, held in self.profiles.items():
+            self.profiles[name] = [p for p in held if p.valid_to is None or p.valid_to > now]
+        self._recompute()
+        return self._settle([])
+
+    @property
+    def next_expiry(self) -> float | None:
+        """The earliest validTo among the held profiles (POSIX seconds), or None."""
+        ends = [p.valid_to for held in self.profiles.values() for p in held if p.valid_to is not None]
+        return min(ends) if ends else None
 
     def remote_start(self, id_tag: str, id_token_type: str | None = None,
                      remote_start_id: int | None = None) -> tuple[bool, list[Effect]]:
@@ -336,6 +388,10 @@ class ChargerModel:
         return MeterSample(self.local_id, self.power_w, self.energy_wh)
 
     # -- internals -----------------------------------------------------------------
+
+    def _recompute(self) -> None:
+        self.connector_limit_w = limit_in_force(self.profiles["connector"])
+        self.station_limit_w = limit_in_force(self.profiles["station"])
 
     def _may_start(self) -> bool:
         return self.operative and not self.faulted

@@ -101,8 +101,9 @@ class Charger(Protocol):
     csms_transaction_ids: dict[str, int]
     seq_nos: dict[str, int]
 
-    def set_profile(self, target_id: int, purpose: str | None,
-                    schedule: Mapping[str, Any]) -> tuple[bool, list[Effect]]: ...
+    def set_profile(self, target_id: int, purpose: str | None, schedule: Mapping[str, Any], *,
+                    stack_level: int = 0, profile_id: int | None = None,
+                    valid_to: str | None = None) -> tuple[bool, list[Effect]]: ...
 
     def clear_profiles(self, target_id: int | None, purpose: str | None) -> tuple[bool, list[Effect]]: ...
 
@@ -252,7 +253,10 @@ class V16Point(_SimulatedPoint, V16ChargePoint):
             return v16_result.SetChargingProfile(status=ChargingProfileStatus.rejected)
         accepted = self._decided(call_unique_id, self.charger.set_profile(
             connector_id, cs_charging_profiles.get("charging_profile_purpose"),
-            cs_charging_profiles.get("charging_schedule") or {}))
+            cs_charging_profiles.get("charging_schedule") or {},
+            stack_level=cs_charging_profiles.get("stack_level", 0),
+            profile_id=cs_charging_profiles.get("charging_profile_id"),
+            valid_to=cs_charging_profiles.get("valid_to")))
         return v16_result.SetChargingProfile(
             status=ChargingProfileStatus.accepted if accepted else ChargingProfileStatus.rejected)
 
@@ -387,7 +391,9 @@ class V201Point(_SimulatedPoint, V201ChargePoint):
             return v201_result.SetChargingProfile(status=ChargingProfileStatusEnumType.rejected)
         schedules = charging_profile.get("charging_schedule") or [{}]
         accepted = self._decided(call_unique_id, self.charger.set_profile(
-            evse_id, charging_profile.get("charging_profile_purpose"), schedules[0]))
+            evse_id, charging_profile.get("charging_profile_purpose"), schedules[0],
+            stack_level=charging_profile.get("stack_level", 0), profile_id=charging_profile.get("id"),
+            valid_to=charging_profile.get("valid_to")))
         return v201_result.SetChargingProfile(
             status=ChargingProfileStatusEnumType.accepted if accepted else ChargingProfileStatusEnumType.rejected)
 

@@ -30,13 +30,18 @@ from .calls import CallBuilder, action_of, calls_for
 from .payload import call_payload, json_payload
 from .version import OCPPVersion
 
-__all__ = ["DEFAULT_ID_TAG", "DEFAULT_PROFILE_ID_BASE", "DEFAULT_STACK_LEVEL", "OCPPAdapter", "OCPPVersion",
-           "call_payload"]
+__all__ = ["DEFAULT_ID_TAG", "DEFAULT_PROFILE_ID_BASE", "DEFAULT_STACK_LEVEL", "FALLBACK_STACK_LEVEL", "OCPPAdapter",
+           "OCPPVersion", "call_payload"]
 
 DEFAULT_ID_TAG = "qubit"
 DEFAULT_STACK_LEVEL = 1
+"""Setpoint profiles sit here, above the fallback: while one is valid it is in force."""
+FALLBACK_STACK_LEVEL = 0
+"""The fallback TxDefaultProfile: no validTo, in force whenever no setpoint profile is."""
 DEFAULT_PROFILE_ID_BASE = 1000
-"""Station-wide max profile gets this id; the TxDefaultProfile of connector/EVSE n gets base + 1 + n."""
+"""Station-wide max profile gets this id; the TxDefaultProfile of connector/EVSE n gets base + 1 + n,
+its fallback base + 501 + n."""
+FALLBACK_PROFILE_ID_OFFSET = 500
 
 
 class OCPPAdapter(ProtocolAdapter):
@@ -88,6 +93,23 @@ class OCPPAdapter(ProtocolAdapter):
         """chargingProfileId of the charger-wide limit (ChargePointMaxProfile / ChargingStationMaxProfile)."""
         return self.profile_id_base
 
+    @property
+    def fallback_profile_id(self) -> int:
+        """chargingProfileId of this connector's fallback profile (stack level FALLBACK_STACK_LEVEL)."""
+        return self.profile_id_base + FALLBACK_PROFILE_ID_OFFSET + 1 + self.connector_id
+
+    def fallback_call(self, fallback_kw: float, start: datetime) -> Any:
+        """The fallback TxDefaultProfile at ``fallback_kw``, without validTo, below every
+        setpoint profile: what the charger falls back to when a setpoint's lease ends."""
+        if not math.isfinite(fallback_kw) or fallback_kw < 0:
+            raise TranslationError(f"fallback_kw must be finite and >= 0, got {fallback_kw!r}")
+        if self.stack_level <= FALLBACK_STACK_LEVEL:
+            raise ValueError(f"setpoint stack level {self.stack_level} must be above the fallback's")
+        return self._calls.set_charging_profile(
+            self.connector_id, profile_id=self.fallback_profile_id, stack_level=FALLBACK_STACK_LEVEL,
+            station_max=False, watts=round(fallback_kw * 1000, 1), start=_start_schedule(start),
+        )
+
     def translate(self, command: Command) -> dict[str, Any]:
         call = self.build_call(command)
         return {
@@ -96,19 +118,20 @@ class OCPPAdapter(ProtocolAdapter):
             "ocpp_version": self.ocpp_version.value,
         }
 
-    def build_call(self, command: Command) -> Any:
+    def build_call(self, command: Command, valid_to: datetime | None = None) -> Any:
         """The ``ocpp`` package's call object for ``command`` (what ``ChargePoint.call`` sends);
-        raises TranslationError like ``translate``."""
+        raises TranslationError like ``translate``. ``valid_to`` ends a setpoint profile (its lease)."""
         calls, ctype = self._calls, command.command_type
+        until = None if valid_to is None else _valid_to(valid_to)
         if ctype is CommandType.SET_CHARGE_RATE:
             return calls.set_charging_profile(
                 self.connector_id, profile_id=self.tx_default_profile_id, stack_level=self.stack_level,
-                station_max=False, watts=_watts(command), start=_start_schedule(command.scheduled_at),
+                station_max=False, watts=_watts(command), start=_start_schedule(command.scheduled_at), valid_to=until,
             )
         if ctype is CommandType.SET_POWER_LIMIT:
             return calls.set_charging_profile(
                 0, profile_id=self.station_max_profile_id, stack_level=self.stack_level,
-                station_max=True, watts=_watts(command), start=_start_schedule(command.scheduled_at),
+                station_max=True, watts=_watts(command), start=_start_schedule(command.scheduled_at), valid_to=until,
             )
         if ctype is CommandType.START_CHARGING:
             id_tag = self._checked_id_tag(command.parameters.get("id_tag", self.id_tag))
@@ -159,6 +182,11 @@ def _start_schedule(at: datetime) -> str:
     # them without one too). The slot start is the same on every retry and is never in the
     # future at dispatch, so the limit applies at once.
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _valid_to(at: datetime) -> str:
+    # Milliseconds: a lease of a few seconds must not lose most of a second to rounding.
+    return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _remote_start_id(command: Command) -> int:

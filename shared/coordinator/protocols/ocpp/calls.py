@@ -19,12 +19,17 @@ from .version import OCPPVersion
 
 
 class CallBuilder(Protocol):
-    """What each version can be asked to build. ``connector_id`` is the connector (1.6) or EVSE (2.0.1)."""
+    """What each version can be asked to build. ``connector_id`` is the connector (1.6) or EVSE (2.0.1).
+
+    ``valid_to`` (RFC 3339, UTC) ends a profile: once it passes, the charger drops it by itself
+    and the profile below it in the stack is in force (docs/ocpp.md, leases). None: no end.
+    """
 
     id_tag_max_length: int
 
     def set_charging_profile(
-        self, connector_id: int, *, profile_id: int, stack_level: int, station_max: bool, watts: float, start: str
+        self, connector_id: int, *, profile_id: int, stack_level: int, station_max: bool, watts: float, start: str,
+        valid_to: str | None = None,
     ) -> Any: ...
     def start_transaction(self, connector_id: int, id_tag: str, remote_start_id: int) -> Any: ...
     def stop_transaction(self, transaction_id: int | str) -> Any: ...
@@ -37,7 +42,8 @@ class V16Calls:
     id_tag_max_length = 20  # IdToken is CiString20Type
 
     def set_charging_profile(
-        self, connector_id: int, *, profile_id: int, stack_level: int, station_max: bool, watts: float, start: str
+        self, connector_id: int, *, profile_id: int, stack_level: int, station_max: bool, watts: float, start: str,
+        valid_to: str | None = None,
     ) -> Any:
         purpose = v16_enums.ChargingProfilePurposeType
         chosen = purpose.charge_point_max_profile if station_max else purpose.tx_default_profile
@@ -48,6 +54,7 @@ class V16Calls:
                 stack_level=stack_level,
                 charging_profile_purpose=chosen,
                 charging_profile_kind=v16_enums.ChargingProfileKindType.absolute,
+                valid_to=valid_to,
                 charging_schedule=v16_types.ChargingSchedule(
                     charging_rate_unit=v16_enums.ChargingRateUnitType.watts,
                     start_schedule=start,
@@ -82,7 +89,8 @@ class V201Calls:
     transaction_id_max_length = 36
 
     def set_charging_profile(
-        self, evse_id: int, *, profile_id: int, stack_level: int, station_max: bool, watts: float, start: str
+        self, evse_id: int, *, profile_id: int, stack_level: int, station_max: bool, watts: float, start: str,
+        valid_to: str | None = None,
     ) -> Any:
         purpose = v201_enums.ChargingProfilePurposeEnumType
         chosen = purpose.charging_station_max_profile if station_max else purpose.tx_default_profile
@@ -93,6 +101,7 @@ class V201Calls:
                 stack_level=stack_level,
                 charging_profile_purpose=chosen,
                 charging_profile_kind=v201_enums.ChargingProfileKindEnumType.absolute,
+                valid_to=valid_to,
                 charging_schedule=[
                     v201_types.ChargingScheduleType(
                         id=profile_id,

@@ -7,6 +7,12 @@ mode, SOC, active power and fault code in its status registers.
 
 Tests and operators steer it through one extra holding register, 40900 (``CONTROL``):
 0 normal (clears a fault), 1 fault, 2 stop answering, 3 accept writes without applying them.
+A battery with a ``[assets.modbus.watchdog]`` watches its heartbeat register: when no new
+value was written to it for the communication timeout (default: the site's lease), it drops
+its setpoints to its safe value by itself (charge at the asset's fallback_kw, discharge 0) and
+logs that as a ``WATCHDOG`` line, as common battery systems do. The timer runs from the
+simulator's start; a new heartbeat value arms it again.
+
 ``--applied-log PATH`` appends one JSON line per setpoint register write a battery applies
 (simulators/applied_log.py), the device-side evidence of the fault-injection suite.
 
@@ -78,7 +84,8 @@ class BatteryPhysics:
 
 
 class SimulatedBattery:
-    def __init__(self, asset: AssetConfig, soc_percent: float = 50.0, applied_log: AppliedLog | None = None) -> None:
+    def __init__(self, asset: AssetConfig, soc_percent: float = 50.0, applied_log: AppliedLog | None = None,
+                 lease_seconds: float = 300.0) -> None:
         assert asset.modbus is not None  # the site config refuses a modbus asset without one
         device = asset.modbus
         self.endpoint = (device.host, device.port)
@@ -93,6 +100,14 @@ class SimulatedBattery:
         self.control = Control.NORMAL
         self.applied_log = applied_log
         self._last = time.monotonic()
+        self.fallback_kw = asset.fallback_kw
+        self.watchdog = device.watchdog.spec() if device.watchdog is not None else None
+        self.watchdog_timeout = device.watchdog.timeout(lease_seconds) if device.watchdog is not None else None
+        self.timed_out = False
+        """The watchdog fired and no heartbeat came since."""
+        self._registers: list[int] | None = None
+        """The device's live holding registers, as pymodbus hands them to the first request."""
+        self._watchdog_timer: asyncio.TimerHandle | None = None
 
     def _get(self, regs: list[int], spec: RegisterSpec) -> float:
         return decode_registers(spec, regs[spec.offset : spec.offset + spec.word_count])
@@ -120,8 +135,44 @@ class SimulatedBattery:
         for offset, words in status_writes(self.status, shown):
             regs[offset : offset + len(words)] = words
 
+    # -- watchdog --------------------------------------------------------------------
+
+    def arm_watchdog(self) -> None:
+        """(Re)start the communication timeout; call on the event loop. No watchdog: nothing."""
+        if self.watchdog_timeout is None:
+            return
+        if self._watchdog_timer is not None:
+            self._watchdog_timer.cancel()
+        self._watchdog_timer = asyncio.get_running_loop().call_later(self.watchdog_timeout, self._watchdog_fired)
+
+    def _heartbeat_in(self, start_address: int, address: int, current: list[int], written: list[int]) -> bool:
+        """Does this write (``current`` starts at ``start_address``) put a new value into the heartbeat register?"""
+        spec = self.watchdog
+        if spec is None or not address <= spec.offset < address + len(written):
+            return False
+        return written[spec.offset - address] != current[spec.offset - start_address]
+
+    def _watchdog_fired(self) -> None:
+        self._watchdog_timer = None
+        self.timed_out = True
+        log.warning("%s: no heartbeat for %g s: falling back to %g kW", self.asset_id, self.watchdog_timeout,
+                    self.fallback_kw)
+        if self._registers is None:  # nobody ever talked to it: its setpoints are the boot zeros
+            return
+        safe = {CommandType.SET_CHARGE_RATE: self.fallback_kw, CommandType.SET_DISCHARGE_RATE: 0.0}
+        for ctype, value in safe.items():
+            spec = self.registers_map.get(ctype)
+            if spec is None:
+                continue
+            before = self._get(self._registers, spec)
+            self._put(self._registers, spec, value)
+            if self.applied_log is not None:
+                self.applied_log.applied(self.asset_id, value, before != value, "WATCHDOG")
+        self.refresh(self._registers)
+
     async def action(self, function_code: int, start_address: int, address: int, count: int,
                      current_registers: list[int], set_values: list[int] | list[bool] | None) -> ExcCodes | None:
+        self._registers = current_registers
         if address <= CONTROL.offset < address + count:  # the control register always answers
             if set_values is not None:
                 try:
@@ -146,7 +197,11 @@ class SimulatedBattery:
                 kept = current_registers[address - start_address : address - start_address + count]
                 cast(list[int], set_values)[:] = kept
             else:
-                self._log_setpoints(start_address, address, current_registers, cast(list[int], set_values))
+                written = cast(list[int], set_values)
+                if self._heartbeat_in(start_address, address, current_registers, written):
+                    self.timed_out = False
+                    self.arm_watchdog()
+                self._log_setpoints(start_address, address, current_registers, written)
         return None
 
     def _log_setpoints(self, start_address: int, address: int, before: list[int], written: list[int]) -> None:
@@ -164,12 +219,12 @@ class SimulatedBattery:
 
 
 def build_servers(assets: list[AssetConfig], soc_percent: float, applied_log: AppliedLog | None = None,
-                  ) -> tuple[list[ModbusTcpServer], dict[str, SimulatedBattery]]:
+                  lease_seconds: float = 300.0) -> tuple[list[ModbusTcpServer], dict[str, SimulatedBattery]]:
     """One server per host:port; batteries sharing one are told apart by unit id."""
     by_endpoint: dict[tuple[str, int], list[SimDevice]] = defaultdict(list)
     batteries = {}
     for asset in assets:
-        battery = SimulatedBattery(asset, soc_percent, applied_log)
+        battery = SimulatedBattery(asset, soc_percent, applied_log, lease_seconds)
         batteries[asset.asset_id] = battery
         registers = SimData(0, count=REGISTER_COUNT, values=0, datatype=DataType.REGISTERS)
         device = SimDevice(id=battery.unit, simdata=[registers],
@@ -180,8 +235,11 @@ def build_servers(assets: list[AssetConfig], soc_percent: float, applied_log: Ap
     return servers, batteries
 
 
-async def serve(assets: list[AssetConfig], soc_percent: float, applied_log: AppliedLog | None = None) -> None:
-    servers, _ = build_servers(assets, soc_percent, applied_log)
+async def serve(assets: list[AssetConfig], soc_percent: float, applied_log: AppliedLog | None = None,
+                lease_seconds: float = 300.0) -> None:
+    servers, batteries = build_servers(assets, soc_percent, applied_log, lease_seconds)
+    for battery in batteries.values():
+        battery.arm_watchdog()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -210,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     applied_log = AppliedLog(args.applied_log) if args.applied_log else None
     if applied_log is not None:
         applied_log.boot(a.asset_id for a in assets)
-    asyncio.run(serve(assets, args.soc, applied_log))
+    asyncio.run(serve(assets, args.soc, applied_log, site.coordinator.lease_seconds))
     return 0
 
 

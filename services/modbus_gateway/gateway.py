@@ -24,7 +24,8 @@ class ModbusGateway(DeviceGateway):
     def __init__(self, site: SiteConfig, publish: Publish, gateway_id: str = "modbus") -> None:
         super().__init__(site, publish, gateway_id)
         self.links = {
-            a.asset_id: BatteryLink(a, self.bus, self.intake, self.send_results, self._report, self.telemetry)
+            a.asset_id: BatteryLink(a, self.bus, self.intake, self.send_results, self._report, self.telemetry,
+                                    site.coordinator.lease_seconds)
             for a in site.assets_of(gateway_id)
         }
 

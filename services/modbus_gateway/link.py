@@ -6,6 +6,10 @@ A command is: clamp -> the ordering rule (SUPERSEDED when a newer setpoint is in
 ("applied" recorded, COMPLETED) or the verify window ends ("not applied", FAILED). A Modbus
 write acknowledgement is not proof that the device took the value.
 
+A battery with a watchdog register gets a new heartbeat value every third of its timeout
+while the link is up; when the gateway dies the heartbeat stops and the battery falls back to
+its safe value by itself (docs/modbus.md, leases).
+
 After a restart, a command a crash left "applying" is reconciled by reading the setpoint
 registers back: the device shows the planned value -> it was applied (COMPLETED); it does
 not -> FAILED (the planner retries).
@@ -26,7 +30,7 @@ from coordinator.base import Command, CommandType
 from coordinator.contract.events import DeviceLinkDown, DeviceLinkUp, SetpointClamped
 from coordinator.contract.messages import CommandResult, Outcome
 from coordinator.events import EventBus, EventType
-from coordinator.protocols.modbus.device import DeviceStatus, decode_status
+from coordinator.protocols.modbus.device import DeviceStatus, decode_status, next_heartbeat
 from coordinator.protocols.modbus.registers import decode_registers
 from coordinator.protocols.modbus.setpoints import SetpointPlan, coalesce, plan_command, shows
 from coordinator.runtime.command_intake import CommandIntake, result
@@ -51,6 +55,7 @@ class BatteryLink:
         send_results: Callable[[list[CommandResult]], None],
         report: Callable[[str, DeviceStatus], None],
         telemetry: Callable[[str, dict[str, Any]], None],
+        lease_seconds: float = 300.0,
     ) -> None:
         assert asset.modbus is not None
         self.asset = asset
@@ -67,6 +72,9 @@ class BatteryLink:
         self._tasks: list[asyncio.Task] = []
         self.halted: str | None = None
         """Why commands are refused (the site's emergency stop), or None."""
+        self.lease_seconds = lease_seconds
+        self.heartbeat = 0
+        """The last value written to the watchdog register."""
 
     @property
     def where(self) -> str:
@@ -85,6 +93,8 @@ class BatteryLink:
             reconnect_delay=0,  # we reconnect ourselves, with backoff and link events
         )
         self._tasks = [asyncio.create_task(self._commands()), asyncio.create_task(self._poll())]
+        if self.device.watchdog is not None:
+            self._tasks.append(asyncio.create_task(self._heartbeats()))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -164,6 +174,28 @@ class BatteryLink:
                     self.report(self.asset.asset_id, status)
                 self.telemetry(self.asset.asset_id, status.telemetry())
             await asyncio.sleep(self.device.poll_interval_seconds)
+
+    # -- watchdog ------------------------------------------------------------------
+
+    async def _heartbeats(self) -> None:
+        """A new value in the watchdog register every interval while the link is up (the poller
+        connects it). A failed write is logged; the next one tries again."""
+        assert self.device.watchdog is not None
+        offset = self.device.watchdog.spec().offset
+        interval = self.device.watchdog.interval(self.lease_seconds)
+        failing = False
+        while True:
+            if self.client.connected:
+                value = next_heartbeat(self.heartbeat)
+                try:
+                    await self.write(offset, [value])
+                except LinkError as exc:
+                    if not failing:
+                        log.warning("%s: heartbeat not written: %s", self.asset.asset_id, exc)
+                    failing = True
+                else:
+                    self.heartbeat, failing = value, False
+            await asyncio.sleep(interval)
 
     # -- commands ------------------------------------------------------------------
 

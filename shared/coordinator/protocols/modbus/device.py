@@ -14,7 +14,13 @@ register  meaning               type     scale unit
 40102     state of charge       uint16   10    % (0.1 % steps)
 40103     active power          int16    10    kW, + charging, - discharging
 40104     fault code            uint16   1     0 = no fault
+40201     watchdog (heartbeat)  uint16   1     only with ``[assets.modbus.watchdog]``
 ========= ===================== ======== ===== ==========================================
+
+The watchdog is how a battery system learns that its controller died: the gateway writes a
+changing counter to the heartbeat register; when no new value arrives for the communication
+timeout, the device drops its setpoints to its safe value by itself (charge at the asset's
+fallback_kw, discharge 0), as common battery systems do (docs/modbus.md, leases).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from coordinator.asset_machines import BatteryState
 from coordinator.base import CommandType
@@ -137,6 +143,42 @@ def status_writes(registers: StatusRegisters, status: DeviceStatus) -> list[tupl
     return [(spec.offset, encode_value(spec, values[name])[1]) for name, spec in registers.specs().items()]
 
 
+HEARTBEATS_PER_TIMEOUT = 3
+"""The gateway writes the heartbeat this many times per timeout: one or two lost writes do not trip it."""
+
+
+def next_heartbeat(value: int) -> int:
+    """The heartbeat counter's next value (uint16, wrapping): the device watches for a change."""
+    return (value + 1) & 0xFFFF
+
+
+class WatchdogConfig(BaseModel):
+    """``[assets.modbus.watchdog]``: the device's heartbeat register and communication timeout."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    address: int = 40201
+    """Holding register reference (uint16) the gateway writes its heartbeat counter to."""
+    timeout_seconds: float | None = Field(None, gt=0)
+    """No new heartbeat for this long: the device falls back. Default: the site's lease_seconds."""
+
+    @field_validator("address")
+    @classmethod
+    def _holding_register(cls, value: int) -> int:
+        RegisterSpec(value)
+        return value
+
+    def spec(self) -> RegisterSpec:
+        return RegisterSpec(self.address)
+
+    def timeout(self, lease_seconds: float) -> float:
+        return self.timeout_seconds if self.timeout_seconds is not None else lease_seconds
+
+    def interval(self, lease_seconds: float) -> float:
+        """Seconds between two heartbeat writes."""
+        return self.timeout(lease_seconds) / HEARTBEATS_PER_TIMEOUT
+
+
 class ModbusDeviceConfig(BaseModel):
     """``[assets.modbus]`` of a battery in the site config."""
 
@@ -160,6 +202,8 @@ class ModbusDeviceConfig(BaseModel):
     """Default: half a register step, i.e. exact after rounding."""
     capacity_kwh: float = Field(200.0, gt=0)
     """For the simulator."""
+    watchdog: WatchdogConfig | None = None
+    """The device's heartbeat register; without one a device holds its last setpoint for ever."""
 
     @field_validator("registers")
     @classmethod
@@ -174,6 +218,18 @@ class ModbusDeviceConfig(BaseModel):
         if value is not None:
             _status_registers(value)
         return value
+
+    @model_validator(mode="after")
+    def _watchdog_apart(self) -> ModbusDeviceConfig:
+        if self.watchdog is None:
+            return self
+        taken = {spec.offset + i: name for name, spec in self.status().specs().items() for i in range(spec.word_count)}
+        taken |= {spec.offset + i: str(ctype) for ctype, spec in self.register_map().items()
+                  for i in range(spec.word_count)}
+        offset = self.watchdog.spec().offset
+        if offset in taken:
+            raise ValueError(f"watchdog register {self.watchdog.address} is also {taken[offset]}")
+        return self
 
     def register_map(self) -> RegisterMap:
         if not self.registers:

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo lint test contract bench bench-modbus bench-ocpp bench-estop bench-first-slot chaos clean
+.PHONY: demo lint test contract bench bench-modbus bench-ocpp bench-estop bench-first-slot bench-fallback chaos clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required, found " + sys.version.split()[0])'
@@ -60,6 +60,12 @@ chaos: $(STAMP)
 bench-first-slot: $(STAMP)
 	@mosquitto/ensure-mosquitto.sh
 	$(BIN)/python bench/first_slot.py
+
+# Leases: kill -9 the whole coordinator and the broker; time until every simulated device
+# (OCPP chargers, Modbus batteries) is at its safe value, beside the configured lease
+bench-fallback: $(STAMP)
+	@mosquitto/ensure-mosquitto.sh
+	$(BIN)/python bench/fallback.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache .ruff_cache

@@ -579,3 +579,43 @@ def test_applied_log_appends_across_restarts_and_marks_each_boot(tmp_path):
         (True, "ast_a"), (True, "ast_b"), (False, "ast_a"), (True, "ast_a"), (False, "ast_a")]
     first.close()
     second.close()
+
+
+# -- leases: stacked profiles, validTo -------------------------------------------------
+
+
+def test_a_setpoint_above_the_fallback_is_in_force_until_its_valid_to():
+    model = ChargerModel()
+    model.set_limit(3_700, "connector", stack_level=0, profile_id=1502)
+    model.set_limit(11_000, "connector", stack_level=1, profile_id=1002, valid_to=100.0)
+    assert model.connector_limit_w == 11_000 and model.next_expiry == 100.0
+    model.expire(99.9)
+    assert model.connector_limit_w == 11_000
+    model.expire(100.0)
+    assert model.connector_limit_w == 3_700 and model.next_expiry is None  # the fallback, by the charger alone
+
+
+def test_a_renewal_replaces_the_profile_with_the_same_id():
+    model = ChargerModel()
+    model.set_limit(0, "connector", stack_level=0, profile_id=1502)
+    model.set_limit(11_000, "connector", stack_level=1, profile_id=1002, valid_to=100.0)
+    model.set_limit(11_000, "connector", stack_level=1, profile_id=1002, valid_to=200.0)
+    model.expire(150.0)
+    assert model.connector_limit_w == 11_000 and len(model.profiles["connector"]) == 2
+
+
+def test_an_expiry_to_a_zero_fallback_suspends_the_session():
+    model = ChargerModel()
+    model.set_limit(0, "connector", stack_level=0, profile_id=1502)
+    model.set_limit(11_000, "connector", stack_level=1, profile_id=1002, valid_to=100.0)
+    model.plug_in()
+    assert model.status is Status.charging
+    assert statuses(model.expire(100.0)) == ["SuspendedEVSE"]
+    assert model.power_w == 0.0
+
+
+def test_without_a_fallback_an_expired_setpoint_leaves_no_limit():
+    model = ChargerModel()
+    model.set_limit(11_000, "connector", stack_level=1, valid_to=100.0)
+    model.expire(100.0)
+    assert model.connector_limit_w is None

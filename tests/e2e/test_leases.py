@@ -5,9 +5,14 @@ setpoint in force. The run is bench/fallback.py's, with a 3 s lease."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
-from bench.fallback import measure
+# bench scripts import by their directory (`python bench/x.py`; mypy_path has "bench" too)
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from fallback import measure
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -49,7 +49,12 @@ def test_without_heartbeats_the_battery_falls_back_to_its_safe_value(tmp_path):
         await setpoint(sim, regs, CommandType.SET_DISCHARGE_RATE, 40.0)
         fired = asyncio.get_running_loop().create_future()
         original = sim._watchdog_fired
-        sim._watchdog_fired = lambda: (original(), fired.set_result(None))  # type: ignore[method-assign]
+
+        def fire() -> None:
+            original()
+            fired.set_result(None)
+
+        sim._watchdog_fired = fire  # type: ignore[method-assign]
         sim.arm_watchdog()
         await asyncio.wait_for(fired, 5)
 

@@ -100,6 +100,24 @@ def test_twice_repeated_out_of_order_and_a_restore_after_reboot():
     assert (v.repeated_writes, v.out_of_order, v.twice, v.unexpected) == (1, 1, 1, 1)
 
 
+def test_a_restore_after_a_fallback_is_not_twice_but_a_second_one_without_it_is():
+    _, expected = site(chargers=1, slots=2)
+    s0, s1 = sorted((e for e in expected if e.asset_id == "ast_lb_ev_000"), key=lambda e: e.slot)
+    aid = s0.asset_id
+    lines = [
+        {"asset_id": aid, "power_kw": s1.power_kw, "changed": True},
+        {"asset_id": aid, "boot": True},
+        {"asset_id": aid, "power_kw": 0.0, "changed": True},  # the fallback profile installed after boot
+        {"asset_id": aid, "power_kw": s1.power_kw, "changed": True},  # restored: fine
+        {"asset_id": aid, "power_kw": 0.0, "changed": True},  # the lease ran out
+        {"asset_id": aid, "power_kw": s1.power_kw, "changed": True},  # restored again: fine
+        {"asset_id": aid, "power_kw": s0.power_kw, "changed": True},  # older after newer
+        {"asset_id": aid, "power_kw": s1.power_kw, "changed": True},  # s1 once more, nothing displaced it
+    ]
+    v = judge([s0, s1], from_device_lines(lines), [ev("COMMAND_COMPLETED", e.asset_id, e.power_kw) for e in (s0, s1)])
+    assert (v.twice, v.out_of_order, v.unexpected) == (1, 1, 2)
+
+
 def test_gateway_results_stand_in_for_a_device_log():
     events = [ev("COMMAND_CREATED", "ast_a", 2.0, "cmd_1"), ev("COMMAND_CREATED", "ast_a", 3.0, "cmd_2")]
     results = [{"command_id": c, "asset_id": "ast_a", "outcome": o}

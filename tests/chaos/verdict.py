@@ -25,8 +25,9 @@ lost
     TIMED_OUT). A command reported COMPLETED that no device applied is lost too.
 twice
     commands whose value entered force more than once (two or more ``changed`` applications),
-    not counting a re-application that is the first write after its device rebooted (the
-    device forgot its setpoint; restoring it is right).
+    not counting a re-application of the newest slot after the device rebooted or its own
+    doing displaced it (a fallback profile, an expired lease, a watchdog): restoring it is
+    right.
 repeated_writes
     applications of a command's value with ``changed`` false (told again what was in force):
     reported, not an error (a gateway may re-send after a crash; the device did nothing).
@@ -120,10 +121,14 @@ def judge(expected: list[Expected], applications: list[Application], events: lis
     terminal = terminal_by_key(events)
     changed_count: Counter[tuple[str, float]] = Counter()
     newest_slot: dict[str, int] = {}
+    displaced: set[str] = set()  # assets whose command value was pushed out by no command
     for app in applications:
+        if app.after_boot:
+            displaced.add(app.asset_id)
         exp = by_key.get(app.key)
         if exp is None:
-            if app.changed:
+            if app.changed:  # a fallback, an expired lease, a watchdog: the device's own doing
+                displaced.add(app.asset_id)
                 v.unexpected += 1
                 _example(v, "unexpected", f"{app.asset_id} {app.power_kw}")
             continue
@@ -131,7 +136,8 @@ def judge(expected: list[Expected], applications: list[Application], events: lis
             v.repeated_writes += 1
             continue
         newest = newest_slot.get(app.asset_id, -1)
-        restoring = app.after_boot and exp.slot == newest
+        restoring = app.asset_id in displaced and exp.slot == newest
+        displaced.discard(app.asset_id)
         if not restoring:
             changed_count[app.key] += 1
         if exp.slot < newest:

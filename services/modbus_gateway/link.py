@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from enum import StrEnum
 from typing import Any
 
 from pymodbus.client import AsyncModbusTcpClient
@@ -40,6 +41,14 @@ from coordinator.timeutil import utcnow
 log = logging.getLogger(__name__)
 
 READBACK_INTERVAL = 0.05  # seconds between read-back attempts within the verify window
+
+
+class Work(StrEnum):
+    EXECUTE = "execute"
+    RECONCILE = "reconcile"
+    RESTORE = "restore"
+    """The battery's last applied setpoint again, after its link came (back) up: it may have
+    fallen back (watchdog) or restarted meanwhile. Not a delivery: nothing is answered."""
 
 
 class LinkError(Exception):
@@ -64,8 +73,9 @@ class BatteryLink:
         self.status_registers = self.device.status()
         self.bus, self.intake = bus, intake
         self.send_results, self.report, self.telemetry = send_results, report, telemetry
-        self.queue: asyncio.Queue[tuple[Command, bool]] = asyncio.Queue()
-        """(command, reconcile): reconcile is true for one a crash left applying."""
+        self.queue: asyncio.Queue[tuple[Command, Work]] = asyncio.Queue()
+        """What the battery is to do, in order: a command to execute, one a crash left applying
+        to reconcile, or a setpoint in force to restore."""
         self._client: AsyncModbusTcpClient | None = None  # made in start(): it needs the running loop
         self.up = False
         self.last_state: str | None = None
@@ -114,6 +124,7 @@ class BatteryLink:
         if up:
             self.bus.emit(EventType.DEVICE_LINK_UP,
                           DeviceLinkUp(asset_id=self.asset.asset_id, endpoint=self.where, reason=reason))
+            self._restore_in_force()
         else:
             self.bus.emit(EventType.DEVICE_LINK_DOWN,
                           DeviceLinkDown(asset_id=self.asset.asset_id, endpoint=self.where, reason=reason))
@@ -200,13 +211,23 @@ class BatteryLink:
     # -- commands ------------------------------------------------------------------
 
     def submit(self, cmd: Command, reconcile: bool = False) -> None:
-        self.queue.put_nowait((cmd, reconcile))
+        self.queue.put_nowait((cmd, Work.RECONCILE if reconcile else Work.EXECUTE))
+
+    def _restore_in_force(self) -> None:
+        """In the queue, behind what came before: the setpoints the record holds as applied
+        (not those an emergency stop overrode, nor one a newer write may have replaced), the
+        same rule as for a charger that reboots (docs/durability.md)."""
+        for applied in self.intake.record.restorable(self.asset.asset_id):
+            cmd = Command(applied.asset_id, applied.command_type, dict(applied.parameters), applied.scheduled_at,
+                          command_id=applied.command_id, attempts=applied.attempt, created_at=applied.created_at)
+            self.queue.put_nowait((cmd, Work.RESTORE))
 
     async def _commands(self) -> None:
+        work = {Work.EXECUTE: self.execute, Work.RECONCILE: self.reconcile, Work.RESTORE: self.restore}
         while True:
-            cmd, reconcile = await self.queue.get()
+            cmd, kind = await self.queue.get()
             try:
-                await (self.reconcile(cmd) if reconcile else self.execute(cmd))
+                await work[kind](cmd)
             except Exception:
                 log.exception("%s: command %s crashed", self.asset.asset_id, cmd.command_id)
                 self.send_results([result(cmd.command_id, cmd.asset_id, Outcome.FAILED, "gateway error (see its log)")])
@@ -279,6 +300,19 @@ class BatteryLink:
                 return (f"not applied: after {window:g} s the "
                         f"device shows {seen} (wanted {plan.applied:g})")
             await asyncio.sleep(READBACK_INTERVAL)
+
+    async def restore(self, cmd: Command) -> None:
+        """Write ``cmd``, applied before, again and read it back; logged, never answered."""
+        if self.halted is not None or self.intake.check(cmd) is not None:
+            return  # stopped, or something newer was applied since it was queued
+        try:
+            plan = plan_command(cmd, self.device, self.register_map, self.asset.max_power_kw)
+        except TranslationError as exc:
+            log.error("%s: setpoint %s not restored: %s", cmd.asset_id, cmd.command_id, exc)
+            return
+        failure = await self.apply(plan)
+        log.log(logging.INFO if failure is None else logging.WARNING, "%s: setpoint of %s restored after the link "
+                "came up: %s", cmd.asset_id, cmd.command_id, failure or "shown by the device")
 
     async def reconcile(self, cmd: Command) -> None:
         """``cmd`` was being written when the gateway stopped: does the device show it?"""

@@ -146,7 +146,7 @@ class SimulatedCharger:
             log.info("%s: rejected a %s profile for connector %s", self.charge_point_id, purpose, target_id)
             return False, []
         if self.ignoring_profiles:
-            log.info("%s: accepted a %s limit %.0f W without applying it (control: ignore_profiles)",
+            log.info("%s: accepted a %s profile of %.0f W without applying it (control: ignore_profiles)",
                      self.charge_point_id, scope, watts)
             return True, []
         log.info("%s: %s limit %.0f W", self.charge_point_id, scope, watts)

@@ -36,6 +36,7 @@ from coordinator.contract.events import DeviceLinkDown, DeviceLinkUp
 from coordinator.contract.messages import Outcome
 from coordinator.events import EventType
 from coordinator.protocols.ocpp.answers import outcome_of
+from coordinator.protocols.ocpp.composite import Unreadable, limit_in_force_w, unproven
 from coordinator.protocols.ocpp.internals import inline_validation
 from coordinator.runtime.command_intake import result
 from coordinator.runtime.device_gateway import DeviceGateway
@@ -59,6 +60,10 @@ FALLBACK = "fallback"
 """A charger queue's item: install the fallback profile (after a boot)."""
 SAFE_CALL_TIMEOUT = 5.0
 """Seconds each emergency-stop call may take (the 0 W profile, the stop)."""
+VERIFIED = (CommandType.SET_CHARGE_RATE, CommandType.SET_POWER_LIMIT)
+"""Setpoints that complete only once the charger's composite schedule shows them in force."""
+MIN_VERIFY_SECONDS = 1.0
+"""The composite schedule's answer may take at least this long, even if the call used up the command's time."""
 
 
 class OcppGateway(DeviceGateway):
@@ -125,8 +130,16 @@ class OcppGateway(DeviceGateway):
             return
         if not self.begin(cmd) or point is None:  # answered: the site's stop, or a newer setpoint in force
             return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + cmd.timeout_seconds
+        acknowledged = False
         try:
             outcome, error = await self.call(point, charger.connector_id, cmd)
+            if outcome is Outcome.COMPLETED and cmd.command_type in VERIFIED and charger.verify_applied:
+                # Accepted is only the charger's word: completion waits for the proof.
+                self.send_results([result(cmd.command_id, cmd.asset_id, Outcome.ACKNOWLEDGED)])
+                acknowledged = True
+                outcome, error = await self.verify(point, cmd, deadline - loop.time())
         except Exception as exc:  # a surprise must still end the command, not vanish with its task
             log.exception("%s: %s failed unexpectedly", point.id, cmd.command_id)
             outcome, error = Outcome.FAILED, f"gateway error: {type(exc).__name__}: {exc}"
@@ -135,8 +148,9 @@ class OcppGateway(DeviceGateway):
             return  # no answer: the planner's timeout decides
         if outcome is Outcome.COMPLETED:
             self.intake.applied(cmd)
-            self.send_results([result(cmd.command_id, cmd.asset_id, Outcome.ACKNOWLEDGED),
-                               result(cmd.command_id, cmd.asset_id, Outcome.COMPLETED)])
+            done = [result(cmd.command_id, cmd.asset_id, Outcome.COMPLETED, error)]
+            self.send_results(done if acknowledged else [result(cmd.command_id, cmd.asset_id, Outcome.ACKNOWLEDGED),
+                                                         *done])
         else:
             self.send_results([result(cmd.command_id, cmd.asset_id, outcome, error)])
 
@@ -176,6 +190,51 @@ class OcppGateway(DeviceGateway):
         except websockets.ConnectionClosed:
             return Outcome.FAILED, f"charger {point.id} disconnected during the call"
         return outcome_of(answer)
+
+    async def verify(self, point: Point, cmd: Command, timeout: float) -> tuple[Outcome, str | None]:
+        """After an Accepted setpoint: does the charger's composite schedule show it in force?
+
+        COMPLETED when it does (with a detail when no session is in progress: the limit holds,
+        nothing is drawn); FAILED "not applied: ..." when the charger enforces another limit,
+        FAILED "not proven: ..." when it cannot say (refused, no answer within ``timeout``
+        seconds, a malformed answer). Both failures are retried by the planner.
+        """
+        charger = self.chargers[cmd.asset_id]
+        call = self._adapter(point.version, charger.connector_id).composite_schedule_call()
+        timeout = max(timeout, MIN_VERIFY_SECONDS)
+        try:
+            async with asyncio.timeout(timeout):
+                answer = await point.request(call)
+            in_force_w = limit_in_force_w(answer)
+        except TimeoutError:
+            return Outcome.FAILED, f"not proven: no answer to GetCompositeSchedule within {timeout:g} s"
+        except OCPPError as exc:
+            return Outcome.FAILED, f"not proven: GetCompositeSchedule CallError {exc.code}: {exc.description}"  # type: ignore[attr-defined]
+        except websockets.ConnectionClosed:
+            return Outcome.FAILED, f"not proven: charger {point.id} disconnected before showing its composite schedule"
+        except Unreadable as exc:
+            return Outcome.FAILED, f"not proven: {exc}"
+        wanted_kw = cmd.parameters["power_kw"]
+        assert isinstance(wanted_kw, int | float), "build_call refuses a setpoint without a number"
+        cap = cmd.command_type is CommandType.SET_POWER_LIMIT
+        reason = unproven(float(wanted_kw), in_force_w, charger.verify_tolerance_kw, cap=cap,
+                          caps_kw=() if cap else self._caps_kw(cmd.asset_id))
+        if reason is not None:
+            log.warning("%s: %s %s", point.id, cmd.command_id, reason)
+            return Outcome.FAILED, reason
+        if point.transaction_id is None:
+            shown = "no limit" if in_force_w is None else f"a limit of {in_force_w / 1000:g} kW"
+            return Outcome.COMPLETED, f"no session in progress: {shown} in force, nothing drawn"
+        return Outcome.COMPLETED, None
+
+    def _caps_kw(self, asset_id: str) -> list[float]:
+        """Charger-wide maxima that may hold a connector's limit below its setpoint: the asset's
+        rating and the station limit last applied."""
+        caps = [self.assets[asset_id].max_power_kw]
+        station = self.record.in_force(asset_id, CommandType.SET_POWER_LIMIT)
+        if station is not None and isinstance(kw := station.parameters.get("power_kw"), int | float):
+            caps.append(float(kw))
+        return caps
 
     # -- what chargers say (called by the handlers) ----------------------------------
 

@@ -392,7 +392,8 @@ class DispatchEngine:
 
         A failure is retried after a backoff while attempts remain, unless ``retryable``
         is False (the device refused it for a reason a retry would not change). A success that arrives
-        after the attempt timed out still completes the command (the device did it). An
+        after the attempt timed out still completes the command (the device did it); its
+        ``error``, if any, is the gateway's detail (OCPP: no session in progress). An
         answer for a finished command changes nothing and is logged.
         """
         now = _now(now)
@@ -406,7 +407,7 @@ class DispatchEngine:
         if self._in_flight.get(cmd.asset_id) is cmd:
             del self._in_flight[cmd.asset_id]
         if success:
-            self._finish(cmd, CommandStatus.COMPLETED, None, now)
+            self._finish(cmd, CommandStatus.COMPLETED, error, now)  # a detail, e.g. no session drew it
         elif not retryable:
             self._finish(cmd, CommandStatus.FAILED, error or "refused (no reason given)", now)
         elif not was_waiting_retry:

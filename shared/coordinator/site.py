@@ -73,6 +73,12 @@ class OcppChargerConfig(BaseModel):
     """Basic auth password (OCPP: at least 16 bytes); never logged."""
     version: str = Field("1.6", pattern=r"^(1\.6|2\.0\.1)$")
     """The version the simulator speaks; the gateway accepts either, per connection."""
+    verify_applied: bool = True
+    """After an Accepted setpoint, prove it with the charger's composite schedule (docs/ocpp.md);
+    false only for a charger that cannot answer GetCompositeSchedule: then Accepted completes."""
+    verify_tolerance_kw: float = Field(0.7, ge=0, allow_inf_nan=False)
+    """How far the limit in force may be from the setpoint: one amp on three phases at 230 V,
+    since chargers that limit in whole amps report the limit they rounded to."""
 
 
 class GatewayConfig(BaseModel):

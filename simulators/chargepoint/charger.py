@@ -70,6 +70,9 @@ class ControlAction(StrEnum):
     DROP = "drop"
     DISCONNECT = "disconnect"
     HANGUP = "hangup"
+    IGNORE_PROFILES = "ignore_profiles"
+    METER_KW = "meter_kw"
+    METER_MULTIPLIER = "meter_multiplier"
 
 
 class Refused(Exception):
@@ -108,6 +111,13 @@ class SimulatedCharger:
         self.hangup_after: float | None = None
         """Armed by the ``hangup`` control: the next CSMS call is decided (and applied), then the
         connection drops before the answer goes out; reconnect after this many seconds."""
+        self.ignoring_profiles = False
+        """The ``ignore_profiles`` control: answer SetChargingProfile Accepted and apply nothing,
+        the charger that says "Accepted" and goes on as before (its composite schedule tells)."""
+        self.meter_kw = False
+        """The ``meter_kw`` control: Power.Active.Import in kW instead of W."""
+        self.meter_multiplier = 0
+        """The ``meter_multiplier`` control (2.0.1): values sent as value x 10^multiplier."""
         self.applied_log = applied_log
         self.outbox: deque[Effect] = deque()
         self._outbox_ready = asyncio.Event()
@@ -141,6 +151,10 @@ class SimulatedCharger:
         if scope is None or watts is None or (valid_to is not None and ends is None):
             log.info("%s: rejected a %s profile for connector %s", self.charge_point_id, purpose, target_id)
             return False, []
+        if self.ignoring_profiles:
+            log.info("%s: accepted a %s profile of %.0f W without applying it (control: ignore_profiles)",
+                     self.charge_point_id, scope, watts)
+            return True, []
         log.info("%s: %s limit %.0f W at stack level %d%s", self.charge_point_id, scope, watts, stack_level,
                  f" until {valid_to}" if valid_to else "")
         before = self.model.station_limit_w if scope == "station" else self.model.connector_limit_w
@@ -151,6 +165,14 @@ class SimulatedCharger:
             self._log_applied(after, before, "SET_POWER_LIMIT" if scope == "station" else "SET_CHARGE_RATE")
         self._arm_expiry()
         return True, effects
+
+    def composite_schedule(self, target_id: int) -> tuple[bool, float | None]:
+        """GetCompositeSchedule: (False, None) for a connector that is not this charger's; else
+        (True, the limit in force now in W, None when no profile limits it). One connector, so
+        connector 0 (the whole charger) shows the same limit."""
+        if target_id not in (0, self.connector_id):
+            return False, None
+        return True, self.model.limit_w
 
     def clear_profiles(self, target_id: int | None, purpose: str | None) -> tuple[bool, list[Effect]]:
         self._accrue()
@@ -255,6 +277,12 @@ class SimulatedCharger:
                 self.dropping = bool(value)
             case ControlAction.HANGUP:
                 self.hangup_after = DEFAULT_RECONNECT_DELAY if value is None else max(0.0, float(value))
+            case ControlAction.IGNORE_PROFILES:
+                self.ignoring_profiles = bool(value)
+            case ControlAction.METER_KW:
+                self.meter_kw = bool(value)
+            case ControlAction.METER_MULTIPLIER:
+                self.meter_multiplier = int(value or 0)
             case ControlAction.DISCONNECT:
                 if self._ws is None:
                     log.info("%s: disconnect ignored: not connected", self.charge_point_id)

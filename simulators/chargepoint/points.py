@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -34,7 +35,9 @@ from ocpp.v16.enums import (
     AvailabilityStatus,
     AvailabilityType,
     ChargingProfileStatus,
+    ChargingRateUnitType,
     ClearChargingProfileStatus,
+    GetCompositeScheduleStatus,
     Measurand,
     ReadingContext,
     RegistrationStatus,
@@ -52,9 +55,11 @@ from ocpp.v201.enums import (
     BootReasonEnumType,
     ChangeAvailabilityStatusEnumType,
     ChargingProfileStatusEnumType,
+    ChargingRateUnitEnumType,
     ChargingStateEnumType,
     ClearChargingProfileStatusEnumType,
     ConnectorStatusEnumType,
+    GenericStatusEnumType,
     IdTokenEnumType,
     MeasurandEnumType,
     OperationalStatusEnumType,
@@ -69,7 +74,14 @@ from ocpp.v201.enums import (
 from websockets.exceptions import ConnectionClosed
 
 from coordinator.protocols.ocpp.internals import receive
-from simulators.chargepoint.model import Effect, MeterSample, StatusChanged, TransactionEnded, TransactionStarted
+from simulators.chargepoint.model import (
+    VOLTS_PER_PHASE,
+    Effect,
+    MeterSample,
+    StatusChanged,
+    TransactionEnded,
+    TransactionStarted,
+)
 
 if TYPE_CHECKING:
     from ocpp.charge_point import ChargePoint as _OcppChargePoint
@@ -100,12 +112,16 @@ class Charger(Protocol):
     hangup_after: float | None
     csms_transaction_ids: dict[str, int]
     seq_nos: dict[str, int]
+    meter_kw: bool
+    meter_multiplier: int
 
     def set_profile(self, target_id: int, purpose: str | None, schedule: Mapping[str, Any], *,
                     stack_level: int = 0, profile_id: int | None = None,
                     valid_to: str | None = None) -> tuple[bool, list[Effect]]: ...
 
     def clear_profiles(self, target_id: int | None, purpose: str | None) -> tuple[bool, list[Effect]]: ...
+
+    def composite_schedule(self, target_id: int) -> tuple[bool, float | None]: ...
 
     def remote_start(self, target_id: int | None, id_tag: str, id_token_type: str | None,
                      remote_start_id: int | None, schedule: Mapping[str, Any]) -> tuple[bool, list[Effect]]: ...
@@ -236,8 +252,10 @@ class V16Point(_SimulatedPoint, V16ChargePoint):
                     connector_id=charger.connector_id,
                     transaction_id=charger.csms_transaction_ids.get(effect.local_id),
                     meter_value=[v16_types.MeterValue(timestamp=_now(), sampled_value=[
-                        v16_types.SampledValue(value=f"{effect.power_w:.1f}", context=ReadingContext.sample_periodic,
-                                               measurand=Measurand.power_active_import, unit=UnitOfMeasure.w),
+                        v16_types.SampledValue(
+                            value=f"{effect.power_w / 1000:.4f}" if charger.meter_kw else f"{effect.power_w:.1f}",
+                            context=ReadingContext.sample_periodic, measurand=Measurand.power_active_import,
+                            unit=UnitOfMeasure.kw if charger.meter_kw else UnitOfMeasure.w),
                         v16_types.SampledValue(value=f"{effect.energy_wh:.1f}", context=ReadingContext.sample_periodic,
                                                measurand=Measurand.energy_active_import_register,
                                                unit=UnitOfMeasure.wh),
@@ -259,6 +277,23 @@ class V16Point(_SimulatedPoint, V16ChargePoint):
             valid_to=cs_charging_profiles.get("valid_to")))
         return v16_result.SetChargingProfile(
             status=ChargingProfileStatus.accepted if accepted else ChargingProfileStatus.rejected)
+
+    @on(V16Action.get_composite_schedule)
+    def on_get_composite_schedule(self, connector_id: int, duration: int, charging_rate_unit: str | None = None,
+                                  **_: Any) -> v16_result.GetCompositeSchedule:
+        known, limit_w = self.charger.composite_schedule(connector_id)
+        if self.charger.rejecting or not known:
+            return v16_result.GetCompositeSchedule(status=GetCompositeScheduleStatus.rejected)
+        now = _now()
+        if limit_w is None:  # no profile limits the connector: nothing to schedule
+            return v16_result.GetCompositeSchedule(status=GetCompositeScheduleStatus.accepted,
+                                                   connector_id=connector_id, schedule_start=now)
+        unit, limit = _in_unit(limit_w, charging_rate_unit)
+        return v16_result.GetCompositeSchedule(
+            status=GetCompositeScheduleStatus.accepted, connector_id=connector_id, schedule_start=now,
+            charging_schedule=asdict(v16_types.ChargingSchedule(
+                charging_rate_unit=ChargingRateUnitType(unit), duration=duration, start_schedule=now,
+                charging_schedule_period=[v16_types.ChargingSchedulePeriod(start_period=0, limit=limit)])))
 
     @on(V16Action.clear_charging_profile)
     def on_clear_charging_profile(self, call_unique_id: str, connector_id: int | None = None,
@@ -368,18 +403,23 @@ class V201Point(_SimulatedPoint, V201ChargePoint):
                 remote_start_id=remote_start_id),
             meter_value=meter, **extra))
 
-    @staticmethod
-    def _meter(context: ReadingContextEnumType, energy_wh: float,
+    def _meter(self, context: ReadingContextEnumType, energy_wh: float,
                power_w: float | None = None) -> list[v201_types.MeterValueType]:
-        def sample(value: float, measurand: MeasurandEnumType,
-                   unit: StandardizedUnitsOfMeasureType) -> v201_types.SampledValueType:
-            return v201_types.SampledValueType(value=round(value, 1), context=context, measurand=measurand,
-                                               unit_of_measure=v201_types.UnitOfMeasureType(unit=unit))
+        def sample(value: float, measurand: MeasurandEnumType, unit: StandardizedUnitsOfMeasureType,
+                   multiplier: int | None = None) -> v201_types.SampledValueType:
+            scaled = value / 10.0 ** (multiplier or 0)
+            return v201_types.SampledValueType(
+                value=round(scaled, 4), context=context, measurand=measurand,
+                unit_of_measure=v201_types.UnitOfMeasureType(unit=unit, multiplier=multiplier))
 
         samples = [sample(energy_wh, MeasurandEnumType.energy_active_import_register,
                           StandardizedUnitsOfMeasureType.wh)]
         if power_w is not None:
-            samples.insert(0, sample(power_w, MeasurandEnumType.power_active_import, StandardizedUnitsOfMeasureType.w))
+            # The ``meter_kw`` / ``meter_multiplier`` controls: every form 2.0.1 allows for one reading.
+            kw, multiplier = self.charger.meter_kw, self.charger.meter_multiplier or None
+            samples.insert(0, sample(power_w / 1000 if kw else power_w, MeasurandEnumType.power_active_import,
+                                     StandardizedUnitsOfMeasureType.kw if kw else StandardizedUnitsOfMeasureType.w,
+                                     multiplier))
         return [v201_types.MeterValueType(timestamp=_now(), sampled_value=samples)]
 
     # -- CSMS calls ----------------------------------------------------------------
@@ -396,6 +436,22 @@ class V201Point(_SimulatedPoint, V201ChargePoint):
             valid_to=charging_profile.get("valid_to")))
         return v201_result.SetChargingProfile(
             status=ChargingProfileStatusEnumType.accepted if accepted else ChargingProfileStatusEnumType.rejected)
+
+    @on(V201Action.get_composite_schedule)
+    def on_get_composite_schedule(self, duration: int, evse_id: int, charging_rate_unit: str | None = None,
+                                  **_: Any) -> v201_result.GetCompositeSchedule:
+        known, limit_w = self.charger.composite_schedule(evse_id)
+        if self.charger.rejecting or not known:
+            return v201_result.GetCompositeSchedule(status=GenericStatusEnumType.rejected)
+        if limit_w is None:  # no profile limits the EVSE: nothing to schedule
+            return v201_result.GetCompositeSchedule(status=GenericStatusEnumType.accepted)
+        unit, limit = _in_unit(limit_w, charging_rate_unit)
+        return v201_result.GetCompositeSchedule(
+            status=GenericStatusEnumType.accepted,
+            schedule=v201_types.CompositeScheduleType(
+                evse_id=evse_id, duration=duration, schedule_start=_now(),
+                charging_rate_unit=ChargingRateUnitEnumType(unit),
+                charging_schedule_period=[v201_types.ChargingSchedulePeriodType(start_period=0, limit=limit)]))
 
     @on(V201Action.clear_charging_profile)
     def on_clear_charging_profile(self, call_unique_id: str, charging_profile_criteria: dict | None = None,
@@ -438,6 +494,14 @@ class V201Point(_SimulatedPoint, V201ChargePoint):
         return v201_result.ChangeAvailability(
             status=ChangeAvailabilityStatusEnumType(status.value) if status
                    else ChangeAvailabilityStatusEnumType.rejected)
+
+
+def _in_unit(limit_w: float, unit: str | None) -> tuple[str, float]:
+    """A limit in W as a composite schedule states it in the unit the CSMS asked for (W by default;
+    A over three phases at the simulator's nominal voltage), one decimal as the 1.6 schema wants."""
+    if unit == ChargingRateUnitType.amps:
+        return ChargingRateUnitType.amps.value, round(limit_w / (VOLTS_PER_PHASE * 3), 1)
+    return ChargingRateUnitType.watts.value, round(limit_w, 1)
 
 
 POINTS: dict[str, type[V16Point] | type[V201Point]] = {"1.6": V16Point, "2.0.1": V201Point}

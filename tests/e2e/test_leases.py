@@ -1,7 +1,8 @@
 """Leases end to end: the whole coordinator and the broker die (kill -9); every simulated
 device, OCPP 1.6 and 2.0.1 chargers and a Modbus battery with a watchdog, is at its safe value
-within the lease by itself, and back at its setpoint once the coordinator is. While the coordinator lived, renewals and heartbeats kept every
-setpoint in force. The run is bench/fallback.py's, with a 3 s lease."""
+within the lease by itself, and back at its setpoint once the coordinator is. While the
+coordinator lived, renewals and heartbeats kept every setpoint in force. The run is
+bench/fallback.py's, with a 3 s lease."""
 
 from __future__ import annotations
 

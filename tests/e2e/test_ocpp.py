@@ -12,8 +12,14 @@ import pytest
 
 from coordinator.base import Command, CommandType
 from coordinator.contract.codec import encode_schedule
-from coordinator.contract.messages import CommandBatch, Outcome, ResultBatch, decode
-from coordinator.contract.topics import SCHEDULES_IN, commands_topic, results_topic, simulator_topic
+from coordinator.contract.messages import CommandBatch, Outcome, ResultBatch, Telemetry, decode
+from coordinator.contract.topics import (
+    SCHEDULES_IN,
+    commands_topic,
+    results_topic,
+    simulator_topic,
+    telemetry_topic,
+)
 from coordinator.runtime.gateway_record import GatewayRecord
 from tools.broker import free_port
 from tools.launcher import ServiceProcesses
@@ -194,3 +200,62 @@ def test_a_call_interrupted_by_a_crash_is_answered_failed_after_the_restart(inte
             (interrupted_call.command_id, Outcome.FAILED, "outcome unknown: the gateway restarted during the call")]
     finally:
         stack.stop_all()
+
+
+# -- applied, not just accepted (issue 15) -------------------------------------------
+
+
+def test_an_honest_charger_completes_once_its_composite_schedule_shows_the_setpoint(ocpp_stack, events, plain):
+    start_simulator(ocpp_stack, events)
+    control(plain, "CP001", "plug_in")
+    wait_state(events, "PREPARING")
+    schedule(plain, [11.0])
+    events.wait_for(lambda ev: of(events, "COMMAND_COMPLETED", "ast_bay_1"), timeout=15, what="setpoint proven")
+    assert of(events, "COMMAND_FAILED") == []
+    wait_state(events, "CHARGING")
+
+
+def test_a_charger_that_accepts_without_applying_fails_not_applied(ocpp_stack, events, plain):
+    start_simulator(ocpp_stack, events)
+    control(plain, "CP001", "plug_in")
+    wait_state(events, "PREPARING")
+    schedule(plain, [11.0])
+    events.wait_for(lambda ev: of(events, "COMMAND_COMPLETED", "ast_bay_1"), timeout=15, what="honest first")
+    control(plain, "CP001", "ignore_profiles", 1)
+    before = len(profiles(ocpp_stack))
+    schedule(plain, [3.0], schedule_id="sch_lied_to")
+    events.wait_for(lambda ev: of(events, "COMMAND_FAILED", "ast_bay_1"), timeout=15, what="caught")
+    failed = of(events, "COMMAND_FAILED", "ast_bay_1")[0].payload
+    assert failed["parameters"] == {"power_kw": 3.0}
+    assert failed["error"] == "not applied: composite schedule shows 11 kW (wanted 3 kW)"
+    assert len(of(events, "COMMAND_COMPLETED", "ast_bay_1")) == 1
+    assert len(profiles(ocpp_stack)) == before  # the charger really kept its 11 kW
+
+
+def test_a_setpoint_with_no_session_completes_saying_so(ocpp_stack, events, plain):
+    start_simulator(ocpp_stack, events)  # no vehicle plugged in
+    schedule(plain, [11.0])
+    events.wait_for(lambda ev: of(events, "COMMAND_COMPLETED", "ast_bay_1"), timeout=15, what="setpoint")
+    done = of(events, "COMMAND_COMPLETED", "ast_bay_1")[0].payload
+    assert done["error"] == "no session in progress: a limit of 11 kW in force, nothing drawn"
+
+
+@pytest.mark.parametrize("controls", [[], [("meter_kw", 1)], [("meter_multiplier", 3)],
+                                      [("meter_kw", 1), ("meter_multiplier", -1)]])
+def test_meter_values_in_kw_in_w_and_with_a_multiplier_read_the_same(ocpp_stack, events, plain, version, controls):
+    if version == "1.6" and any(a == "meter_multiplier" for a, _ in controls):
+        pytest.skip("1.6 has no multiplier")
+    telemetry = plain(telemetry_topic("ocpp", "ast_bay_1"))
+    start_simulator(ocpp_stack, events)
+    for action, value in controls:
+        control(plain, "CP001", action, value)
+    control(plain, "CP001", "plug_in")
+    wait_state(events, "PREPARING")
+    schedule(plain, [7.4])
+    wait_state(events, "CHARGING")
+    deadline = time.monotonic() + 15
+    powers: list[float] = []
+    while time.monotonic() < deadline and not any(p > 0 for p in powers):
+        powers += [float(v) for m in telemetry.drain(0.2)
+                   if isinstance(v := decode(Telemetry, m.payload).values.get("power_kw"), int | float)]
+    assert powers and max(powers) == pytest.approx(7.4)

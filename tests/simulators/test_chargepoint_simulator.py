@@ -619,3 +619,105 @@ def test_without_a_fallback_an_expired_setpoint_leaves_no_limit():
     model.set_limit(11_000, "connector", stack_level=1, valid_to=100.0)
     model.expire(100.0)
     assert model.connector_limit_w is None
+
+
+# -- composite schedules, "accepted without applying", meter units -------------------
+
+
+def v16_composite(connector_id: int = 1, unit=v16.ChargingRateUnitType.watts) -> v16_call.GetCompositeSchedule:
+    return v16_call.GetCompositeSchedule(connector_id=connector_id, duration=60, charging_rate_unit=unit)
+
+
+def v201_composite(evse_id: int = 1, unit=v201.ChargingRateUnitEnumType.watts) -> v201_call.GetCompositeSchedule:
+    return v201_call.GetCompositeSchedule(duration=60, evse_id=evse_id, charging_rate_unit=unit)
+
+
+def v16_station_max(watts: float) -> v16_call.SetChargingProfile:
+    return v16_call.SetChargingProfile(connector_id=0, cs_charging_profiles=v16_types.ChargingProfile(
+        charging_profile_id=2, stack_level=0,
+        charging_profile_purpose=v16.ChargingProfilePurposeType.charge_point_max_profile,
+        charging_profile_kind=v16.ChargingProfileKindType.absolute,
+        charging_schedule=v16_types.ChargingSchedule(
+            charging_rate_unit=v16.ChargingRateUnitType.watts,
+            charging_schedule_period=[v16_types.ChargingSchedulePeriod(start_period=0, limit=watts)])))
+
+
+def v16_limit(answer: Any) -> float:
+    return float(answer.charging_schedule["charging_schedule_period"][0]["limit"])
+
+
+def v201_limit(answer: Any) -> float:
+    return float(answer.schedule["charging_schedule_period"][0]["limit"])
+
+
+@pytest.mark.timeout(10)
+def test_ocpp16_composite_schedule_shows_the_limit_in_force_and_a_lying_charger_is_caught():
+    async def scenario(charger: SimulatedCharger, csms: Csms16, seen: Recorder) -> None:
+        await seen.wait("StatusNotification")
+        empty = await csms.call(v16_composite(), suppress=False)  # schema-checked by the package
+        assert empty.status == v16.GetCompositeScheduleStatus.accepted and empty.charging_schedule is None
+        await csms.call(v16_profile(11_000), suppress=False)
+        assert v16_limit(await csms.call(v16_composite(), suppress=False)) == 11_000
+        await csms.call(v16_station_max(7_000), suppress=False)
+        shown = await csms.call(v16_composite(), suppress=False)
+        assert v16_limit(shown) == 7_000 and shown.charging_schedule["charging_rate_unit"] == "W"
+        in_amps = await csms.call(v16_composite(unit=v16.ChargingRateUnitType.amps), suppress=False)
+        assert v16_limit(in_amps) == pytest.approx(7_000 / 690, abs=0.05)
+        assert in_amps.charging_schedule["charging_rate_unit"] == "A"
+        other = await csms.call(v16_composite(connector_id=2), suppress=False)
+        assert other.status == v16.GetCompositeScheduleStatus.rejected
+        charger.apply_control("ignore_profiles", 1)
+        answer = await csms.call(v16_profile(3_000), suppress=False)
+        assert answer.status == v16.ChargingProfileStatus.accepted  # says so ...
+        assert v16_limit(await csms.call(v16_composite(), suppress=False)) == 7_000  # ... and does not
+        assert charger.model.connector_limit_w == 11_000
+
+    asyncio.run(run_against_csms("1.6", scenario))
+
+
+@pytest.mark.timeout(10)
+def test_ocpp201_composite_schedule_shows_the_limit_in_force_and_a_lying_charger_is_caught():
+    async def scenario(charger: SimulatedCharger, csms: Csms201, seen: Recorder) -> None:
+        await seen.wait("StatusNotification")
+        empty = await csms.call(v201_composite(), suppress=False)
+        assert empty.status == v201.GenericStatusEnumType.accepted and empty.schedule is None
+        await csms.call(v201_profile(11_000), suppress=False)
+        shown = await csms.call(v201_composite(), suppress=False)
+        assert v201_limit(shown) == 11_000 and shown.schedule["evse_id"] == 1
+        assert shown.schedule["charging_rate_unit"] == "W"
+        other = await csms.call(v201_composite(evse_id=2), suppress=False)
+        assert other.status == v201.GenericStatusEnumType.rejected
+        charger.apply_control("ignore_profiles", 1)
+        answer = await csms.call(v201_profile(3_000), suppress=False)
+        assert answer.status == v201.ChargingProfileStatusEnumType.accepted
+        assert v201_limit(await csms.call(v201_composite(), suppress=False)) == 11_000
+        charger.apply_control("ignore_profiles", 0)
+        await csms.call(v201_profile(3_000), suppress=False)
+        assert v201_limit(await csms.call(v201_composite(), suppress=False)) == 3_000
+
+    asyncio.run(run_against_csms("2.0.1", scenario))
+
+
+@pytest.mark.timeout(15)
+@pytest.mark.parametrize(("version", "controls"), [
+    ("1.6", [("meter_kw", 1)]),
+    ("2.0.1", [("meter_kw", 1)]),
+    ("2.0.1", [("meter_multiplier", 3)]),
+    ("2.0.1", [("meter_kw", 1), ("meter_multiplier", -3)]),
+])
+def test_meter_units_the_simulator_sends_read_the_same_at_the_gateway(version, controls):
+    from coordinator.protocols.ocpp.meter import power_kw
+
+    async def scenario(charger: SimulatedCharger, csms: Any, seen: Recorder) -> None:
+        for action, value in controls:
+            charger.apply_control(action, value)
+        await csms.call(v16_profile(11_000) if version == "1.6" else v201_profile(11_000), suppress=False)
+        charger.apply_control("plug_in")
+        action = "MeterValues" if version == "1.6" else "TransactionEvent"
+        meter = await seen.wait(action, lambda p: power_kw(p.get("meter_value")))
+        assert power_kw(meter["meter_value"]) == pytest.approx(11.0)
+        power = next(s for s in meter["meter_value"][0]["sampled_value"] if s["measurand"] == "Power.Active.Import")
+        measure = power.get("unit_of_measure") or {"unit": power.get("unit")}
+        assert (measure["unit"], measure.get("multiplier", 0)) != ("W", 0)  # really another form on the wire
+
+    asyncio.run(run_against_csms(version, scenario))

@@ -27,6 +27,7 @@ from coordinator.adapters.base import ProtocolAdapter, TranslationError
 from coordinator.base import Command, CommandType
 
 from .calls import CallBuilder, action_of, calls_for
+from .composite import COMPOSITE_SECONDS
 from .payload import call_payload, json_payload
 from .version import OCPPVersion
 
@@ -141,6 +142,12 @@ class OCPPAdapter(ProtocolAdapter):
         if ctype is CommandType.CHANGE_AVAILABILITY:
             return calls.change_availability(self.connector_id, _operative(command))
         raise TranslationError(f"{ctype} is not supported by OCPP chargers")
+
+    def composite_schedule_call(self) -> Any:
+        """GetCompositeSchedule for this connector / EVSE: the call that proves a setpoint is in
+        force (composite.py). The connector's composite includes the charger-wide maximum, so
+        it proves both setpoint kinds."""
+        return self._calls.get_composite_schedule(self.connector_id, COMPOSITE_SECONDS)
 
     def _checked_id_tag(self, id_tag: object) -> str:
         limit = self._calls.id_tag_max_length

@@ -34,6 +34,7 @@ class CallBuilder(Protocol):
     def start_transaction(self, connector_id: int, id_tag: str, remote_start_id: int) -> Any: ...
     def stop_transaction(self, transaction_id: int | str) -> Any: ...
     def change_availability(self, connector_id: int, operative: bool) -> Any: ...
+    def get_composite_schedule(self, connector_id: int, duration: int) -> Any: ...
 
 
 class V16Calls:
@@ -80,6 +81,11 @@ class V16Calls:
         return v16_call.ChangeAvailability(
             connector_id=connector_id, type=kind.operative if operative else kind.inoperative
         )
+
+    def get_composite_schedule(self, connector_id: int, duration: int) -> Any:
+        # In W, as our profiles are: the answer then needs no voltage to compare (composite.py).
+        return v16_call.GetCompositeSchedule(connector_id=connector_id, duration=duration,
+                                             charging_rate_unit=v16_enums.ChargingRateUnitType.watts)
 
 
 class V201Calls:
@@ -134,6 +140,10 @@ class V201Calls:
             operational_status=status.operative if operative else status.inoperative,
             evse=v201_types.EVSEType(id=evse_id) if evse_id else None,  # no evse = the whole station
         )
+
+    def get_composite_schedule(self, evse_id: int, duration: int) -> Any:
+        return v201_call.GetCompositeSchedule(duration=duration, evse_id=evse_id,
+                                              charging_rate_unit=v201_enums.ChargingRateUnitEnumType.watts)
 
 
 def calls_for(version: OCPPVersion) -> CallBuilder:

@@ -32,7 +32,7 @@ from ocpp.exceptions import OCPPError
 from coordinator.adapters import OCPPAdapter, TranslationError
 from coordinator.asset_machines import ChargerState
 from coordinator.base import Command, CommandType
-from coordinator.contract.events import DeviceLinkDown, DeviceLinkUp
+from coordinator.contract.events import DeviceLinkDown, DeviceLinkUp, SetpointNotFollowed
 from coordinator.contract.messages import Outcome
 from coordinator.events import EventType
 from coordinator.protocols.ocpp.answers import outcome_of
@@ -47,6 +47,7 @@ from coordinator.timeutil import utcnow
 
 from .central import CentralSystem, Point
 from .leases import lease_end, renew_interval
+from .meter_watch import MeterWatch
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class OcppGateway(DeviceGateway):
         self._renewing: set[str] = set()
         """Chargers with a RENEW in their queue: a slow charger gets one, not a pile."""
         self.central = CentralSystem(self.config.ocpp or OcppListenConfig(), self.by_charge_point, self)
+        self.meter_watch = MeterWatch()
 
     async def open(self) -> None:
         await self.central.start()
@@ -148,6 +150,9 @@ class OcppGateway(DeviceGateway):
             return  # no answer: the planner's timeout decides
         if outcome is Outcome.COMPLETED:
             self.intake.applied(cmd)
+            if acknowledged:  # proven: the meter is held to it for a while (meter_watch.py)
+                self.meter_watch.proven(cmd.asset_id, cmd.command_id, limit_kw=float(cmd.parameters["power_kw"] or 0),
+                                        window=charger.meter_check_seconds, now=loop.time())
             done = [result(cmd.command_id, cmd.asset_id, Outcome.COMPLETED, error)]
             self.send_results(done if acknowledged else [result(cmd.command_id, cmd.asset_id, Outcome.ACKNOWLEDGED),
                                                          *done])
@@ -242,7 +247,20 @@ class OcppGateway(DeviceGateway):
         self.report(self.by_charge_point[charge_point_id].asset_id, state.value, detail)
 
     def telemetry_of(self, charge_point_id: str, values: dict[str, Any]) -> None:
-        self.telemetry(self.by_charge_point[charge_point_id].asset_id, values)
+        asset_id = self.by_charge_point[charge_point_id].asset_id
+        self.telemetry(asset_id, values)
+        measured = values.get("power_kw")
+        if not isinstance(measured, int | float):
+            return
+        tolerance = self.chargers[asset_id].verify_tolerance_kw
+        broken = self.meter_watch.sample(asset_id, measured_kw=float(measured), tolerance_kw=tolerance,
+                                         now=asyncio.get_running_loop().time())
+        if broken is not None:
+            log.warning("%s: meter shows %g kW, above the %g kW limit proven for %s", charge_point_id, measured,
+                        broken.limit_kw, broken.command_id)
+            self.bus.emit(EventType.SETPOINT_NOT_FOLLOWED, SetpointNotFollowed(
+                asset_id=asset_id, command_id=broken.command_id, limit_kw=broken.limit_kw,
+                measured_kw=float(measured), tolerance_kw=tolerance))
 
     def booted(self, charge_point_id: str) -> None:
         asset = self.by_charge_point[charge_point_id]
@@ -298,6 +316,7 @@ class OcppGateway(DeviceGateway):
 
     async def make_safe(self, asset_id: str, reason: str) -> str:
         """0 W on the connector, then the session stopped: each must be Accepted."""
+        self.meter_watch.forget(asset_id)  # 0 W now: the stop's own profile, not a proven setpoint
         charger = self.chargers[asset_id]
         point = self.central.points.get(charger.charge_point_id)
         if point is None:

@@ -79,6 +79,9 @@ class OcppChargerConfig(BaseModel):
     verify_tolerance_kw: float = Field(0.7, ge=0, allow_inf_nan=False)
     """How far the limit in force may be from the setpoint: one amp on three phases at 230 V,
     since chargers that limit in whole amps report the limit they rounded to."""
+    meter_check_seconds: float = Field(60.0, ge=0, allow_inf_nan=False)
+    """For this long after a setpoint was proven, the charger's meter values are held to it:
+    more than the limit plus verify_tolerance_kw is a SETPOINT_NOT_FOLLOWED event; 0: no check."""
 
 
 class GatewayConfig(BaseModel):

@@ -73,6 +73,7 @@ class ControlAction(StrEnum):
     IGNORE_PROFILES = "ignore_profiles"
     METER_KW = "meter_kw"
     METER_MULTIPLIER = "meter_multiplier"
+    OVERDRAW = "overdraw"
 
 
 class Refused(Exception):
@@ -283,6 +284,8 @@ class SimulatedCharger:
                 self.meter_kw = bool(value)
             case ControlAction.METER_MULTIPLIER:
                 self.meter_multiplier = int(value or 0)
+            case ControlAction.OVERDRAW:
+                self.model.overdraw_w = max(0.0, float(value or 0.0)) * 1000
             case ControlAction.DISCONNECT:
                 if self._ws is None:
                     log.info("%s: disconnect ignored: not connected", self.charge_point_id)

@@ -203,6 +203,9 @@ class ChargerModel:
     """A remote start accepted before the cable was plugged in: it starts on plug-in."""
     energy_wh: float = 0.0
     """Energy.Active.Import.Register: grows over the charger's life, never reset."""
+    overdraw_w: float = 0.0
+    """The ``overdraw`` control: the vehicle draws this much above the limit in force (a charger
+    whose composite schedule says one thing while its contactor does another)."""
     _reported: tuple[Any, ...] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -249,7 +252,7 @@ class ChargerModel:
         if self.status is not ChargePointStatus.charging:
             return 0.0
         limit = self.limit_w
-        return self.max_power_w if limit is None else min(limit, self.max_power_w)
+        return self.max_power_w if limit is None else min(limit + self.overdraw_w, self.max_power_w)
 
     def report(self, announce: bool = False) -> StatusChanged:
         return StatusChanged(self.status, self.connector_status, self.charging_state, self.local_id,

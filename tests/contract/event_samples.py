@@ -43,6 +43,8 @@ SAMPLES: dict[EventType, ev.EventPayload] = {
     EventType.SETPOINT_CLAMPED: ev.SetpointClamped(
         asset_id="ast_batt_001", command_id="cmd_0123456789ab", command_type=CommandType.SET_DISCHARGE_RATE,
         requested=80.0, applied=50.0, limit=50.0),
+    EventType.SETPOINT_NOT_FOLLOWED: ev.SetpointNotFollowed(
+        asset_id="ast_bay_1", command_id="cmd_0123456789ab", limit_kw=7.0, measured_kw=11.0, tolerance_kw=0.7),
     EventType.DEVICE_LINK_UP: ev.DeviceLinkUp(asset_id="ast_batt_001", endpoint="127.0.0.1:5020", reason=""),
     EventType.DEVICE_LINK_DOWN: ev.DeviceLinkDown(asset_id="ast_bay_1", endpoint="CP_BAY_1", reason="closed"),
     EventType.ASSET_SAFE_STATE: ev.AssetSafeState(asset_id="ast_bay_1", safe=True, detail="0 W, profile accepted"),

@@ -259,3 +259,18 @@ def test_meter_values_in_kw_in_w_and_with_a_multiplier_read_the_same(ocpp_stack,
         powers += [float(v) for m in telemetry.drain(0.2)
                    if isinstance(v := decode(Telemetry, m.payload).values.get("power_kw"), int | float)]
     assert powers and max(powers) == pytest.approx(7.4)
+
+
+def test_a_meter_above_the_proven_limit_is_reported(ocpp_stack, events, plain, version):
+    start_simulator(ocpp_stack, events)
+    control(plain, "CP001", "plug_in")
+    wait_state(events, "PREPARING")
+    schedule(plain, [7.0])
+    wait_state(events, "CHARGING")
+    events.wait_for(lambda ev: of(events, "COMMAND_COMPLETED", "ast_bay_1"), timeout=15, what="setpoint proven")
+    assert of(events, "SETPOINT_NOT_FOLLOWED") == []  # an honest charger keeps to it
+    control(plain, "CP001", "overdraw", 4.0)
+    events.wait_for(lambda ev: of(events, "SETPOINT_NOT_FOLLOWED", "ast_bay_1"), timeout=20,
+                    what="the meter held to the proven limit")
+    (broken,) = of(events, "SETPOINT_NOT_FOLLOWED", "ast_bay_1")
+    assert broken.payload["limit_kw"] == 7.0 and broken.payload["measured_kw"] == pytest.approx(11.0)

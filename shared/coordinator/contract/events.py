@@ -47,6 +47,8 @@ class EventType(StrEnum):
     """The planner recorded a schedule's commands in its ledger: they will fall due."""
     # from gateways, about devices
     SETPOINT_CLAMPED = "SETPOINT_CLAMPED"
+    SETPOINT_NOT_FOLLOWED = "SETPOINT_NOT_FOLLOWED"
+    """A charger's meter showed more than the limit it had proven in force (docs/ocpp.md)."""
     DEVICE_LINK_DOWN = "DEVICE_LINK_DOWN"
     DEVICE_LINK_UP = "DEVICE_LINK_UP"
     ASSET_SAFE_STATE = "ASSET_SAFE_STATE"
@@ -229,6 +231,20 @@ class SetpointClamped(AssetPayload):
     """What was written to the device (kW)."""
     limit: float
     """The limit that applied (kW): the device's, or the asset's max_power_kw."""
+
+
+class SetpointNotFollowed(AssetPayload):
+    """A charger's meter showed more power than the limit its composite schedule had proven in
+    force, within the check window after the proof: the charger says one thing, does another."""
+
+    command_id: Id
+    """The setpoint that was proven."""
+    limit_kw: float
+    """The limit in force (kW)."""
+    measured_kw: float
+    """The active power the meter showed (kW)."""
+    tolerance_kw: float
+    """How far above the limit counts (the charger's verify_tolerance_kw)."""
 
 
 class DeviceLink(AssetPayload):
@@ -418,6 +434,7 @@ PAYLOAD_MODELS: dict[EventType, type[EventPayload]] = {
     EventType.SCHEDULE_REJECTED: ScheduleRejected,
     EventType.SCHEDULE_PLANNED: SchedulePlanned,
     EventType.SETPOINT_CLAMPED: SetpointClamped,
+    EventType.SETPOINT_NOT_FOLLOWED: SetpointNotFollowed,
     EventType.DEVICE_LINK_UP: DeviceLinkUp,
     EventType.DEVICE_LINK_DOWN: DeviceLinkDown,
     EventType.ASSET_SAFE_STATE: AssetSafeState,

@@ -1,8 +1,14 @@
-"""Start a private Mosquitto for the demo and the tests, on a free loopback port.
+"""Start a private, secured Mosquitto for the demo and the tests, on free loopback ports.
 
-A testcontainers MosquittoContainer where a Docker engine answers, otherwise the local
-``mosquitto`` binary (mosquitto/ensure-mosquitto.sh installs it). Both use
-mosquitto/mosquitto.conf, so tests run against the settings we ship.
+It runs mosquitto/mosquitto.conf as shipped (no anonymous clients, the password file, the
+ACL, a TLS listener), with its own credentials provisioned in its data directory by the
+same code as ``qubit-credentials`` (tools/credentials.py): every service identity, one per
+gateway in ``gateways``, the roles, and the test-only ``harness`` (readwrite ``#``), which
+tests use to play a stolen identity. Callers log in with ``login(identity)`` (a raw paho
+client: ``broker.login("scada").apply(client)``) or give a subprocess ``env(identity)``.
+
+    with LocalMosquitto(tmp / "broker") as broker:
+        client = broker.login("harness").apply(paho.Client(...))
 """
 
 from __future__ import annotations
@@ -13,21 +19,39 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
 from coordinator.contract.messages import broker_max_packet_size
+from coordinator.runtime.mqtt import BrokerLogin, BrokerSettings
 from coordinator.runtime.settings import settings
+from tools.bus_access import HARNESS
 
 log = logging.getLogger(__name__)
 
 CONFIG_TEMPLATE = Path(__file__).resolve().parent.parent / "mosquitto" / "mosquitto.conf"
 
+TEST_GATEWAYS = ("loopback", "modbus", "ocpp")
+"""The gateway ids of every site the tests, the benches and the demo run; others on demand
+(``add_gateways``, which the launcher calls for the site it starts)."""
+
+TEST_SITE_ID = "sit_test_broker"
+
+_PER_RUN = ("listener ", "persistence_location ", "max_packet_size ", "password_file ", "acl_file ",
+            "cafile ", "certfile ", "keyfile ", "tls_version ", "per_listener_settings ")
+"""Lines of the shipped config that each way of running it sets for itself."""
+
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def wait_for_port(host: str, port: int, timeout: float) -> bool:
@@ -53,10 +77,7 @@ def mosquitto_binary() -> str:
 def shipped_config_lines() -> list[str]:
     """mosquitto/mosquitto.conf without the lines each way of running it sets for itself,
     and with ``max_packet_size`` computed from this process's settings."""
-    lines = [
-        line for line in CONFIG_TEMPLATE.read_text().splitlines()
-        if not line.startswith(("listener ", "persistence_location ", "max_packet_size "))
-    ]
+    lines = [line for line in CONFIG_TEMPLATE.read_text().splitlines() if not line.startswith(_PER_RUN)]
     return [*lines, max_packet_size_line(settings().max_message_bytes)]
 
 
@@ -65,11 +86,20 @@ def max_packet_size_line(max_message_bytes: int) -> str:
     return f"max_packet_size {broker_max_packet_size(max_message_bytes)}"
 
 
-def broker_config(port: int, data_dir: Path, listen: str = "127.0.0.1") -> str:
-    """Our shipped config, bound to ``port`` and persisting into ``data_dir``."""
+def broker_config(port: int, data_dir: Path, listen: str = "127.0.0.1", *, tls_port: int | None = None,
+                  secrets: Path | None = None) -> str:
+    """Our shipped config, bound to ``port`` (and ``tls_port``), persisting into ``data_dir``,
+    with the credentials of ``secrets`` (the qubit-credentials layout; default data_dir/secrets)."""
+    secrets = secrets or data_dir / "secrets"
     lines = shipped_config_lines()
-    lines += [f"listener {port} {listen}", f"persistence_location {data_dir}/",
-              f"log_dest file {data_dir}/mosquitto.log"]
+    lines += ["per_listener_settings false",
+              f"password_file {secrets / 'broker' / 'passwords'}", f"acl_file {secrets / 'broker' / 'acl'}",
+              f"listener {port} {listen}"]
+    if tls_port is not None:
+        lines += [f"listener {tls_port} {listen}", f"cafile {secrets / 'ca.crt'}",
+                  f"certfile {secrets / 'broker' / 'server.crt'}", f"keyfile {secrets / 'broker' / 'server.key'}",
+                  "tls_version tlsv1.2"]
+    lines += [f"persistence_location {data_dir}/", f"log_dest file {data_dir}/mosquitto.log"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         # Started as root, mosquitto switches to the `mosquitto` user and then cannot
         # write our data directory (field notes); stay root for a private test broker.
@@ -77,26 +107,103 @@ def broker_config(port: int, data_dir: Path, listen: str = "127.0.0.1") -> str:
     return "\n".join(lines) + "\n"
 
 
+_RUNNING: dict[tuple[str, int], LocalMosquitto] = {}
+_RUNNING_LOCK = threading.Lock()
+
+
+def serving(host: str, port: int) -> LocalMosquitto | None:
+    """The broker of this process listening on host:port, if one is (tools.launcher gives
+    the processes it starts their identities from it)."""
+    with _RUNNING_LOCK:
+        return _RUNNING.get((host, port))
+
+
 class LocalMosquitto:
-    """A mosquitto process of our own. ``restart()`` keeps port and persisted sessions."""
+    """A mosquitto process of our own. ``restart()`` keeps ports, credentials and sessions."""
 
     host = "127.0.0.1"
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, *, gateways: Iterable[str] = TEST_GATEWAYS,
+                 tls_port: int | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
+        self.tls_port = tls_port or free_port()
+        self.secrets = self.data_dir / "secrets"
+        self.gateways = set(gateways)
         self._proc: subprocess.Popen[bytes] | None = None
 
+    @property
+    def ca_file(self) -> Path:
+        return self.secrets / "ca.crt"
+
     def start(self) -> LocalMosquitto:
+        self._provision()
         conf = self.data_dir / "mosquitto.conf"
-        conf.write_text(broker_config(self.port, self.data_dir))
+        conf.write_text(broker_config(self.port, self.data_dir, tls_port=self.tls_port, secrets=self.secrets))
         self._proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        if not wait_for_port(self.host, self.port, 10):
+        if not (wait_for_port(self.host, self.port, 10) and wait_for_port(self.host, self.tls_port, 10)):
             self.stop()
-            raise RuntimeError(f"mosquitto did not listen on {self.port}: {self.log_tail()}")
+            raise RuntimeError(f"mosquitto did not listen on {self.port}/{self.tls_port}: {self.log_tail()}")
+        with _RUNNING_LOCK:
+            _RUNNING[(self.host, self.port)] = self
         return self
+
+    def _provision(self) -> None:
+        from tools.credentials import SiteFacts, provision
+
+        provision(self.secrets, SiteFacts(TEST_SITE_ID, tuple(sorted(self.gateways))), harness=True, ocpp=False)
+
+    # -- identities ------------------------------------------------------------------
+
+    def password(self, identity: str) -> str:
+        path = self.password_file(identity)
+        if not path.exists():
+            raise KeyError(f"the test broker has no identity {identity!r}")
+        return path.read_text().strip()
+
+    def password_file(self, identity: str) -> Path:
+        return self.secrets / "clients" / f"{identity}.password"
+
+    def login(self, identity: str = HARNESS, *, tls: bool = False) -> BrokerLogin:
+        """How ``identity`` logs in (``tls``: with the CA, for the TLS port ``tls_port``)."""
+        return BrokerLogin(identity, self.password(identity), self.ca_file if tls else None)
+
+    def settings(self, identity: str = HARNESS) -> BrokerSettings:
+        """BrokerSettings for an MqttClient logged in as ``identity`` on the plain port."""
+        return BrokerSettings.at(self.host, self.port, self.login(identity))
+
+    def env(self, identity: str) -> dict[str, str]:
+        """The QUBIT_MQTT_* variables of a subprocess logged in as ``identity``."""
+        self.password(identity)  # the identity exists
+        return {"QUBIT_MQTT_HOST": self.host, "QUBIT_MQTT_PORT": str(self.port),
+                "QUBIT_MQTT_USERNAME": identity, "QUBIT_MQTT_PASSWORD_FILE": str(self.password_file(identity))}
+
+    def add_gateways(self, *gateway_ids: str, timeout: float = 10.0) -> None:
+        """Identities for these gateways too: written, the broker SIGHUPed, and checked to have
+        taken effect (the new identity can log in) before this returns."""
+        new = set(gateway_ids) - self.gateways
+        if not new:
+            return
+        self.gateways |= new
+        self._provision()
+        if self._proc is None or self._proc.poll() is not None:
+            return  # read at the next start
+        self._proc.send_signal(signal.SIGHUP)
+        for gateway_id in new:
+            if not self._wait_login(f"gateway-{gateway_id}", timeout):
+                raise RuntimeError(f"the broker did not take the identity gateway-{gateway_id}: {self.log_tail()}")
+
+    def _wait_login(self, identity: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if can_log_in(self.host, self.port, self.login(identity)):
+                return True
+            time.sleep(0.1)
+        return False
+
+    # -- the process -----------------------------------------------------------------
 
     def stop(self) -> None:
         """Graceful: mosquitto writes its persistence snapshot on SIGTERM."""
@@ -107,17 +214,23 @@ class LocalMosquitto:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
-        self._proc = None
+        self._forget()
 
     def kill(self) -> None:
         """kill -9: no snapshot is written, as in a crash (what persisted before stays)."""
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
+        self._forget()
+
+    def _forget(self) -> None:
         self._proc = None
+        with _RUNNING_LOCK:
+            if _RUNNING.get((self.host, self.port)) is self:
+                del _RUNNING[(self.host, self.port)]
 
     def restart(self, *, hard: bool = False) -> None:
-        """Same port, same persistence directory; ``hard`` kills (-9) instead of stopping."""
+        """Same ports, credentials and persistence directory; ``hard`` kills (-9) instead of stopping."""
         self.kill() if hard else self.stop()
         self.start()
 
@@ -132,41 +245,33 @@ class LocalMosquitto:
         self.stop()
 
 
-class ContainerMosquitto:
-    """Mosquitto in Docker through testcontainers, with our config mounted."""
+def can_log_in(host: str, port: int, login: BrokerLogin, timeout: float = 5.0) -> bool:
+    """True if the broker accepts ``login`` (a CONNACK of success) within ``timeout``."""
+    answer: list[bool] = []
+    answered = threading.Event()
 
-    def __init__(self, data_dir: Path) -> None:
-        from testcontainers.community.mqtt import MosquittoContainer
+    def on_connect(c: paho.Client, u: object, flags: object, reason: object, props: object) -> None:
+        answer.append(not getattr(reason, "is_failure", True))
+        answered.set()
 
-        self.data_dir = Path(data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._container = MosquittoContainer("eclipse-mosquitto:2.0.20")
-        self.host = "127.0.0.1"
-        self.port = 0
-
-    def start(self) -> ContainerMosquitto:
-        conf = self.data_dir / "mosquitto.conf"
-        lines = shipped_config_lines()
-        conf.write_text("\n".join([*lines, "listener 1883", "persistence_location /data/"]) + "\n")
-        self._container.start(configfile=str(conf))
-        self.host = self._container.get_container_host_ip()
-        self.port = int(self._container.get_exposed_port(1883))
-        return self
-
-    def stop(self) -> None:
-        self._container.stop()
-
-    def restart(self) -> None:
-        raise NotImplementedError("restart keeps its port only with a local broker")
+    client = login.apply(paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311))
+    client.on_connect = on_connect
+    try:
+        client.connect(host, port)
+    except OSError:
+        return False
+    client.loop_start()
+    try:
+        answered.wait(timeout)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return bool(answer and answer[0])
 
 
-def start_broker(data_dir: Path, prefer_container: bool | None = None) -> LocalMosquitto | ContainerMosquitto:
-    """A running private broker: a container if Docker answers (and QUBIT_BROKER != local), else local."""
-    if prefer_container is None:
-        prefer_container = settings().broker != "local"
-    if prefer_container:
-        try:
-            return ContainerMosquitto(data_dir).start()
-        except Exception as exc:  # docker.errors.DockerException and friends: no engine here
-            log.info("no Docker engine (%s); using the local mosquitto binary", type(exc).__name__)
-    return LocalMosquitto(data_dir).start()
+def start_broker(data_dir: Path, *, gateways: Iterable[str] = TEST_GATEWAYS) -> LocalMosquitto:
+    """A running private broker (the local ``mosquitto`` binary, the shipped secured config).
+
+    No Docker path: a test broker must start in a second everywhere, and on the machines
+    that have a Docker engine no image registry is reachable."""
+    return LocalMosquitto(data_dir, gateways=gateways).start()

@@ -43,6 +43,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -52,12 +53,60 @@ from coordinator.contract.events import PublishFailureReason
 from coordinator.contract.messages import message_limit
 from coordinator.runtime.inbound_acks import AckQueue, Inbound
 from coordinator.runtime.publish_window import PublishWindow
+from coordinator.runtime.settings import Settings
 from coordinator.runtime.settings import settings as process_settings
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[str, bytes], None]
 """handler(topic, payload); raise only for bugs: bad input is the handler's to refuse."""
+
+
+CONNECT_REFUSED_CREDENTIALS = frozenset({4, 5, 134, 135})
+"""CONNACK codes for "bad user name or password" and "not authorised": MQTT 3.1.1's 4 and 5,
+as paho 2 reports them (its MQTT 5 equivalents 134 and 135), and the raw 3.1.1 values."""
+
+EXIT_CREDENTIALS_REFUSED = 78
+"""A service's exit status when the broker refused its credentials (sysexits' EX_CONFIG):
+retrying cannot help, an operator must fix the identity or its password file."""
+
+
+class CredentialsRefused(ConnectionError):
+    """The broker refused this client's username or password (not: cannot reach the broker)."""
+
+
+@dataclass(frozen=True)
+class BrokerLogin:
+    """Who a client is on the broker and how it trusts the broker: what every client needs,
+    the services' ``MqttClient`` and the raw paho clients of tests, benches and tools alike.
+
+        BrokerLogin("scada", password, ca_file=Path("ca.crt")).apply(client)
+    """
+
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a log line
+    ca_file: Path | None = None
+    """Set: TLS, the broker's certificate and host name verified against this CA."""
+
+    @classmethod
+    def from_settings(cls, s: Settings | None = None) -> BrokerLogin:
+        """QUBIT_MQTT_USERNAME, QUBIT_MQTT_PASSWORD_FILE (or QUBIT_MQTT_PASSWORD), QUBIT_MQTT_CA_FILE."""
+        s = s or process_settings()
+        return cls(s.mqtt_username, s.mqtt_secret(), s.mqtt_ca_file)
+
+    def apply(self, client: paho.Client) -> paho.Client:
+        """Set the credentials (and TLS) on ``client`` before it connects; returns it."""
+        if self.username:
+            client.username_pw_set(self.username, self.password)
+        if self.ca_file is not None:
+            client.tls_set(ca_certs=str(self.ca_file))
+        return client
+
+
+def refused_credentials(reason: Any) -> bool:
+    """True when a CONNACK reason says the broker refused our credentials."""
+    value = getattr(reason, "value", reason)
+    return isinstance(value, int) and value in CONNECT_REFUSED_CREDENTIALS
 
 
 @dataclass(frozen=True)
@@ -67,13 +116,26 @@ class BrokerSettings:
     username: str | None = None
     password: str | None = field(default=None, repr=False)  # never in a log line
     keepalive: int = 15
+    ca_file: Path | None = None
+    """Set: TLS to the broker, verified against this CA."""
 
     @classmethod
     def from_env(cls) -> BrokerSettings:
-        """QUBIT_MQTT_HOST, QUBIT_MQTT_PORT, QUBIT_MQTT_USERNAME, QUBIT_MQTT_PASSWORD (runtime/settings.py)."""
+        """QUBIT_MQTT_HOST, QUBIT_MQTT_PORT, QUBIT_MQTT_USERNAME, QUBIT_MQTT_PASSWORD_FILE or
+        QUBIT_MQTT_PASSWORD, QUBIT_MQTT_CA_FILE (runtime/settings.py)."""
         s = process_settings()
-        password = s.mqtt_password.get_secret_value() if s.mqtt_password is not None else None
-        return cls(host=s.mqtt_host, port=s.mqtt_port, username=s.mqtt_username, password=password)
+        return cls(host=s.mqtt_host, port=s.mqtt_port, username=s.mqtt_username, password=s.mqtt_secret(),
+                   ca_file=s.mqtt_ca_file)
+
+    @classmethod
+    def at(cls, host: str, port: int, login: BrokerLogin | None = None) -> BrokerSettings:
+        """The broker at host:port, logged in as ``login`` (a test broker's ``login(identity)``)."""
+        login = login or BrokerLogin()
+        return cls(host=host, port=port, username=login.username, password=login.password, ca_file=login.ca_file)
+
+    @property
+    def login(self) -> BrokerLogin:
+        return BrokerLogin(self.username, self.password, self.ca_file)
 
 
 @dataclass(frozen=True)
@@ -210,6 +272,11 @@ class MqttClient:
         self._offline: list[Any] | None = None  # [count, bytes, first topic, since] of dropped QoS 0
         self.connected = threading.Event()
         """Set while the broker link is up (paho's thread sets it; anyone may read it)."""
+        self.refused = threading.Event()
+        """Set when the broker refused our credentials on the latest attempt (cleared on a
+        successful connect): an operator must fix the identity, retrying cannot."""
+        self._answered = threading.Event()  # a CONNACK came: success or refusal
+        self._refused_on_loop = asyncio.Event()
         self.subscribed = threading.Event()
         """Set once the broker granted every subscription of the current connection."""
         # paho's thread answers SUBACKs while the loop (or a tool's thread) subscribes: the
@@ -226,8 +293,7 @@ class MqttClient:
             protocol=paho.MQTTv311,
             manual_ack=True,
         )
-        if settings.username:
-            client.username_pw_set(settings.username, settings.password)
+        settings.login.apply(client)
         if will is not None:
             client.will_set(will[0], will[1], qos=1, retain=True)
         client.reconnect_delay_set(min_delay=1, max_delay=10)
@@ -272,15 +338,20 @@ class MqttClient:
 
     async def open(self, timeout: float = 10.0) -> bool:
         """Connect (retrying in the background) and deliver on the running loop; wait up
-        to ``timeout`` for the link. False when the broker was not reachable in that time."""
+        to ``timeout`` for the link. False when the broker was not reachable in that time;
+        CredentialsRefused when it answered and refused our username or password."""
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._delivery = self._loop.create_task(self._deliver(), name=f"{self.service}-handlers")
         self._start_network()
-        try:
-            async with asyncio.timeout(timeout):
-                await self.until_connected()
-        except TimeoutError:
+        linked = asyncio.ensure_future(self.until_connected())
+        refused = asyncio.ensure_future(self._refused_on_loop.wait())
+        done, _ = await asyncio.wait((linked, refused), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        linked.cancel()
+        refused.cancel()
+        if self.refused.is_set() and not self._link_up.is_set():
+            raise CredentialsRefused(self._refusal_text())
+        if not done:
             self._warn_unreachable()
             return False
         return True
@@ -343,9 +414,13 @@ class MqttClient:
 
     def start(self, timeout: float = 10.0) -> None:
         """Connect (retrying in the background); handlers run on paho's thread and must only
-        hand data on. Wait up to ``timeout`` for the link."""
+        hand data on. Wait up to ``timeout`` for the link; ``refused`` is set when the broker
+        refused our credentials."""
         self._start_network()
-        if not self.connected.wait(timeout):
+        self._answered.wait(timeout)
+        if self.refused.is_set():
+            return  # logged as a refusal; the caller reads ``refused``
+        if not self.connected.is_set():
             self._warn_unreachable()
 
     def wait_subscribed(self, timeout: float = 5.0) -> bool:
@@ -576,6 +651,12 @@ class MqttClient:
         self._client.disconnect()
         self._client.loop_stop()
 
+    def _refusal_text(self, reason: Any = None) -> str:
+        why = f" ({reason})" if reason is not None else ""
+        return (f"the broker {self.settings.host}:{self.settings.port} refused our credentials{why} "
+                f"as user {self.settings.username or '(none)'}: check QUBIT_MQTT_USERNAME and "
+                "QUBIT_MQTT_PASSWORD_FILE")
+
     def _warn_unreachable(self) -> None:
         log.warning("%s: broker %s:%s not reachable yet; retrying in the background",
                     self.service, self.settings.host, self.settings.port)
@@ -603,8 +684,17 @@ class MqttClient:
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if reason.is_failure:
-            log.error("%s: broker refused connection: %s", self.service, reason)
+            if refused_credentials(reason):
+                if not self.refused.is_set():  # once per streak: paho retries every few seconds
+                    log.error("%s: %s", self.service, self._refusal_text(reason))
+                self.refused.set()
+                self._in_loop(self._refused_on_loop.set)
+            else:
+                log.error("%s: broker refused connection: %s", self.service, reason)
+            self._answered.set()
             return
+        self.refused.clear()
+        self._answered.set()
         if self._ever_connected:
             self.reconnects += 1
         self._ever_connected = True

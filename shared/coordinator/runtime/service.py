@@ -27,7 +27,14 @@ from coordinator.contract.topics import EMERGENCY_STOP, event_topic
 from coordinator.events import Event, EventBus, EventType
 from coordinator.runtime.log_format import configure_logging
 from coordinator.runtime.metrics import ServiceMetrics, metrics_port_from_env
-from coordinator.runtime.mqtt import BrokerSettings, Handler, MqttClient, PublishFailure
+from coordinator.runtime.mqtt import (
+    EXIT_CREDENTIALS_REFUSED,
+    BrokerSettings,
+    CredentialsRefused,
+    Handler,
+    MqttClient,
+    PublishFailure,
+)
 from coordinator.runtime.settings import DEFAULT_SITE_CONFIG as DEFAULT_SITE_CONFIG  # re-exported: callers look here
 from coordinator.runtime.settings import environment_name, settings
 from coordinator.runtime.supervision import Supervisor
@@ -182,7 +189,11 @@ def run(name: str, build: Callable[[SiteConfig, Publish], Service], site: SiteCo
     ``build(site, publish)`` makes the service; it is called on the running loop.
     """
     configure_logging(name)
-    return asyncio.run(serve(name, build, site))
+    try:
+        return asyncio.run(serve(name, build, site))
+    except CredentialsRefused as exc:  # logged once by the client; retrying cannot help
+        log.critical("%s exits: %s", name, exc)
+        return EXIT_CREDENTIALS_REFUSED
 
 
 async def serve(name: str, build: Callable[[SiteConfig, Publish], Service], site: SiteConfig) -> int:

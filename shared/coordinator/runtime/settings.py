@@ -57,13 +57,16 @@ class Settings(BaseSettings):
     mqtt_port: int = 1883
     mqtt_username: str | None = None
     mqtt_password: SecretStr | None = None
+    """Accepted for compatibility; prefer ``mqtt_password_file`` (an environment is easier to leak)."""
+    mqtt_password_file: Path | None = None
+    """A file holding the broker password (trailing newline ignored); wins over ``mqtt_password``."""
+    mqtt_ca_file: Path | None = None
+    """Set: connect with TLS, verifying the broker's certificate against this CA."""
     site_config: Path = DEFAULT_SITE_CONFIG
     log_level: LogLevel = "INFO"
     log_format: LogFormat = "text"
     metrics_port: int | None = DEFAULT_METRICS_PORT
     """None: no metrics endpoint; 0: any free port."""
-    broker: Literal["auto", "local"] = "auto"
-    """Developer tools only (tools/broker.py): ``local`` never tries a Docker broker."""
     data_dir: Path = Path("data")
     """Where a process keeps what must survive it: the planner's ledger, each gateway's
     record of what it applied (docs/durability.md). A volume in the compose deployment."""
@@ -148,10 +151,27 @@ class Settings(BaseSettings):
     def _log_format(cls, value: Any) -> Any:
         return _one_of(value.lower() if isinstance(value, str) else value, LOG_FORMATS)
 
-    @field_validator("broker", mode="before")
+    @field_validator("mqtt_password_file", "mqtt_ca_file", mode="after")
     @classmethod
-    def _broker(cls, value: Any) -> Any:
-        return _one_of(value.lower() if isinstance(value, str) else value, ("auto", "local"))
+    def _readable(cls, value: Path | None) -> Path | None:
+        # Checked now, so a wrong path is a one-line error at start, not a failed connect later.
+        # The message names the problem, never the content.
+        if value is None:
+            return None
+        try:
+            content = value.read_bytes()
+        except OSError as exc:
+            raise PydanticCustomError("qubit_setting", "cannot be read: {why}",
+                                      {"why": exc.strerror or type(exc).__name__}) from None
+        if not content.strip():
+            raise PydanticCustomError("qubit_setting", "is an empty file")
+        return value
+
+    def mqtt_secret(self) -> str | None:
+        """The broker password: the password file's content, else ``QUBIT_MQTT_PASSWORD``."""
+        if self.mqtt_password_file is not None:
+            return self.mqtt_password_file.read_text().strip()
+        return self.mqtt_password.get_secret_value() if self.mqtt_password is not None else None
 
 
 def settings() -> Settings:

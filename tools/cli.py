@@ -9,6 +9,10 @@
     qubit estop --reset --reason "all clear"      the explicit reset: dispatching resumes
 
 The broker comes from QUBIT_MQTT_HOST / QUBIT_MQTT_PORT, the site from QUBIT_SITE_CONFIG.
+`qubit` logs in as QUBIT_MQTT_USERNAME with QUBIT_MQTT_PASSWORD_FILE (TLS with
+QUBIT_MQTT_CA_FILE): what it may do is that identity's role (docs/security.md): `layer3`
+publishes schedules and follows them, `scada` reads events, states and services, `operator`
+also sets the emergency stop and asks `qubit status`.
 """
 
 from __future__ import annotations
@@ -76,6 +80,10 @@ class Session:
 
     def __enter__(self) -> Session:
         self.client.start(timeout=5)
+        if self.client.refused.is_set():
+            s = self.client.settings
+            raise SystemExit(f"qubit: the MQTT broker at {s.host}:{s.port} refused our credentials as user "
+                             f"{s.username or '(none)'} (QUBIT_MQTT_USERNAME, QUBIT_MQTT_PASSWORD_FILE)")
         if not self.client.connected.is_set():
             s = self.client.settings
             raise SystemExit(f"qubit: cannot reach the MQTT broker at {s.host}:{s.port} (QUBIT_MQTT_HOST/PORT)")

@@ -1,7 +1,10 @@
 """Run the services as separate OS processes (for the demo and the end-to-end tests).
 
 In production each runs in its own container (deploy/compose.yaml); this does the same on
-one machine with one log file per process.
+one machine with one log file per process. Each process logs in with its own identity: a
+service as its name (``gateway-<id>`` for a gateway), a simulator as ``simulator``. On a
+broker this process started (tools/broker.py) the identities come from it, and the
+gateways of the site get theirs first; on any other broker, the caller's ``logins``.
 """
 
 from __future__ import annotations
@@ -14,11 +17,16 @@ import sys
 import time
 from pathlib import Path
 
+import tomllib
+from collections.abc import Callable
+
 import msgpack
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from coordinator.contract.topics import SERVICES_ALL
+from coordinator.runtime.mqtt import BrokerLogin
+from tools.broker import serving
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -38,10 +46,41 @@ CORE = ("ingester", "planner", "tracker", "gateway-loopback")
 """What the site of deploy/site.toml runs besides the Modbus side."""
 
 
+WATCHER = "scada"
+"""The identity ``wait_online`` reads the services' statuses as: read-only."""
+
+
+def identity_of(name: str) -> str:
+    """The broker identity of process ``name``."""
+    return "simulator" if name in SIMULATORS else name
+
+
+def site_gateways(site_config: Path) -> list[str]:
+    """The gateway ids of a site file, read leniently: a site that fails validation is for
+    the process to refuse, not for the launcher."""
+    try:
+        data = tomllib.loads(Path(site_config).read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return []
+    gateways = data.get("gateways", [])
+    return [g["gateway_id"] for g in gateways if isinstance(g, dict) and isinstance(g.get("gateway_id"), str)]
+
+
 class ServiceProcesses:
-    def __init__(self, host: str, port: int, site_config: Path, logs: Path, data: Path | None = None) -> None:
-        """``data``: the processes' QUBIT_DATA_DIR (ledger, gateway records); default beside ``logs``."""
+    def __init__(self, host: str, port: int, site_config: Path, logs: Path, data: Path | None = None, *,
+                 logins: Callable[[str], dict[str, str]] | None = None,
+                 watcher: BrokerLogin | None = None) -> None:
+        """``data``: the processes' QUBIT_DATA_DIR (ledger, gateway records); default beside ``logs``.
+        ``logins(identity)``: the QUBIT_MQTT_* variables of a process (default: from the
+        broker of this process at host:port); ``watcher``: how ``wait_online`` logs in."""
         self.host, self.port = host, port
+        broker = serving(host, port)
+        if broker is not None:
+            broker.add_gateways(*site_gateways(site_config))
+            logins = logins or broker.env
+            watcher = watcher or broker.login(WATCHER)
+        self.logins = logins
+        self.watcher = watcher or BrokerLogin()
         self.logs = logs
         self.data = data or logs.parent / "data"
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -55,12 +94,20 @@ class ServiceProcesses:
             # and says which in its retained status.
             "QUBIT_METRICS_PORT": "0",
         }
+        if self.logins is not None:  # the caller's own login must not leak into the processes'
+            for name in ("QUBIT_MQTT_USERNAME", "QUBIT_MQTT_PASSWORD", "QUBIT_MQTT_PASSWORD_FILE", "QUBIT_MQTT_CA_FILE"):
+                self.env.pop(name, None)
+
+    def env_as(self, identity: str) -> dict[str, str]:
+        """The processes' environment, logged in as ``identity`` (for a CLI run, say)."""
+        return self.env | (self.logins(identity) if self.logins is not None else {})
 
     def start(self, name: str, *args: str) -> None:
+        env = self.env_as(identity_of(name))
         with open(self.logs / f"{name}.log", "ab") as log:
             self.procs[name] = subprocess.Popen(
                 [sys.executable, "-m", SERVICES[name], *args],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
             )
 
     def start_all(self, names: tuple[str, ...] = CORE, args: dict[str, tuple[str, ...]] | None = None,
@@ -73,7 +120,7 @@ class ServiceProcesses:
     def wait_online(self, *names: str, timeout: float = 20.0) -> None:
         """Until each named process says online on its retained status topic (with its own pid)."""
         inbox: queue.Queue[bytes | bytearray] = queue.Queue()
-        client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
+        client = self.watcher.apply(paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311))
         client.on_message = lambda c, u, m: inbox.put(m.payload)
         client.connect(self.host, self.port)
         client.subscribe(SERVICES_ALL, qos=1)

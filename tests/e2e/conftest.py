@@ -14,6 +14,7 @@ from coordinator.contract.codec import DecodeError, decode_event
 from coordinator.contract.topics import EVENTS_ALL
 from coordinator.events import Event
 from tools.broker import free_port, start_broker, wait_for_port
+from tools.bus_access import HARNESS
 from tools.launcher import ServiceProcesses
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,12 +29,15 @@ def broker(tmp_path):
 
 
 class PlainClient:
-    """A bare paho client, as an integrator's SCADA would use: no project code in the loop."""
+    """A bare paho client, as an integrator's SCADA would use: no project code in the loop but
+    the login. ``identity``: who it is on the broker; ``harness`` (the test broker's
+    everything-identity) plays a stolen identity, a role or service name plays that one."""
 
-    def __init__(self, broker, *topics: str) -> None:
+    def __init__(self, broker, *topics: str, identity: str = HARNESS) -> None:
         """Returns once the broker confirmed every subscription (its SUBACKs)."""
+        self.identity = identity
         self.inbox: queue.Queue[paho.MQTTMessage] = queue.Queue()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
+        self.client = broker.login(identity).apply(paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311))
         self.client.on_message = lambda c, u, m: self.inbox.put(m)
         granted: queue.Queue[int] = queue.Queue()
         self.client.on_subscribe = lambda c, u, mid, codes, p: granted.put(mid)
@@ -63,8 +67,8 @@ class PlainClient:
 class EventLog(PlainClient):
     """Everything on qubit/events/#, decoded."""
 
-    def __init__(self, broker) -> None:
-        super().__init__(broker, EVENTS_ALL)
+    def __init__(self, broker, identity: str = HARNESS) -> None:
+        super().__init__(broker, EVENTS_ALL, identity=identity)
         self.events: list[Event] = []
         self.topics: list[str] = []
 
@@ -105,11 +109,12 @@ def events(broker):
 
 @pytest.fixture
 def plain(broker):
-    """plain(*topics) -> a bare paho client subscribed to topics; closed after the test."""
+    """plain(*topics, identity="harness") -> a bare paho client subscribed to topics; closed
+    after the test."""
     made = []
 
-    def make(*topics: str) -> PlainClient:
-        made.append(PlainClient(broker, *topics))
+    def make(*topics: str, identity: str = HARNESS) -> PlainClient:
+        made.append(PlainClient(broker, *topics, identity=identity))
         return made[-1]
 
     yield make

@@ -13,9 +13,13 @@ from tools.launcher import REPO
 pytestmark = pytest.mark.timeout(120)
 
 
-def qubit(stack, *args, timeout=60):
-    return subprocess.run([sys.executable, "-m", "tools.cli", *args], env=stack.env, cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
+ROLE = {"publish": "layer3", "status": "operator", "estop": "operator"}
+"""Who types each command on a site (docs/security.md); the rest read as SCADA."""
+
+
+def qubit(stack, *args, timeout=60, identity=None):
+    return subprocess.run([sys.executable, "-m", "tools.cli", *args], env=stack.env_as(identity or ROLE.get(args[0], "scada")),
+                          cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
 def test_publish_follow_states_status_and_events(stack, tmp_path):
@@ -48,7 +52,7 @@ def test_publish_follow_states_status_and_events(stack, tmp_path):
     # events: a narrower filter gets a subset, JSON lines for machines
     stack_events = subprocess.Popen([sys.executable, "-m", "tools.cli", "events", "--json",
                                      "--type", "SCHEDULE_RECEIVED", "--count", "1", "--timeout", "30"],
-                                    env=stack.env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                    env=stack.env_as("scada"), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert stack_events.stderr is not None  # stderr=PIPE
     # subscribed: nothing published now is missed
     assert stack_events.stderr.readline().startswith("qubit: listening on")
@@ -64,6 +68,16 @@ def test_cli_says_clearly_when_the_broker_is_away(tmp_path):
     run = subprocess.run([sys.executable, "-m", "tools.cli", "states"], env=env, cwd=REPO, capture_output=True,
                          text=True, timeout=30)
     assert run.returncode != 0 and "cannot reach the MQTT broker at 127.0.0.1:1" in run.stderr
+
+
+def test_cli_says_clearly_when_the_broker_refuses_its_credentials(stack, tmp_path):
+    wrong = tmp_path / "wrong.password"
+    wrong.write_text("not-the-password\n")
+    env = stack.env_as("scada") | {"QUBIT_MQTT_PASSWORD_FILE": str(wrong)}
+    run = subprocess.run([sys.executable, "-m", "tools.cli", "states"], env=env, cwd=REPO, capture_output=True,
+                         text=True, timeout=30)
+    assert run.returncode != 0 and "refused our credentials as user scada" in run.stderr, run.stderr
+    assert "not-the-password" not in run.stderr + run.stdout
 
 
 def test_publish_reads_parquet_too(stack, tmp_path):

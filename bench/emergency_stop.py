@@ -33,6 +33,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from coordinator.contract.codec import decode_event, encode_schedule
 from coordinator.contract.messages import ChargerControl, EmergencyStop
 from coordinator.contract.topics import EMERGENCY_STOP, EVENTS_ALL, SCHEDULES_IN, simulator_topic
+from coordinator.runtime.mqtt import BrokerLogin
 from tools.broker import free_port, start_broker, wait_for_port
 from tools.launcher import ServiceProcesses
 
@@ -56,9 +57,9 @@ def site_config(ocpp_port: int) -> str:
 
 
 class Watch:
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, login: BrokerLogin) -> None:
         self.inbox: queue.Queue[tuple[float, paho.MQTTMessage]] = queue.Queue()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
+        self.client = login.apply(paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311))
         self.client.on_message = lambda c, u, m: self.inbox.put((time.perf_counter(), m))
         self.client.connect(host, port)
         self.client.subscribe(EVENTS_ALL, qos=1)
@@ -130,7 +131,7 @@ def main() -> None:
     try:
         procs.start_all(PROCESSES)
         assert wait_for_port("127.0.0.1", ocpp_port, 10)
-        watch = Watch(broker.host, broker.port)
+        watch = Watch(broker.host, broker.port, broker.login())
         procs.env["QUBIT_LOG_LEVEL"] = "WARNING"
         procs.start("chargepoint-simulator", "--no-validation", "--meter-interval", "3600")
         watch.until(chargers, "DEVICE_LINK_UP")

@@ -33,6 +33,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from coordinator.base import Command, CommandType
 from coordinator.contract.messages import CommandBatch
 from coordinator.contract.topics import commands_topic
+from coordinator.runtime.mqtt import BrokerLogin
 from tools.broker import LocalMosquitto, free_port, wait_for_port
 from tools.launcher import ServiceProcesses
 
@@ -113,8 +114,8 @@ def safe_since(devices: list[Device], lines: list[dict], killed: datetime) -> di
     return out
 
 
-def publish(host: str, port: int, batches: list[tuple[str, bytes]]) -> None:
-    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
+def publish(host: str, port: int, batches: list[tuple[str, bytes]], login: BrokerLogin) -> None:
+    client = login.apply(paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311))
     client.connect(host, port)
     client.loop_start()
     try:
@@ -165,7 +166,7 @@ def measure(work: Path, lease: float, chargers: int, batteries: int, hold: float
                    20, "every charger booted with its fallback profile")
         wait_until(lambda: all(f"ast_batt_{i} link up" in stack.log("gateway-modbus") for i in range(batteries)),
                    20, "every battery linked")
-        publish(broker.host, broker.port, setpoints(devices))
+        publish(broker.host, broker.port, setpoints(devices), broker.login())
 
         def applied() -> bool:
             held = in_force(read_log(charger_log) + read_log(battery_log))

@@ -26,6 +26,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from coordinator.base import Command, CommandType
 from coordinator.contract.codec import decode_event
 from coordinator.contract.topics import EVENTS_ALL, RESULTS_ALL
+from coordinator.runtime.mqtt import BrokerLogin
 from tools.broker import free_port, start_broker, wait_for_port
 from tools.launcher import ServiceProcesses
 
@@ -61,9 +62,9 @@ def floor(ports: list[int]) -> list[float]:
 
 
 class Mqtt:
-    def __init__(self, host: str, port: int, *topics: str) -> None:
+    def __init__(self, host: str, port: int, *topics: str, login: BrokerLogin) -> None:
         self.inbox: queue.Queue[paho.MQTTMessage] = queue.Queue()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
+        self.client = login.apply(paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311))
         self.client.on_message = lambda c, u, m: self.inbox.put(m)
         self.client.connect(host, port)
         for t in topics:
@@ -83,7 +84,7 @@ def main() -> None:
         floor_before = floor(ports)
         procs.start("gateway-modbus")
         procs.wait_online("gateway-modbus")
-        mqtt = Mqtt(broker.host, broker.port, RESULTS_ALL, EVENTS_ALL)
+        mqtt = Mqtt(broker.host, broker.port, RESULTS_ALL, EVENTS_ALL, login=broker.login())
         ups: set[str] = set()
         deadline = time.monotonic() + 30
         while len(ups) < BATTERIES and time.monotonic() < deadline:

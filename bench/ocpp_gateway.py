@@ -104,6 +104,7 @@ def main() -> None:
     try:
         procs.start("gateway-ocpp")
         procs.wait_online("gateway-ocpp")
+        broker.login().apply(client)
         client.connect(broker.host, broker.port)
         client.subscribe(RESULTS_ALL, qos=1)
         client.subscribe(EVENTS_ALL, qos=1)

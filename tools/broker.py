@@ -180,6 +180,18 @@ class LocalMosquitto:
         return {"QUBIT_MQTT_HOST": self.host, "QUBIT_MQTT_PORT": str(self.port),
                 "QUBIT_MQTT_USERNAME": identity, "QUBIT_MQTT_PASSWORD_FILE": str(self.password_file(identity))}
 
+    def mosquitto_tools_env(self, identity: str = HARNESS) -> dict[str, str]:
+        """Environment for ``mosquitto_sub``/``mosquitto_pub`` logged in as ``identity``: they
+        read default options from $XDG_CONFIG_HOME/<tool>, so no password is on their argv."""
+        config = self.data_dir / "tool-config" / identity
+        config.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for tool in ("mosquitto_sub", "mosquitto_pub"):
+            path = config / tool
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(f"-u {identity}\n-P {self.password(identity)}\n")
+        return {"XDG_CONFIG_HOME": str(config)}
+
     def add_gateways(self, *gateway_ids: str, timeout: float = 10.0) -> None:
         """Identities for these gateways too: written, the broker SIGHUPed, and checked to have
         taken effect (the new identity can log in) before this returns."""

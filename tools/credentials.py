@@ -142,7 +142,8 @@ def write_password_file(path: Path, passwords: dict[str, Path]) -> None:
         done = subprocess.run([mosquitto_passwd_binary(), "-U", str(plain)], capture_output=True, text=True)
         if done.returncode != 0:
             # its output names the file, not the passwords
-            raise SystemExit(f"qubit-credentials: mosquitto_passwd failed: {done.stderr.strip() or done.stdout.strip()}")
+            why = done.stderr.strip() or done.stdout.strip()
+            raise SystemExit(f"qubit-credentials: mosquitto_passwd failed: {why}")
         plain.chmod(0o600)  # mosquitto_passwd writes a new file with the umask's mode
         os.replace(plain, path)
 

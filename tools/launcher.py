@@ -15,10 +15,9 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
-
 import tomllib
 from collections.abc import Callable
+from pathlib import Path
 
 import msgpack
 import paho.mqtt.client as paho
@@ -45,6 +44,8 @@ SIMULATORS = ("battery-simulator", "chargepoint-simulator")
 CORE = ("ingester", "planner", "tracker", "gateway-loopback")
 """What the site of deploy/site.toml runs besides the Modbus side."""
 
+
+LOGIN_VARIABLES = ("QUBIT_MQTT_USERNAME", "QUBIT_MQTT_PASSWORD", "QUBIT_MQTT_PASSWORD_FILE", "QUBIT_MQTT_CA_FILE")
 
 WATCHER = "scada"
 """The identity ``wait_online`` reads the services' statuses as: read-only."""
@@ -95,7 +96,7 @@ class ServiceProcesses:
             "QUBIT_METRICS_PORT": "0",
         }
         if self.logins is not None:  # the caller's own login must not leak into the processes'
-            for name in ("QUBIT_MQTT_USERNAME", "QUBIT_MQTT_PASSWORD", "QUBIT_MQTT_PASSWORD_FILE", "QUBIT_MQTT_CA_FILE"):
+            for name in LOGIN_VARIABLES:
                 self.env.pop(name, None)
 
     def env_as(self, identity: str) -> dict[str, str]:

@@ -70,8 +70,7 @@ class ControlListener:
         self._client = paho.Client(CallbackAPIVersion.VERSION2,
                                    client_id=f"qubit-chargepoint-sim-{gateway_id}-{os.getpid()}",
                                    clean_session=True, protocol=paho.MQTTv311)
-        if self.settings.username:
-            self._client.username_pw_set(self.settings.username, self.settings.password)
+        self.settings.login.apply(self._client)  # its identity is `simulator` (docs/security.md)
         self._client.reconnect_delay_set(min_delay=1, max_delay=10)
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message

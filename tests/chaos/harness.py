@@ -140,10 +140,12 @@ class ChaosRun:
     def run(self) -> Verdict:
         cfg = self.config
         broker = LocalMosquitto(self.workdir / "broker").start()
+        # The recorders read what no single role reads together (events and results): the
+        # test-only harness identity.
         events = PersistentRecorder(broker.host, broker.port, EVENTS_ALL, f"chaos-events-{cfg.seed}",
-                                    self.events_path, event_lines).start()
+                                    self.events_path, event_lines, broker.login()).start()
         results = PersistentRecorder(broker.host, broker.port, RESULTS_ALL, f"chaos-results-{cfg.seed}",
-                                     self.results_path, result_lines).start()
+                                     self.results_path, result_lines, broker.login()).start()
         stack: ServiceProcesses | None = None
         try:
             stack, args = self._start_stack(broker)
@@ -174,7 +176,8 @@ class ChaosRun:
             broker.stop()
 
     def _publish(self, broker: LocalMosquitto, topic: str, payload: bytes) -> None:
-        client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
+        # faults forge what no role may publish (and the schedule): the harness identity
+        client = broker.login().apply(paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311))
         client.connect(broker.host, broker.port)
         client.loop_start()
         try:
@@ -196,8 +199,9 @@ class ChaosRun:
         events = [e for e in read_lines(self.events_path) if e.get("schedule_id") in (None, self.schedule_id)]
         ended = {e["command_id"] for e in events if e.get("event_type") in TERMINAL_EVENTS}
         open_ids = sorted({e["command_id"] for e in events if e.get("command_id")} - ended)
-        by_command = command_statuses(broker.host, broker.port, open_ids) if open_ids else {}
-        self.status_summary = schedule_summary(broker.host, broker.port, self.schedule_id)
+        operator = broker.login("operator")  # asks as `qubit status` does on a site
+        by_command = command_statuses(broker.host, broker.port, open_ids, login=operator) if open_ids else {}
+        self.status_summary = schedule_summary(broker.host, broker.port, self.schedule_id, login=operator)
         applications: list[evidence.Application] = []
         source = "device log"
         for name, path in self.device_logs.items():

@@ -22,6 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from coordinator.contract.codec import DecodeError, decode_event
 from coordinator.contract.events import CommandPayload
 from coordinator.contract.messages import ResultBatch, decode
+from coordinator.runtime.mqtt import BrokerLogin
 
 Decoder = Callable[[str, bytes], list[dict[str, Any]]]
 
@@ -55,7 +56,8 @@ def result_lines(topic: str, payload: bytes) -> list[dict[str, Any]]:
 class PersistentRecorder:
     """``start()`` returns once the first subscription is confirmed; ``stop()`` disconnects."""
 
-    def __init__(self, host: str, port: int, topic: str, client_id: str, path: Path, decoder: Decoder) -> None:
+    def __init__(self, host: str, port: int, topic: str, client_id: str, path: Path, decoder: Decoder,
+                 login: BrokerLogin | None = None) -> None:
         self.topic, self.path, self.decoder = topic, path, decoder
         self.connects = 0
         self._subscribed: queue.Queue[int] = queue.Queue()
@@ -63,6 +65,7 @@ class PersistentRecorder:
         self._file: IO[str] = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 (lives with the recorder)
         self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
                                    protocol=paho.MQTTv311)
+        (login or BrokerLogin()).apply(self._client)
         self._client.max_queued_messages_set(0)
         self._client.reconnect_delay_set(min_delay=1, max_delay=1)
         self._client.on_connect = self._on_connect

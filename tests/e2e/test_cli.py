@@ -18,8 +18,9 @@ ROLE = {"publish": "layer3", "status": "operator", "estop": "operator"}
 
 
 def qubit(stack, *args, timeout=60, identity=None):
-    return subprocess.run([sys.executable, "-m", "tools.cli", *args], env=stack.env_as(identity or ROLE.get(args[0], "scada")),
-                          cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    env = stack.env_as(identity or ROLE.get(args[0], "scada"))
+    return subprocess.run([sys.executable, "-m", "tools.cli", *args], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def test_publish_follow_states_status_and_events(stack, tmp_path):
@@ -52,7 +53,8 @@ def test_publish_follow_states_status_and_events(stack, tmp_path):
     # events: a narrower filter gets a subset, JSON lines for machines
     stack_events = subprocess.Popen([sys.executable, "-m", "tools.cli", "events", "--json",
                                      "--type", "SCHEDULE_RECEIVED", "--count", "1", "--timeout", "30"],
-                                    env=stack.env_as("scada"), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                    env=stack.env_as("scada"), cwd=REPO, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
     assert stack_events.stderr is not None  # stderr=PIPE
     # subscribed: nothing published now is missed
     assert stack_events.stderr.readline().startswith("qubit: listening on")

@@ -17,7 +17,7 @@ from coordinator.contract.messages import CommandBatch, Outcome, ResultBatch, co
 from coordinator.contract.topics import results_topic
 from coordinator.runtime.command_intake import result
 from coordinator.runtime.device_gateway import DeviceGateway
-from coordinator.runtime.mqtt import BrokerSettings, MqttClient
+from coordinator.runtime.mqtt import MqttClient
 from coordinator.runtime.service import Every, receives
 from coordinator.site import Protocol
 from tools.broker import start_broker
@@ -31,7 +31,7 @@ def broker(tmp_path):
 
 
 def publisher(broker) -> paho.Client:
-    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
+    client = broker.login().apply(paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311))
     client.connect(broker.host, broker.port)
     client.loop_start()
     return client
@@ -53,7 +53,7 @@ def test_handlers_run_on_the_loop_in_arrival_order_and_one_that_raises_stops_not
         seen.append((threading.get_ident(), data))
 
     async def main() -> int:
-        client = MqttClient("test", BrokerSettings(broker.host, broker.port), client_id="qubit-test-order")
+        client = MqttClient("test", broker.settings(), client_id="qubit-test-order")
         client.subscribe("t/order", handler)
         assert await client.open(timeout=5)
         await until(client.subscribed.is_set)
@@ -81,7 +81,7 @@ def test_an_urgent_message_is_handled_ahead_of_the_backlog(broker):
         handled.append("normal")
 
     async def main() -> None:
-        client = MqttClient("test", BrokerSettings(broker.host, broker.port), client_id="qubit-test-urgent")
+        client = MqttClient("test", broker.settings(), client_id="qubit-test-urgent")
         client.subscribe("t/normal", slow)
         client.subscribe("t/stop", lambda topic, data: handled.append("urgent"), urgent=True)
         assert await client.open(timeout=5)
@@ -106,7 +106,7 @@ def test_close_handles_what_has_arrived_first(broker):
         handled.append(data)
 
     async def main() -> None:
-        client = MqttClient("test", BrokerSettings(broker.host, broker.port), client_id="qubit-test-close")
+        client = MqttClient("test", broker.settings(), client_id="qubit-test-close")
         client.subscribe("t/close", slow)
         assert await client.open(timeout=5)
         await until(client.subscribed.is_set)
@@ -123,14 +123,14 @@ def test_close_handles_what_has_arrived_first(broker):
 
 def test_the_farewell_is_confirmed_by_the_broker_before_close_returns(broker):
     async def main() -> None:
-        client = MqttClient("test", BrokerSettings(broker.host, broker.port), client_id="qubit-test-farewell")
+        client = MqttClient("test", broker.settings(), client_id="qubit-test-farewell")
         assert await client.open(timeout=5)
         await client.close(farewell=("t/farewell", b"bye"))
 
     asyncio.run(main())
     got: list[bytes] = []
     subscribed = threading.Event()
-    late = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
+    late = broker.login().apply(paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311))
     late.on_message = lambda c, u, m: got.append(bytes(m.payload))
     late.on_subscribe = lambda c, u, mid, codes, p: subscribed.set()
     late.connect(broker.host, broker.port)

@@ -5,6 +5,7 @@ waits for what it checks, never for a time."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import threading
 
@@ -23,7 +24,7 @@ from tools.broker import start_broker
 
 @pytest.fixture
 def broker(tmp_path):
-    b = start_broker(tmp_path / "broker", prefer_container=False)
+    b = start_broker(tmp_path / "broker")
     yield b
     b.stop()
 
@@ -35,8 +36,8 @@ async def until(condition, timeout: float = 20.0) -> None:
 
 
 def plain(broker, client_id: str = "", clean: bool = True) -> paho.Client:
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean,
-                         protocol=paho.MQTTv311)
+    client = broker.login().apply(paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean,
+                                              protocol=paho.MQTTv311))
     client.connect(broker.host, broker.port)
     client.loop_start()
     return client
@@ -47,12 +48,12 @@ def test_70000_qos1_publishes_from_one_client_all_arrive_in_order(broker):
     base = ["mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-q", "1", "-t", "t/seq",
             "-c", "-i", "seq-subscriber"]
     # A persistent session, subscribed before anything is published: the broker queues for it.
-    subprocess.run([*base, "-E"], check=True, timeout=10)
+    subprocess.run([*base, "-E"], check=True, timeout=10, env=os.environ | broker.mosquitto_tools_env())
     failures: list[PublishFailure] = []
     seen_overflow = []
 
     async def main() -> None:
-        client = MqttClient("test", BrokerSettings(broker.host, broker.port), client_id="qubit-test-70k",
+        client = MqttClient("test", broker.settings(), client_id="qubit-test-70k",
                             on_failure=failures.append)
         assert await client.open(timeout=5)
         for n in range(count):
@@ -62,7 +63,8 @@ def test_70000_qos1_publishes_from_one_client_all_arrive_in_order(broker):
         await client.close()
 
     asyncio.run(main())
-    received = subprocess.run([*base, "-C", str(count)], check=True, timeout=240, capture_output=True, text=True)
+    received = subprocess.run([*base, "-C", str(count)], check=True, timeout=240, capture_output=True, text=True,
+                              env=os.environ | broker.mosquitto_tools_env())
     assert not failures
     assert seen_overflow[0] >= count - MqttClient.WINDOW  # paho was kept below its limit, the rest waited
     assert received.stdout.split() == [str(n) for n in range(count)]
@@ -70,7 +72,7 @@ def test_70000_qos1_publishes_from_one_client_all_arrive_in_order(broker):
 
 def test_until_room_returns_once_the_broker_confirmed_enough(broker):
     async def main() -> None:
-        client = MqttClient("test", BrokerSettings(broker.host, broker.port), client_id="qubit-test-room")
+        client = MqttClient("test", broker.settings(), client_id="qubit-test-room")
         assert await client.open(timeout=5)
         for n in range(2000):
             client.publish("t/room", str(n).encode(), qos=1)
@@ -100,7 +102,7 @@ def test_an_oversized_publish_is_a_publish_failed_event_on_the_bus_and_a_metric(
     bus = EventBus()
 
     async def main() -> None:
-        client = MqttClient("test", BrokerSettings(broker.host, broker.port), client_id="qubit-test-large",
+        client = MqttClient("test", broker.settings(), client_id="qubit-test-large",
                             on_failure=PublishFailureReport(bus, metrics), max_message_bytes=65536)
         forward_events(bus, client.publish)
         assert await client.open(timeout=5)
@@ -125,7 +127,7 @@ def test_qos0_dropped_during_an_outage_is_one_summary_once_the_link_is_back(brok
     failures: list[PublishFailure] = []
 
     async def main() -> None:
-        client = MqttClient("test", BrokerSettings(broker.host, broker.port), client_id="qubit-test-qos0",
+        client = MqttClient("test", broker.settings(), client_id="qubit-test-qos0",
                             on_failure=failures.append)
         assert await client.open(timeout=5)
         broker.stop()
@@ -199,7 +201,7 @@ async def handled_then_cut(broker, release_before_cut: bool) -> bytes:
         client.publish("t/out", b"effect of " + data, qos=1, on_confirmed=out_confirmed.set)
         handled.set()
 
-    client = MqttClient("test", BrokerSettings("127.0.0.1", port), client_id="qubit-test-acks")
+    client = MqttClient("test", BrokerSettings.at("127.0.0.1", port, broker.login()), client_id="qubit-test-acks")
     client.subscribe("t/in", handler)
     assert await client.open(timeout=5)
     await until(client.subscribed.is_set)
@@ -237,8 +239,8 @@ async def handled_then_cut(broker, release_before_cut: bool) -> bytes:
     def on_message(c: paho.Client, u: object, m: paho.MQTTMessage) -> None:
         loop.call_soon_threadsafe(take_first, bytes(m.payload))
 
-    successor = paho.Client(CallbackAPIVersion.VERSION2, client_id="qubit-test-acks", clean_session=False,
-                            protocol=paho.MQTTv311)
+    successor = broker.login().apply(paho.Client(CallbackAPIVersion.VERSION2, client_id="qubit-test-acks",
+                                                 clean_session=False, protocol=paho.MQTTv311))
     successor.on_message = on_message
     successor.connect(broker.host, broker.port)
     successor.loop_start()

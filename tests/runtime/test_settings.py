@@ -24,20 +24,21 @@ def test_defaults():
     s = Settings.from_environ({})
     assert (s.mqtt_host, s.mqtt_port, s.mqtt_username, s.mqtt_password) == ("127.0.0.1", 1883, None, None)
     assert s.site_config == DEFAULT_SITE_CONFIG
-    assert (s.log_level, s.log_format, s.metrics_port, s.broker) == ("INFO", "text", 9464, "auto")
+    assert (s.log_level, s.log_format, s.metrics_port) == ("INFO", "text", 9464)
+    assert (s.mqtt_password_file, s.mqtt_ca_file, s.mqtt_secret()) == (None, None, None)
 
 
 def test_every_variable_is_read():
     s = Settings.from_environ({
         "QUBIT_MQTT_HOST": "broker.site", "QUBIT_MQTT_PORT": " 8883 ", "QUBIT_MQTT_USERNAME": "planner",
         "QUBIT_MQTT_PASSWORD": "s3cret-s3cret-s3cret", "QUBIT_SITE_CONFIG": "/etc/qubit/site.toml",
-        "QUBIT_LOG_LEVEL": "warning", "QUBIT_LOG_FORMAT": "JSON", "QUBIT_METRICS_PORT": "0", "QUBIT_BROKER": "local",
+        "QUBIT_LOG_LEVEL": "warning", "QUBIT_LOG_FORMAT": "JSON", "QUBIT_METRICS_PORT": "0",
         "OTHER": "ignored", "QUBIT_UNKNOWN": "ignored",
     })
     assert (s.mqtt_host, s.mqtt_port, s.mqtt_username) == ("broker.site", 8883, "planner")
     assert s.mqtt_password is not None and s.mqtt_password.get_secret_value() == "s3cret-s3cret-s3cret"
     assert s.site_config == Path("/etc/qubit/site.toml")
-    assert (s.log_level, s.log_format, s.metrics_port, s.broker) == ("WARNING", "json", 0, "local")
+    assert (s.log_level, s.log_format, s.metrics_port) == ("WARNING", "json", 0)
 
 
 def test_the_process_environment_is_the_default(monkeypatch):
@@ -63,7 +64,6 @@ def test_blank_is_unset_except_for_the_metrics_port_where_it_is_off(blank):
     ("QUBIT_METRICS_PORT", "on", "QUBIT_METRICS_PORT='on': must be 'off' or a port number 0-65535 (0: any free port)"),
     ("QUBIT_LOG_LEVEL", "loud", "QUBIT_LOG_LEVEL='loud': must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
     ("QUBIT_LOG_FORMAT", "yaml", "QUBIT_LOG_FORMAT='yaml': must be one of text, json"),
-    ("QUBIT_BROKER", "docker", "QUBIT_BROKER='docker': must be one of auto, local"),
 ])
 def test_a_bad_value_is_one_line_naming_the_variable(name, value, line):
     with pytest.raises(SettingsError) as refused:
@@ -102,6 +102,46 @@ def test_broker_settings_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("QUBIT_MQTT_USERNAME", "planner")
     monkeypatch.setenv("QUBIT_MQTT_PASSWORD", "s3cret-s3cret-s3cret")
     assert BrokerSettings.from_env() == BrokerSettings("broker.site", 8883, "planner", "s3cret-s3cret-s3cret")
+
+
+def test_the_password_file_wins_and_its_newline_is_not_part_of_the_password(tmp_path):
+    secret = tmp_path / "planner.password"
+    secret.write_text("from-the-file-0123456789\n")
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    s = Settings.from_environ({"QUBIT_MQTT_USERNAME": "planner", "QUBIT_MQTT_PASSWORD": "from-the-environment",
+                               "QUBIT_MQTT_PASSWORD_FILE": str(secret), "QUBIT_MQTT_CA_FILE": str(ca)})
+    assert s.mqtt_secret() == "from-the-file-0123456789"
+    assert s.mqtt_ca_file == ca
+    assert "from-the-file" not in repr(s)
+
+
+def test_broker_settings_read_the_password_file_and_the_ca(monkeypatch, tmp_path):
+    secret = tmp_path / "planner.password"
+    secret.write_text("from-the-file-0123456789\n")
+    monkeypatch.setenv("QUBIT_MQTT_USERNAME", "planner")
+    monkeypatch.setenv("QUBIT_MQTT_PASSWORD_FILE", str(secret))
+    monkeypatch.setenv("QUBIT_MQTT_CA_FILE", str(secret))  # readable is all the settings check
+    broker = BrokerSettings.from_env()
+    assert (broker.username, broker.password, broker.ca_file) == ("planner", "from-the-file-0123456789", secret)
+    assert "from-the-file" not in repr(broker) and "from-the-file" not in repr(broker.login)
+
+
+@pytest.mark.parametrize("variable", ["QUBIT_MQTT_PASSWORD_FILE", "QUBIT_MQTT_CA_FILE"])
+def test_a_missing_or_empty_secret_file_is_one_line_naming_the_path_never_the_content(variable, tmp_path):
+    missing = tmp_path / "nowhere"
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_environ({variable: str(missing)})
+    assert refused.value.lines == [f"{variable}='{missing}': cannot be read: No such file or directory"]
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_environ({variable: str(empty)})
+    assert refused.value.lines == [f"{variable}='{empty}': is an empty file"]
+    unreadable = tmp_path  # a directory: open() fails, and the message says why, not what is inside
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_environ({variable: str(unreadable)})
+    assert refused.value.lines == [f"{variable}='{unreadable}': cannot be read: Is a directory"]
 
 
 def test_a_bad_value_in_the_process_environment_ends_it_with_status_2(monkeypatch, capsys):

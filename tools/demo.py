@@ -7,6 +7,10 @@ TCP. Both buses plug in, a schedule of eight 3-second slots goes out, and every 
 printed as SCADA would see it on qubit/events/#. Midway the battery faults and is reset (its
 commands are held, then the newest goes out) and bus 12 leaves early (its remaining
 commands are cancelled). Ends with a summary and a clean shutdown, in about 45 seconds.
+
+The broker is secured as on a site: each process logs in as itself, and the demo as the
+roles a site would have (docs/security.md): it watches as ``scada``, publishes the schedule
+as ``layer3`` and drives the simulated chargers as ``simulator``.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from coordinator.contract.topics import (
     SCHEDULES_IN,
     simulator_topic,
 )
-from coordinator.runtime.mqtt import BrokerSettings, MqttClient
+from coordinator.runtime.mqtt import MqttClient
 from coordinator.runtime.service import load_site
 from coordinator.runtime.settings import DEFAULT_SITE_CONFIG
 from coordinator.timeutil import utcnow
@@ -108,18 +112,22 @@ def main() -> int:
     broker = start_broker(workdir / "broker")
     procs = ServiceProcesses(broker.host, broker.port, site_path, workdir / "logs")
     watcher = Watcher("sch_demo_0001")
-    client = MqttClient("demo", BrokerSettings(broker.host, broker.port), persistent=False)
+    watching = MqttClient("demo-scada", broker.settings("scada"), persistent=False)
+    layer3 = MqttClient("demo-layer3", broker.settings("layer3"), persistent=False)
+    simulator = MqttClient("demo-simulator", broker.settings("simulator"), persistent=False)
+    clients = (watching, layer3, simulator)
     try:
         procs.start_all(PROCESSES[:-3] + PROCESSES[-2:])
-        client.subscribe(EVENTS_ALL, watcher.on_event)
-        client.subscribe(ASSET_STATES_ALL, watcher.on_state)
-        client.start()
+        watching.subscribe(EVENTS_ALL, watcher.on_event)
+        watching.subscribe(ASSET_STATES_ALL, watcher.on_state)
+        for client in clients:
+            client.start()
         procs.start("chargepoint-simulator")  # now, so that the chargers connecting show up as events
         print(f"all services online: {', '.join(procs.procs)}\n")
         wait_until(lambda: watcher.linked >= CHARGERS.keys(), timeout=20, what="both chargers connected over OCPP")
         for cp_id in CHARGERS.values():
             print(f"--- a bus plugs in at {cp_id}", flush=True)
-            client.publish(simulator_topic("ocpp"), ChargerControl(charge_point_id=cp_id, action="plug_in").encode())
+            simulator.publish(simulator_topic("ocpp"), ChargerControl(charge_point_id=cp_id, action="plug_in").encode())
         wait_until(lambda: all(watcher.states.get(a) == "PREPARING" for a in CHARGERS), timeout=10,
                    what="both chargers PREPARING")
 
@@ -128,21 +136,22 @@ def main() -> int:
         print("Layer 3 schedule (kW), slots of 3 s:")
         print(df.to_string(float_format=lambda v: f"{v:g}"), "\n", flush=True)
         schedule = encode_schedule(df, asset_map=ASSET_MAP, site_id=site.site_id, schedule_id="sch_demo_0001")
-        client.publish(SCHEDULES_IN, schedule)
+        layer3.publish(SCHEDULES_IN, schedule)
 
         incidents = [
             (start + 3.5 * SLOT, "battery faults (fault code set on the device)",
              lambda: battery_control(battery_port, Control.FAULT)),
             (start + 5.5 * SLOT, "battery reset by the operator",
              lambda: battery_control(battery_port, Control.NORMAL)),
-            (start + 5.2 * SLOT, "bus 12 unplugs and leaves early", lambda: client.publish(
+            (start + 5.2 * SLOT, "bus 12 unplugs and leaves early", lambda: simulator.publish(
                 simulator_topic("ocpp"),
                 ChargerControl(charge_point_id=CHARGERS["ast_bay_2"], action="unplug").encode())),
         ]
         run_until(watcher, sorted(incidents, key=lambda i: i[0]), deadline=time.monotonic() + DEADLINE)
     finally:
         codes = procs.stop_all()
-        client.stop()
+        for client in clients:
+            client.stop()
         broker.stop()
     summary(watcher, codes)
     return 0 if watcher.done and all(c == 0 for c in codes.values()) else 1

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo lint test contract bench bench-modbus bench-ocpp bench-estop bench-first-slot bench-fallback chaos clean
+.PHONY: demo credentials lint test contract bench bench-modbus bench-ocpp bench-estop bench-first-slot bench-fallback chaos clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required, found " + sys.version.split()[0])'
@@ -19,6 +19,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	@mosquitto/ensure-mosquitto.sh
 	$(BIN)/python -m tools.demo
+
+# A site's broker identities, passwords, ACL and certificates (docs/security.md); never
+# overwrites a password. make credentials SITE=deploy/site.toml OUT=deploy/secrets [HOSTNAMES="broker.site 10.0.0.5"]
+SITE ?= deploy/site.toml
+OUT  ?= deploy/secrets
+HOSTNAMES ?=
+credentials: $(STAMP)
+	@mosquitto/ensure-mosquitto.sh
+	$(BIN)/python -m tools.credentials --site-config $(SITE) --out $(OUT) $(foreach h,$(HOSTNAMES),--hostname $(h))
 
 # Configured in pyproject.toml: ruff (lint, no formatter) and mypy (strict for the library).
 lint: $(STAMP)

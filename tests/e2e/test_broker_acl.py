@@ -17,7 +17,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from coordinator.runtime.mqtt import BrokerLogin, refused_credentials
+from coordinator.runtime.mqtt import EXIT_CREDENTIALS_REFUSED, BrokerLogin, refused_credentials
 from tools.broker import can_log_in
 
 pytestmark = pytest.mark.timeout(60)
@@ -219,3 +219,14 @@ def test_the_tls_listener_takes_a_client_that_trusts_the_site_ca_only(broker):
     client.tls_set()
     with pytest.raises(ssl.SSLError):
         client.connect(broker.host, broker.tls_port)
+
+
+def test_a_service_whose_credentials_are_refused_says_so_and_exits_78(broker, stack, tmp_path):
+    wrong = tmp_path / "tracker.password"
+    wrong.write_text("not-the-tracker-password\n")
+    stack.logins = lambda identity: broker.env(identity) | {"QUBIT_MQTT_PASSWORD_FILE": str(wrong)}
+    stack.start("tracker")
+    assert stack.procs["tracker"].wait(30) == EXIT_CREDENTIALS_REFUSED
+    log = stack.log("tracker")
+    assert "refused our credentials" in log and "as user tracker" in log
+    assert "not reachable" not in log and "not-the-tracker-password" not in log

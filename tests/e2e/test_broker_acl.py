@@ -17,7 +17,13 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from coordinator.runtime.mqtt import EXIT_CREDENTIALS_REFUSED, BrokerLogin, refused_credentials
+from coordinator.runtime.mqtt import (
+    EXIT_CREDENTIALS_REFUSED,
+    BrokerLogin,
+    BrokerSettings,
+    MqttClient,
+    refused_credentials,
+)
 from tools.broker import can_log_in
 
 pytestmark = pytest.mark.timeout(60)
@@ -230,3 +236,20 @@ def test_a_service_whose_credentials_are_refused_says_so_and_exits_78(broker, st
     log = stack.log("tracker")
     assert "refused our credentials" in log and "as user tracker" in log
     assert "not reachable" not in log and "not-the-tracker-password" not in log
+
+
+def test_a_service_client_connects_over_tls_with_the_ca_from_its_settings(broker):
+    client = MqttClient("tls-test", BrokerSettings.at(broker.host, broker.tls_port, broker.login("scada", tls=True)),
+                        persistent=False)
+    client.start(timeout=5)
+    try:
+        assert client.connected.is_set() and not client.refused.is_set()
+    finally:
+        client.stop()
+
+
+def test_the_health_identity_reads_the_broker_uptime_and_nothing_else(broker, connect):
+    health = connect("health")
+    health.subscribe("$SYS/broker/uptime")  # the broker container's healthcheck
+    assert health.inbox.get(timeout=20).topic == "$SYS/broker/uptime"
+    assert arrived(connect, "health", ["qubit/services/health/status"]) == set()

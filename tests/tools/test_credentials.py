@@ -142,5 +142,5 @@ def test_acl_has_one_identity_per_gateway_of_the_site_and_no_harness():
 def test_a_gateway_id_that_would_break_the_topic_tree_is_refused():
     with pytest.raises(ValueError):
         gateway_access("a/b")
-    with pytest.raises(SystemExit, match="gateways.gateway_id"):
+    with pytest.raises(SystemExit, match=r"gateways\.gateway_id"):
         SiteFacts.of_mapping({"site_id": "sit_x", "gateways": [{"gateway_id": "#"}]})

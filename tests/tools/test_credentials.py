@@ -144,3 +144,12 @@ def test_a_gateway_id_that_would_break_the_topic_tree_is_refused():
         gateway_access("a/b")
     with pytest.raises(SystemExit, match=r"gateways\.gateway_id"):
         SiteFacts.of_mapping({"site_id": "sit_x", "gateways": [{"gateway_id": "#"}]})
+
+
+def test_the_shipped_broker_config_is_secured_with_this_layout():
+    lines = set((REPO / "mosquitto" / "mosquitto.conf").read_text().splitlines())
+    assert {"allow_anonymous false", "per_listener_settings false",
+            "password_file /mosquitto/secrets/broker/passwords", "acl_file /mosquitto/secrets/broker/acl",
+            "listener 1883 127.0.0.1", "listener 8883", "cafile /mosquitto/secrets/ca.crt",
+            "certfile /mosquitto/secrets/broker/server.crt", "keyfile /mosquitto/secrets/broker/server.key"} <= lines
+    assert "allow_anonymous true" not in lines and "listener 1883" not in lines

@@ -79,7 +79,7 @@ def connect_chargers(site, events) -> None:
 
 
 def qubit(site, *args: str) -> subprocess.CompletedProcess:
-    env = site.env | {"QUBIT_SITE_CONFIG": str(site.site_path)}
+    env = site.env_as("operator") | {"QUBIT_SITE_CONFIG": str(site.site_path)}  # estop: the operator's
     return subprocess.run([sys.executable, "-m", "tools.cli", *args], env=env, cwd=REPO, capture_output=True,
                           text=True, timeout=30)
 

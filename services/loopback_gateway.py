@@ -185,7 +185,7 @@ class LoopbackGateway(Service):
         self.in_force: dict[tuple[str, str], float | None] = {}
         """(asset, channel) -> the value the simulated device holds (value_in_force)."""
         self.record = GatewayRecord(record or record_path(gateway_id))
-        self.intake = CommandIntake(gateway_id, publish, self.record)
+        self.intake = CommandIntake(gateway_id, publish, self.record, self.assets.values(), self.refuse)
         self.device_log = DeviceLog(device_log)
         self.device_saw: set[tuple[str, int]] = set()
         """(command_id, attempt) of every application in the device log."""

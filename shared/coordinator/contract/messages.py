@@ -99,7 +99,8 @@ class CommandBatch(WireModel):
     """
 
     gateway_id: str = Id
-    commands: list[dict[str, Any]]
+    commands: list[Any]
+    """Command maps (``command_to_wire``); anything else in the list is refused as one item."""
 
     @classmethod
     def of(cls, gateway_id: str, commands: list[Command]) -> CommandBatch:
@@ -152,6 +153,15 @@ class ResultBatch(WireModel):
         """``results`` of ``gateway_id`` as consecutive batches, each encoding to at most
         ``max_bytes``, in order, none lost. ValueError for a result too large on its own."""
         return [cls(gateway_id=gateway_id, results=part) for part in _parts(cls, gateway_id, results, max_bytes)]
+
+
+class ReceivedResultBatch(WireModel):
+    """A ResultBatch as the planner reads it: each result validated on its own
+    (``CommandResult.model_validate``), so that one malformed result is refused alone and the
+    others of the batch are taken."""
+
+    gateway_id: str = Id
+    results: list[Any]
 
 
 def _parts(batch: type[CommandBatch | ResultBatch], gateway_id: str, items: Sequence[Any],

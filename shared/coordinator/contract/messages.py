@@ -80,11 +80,21 @@ def decode(model: type[M], data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -
         raise DecodeError(f"{model.__name__}: field {where}: {first['msg']}") from None
 
 
+VERSION_AHEAD_US = 24 * 3600 * 1_000_000
+"""How far (microseconds) an AcceptedSchedule's version may lie ahead of the planner's clock.
+Versions are the ingester's clock in microseconds since the epoch, so a legitimate one is
+never ahead by more than the clocks' skew; a version further ahead is refused
+(``future_version``): a forged 2^62 must not outrank every later schedule."""
+
+
 class AcceptedSchedule(WireModel):
-    """Ingester -> planner: a schedule that passed every check, as it was received."""
+    """Ingester -> planner: a schedule that passed every check, as it was received. The
+    planner runs the same checks again before planning it (coordinator.schedule_review)."""
 
     schedule_id: str = Id
     version: int = Field(ge=0)
+    """Microseconds since the epoch when the ingester accepted it; at most VERSION_AHEAD_US
+    ahead of the planner's clock."""
     received_at: AwareDatetime
     command_count: int = Field(ge=0)
     schedule: bytes

@@ -389,6 +389,9 @@ class Planner(Service):
     @receives(AssetStateMessage, "asset state")
     @durable
     def on_asset_state(self, topic: str, msg: AssetStateMessage) -> None:
+        if msg.asset_id not in self.routes or last_level(topic) != msg.asset_id:
+            raise Refused(RefusalReason.NOT_YOURS if msg.asset_id in self.routes else RefusalReason.UNKNOWN_ASSET,
+                          f"state of {msg.asset_id} on {topic}", asset_id=msg.asset_id)
         self.engine.set_asset_state(msg.asset_id, msg.state)
         if msg.previous_state and msg.trigger and is_early_departure(msg.previous_state, msg.trigger):
             # Only commands that existed when the vehicle left: a retained state replayed

@@ -14,8 +14,9 @@ from services.tracker import StateTracker
 
 @pytest.mark.parametrize(("make", "declared"), [
     (ScheduleIngester, {"qubit/schedules/in": None}),
-    (Planner, {"qubit/state/+": AssetStateMessage, "qubit/schedules/accepted": None, "qubit/results/+": ReceivedResultBatch,
-               "qubit/events/SCHEDULE_REJECTED/+": None, "qubit/query/requests": Query}),
+    (Planner, {"qubit/state/+": AssetStateMessage, "qubit/schedules/accepted": None,
+               "qubit/results/+": ReceivedResultBatch, "qubit/events/SCHEDULE_REJECTED/+": None,
+               "qubit/query/requests": Query}),
     (StateTracker, {"qubit/state/+": AssetStateMessage, "qubit/status/+/+": StatusReport,
                     "qubit/query/requests": Query}),
     (LoopbackGateway, {"qubit/commands/loopback": CommandBatch, "qubit/sim/loopback": None}),

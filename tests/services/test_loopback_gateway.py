@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 import msgpack
 
 from coordinator.base import Command, CommandType
+from coordinator.contract.events import MessageRefused, RefusalReason
 from coordinator.contract.messages import (
     CommandBatch,
     EmergencyStop,
@@ -15,7 +16,6 @@ from coordinator.contract.messages import (
     command_to_wire,
     decode,
 )
-from coordinator.contract.events import MessageRefused, RefusalReason
 from coordinator.events import EventType
 from services.loopback_gateway import LoopbackGateway
 

@@ -4,17 +4,17 @@ import pandas as pd
 
 from coordinator.base import CommandStatus
 from coordinator.contract.codec import command_from_wire, encode_schedule
+from coordinator.contract.events import MessageRefused, RefusalReason
 from coordinator.contract.messages import (
     AcceptedSchedule,
     AssetStateMessage,
     CommandBatch,
     CommandResult,
     Outcome,
+    ReceivedResultBatch,
     ResultBatch,
     decode,
 )
-from coordinator.contract.events import MessageRefused, RefusalReason
-from coordinator.contract.messages import ReceivedResultBatch
 from coordinator.events import EventType
 from services.planner import Planner
 
@@ -213,9 +213,11 @@ def test_early_departure_cancels_only_commands_that_existed_then(site, recorder)
     planner = Planner(site, recorder)
     planner.on_schedule("t", accepted({"ev_001_kw": [7.0, 11.0, 0.0]}, "sch_a", 1))
     departed_at = datetime.now(UTC)
-    planner.on_asset_state("t", state("ast_bay_1", "AVAILABLE", "CHARGING", "unplug", since=departed_at))
+    planner.on_asset_state("qubit/state/ast_bay_1",
+                           state("ast_bay_1", "AVAILABLE", "CHARGING", "unplug", since=departed_at))
     assert [c.status.value for c in planner.engine.get_commands_for_asset("ast_bay_1")] == ["CANCELLED"] * 3
     # the same retained message replayed later does not touch a newer schedule
     planner.on_schedule("t", accepted({"ev_001_kw": [5.0]}, "sch_b", 2, start=T0 + 4 * SLOT))
-    planner.on_asset_state("t", state("ast_bay_1", "AVAILABLE", "CHARGING", "unplug", since=departed_at))
+    planner.on_asset_state("qubit/state/ast_bay_1",
+                           state("ast_bay_1", "AVAILABLE", "CHARGING", "unplug", since=departed_at))
     assert planner.engine.get_commands_for_asset("ast_bay_1")[-1].status is CommandStatus.PENDING

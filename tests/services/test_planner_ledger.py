@@ -97,7 +97,8 @@ def test_status_queries_are_answered_from_the_ledger_across_restarts(site, recor
     (cmd,) = sent_commands(recorder)
     first.on_results("qubit/results/loopback", results((cmd, Outcome.FAILED, "busy")))
     first.tick(T0 + timedelta(seconds=10))
-    first.on_results("qubit/results/loopback", results((cmd, Outcome.ACKNOWLEDGED, None), (cmd, Outcome.COMPLETED, None)))
+    first.on_results("qubit/results/loopback",
+                     results((cmd, Outcome.ACKNOWLEDGED, None), (cmd, Outcome.COMPLETED, None)))
     recorder.clear()
     second = restarted(site, recorder, data_dir, clock)
 

@@ -75,7 +75,7 @@ class Service:
         found = self.__dict__.get("_refusals")
         if found is None:
             found = self.__dict__["_refusals"] = Refusals(EventBus())
-        return found  # type: ignore[no-any-return]
+        return found
 
     @refusals.setter
     def refusals(self, refusals: Refusals) -> None:

@@ -314,7 +314,7 @@ class Planner(Service):
         try:
             event = decode_event(data)
         except DecodeError as exc:
-            log.error("unreadable event on %s: %s", topic, exc.reason)
+            self.refuse(topic, RefusalReason.UNREADABLE, f"event: {exc.reason}")
             return
         rejected = event.payload
         if not isinstance(rejected, ScheduleRejected) or rejected.schedule_id is None:

@@ -345,7 +345,7 @@ class LoopbackGateway(Service):
                 self.refuse(topic, RefusalReason.UNREADABLE, f"simulator request: {exc.reason}")
                 return
         if request.asset_id not in self.assets:
-            self.refuse(topic, RefusalReason.NOT_YOURS, f"simulator request for {request.asset_id}, not on this gateway",
+            self.refuse(topic, RefusalReason.NOT_YOURS, f"simulator request for {request.asset_id}: not this gateway's",
                         asset_id=request.asset_id)
             return
         if isinstance(request, SimulatorRequest):

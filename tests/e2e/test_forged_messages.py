@@ -107,7 +107,8 @@ def test_forged_commands_straight_to_a_gateway_are_refused_and_the_valid_ones_go
 def test_forged_accepted_schedules_are_refused_and_a_legitimate_one_still_plans(stack, events, plain):
     stack.start_all()
     attacker = plain()
-    attacker.publish(SCHEDULES_ACCEPTED, accepted(schedule(7.0, "sch_other_site", "sit_elsewhere"), "sch_other_site", 1))
+    elsewhere = schedule(7.0, "sch_other_site", "sit_elsewhere")
+    attacker.publish(SCHEDULES_ACCEPTED, accepted(elsewhere, "sch_other_site", 1))
     attacker.publish(SCHEDULES_ACCEPTED, accepted(schedule(9_999.0, "sch_too_much"), "sch_too_much", 2))
     attacker.publish(SCHEDULES_ACCEPTED, accepted(schedule(7.0, "sch_forever"), "sch_forever", 2 ** 62))
     events.wait_for(lambda _: len(refusals(events, topic=SCHEDULES_ACCEPTED)) >= 3, timeout=15,

@@ -233,5 +233,7 @@ def test_a_device_can_be_made_silent_and_answer_again(site, recorder):
 
 def test_unreadable_simulator_request_is_refused_with_a_reason(site, recorder, caplog):
     gw = LoopbackGateway(site, recorder)
+    refused = refusals_of(gw)
     gw.on_simulate("qubit/sim/loopback", msgpack.packb({"asset_id": "ast_bay_1", "silent": "yes"}))
-    assert "unreadable simulator request" in caplog.text and gw.silent == set()
+    assert "simulator request" in caplog.text and gw.silent == set()
+    assert [r.reason for r in refused] == [RefusalReason.UNREADABLE]

@@ -79,7 +79,7 @@ class Refusals:
     def refuse(self, topic: str, reason: RefusalReason, detail: str, *, message_id: object = None,
                asset_id: object = None, logger: logging.Logger | None = None) -> MessageRefused:
         """Report one refusal: the event (never rate-limited) and, within the family's
-        budget, a WARNING line on ``logger``."""
+        budget, an ERROR line on ``logger`` (someone sent what no process of the site sends)."""
         detail = detail if len(detail) <= MAX_DETAIL else detail[:MAX_DETAIL] + "..."
         refused = MessageRefused(topic=topic[:256], reason=reason, detail=detail, message_id=usable_id(message_id),
                                  asset_id=usable_id(asset_id))
@@ -93,13 +93,13 @@ class Refusals:
         window = self._windows.get(family)
         if window is None or now - window.started >= LOG_WINDOW:
             if window is not None and window.quiet:
-                logger.warning("%d more messages on %s refused in the last %.0f s (not logged one by one; "
+                logger.error("%d more messages on %s refused in the last %.0f s (not logged one by one; "
                                "see MESSAGE_REFUSED events and qubit_messages_refused_total)",
                                window.quiet, family, now - window.started)
             window = self._windows[family] = _Window(now)
         if window.logged < LOG_BURST:
             window.logged += 1
-            logger.warning("refused %s on %s: %s%s", refused.reason.value, refused.topic, refused.detail,
+            logger.error("refused %s on %s: %s%s", refused.reason.value, refused.topic, refused.detail,
                            f" ({refused.message_id})" if refused.message_id else "")
         else:
             window.quiet += 1

@@ -141,34 +141,40 @@ def receives(
     the ``max_message_bytes`` setting); what cannot be read is refused (a MESSAGE_REFUSED
     event, ``too_large`` or ``unreadable``) and dropped, so one bad message never stops a
     service. A handler refuses a readable message by raising ``Refused`` before it changed
-    anything. The handler keeps its model as ``wire_model`` (``Inbound.model``). ``self`` is a
-    ``Service``: its ``refusals`` report the refusal.
+    anything. The handler keeps its model as ``wire_model`` (``Inbound.model``). A ``Service``
+    reports the refusal through its ``refusals``; any other owner, through ``UNATTACHED``.
     """
 
     def decorate(method: Callable[[S, str, M], None]) -> Callable[[S, str, bytes], None]:
+        method_log = logging.getLogger(method.__module__)
+
         @functools.wraps(method)
         def receive(self: S, topic: str, data: bytes) -> None:
             limit = max_bytes or max_message_bytes()
-            service: Service = self  # type: ignore[assignment]
+            refuse = getattr(self, "refuse", None) or functools.partial(UNATTACHED.refuse, logger=method_log)
             if len(data) > limit:
-                service.refuse(topic, RefusalReason.TOO_LARGE, f"{what}: {len(data)} bytes, the limit is {limit}")
+                refuse(topic, RefusalReason.TOO_LARGE, f"{what}: {len(data)} bytes, over the limit {limit}")
                 return
             try:
                 message = decode(model, data, max_bytes=limit)
             except DecodeError as exc:
-                service.refuse(topic, RefusalReason.UNREADABLE, f"{what}: {exc.reason}")
+                refuse(topic, RefusalReason.UNREADABLE, f"{what}: {exc.reason}")
                 return
             try:
                 method(self, topic, message)
             except Refused as refused:
-                service.refuse(topic, refused.reason, f"{what}: {refused.detail}", message_id=refused.message_id,
-                               asset_id=refused.asset_id)
+                refuse(topic, refused.reason, f"{what}: {refused.detail}", message_id=refused.message_id,
+                       asset_id=refused.asset_id)
 
         receive.wire_model = model  # type: ignore[attr-defined]
         return receive
 
     return decorate
 
+
+UNATTACHED = Refusals(EventBus())
+"""Where a handler that is not a Service's method reports refusals (log lines; events on a bus
+nobody forwards)."""
 
 _MAX_MESSAGE_BYTES = environment_name("max_message_bytes")
 
@@ -369,7 +375,7 @@ class EmergencyStopHandler:
             order = decode(EmergencyStop, data)
         except DecodeError as exc:
             self.service.refuse(topic, RefusalReason.UNREADABLE,
-                                f"emergency stop order: {exc.reason} (the site's state is unchanged)")
+                                f"unreadable emergency stop order: {exc.reason} (the site's state is unchanged)")
             return
         if order.active and self.supervisor.emergency is None:
             log.warning("EMERGENCY STOP by %s: %s", order.issued_by, order.reason)

@@ -30,7 +30,7 @@ import pydantic
 
 from coordinator.adapters import RoutingTable
 from coordinator.asset_machines import is_early_departure
-from coordinator.base import Command, CommandStatus
+from coordinator.base import Command
 from coordinator.contract.codec import DecodeError, decode_event
 from coordinator.contract.events import (
     CommandPayload,
@@ -382,8 +382,8 @@ class Planner(Service):
             return RefusalReason.NOT_YOURS, f"result from {gateway_id} for {cmd.command_id}, routed to {owner}"
         if cmd.attempts == 0:
             return RefusalReason.NOT_DISPATCHED, f"{cmd.command_id} was never dispatched"
-        if cmd.status is CommandStatus.PENDING and result.outcome is Outcome.ACKNOWLEDGED:
-            return RefusalReason.NOT_DISPATCHED, f"{cmd.command_id} waits for its retry: nothing to acknowledge"
+        if not cmd.status.is_terminal and result.attempt is not None and result.attempt != cmd.attempts:
+            return RefusalReason.REPLAYED, f"result for attempt {result.attempt}, {cmd.command_id} is at {cmd.attempts}"
         return None
 
     @receives(AssetStateMessage, "asset state")

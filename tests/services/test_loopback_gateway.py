@@ -237,3 +237,10 @@ def test_unreadable_simulator_request_is_refused_with_a_reason(site, recorder, c
     gw.on_simulate("qubit/sim/loopback", msgpack.packb({"asset_id": "ast_bay_1", "silent": "yes"}))
     assert "simulator request" in caplog.text and gw.silent == set()
     assert [r.reason for r in refused] == [RefusalReason.UNREADABLE]
+
+
+def test_every_result_names_the_attempt_it_answers(site, recorder):
+    gw = LoopbackGateway(site, recorder)
+    c1 = Command("ast_bay_1", CommandType.SET_CHARGE_RATE, {"power_kw": 7.0}, T0, attempts=2)
+    gw.on_commands("qubit/commands/loopback", batch(command_to_wire(c1)))
+    assert [r.attempt for _, p in recorder.on("qubit/results/") for r in decode(ResultBatch, p).results] == [2, 2]

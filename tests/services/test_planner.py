@@ -221,3 +221,23 @@ def test_early_departure_cancels_only_commands_that_existed_then(site, recorder)
     planner.on_asset_state("qubit/state/ast_bay_1",
                            state("ast_bay_1", "AVAILABLE", "CHARGING", "unplug", since=departed_at))
     assert planner.engine.get_commands_for_asset("ast_bay_1")[-1].status is CommandStatus.PENDING
+
+
+def test_a_result_for_another_attempt_is_refused(site, recorder):
+    planner = Planner(site, recorder, clock=lambda: T0)
+    refused = refusals_of(planner)
+    planner.on_schedule("t", accepted({"ev_001_kw": [7.0]}, "sch_a", 1))
+    planner.tick(T0)
+    (cmd,) = sent_commands(recorder)
+    assert cmd.attempts == 1
+
+    def answer(attempt):
+        return ResultBatch(gateway_id="loopback", results=[CommandResult(
+            command_id=cmd.command_id, asset_id=cmd.asset_id, outcome=Outcome.COMPLETED, at=T0,
+            attempt=attempt)]).encode()
+
+    planner.on_results("qubit/results/loopback", answer(7))
+    assert status_of(planner, cmd.command_id) is CommandStatus.DISPATCHED
+    assert [r.reason for r in refused] == [RefusalReason.REPLAYED]
+    planner.on_results("qubit/results/loopback", answer(1))
+    assert status_of(planner, cmd.command_id) is CommandStatus.COMPLETED

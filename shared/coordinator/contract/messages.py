@@ -150,6 +150,10 @@ class CommandResult(WireModel):
     outcome: Outcome
     at: AwareDatetime
     error: str | None = Field(None, max_length=2000)
+    attempt: int | None = Field(None, ge=0)
+    """The delivery's attempt it answers (the command's ``attempts`` as dispatched); None from
+    a gateway older than this field, or for an item too malformed to have one. The planner
+    refuses a result for another attempt than the command's current one."""
 
 
 class ResultBatch(WireModel):

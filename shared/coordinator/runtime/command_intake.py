@@ -51,9 +51,12 @@ FINAL = frozenset({Outcome.COMPLETED, Outcome.FAILED, Outcome.REFUSED, Outcome.S
 
 
 def result(
-    cmd_id: str, asset_id: str, outcome: Outcome, error: str | None = None, at: datetime | None = None
+    cmd_id: str, asset_id: str, outcome: Outcome, error: str | None = None, at: datetime | None = None,
+    attempt: int | None = None,
 ) -> CommandResult:
-    return CommandResult(command_id=cmd_id, asset_id=asset_id, outcome=outcome, at=at or utcnow(), error=error)
+    """A result; ``attempt`` is filled in by ``CommandIntake.send`` from the delivery it answers."""
+    return CommandResult(command_id=cmd_id, asset_id=asset_id, outcome=outcome, at=at or utcnow(), error=error,
+                         attempt=attempt)
 
 
 Refuse = Callable[..., None]
@@ -88,13 +91,13 @@ class CommandIntake:
         return None if why is None else (RefusalReason.OUT_OF_RANGE, why)
 
     def _refuse_item(self, item: object, reason: RefusalReason, detail: str,
-                     answers: list[CommandResult]) -> None:
+                     answers: list[CommandResult], attempt: int | None = None) -> None:
         """One item refused: answered REFUSED when its ids can name a result, an event either way."""
         cid, aid = (item.get("command_id"), item.get("asset_id")) if isinstance(item, dict) else (None, None)
         answer: CommandResult | None = None
         if isinstance(cid, str) and isinstance(aid, str):
             try:
-                answer = result(cid, aid, Outcome.REFUSED, detail[:2000])
+                answer = result(cid, aid, Outcome.REFUSED, detail[:2000], attempt=attempt)
             except pydantic.ValidationError:  # an id no topic or result may carry ('/', NUL, too long)
                 answer = None
         if answer is not None:
@@ -122,7 +125,7 @@ class CommandIntake:
                 continue
             refusal = self.limits(cmd)
             if refusal is not None:
-                self._refuse_item(item, refusal[0], refusal[1], answers)
+                self._refuse_item(item, refusal[0], refusal[1], answers, cmd.attempts)
                 continue
             key = (cmd.command_id, cmd.attempts)
             if key in in_batch:
@@ -135,7 +138,8 @@ class CommandIntake:
             if decision.verdict is Verdict.ANSWER_FROM_RECORD and seen is not None:
                 answers += self._from_record(seen)
             elif decision.verdict is Verdict.ALREADY_APPLIED:
-                done = [result(cmd.command_id, cmd.asset_id, Outcome.COMPLETED, decision.reason)]
+                done = [result(cmd.command_id, cmd.asset_id, Outcome.COMPLETED, decision.reason,
+                               attempt=cmd.attempts)]
                 answered.append((cmd, done))
                 answers += done
             else:
@@ -199,6 +203,9 @@ class CommandIntake:
         """Record ``results`` with their deliveries (committed), then publish them."""
         if not results:
             return
+        # Each result names the attempt it answers: the planner refuses one for another attempt.
+        results = [r if r.attempt is not None or (key := self._latest.get(r.command_id)) is None
+                   else r.model_copy(update={"attempt": key[1]}) for r in results]
         if remember:
             by_delivery: dict[DeliveryKey, list[CommandResult]] = {}
             for r in results:

@@ -41,7 +41,7 @@ from typing import IO, Any
 from coordinator.asset_machines import BatteryState, ChargerState
 from coordinator.base import Command, CommandType
 from coordinator.contract.codec import DecodeError
-from coordinator.contract.events import AssetSafeState
+from coordinator.contract.events import AssetSafeState, RefusalReason
 from coordinator.contract.messages import (
     CommandBatch,
     CommandResult,
@@ -185,7 +185,7 @@ class LoopbackGateway(Service):
         self.in_force: dict[tuple[str, str], float | None] = {}
         """(asset, channel) -> the value the simulated device holds (value_in_force)."""
         self.record = GatewayRecord(record or record_path(gateway_id))
-        self.intake = CommandIntake(gateway_id, publish, self.record)
+        self.intake = CommandIntake(gateway_id, publish, self.record, self.assets.values(), self.refuse)
         self.device_log = DeviceLog(device_log)
         self.device_saw: set[tuple[str, int]] = set()
         """(command_id, attempt) of every application in the device log."""
@@ -342,10 +342,11 @@ class LoopbackGateway(Service):
             try:
                 request = decode(StatusReport, data)
             except DecodeError as exc:
-                log.error("unreadable simulator request on %s: %s", topic, exc.reason)
+                self.refuse(topic, RefusalReason.UNREADABLE, f"simulator request: {exc.reason}")
                 return
         if request.asset_id not in self.assets:
-            log.error("simulator request for %s, not on this gateway", request.asset_id)
+            self.refuse(topic, RefusalReason.NOT_YOURS, f"simulator request for {request.asset_id}: not this gateway's",
+                        asset_id=request.asset_id)
             return
         if isinstance(request, SimulatorRequest):
             (self.silent.add if request.silent else self.silent.discard)(request.asset_id)

@@ -26,28 +26,33 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+import pydantic
+
 from coordinator.adapters import RoutingTable
 from coordinator.asset_machines import is_early_departure
 from coordinator.base import Command
-from coordinator.contract.codec import DecodeError, decode_event, decode_schedule
+from coordinator.contract.codec import DecodeError, decode_event
 from coordinator.contract.events import (
     CommandPayload,
     EmergencyStopActivated,
     EmergencyStopReset,
+    RefusalReason,
     SchedulePlanned,
     ScheduleRejected,
 )
 from coordinator.contract.messages import (
     MAX_ACCEPTED_SCHEDULE_BYTES,
+    VERSION_AHEAD_US,
     AcceptedSchedule,
     AssetStateMessage,
     CommandBatch,
+    CommandResult,
     EmergencyStop,
     Outcome,
     Query,
     QueryKind,
     QueryReply,
-    ResultBatch,
+    ReceivedResultBatch,
     decode,
 )
 from coordinator.contract.topics import (
@@ -57,12 +62,14 @@ from coordinator.contract.topics import (
     SCHEDULE_REJECTIONS,
     SCHEDULES_ACCEPTED,
     commands_topic,
+    last_level,
 )
 from coordinator.dispatch import DispatchEngine
 from coordinator.events import Event, EventBus, EventType
 from coordinator.ledger import Ledger, LedgerError, OutboxSender
 from coordinator.ledger.store import REPLAY_WINDOW
 from coordinator.runtime.mqtt import MqttClient
+from coordinator.runtime.refusals import Refused
 from coordinator.runtime.service import (
     Inbound,
     Publish,
@@ -75,6 +82,7 @@ from coordinator.runtime.service import (
 )
 from coordinator.runtime.settings import settings
 from coordinator.schedule import ScheduleError
+from coordinator.schedule_review import Rejected, review_schedule
 from coordinator.setpoint_order import CHANNEL
 from coordinator.site import SiteConfig
 from coordinator.timeutil import utcnow
@@ -147,13 +155,22 @@ class Planner(Service):
         self.engine = DispatchEngine(event_bus=self.bus, config=site.coordinator)
         self.tick_interval = site.coordinator.dispatch_interval_seconds
         # What the ledger says, read back: a restart resumes where the last commit left off.
-        self._asset_versions = self.ledger.asset_versions()  # asset_id -> newest schedule version applied
+        self._asset_versions = self._bounded(self.ledger.asset_versions())  # asset_id -> newest version applied
         self._newest_created = self.ledger.newest_created_at()
         self._unreconciled = self.engine.restore(self.ledger.open_commands())
         self._next_prune = clock()
         if self.engine.commands:
             log.info("resumed from %s: %d unfinished commands, %d of them in flight",
                      self.ledger.path, len(self.engine.commands), len(self._unreconciled))
+
+    def _bounded(self, versions: dict[str, int]) -> dict[str, int]:
+        """The versions in force, less any further ahead than a version can be (one a forged
+        schedule left in the ledger of a planner older than the bound): they outrank nothing."""
+        limit = _micros(self.clock()) + VERSION_AHEAD_US
+        ahead = sorted(a for a, v in versions.items() if v > limit)
+        if ahead:
+            log.warning("versions in force for %s lie in the future beyond the bound: ignored", ", ".join(ahead))
+        return {a: v for a, v in versions.items() if v <= limit}
 
     def attach_client(self, client: MqttClient) -> None:
         """Publish through ``client`` at the pace the broker confirms (the outbox's window);
@@ -213,30 +230,45 @@ class Planner(Service):
 
     @durable
     def on_schedule(self, topic: str, data: bytes) -> None:
+        """An accepted schedule, checked again against the site (coordinator.schedule_review)
+        and its version bound before anything is planned: one the ingester would have refused
+        (or one nobody accepted: forged) is SCHEDULE_REJECTED, recorded in the ledger, and
+        MESSAGE_REFUSED; nothing of it is planned."""
         try:
             accepted = decode(AcceptedSchedule, data, max_bytes=MAX_ACCEPTED_SCHEDULE_BYTES)
-            msg = decode_schedule(accepted.schedule)
         except DecodeError as exc:
-            log.error("unreadable accepted schedule on %s: %s", topic, exc.reason)
+            self.refuse(topic, RefusalReason.UNREADABLE, f"accepted schedule: {exc.reason}")
             self.bus.emit(EventType.SCHEDULE_REJECTED, ScheduleRejected(
                 schedule_id=None, reason="malformed", message=exc.reason, site_id=self.site.site_id))
             return
         sid = accepted.schedule_id
         known = self.ledger.schedule_status(sid)
-        if known is not None:
+        if known == "planned":  # a schedule refused before is checked again: a forgery must not block its id
             log.info("schedule %s already %s (redelivery or resend); ignored", sid, known)
             return
+        now = self.clock()
+        review = review_schedule(accepted.schedule, self.site)
+        if isinstance(review, Rejected):
+            self._refuse_schedule(topic, accepted, now, review.reason, review.message, _REFUSAL.get(review.reason))
+            return
+        if review.schedule_id != sid:
+            self._refuse_schedule(topic, accepted, now, "mismatched_id",
+                                  f"the envelope says {sid}, the schedule it carries {review.schedule_id}")
+            return
+        if accepted.version > _micros(now) + VERSION_AHEAD_US:
+            self._refuse_schedule(topic, accepted, now, "future_version",
+                                  f"version {accepted.version} lies more than {VERSION_AHEAD_US // 3_600_000_000} h "
+                                  "ahead of the planner's clock", RefusalReason.FUTURE_VERSION)
+            return
+        msg = review.schedule
         unit = self.ledger.current
         assert unit is not None  # @durable
-        now = self.clock()
         assets = set(msg.asset_map.values())
         newer = sorted(a for a in assets if self._asset_versions.get(a, -1) > accepted.version)
         if newer:
             message = (f"version {accepted.version} is older than the schedule already in force"
                        f" for {', '.join(newer)}")
-            unit.schedule_rejected(sid, accepted.version, now, "stale_version", message)
-            self.bus.emit(EventType.SCHEDULE_REJECTED, ScheduleRejected(
-                schedule_id=sid, reason="stale_version", site_id=self.site.site_id, message=message))
+            self._refuse_schedule(topic, accepted, now, "stale_version", message, RefusalReason.STALE_VERSION)
             return
         self._planning = True
         try:
@@ -264,12 +296,25 @@ class Planner(Service):
         log.info("schedule %s v%s planned: %d commands, %d superseded", sid, accepted.version, len(commands),
                  len(superseded))
 
+    def _refuse_schedule(self, topic: str, accepted: AcceptedSchedule, now: datetime, reason: str, message: str,
+                         refusal: RefusalReason | None = None) -> None:
+        """SCHEDULE_REJECTED (the schedule's story, in the ledger for `qubit status`) and
+        MESSAGE_REFUSED (an accepted schedule the planner will not plan: the ingester was
+        bypassed, or raced by a newer one)."""
+        unit = self.ledger.current
+        assert unit is not None  # @durable
+        unit.schedule_rejected(accepted.schedule_id, accepted.version, now, reason, message)
+        self.bus.emit(EventType.SCHEDULE_REJECTED, ScheduleRejected(
+            schedule_id=accepted.schedule_id, reason=reason, site_id=self.site.site_id, message=message))
+        self.refuse(topic, refusal or RefusalReason.INVALID, f"accepted schedule: {reason}: {message}",
+                    message_id=accepted.schedule_id)
+
     def on_rejected_schedule(self, topic: str, data: bytes) -> None:
         """The ingester's refusals, so that `qubit status` answers for every schedule."""
         try:
             event = decode_event(data)
         except DecodeError as exc:
-            log.error("unreadable event on %s: %s", topic, exc.reason)
+            self.refuse(topic, RefusalReason.UNREADABLE, f"event: {exc.reason}")
             return
         rejected = event.payload
         if not isinstance(rejected, ScheduleRejected) or rejected.schedule_id is None:
@@ -282,15 +327,31 @@ class Planner(Service):
         assert rejected.schedule_id is not None and self.ledger.current is not None
         self.ledger.current.schedule_rejected(rejected.schedule_id, None, at, rejected.reason, rejected.message or "")
 
-    @receives(ResultBatch, "result batch")
+    @receives(ReceivedResultBatch, "result batch")
     @durable
-    def on_results(self, topic: str, batch: ResultBatch) -> None:
-        for result in batch.results:
-            cmd = self.engine.get_command(result.command_id)
-            if cmd is None or cmd.asset_id != result.asset_id:
-                log.warning("result for unknown command %s (%s) from %s",
-                            result.command_id, result.asset_id, batch.gateway_id)
+    def on_results(self, topic: str, batch: ReceivedResultBatch) -> None:
+        """Each result is taken or refused on its own (MESSAGE_REFUSED, nothing changed): one
+        that cannot be read, one from a gateway the command was not routed to (the topic's
+        gateway is the sender: the broker's ACL lets only that gateway write it), one for a
+        command the planner does not have, or for one that is not in flight."""
+        gateway_id = last_level(topic)
+        if batch.gateway_id != gateway_id:
+            raise Refused(RefusalReason.NOT_YOURS,
+                          f"batch says gateway {batch.gateway_id!r}, its topic is {gateway_id!r}'s")
+        for item in batch.results:
+            try:
+                result = CommandResult.model_validate(item)
+            except pydantic.ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"]) or "result"
+                self.refuse(topic, RefusalReason.MALFORMED_ITEM, f"result: field {where}: {first['msg']}")
                 continue
+            refusal = self._result_refusal(result, gateway_id)
+            if refusal is not None:
+                self.refuse(topic, refusal[0], refusal[1], message_id=result.command_id, asset_id=result.asset_id)
+                continue
+            cmd = self.engine.get_command(result.command_id)
+            assert cmd is not None  # _result_refusal
             # Our clock, not the device's: backoff and timeouts must not depend on device clocks.
             if result.outcome is Outcome.ACKNOWLEDGED:
                 self.engine.handle_acknowledgement(cmd, now=self.clock())
@@ -306,9 +367,31 @@ class Planner(Service):
                     retryable=result.outcome is not Outcome.REFUSED,
                 )
 
+    def _result_refusal(self, result: CommandResult, gateway_id: str) -> tuple[RefusalReason, str] | None:
+        """Why ``result`` from ``gateway_id`` must not be applied, or None. A late answer for a
+        finished command is not refused: the engine ignores it (a gateway's answer from its
+        record after a resend is one)."""
+        cmd = self.engine.get_command(result.command_id)
+        if cmd is None:
+            return RefusalReason.UNKNOWN_COMMAND, f"result for {result.command_id}, a command the planner does not have"
+        if cmd.asset_id != result.asset_id:
+            return RefusalReason.NOT_YOURS, f"result names {result.asset_id}, {cmd.command_id} is for {cmd.asset_id}"
+        route = self.routes.get(cmd.asset_id)
+        if route is None or route.gateway_id != gateway_id:
+            owner = route.gateway_id if route is not None else "no gateway"
+            return RefusalReason.NOT_YOURS, f"result from {gateway_id} for {cmd.command_id}, routed to {owner}"
+        if cmd.attempts == 0:
+            return RefusalReason.NOT_DISPATCHED, f"{cmd.command_id} was never dispatched"
+        if not cmd.status.is_terminal and result.attempt is not None and result.attempt != cmd.attempts:
+            return RefusalReason.REPLAYED, f"result for attempt {result.attempt}, {cmd.command_id} is at {cmd.attempts}"
+        return None
+
     @receives(AssetStateMessage, "asset state")
     @durable
     def on_asset_state(self, topic: str, msg: AssetStateMessage) -> None:
+        if msg.asset_id not in self.routes or last_level(topic) != msg.asset_id:
+            raise Refused(RefusalReason.NOT_YOURS if msg.asset_id in self.routes else RefusalReason.UNKNOWN_ASSET,
+                          f"state of {msg.asset_id} on {topic}", asset_id=msg.asset_id)
         self.engine.set_asset_state(msg.asset_id, msg.state)
         if msg.previous_state and msg.trigger and is_early_departure(msg.previous_state, msg.trigger):
             # Only commands that existed when the vehicle left: a retained state replayed
@@ -405,6 +488,19 @@ class Planner(Service):
             batches[route.gateway_id].append(cmd)
         log.info("%d commands in flight before the restart sent again", len(self._unreconciled))
         self._unreconciled = []
+
+
+_REFUSAL = {
+    "wrong_site": RefusalReason.WRONG_SITE, "unknown_asset": RefusalReason.UNKNOWN_ASSET,
+    "above_limit": RefusalReason.OUT_OF_RANGE, "too_large": RefusalReason.TOO_LARGE,
+    "malformed": RefusalReason.UNREADABLE, "not_msgpack": RefusalReason.UNREADABLE,
+}
+"""The schedule review's reasons as refusal reasons; the others are ``invalid``."""
+
+
+def _micros(at: datetime) -> int:
+    """``at`` as a version: microseconds since the epoch, as the ingester stamps them."""
+    return int(at.timestamp() * 1_000_000)
 
 
 def main(argv: list[str] | None = None) -> int:

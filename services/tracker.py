@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
+from coordinator.contract.events import RefusalReason
 from coordinator.contract.messages import (
     AssetStateMessage,
     Query,
@@ -27,8 +28,10 @@ from coordinator.contract.topics import (
     QUERY_REQUESTS,
     STATUS_ALL,
     asset_state_topic,
+    last_level,
 )
 from coordinator.events import EventBus
+from coordinator.runtime.refusals import Refused
 from coordinator.runtime.service import (
     Inbound,
     Publish,
@@ -60,6 +63,7 @@ class StateTracker(Service):
         forward_events(self.bus, publish)
         self.machines: dict[str, StateMachine] = {a.asset_id: a.create_state_machine(self.bus) for a in site.assets}
         self.kinds = {a.asset_id: a.kind for a in site.assets}
+        self.gateways = {a.asset_id: a.gateway_id for a in site.assets}
         self.since: dict[str, datetime] = {}
         self._started = utcnow()
         self._announced = False
@@ -79,26 +83,39 @@ class StateTracker(Service):
         machine = self.machines.get(msg.asset_id)
         if machine is None or msg.asset_id in self.since:
             return  # not ours, or our own publication coming back
+        if last_level(topic) != msg.asset_id:
+            raise Refused(RefusalReason.NOT_YOURS, f"state of {msg.asset_id} on another asset's topic",
+                          asset_id=msg.asset_id)
         if msg.state not in machine.states:
-            log.error("retained state %s of %s is not a state of its machine; ignored", msg.state, msg.asset_id)
-            return
+            raise Refused(RefusalReason.INVALID, f"{msg.state!r} is not a state of {msg.asset_id}'s machine",
+                          asset_id=msg.asset_id)
         machine.restore(msg.state)
         self.since[msg.asset_id] = msg.since
 
     @receives(StatusReport, "status report")
     def on_status(self, topic: str, report: StatusReport) -> None:
+        """A gateway's report moves its asset's machine. Refused (MESSAGE_REFUSED, nothing
+        changed): an unknown asset, one that is not on the gateway the topic names (the ACL
+        lets only gateway X write qubit/status/X/+), a topic about another asset, a state
+        the machine does not have or cannot reach."""
         machine = self.machines.get(report.asset_id)
         if machine is None:
-            log.warning("status report for unknown asset %s on %s", report.asset_id, topic)
-            return
+            raise Refused(RefusalReason.UNKNOWN_ASSET, f"{report.asset_id} is not an asset of the site",
+                          asset_id=report.asset_id)
+        levels = topic.split("/")
+        gateway_id = levels[2] if len(levels) == 4 else None
+        owner = self.gateways[report.asset_id]
+        if gateway_id != owner or levels[3] != report.asset_id:
+            raise Refused(RefusalReason.NOT_YOURS,
+                          f"report about {report.asset_id} (on gateway {owner}) arrived on {topic}",
+                          asset_id=report.asset_id)
         if report.state not in machine.states:
-            log.error("%s reported state %r, not one of %s",
-                      report.asset_id, report.state, sorted(map(str, machine.states)))
-            return
+            raise Refused(RefusalReason.INVALID, f"{report.state!r} is not a state of {report.asset_id}'s machine",
+                          asset_id=report.asset_id)
         path = machine.triggers_to(report.state)
         if path is None:
-            log.error("%s: no transition leads from %s to reported %s", report.asset_id, machine.state, report.state)
-            return
+            raise Refused(RefusalReason.INVALID,
+                          f"no transition leads from {machine.state} to {report.state}", asset_id=report.asset_id)
         for trigger in path:
             previous = machine.state
             machine.trigger(trigger)

@@ -346,6 +346,11 @@ class OcppGateway(DeviceGateway):
     async def _restore(self, point: Point, connector_id: int, applied: Applied, how: str = "restored") -> None:
         cmd = Command(applied.asset_id, applied.command_type, dict(applied.parameters), applied.scheduled_at,
                       command_id=applied.command_id, attempts=applied.attempt, created_at=applied.created_at)
+        refusal = self.intake.limits(cmd)  # a record an older gateway wrote may hold what the intake refuses now
+        if refusal is not None:
+            self.refuse(self.intake.topic, refusal[0], f"not {how}: {refusal[1]}", message_id=cmd.command_id,
+                        asset_id=cmd.asset_id)
+            return
         outcome, error = await self.call(point, connector_id, cmd)
         level = logging.INFO if outcome is Outcome.COMPLETED else logging.WARNING
         log.log(level, "%s: setpoint of %s %s: %s %s", point.id, cmd.command_id, how, outcome, error or "")

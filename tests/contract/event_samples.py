@@ -58,4 +58,8 @@ SAMPLES: dict[EventType, ev.EventPayload] = {
     EventType.PUBLISH_FAILED: ev.PublishFailed(
         topic="qubit/telemetry/ocpp/ast_bay_1", reason=ev.PublishFailureReason.QOS0_OFFLINE, message_bytes=4120,
         count=37, detail="broker link down for 12.5 s"),
+    EventType.MESSAGE_REFUSED: ev.MessageRefused(
+        topic="qubit/commands/ocpp", reason=ev.RefusalReason.OUT_OF_RANGE,
+        detail="power_kw 1e+06 kW is above the max_power_kw of ast_bay_1 (22 kW)", message_id="cmd_0123456789ab",
+        asset_id="ast_bay_1"),
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from coordinator.contract.messages import AssetStateMessage, CommandBatch, Query, ResultBatch, StatusReport
+from coordinator.contract.messages import AssetStateMessage, CommandBatch, Query, ReceivedResultBatch, StatusReport
 from coordinator.runtime.service import Inbound, Service
 from services.ingester import ScheduleIngester
 from services.loopback_gateway import LoopbackGateway
@@ -14,8 +14,9 @@ from services.tracker import StateTracker
 
 @pytest.mark.parametrize(("make", "declared"), [
     (ScheduleIngester, {"qubit/schedules/in": None}),
-    (Planner, {"qubit/state/+": AssetStateMessage, "qubit/schedules/accepted": None, "qubit/results/+": ResultBatch,
-               "qubit/events/SCHEDULE_REJECTED/+": None, "qubit/query/requests": Query}),
+    (Planner, {"qubit/state/+": AssetStateMessage, "qubit/schedules/accepted": None,
+               "qubit/results/+": ReceivedResultBatch, "qubit/events/SCHEDULE_REJECTED/+": None,
+               "qubit/query/requests": Query}),
     (StateTracker, {"qubit/state/+": AssetStateMessage, "qubit/status/+/+": StatusReport,
                     "qubit/query/requests": Query}),
     (LoopbackGateway, {"qubit/commands/loopback": CommandBatch, "qubit/sim/loopback": None}),

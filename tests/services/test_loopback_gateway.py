@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 import msgpack
 
 from coordinator.base import Command, CommandType
+from coordinator.contract.events import MessageRefused, RefusalReason
 from coordinator.contract.messages import (
     CommandBatch,
     EmergencyStop,
@@ -15,6 +16,7 @@ from coordinator.contract.messages import (
     command_to_wire,
     decode,
 )
+from coordinator.events import EventType
 from services.loopback_gateway import LoopbackGateway
 
 T0 = datetime(2025, 1, 15, 8, 0, tzinfo=UTC)
@@ -52,14 +54,57 @@ def test_redelivered_command_is_answered_not_applied_twice(site, recorder):
     assert len(outcomes(recorder)) == 4 and len(recorder.on("qubit/status/")) == 1
 
 
-def test_malformed_and_foreign_commands_refused(site, recorder, caplog):
+def refusals_of(service) -> list[MessageRefused]:
+    """The MESSAGE_REFUSED payloads ``service`` reports from now on."""
+    seen: list[MessageRefused] = []
+    service.refusals.bus.subscribe(EventType.MESSAGE_REFUSED, lambda e: seen.append(e.payload))
+    return seen
+
+
+def test_malformed_and_foreign_commands_refused(site, recorder):
     gw = LoopbackGateway(site, recorder)
+    refused = refusals_of(gw)
     bad = command_to_wire(cmd("ast_bay_1")) | {"scheduled_at": "yesterday"}
     foreign = cmd("ast_other_site")
     gw.on_commands("t", batch(bad, command_to_wire(foreign), {"no": "ids"}))
     gw.on_commands("t", b"\x93")
     assert [o for _, o in outcomes(recorder)] == [Outcome.REFUSED, Outcome.REFUSED]
-    assert "unanswerable malformed command" in caplog.text and "unreadable command batch" in caplog.text
+    assert [(r.reason, r.message_id) for r in refused] == [
+        (RefusalReason.MALFORMED_ITEM, bad["command_id"]), (RefusalReason.NOT_YOURS, foreign.command_id),
+        (RefusalReason.MALFORMED_ITEM, None), (RefusalReason.UNREADABLE, None)]
+
+
+def test_out_of_range_commands_are_refused_and_change_nothing(site, recorder, tmp_path):
+    log = tmp_path / "devices.jsonl"
+    gw = LoopbackGateway(site, recorder, device_log=log)
+    refused = refusals_of(gw)
+    forged = [cmd("ast_bay_1", kw=1_000_000.0), cmd("ast_bay_1", kw=float("nan")), cmd("ast_bay_1", kw=float("inf")),
+              cmd("ast_bay_1", kw=-7.0), cmd("ast_bay_2", CommandType.SET_DISCHARGE_RATE, 7.0)]
+    good = cmd("ast_batt_001", kw=100.0)
+    gw.on_commands("qubit/commands/loopback", batch(*map(command_to_wire, [*forged, good])))
+    assert outcomes(recorder) == [(c.command_id, Outcome.REFUSED) for c in forged] + [
+        (good.command_id, Outcome.ACKNOWLEDGED), (good.command_id, Outcome.COMPLETED)]
+    assert [r.reason for r in refused] == [RefusalReason.OUT_OF_RANGE] * len(forged)
+    assert [json.loads(line)["command_id"] for line in log.read_text().splitlines()] == [good.command_id]
+
+
+def test_an_item_with_an_id_no_result_can_carry_is_refused_alone(site, recorder):
+    gw = LoopbackGateway(site, recorder)
+    refused = refusals_of(gw)
+    good = cmd("ast_bay_1")
+    bad_ids = [command_to_wire(cmd("ast_bay_2")) | {"command_id": cid}
+               for cid in ("cmd_a/b", "cmd_\x00", "cmd_" + "x" * 200)]
+    gw.on_commands("qubit/commands/loopback", batch(*bad_ids, command_to_wire(good), [1, 2]))
+    assert outcomes(recorder) == [(good.command_id, Outcome.ACKNOWLEDGED), (good.command_id, Outcome.COMPLETED)]
+    assert [r.reason for r in refused] == [RefusalReason.MALFORMED_ITEM] * 4
+
+
+def test_a_batch_for_another_gateway_is_refused_whole(site, recorder):
+    gw = LoopbackGateway(site, recorder)
+    refused = refusals_of(gw)
+    other = CommandBatch(gateway_id="ocpp", commands=[command_to_wire(cmd("ast_bay_1"))]).encode()
+    gw.on_commands("qubit/commands/loopback", other)
+    assert outcomes(recorder) == [] and [r.reason for r in refused] == [RefusalReason.NOT_YOURS]
 
 
 def test_failing_and_silent_assets(site, recorder):
@@ -188,5 +233,14 @@ def test_a_device_can_be_made_silent_and_answer_again(site, recorder):
 
 def test_unreadable_simulator_request_is_refused_with_a_reason(site, recorder, caplog):
     gw = LoopbackGateway(site, recorder)
+    refused = refusals_of(gw)
     gw.on_simulate("qubit/sim/loopback", msgpack.packb({"asset_id": "ast_bay_1", "silent": "yes"}))
-    assert "unreadable simulator request" in caplog.text and gw.silent == set()
+    assert "simulator request" in caplog.text and gw.silent == set()
+    assert [r.reason for r in refused] == [RefusalReason.UNREADABLE]
+
+
+def test_every_result_names_the_attempt_it_answers(site, recorder):
+    gw = LoopbackGateway(site, recorder)
+    c1 = Command("ast_bay_1", CommandType.SET_CHARGE_RATE, {"power_kw": 7.0}, T0, attempts=2)
+    gw.on_commands("qubit/commands/loopback", batch(command_to_wire(c1)))
+    assert [r.attempt for _, p in recorder.on("qubit/results/") for r in decode(ResultBatch, p).results] == [2, 2]

@@ -34,7 +34,7 @@ def test_restart_resumes_pending_and_resends_in_flight_as_they_were(site, record
     first.on_schedule("t", accepted({"ev_001_kw": [7.0, 11.0], "battery_charge_kw": [5.0, 5.0]}, "sch_a", 1))
     first.tick(T0)
     batt, bay = sorted(sent_commands(recorder), key=lambda c: c.asset_id)
-    first.on_results("t", results((batt, Outcome.COMPLETED, None)))
+    first.on_results("qubit/results/loopback", results((batt, Outcome.COMPLETED, None)))
     recorder.clear()
 
     second = restarted(site, recorder, data_dir, clock)  # kill -9: `first` never closed its ledger
@@ -45,7 +45,7 @@ def test_restart_resumes_pending_and_resends_in_flight_as_they_were(site, record
     second.tick(clock.now)
     (again,) = sent_commands(recorder)  # the one in flight, once, as it was
     assert (again.command_id, again.attempts) == (bay.command_id, bay.attempts)
-    second.on_results("t", results((bay, Outcome.COMPLETED, None)))
+    second.on_results("qubit/results/loopback", results((bay, Outcome.COMPLETED, None)))
     assert [e.payload["command_id"] for e in recorder.events(EventType.COMMAND_COMPLETED)] == [bay.command_id]
     recorder.clear()
     second.tick(T0 + SLOT)  # slot 2: only the charger changes (11 kW); nothing is sent twice
@@ -95,9 +95,10 @@ def test_status_queries_are_answered_from_the_ledger_across_restarts(site, recor
     first.on_schedule("t", accepted({"ev_001_kw": [7.0]}, "sch_a", 1))
     first.tick(T0)
     (cmd,) = sent_commands(recorder)
-    first.on_results("t", results((cmd, Outcome.FAILED, "busy")))
+    first.on_results("qubit/results/loopback", results((cmd, Outcome.FAILED, "busy")))
     first.tick(T0 + timedelta(seconds=10))
-    first.on_results("t", results((cmd, Outcome.ACKNOWLEDGED, None), (cmd, Outcome.COMPLETED, None)))
+    first.on_results("qubit/results/loopback",
+                     results((cmd, Outcome.ACKNOWLEDGED, None), (cmd, Outcome.COMPLETED, None)))
     recorder.clear()
     second = restarted(site, recorder, data_dir, clock)
 
@@ -154,7 +155,7 @@ def test_reset_issues_the_setpoint_in_force_again_once(site, recorder):
     planner.on_schedule("t", accepted({"ev_001_kw": [9.0]}, "sch_a", 1))
     planner.tick(T0)
     (nine,) = sent_commands(recorder)
-    planner.on_results("t", results((nine, Outcome.COMPLETED, None)))
+    planner.on_results("qubit/results/loopback", results((nine, Outcome.COMPLETED, None)))
     planner.emergency_stop(stop(True))
     recorder.clear()
     clock.now = T0 + timedelta(seconds=30)
@@ -171,7 +172,7 @@ def test_reset_sends_only_the_newer_setpoint_held_during_the_stop(site, recorder
     planner.on_schedule("t", accepted({"ev_001_kw": [9.0, 0.0]}, "sch_a", 1))
     planner.tick(T0)
     (nine,) = sent_commands(recorder)
-    planner.on_results("t", results((nine, Outcome.COMPLETED, None)))
+    planner.on_results("qubit/results/loopback", results((nine, Outcome.COMPLETED, None)))
     planner.emergency_stop(stop(True))
     clock.now = T0 + SLOT
     planner.tick(clock.now)  # slot 2 falls due during the stop: held
@@ -188,7 +189,7 @@ def test_finished_history_is_pruned_after_the_retention(site, recorder):
     planner.on_schedule("t", accepted({"ev_001_kw": [7.0]}, "sch_a", 1))
     planner.tick(T0)
     (cmd,) = sent_commands(recorder)
-    planner.on_results("t", results((cmd, Outcome.COMPLETED, None)))
+    planner.on_results("qubit/results/loopback", results((cmd, Outcome.COMPLETED, None)))
     planner.tick(T0 + timedelta(days=6))
     assert planner.ledger.command_record(cmd.command_id) is not None
     planner.tick(T0 + timedelta(days=7, hours=2))

@@ -1,5 +1,6 @@
 from datetime import UTC, datetime
 
+from coordinator.contract.events import MessageRefused, RefusalReason
 from coordinator.contract.messages import (
     AssetStateMessage,
     Query,
@@ -30,25 +31,29 @@ def test_status_reports_drive_machines_and_retained_states(site, recorder):
         ("AVAILABLE", "PREPARING"), ("PREPARING", "CHARGING")]
     state = retained(recorder)["qubit/state/ast_bay_1"]
     assert (state.state, state.previous_state, state.trigger) == ("CHARGING", "PREPARING", "start_charge")
-    tracker.on_status("t", report("ast_bay_1", "AVAILABLE"))  # unplugged mid-charge: one step, an early departure
+    tracker.on_status("qubit/status/loopback/ast_bay_1", report("ast_bay_1", "AVAILABLE"))  # unplugged mid-charge
     state = retained(recorder)["qubit/state/ast_bay_1"]
     assert (state.state, state.previous_state, state.trigger) == ("AVAILABLE", "CHARGING", "unplug")
 
 
-def test_bad_reports_are_refused_and_change_nothing(site, recorder, caplog):
+def test_bad_reports_are_refused_and_change_nothing(site, recorder):
     tracker = StateTracker(site, recorder)
+    refused: list[MessageRefused] = []  # the payloads of MESSAGE_REFUSED
+    tracker.refusals.bus.subscribe(EventType.MESSAGE_REFUSED, lambda e: refused.append(e.payload))  # type: ignore[arg-type]
     tracker.on_status("t", b"\xff\xfe")
-    tracker.on_status("t", report("ast_ghost", "CHARGING"))
-    tracker.on_status("t", report("ast_bay_1", "EXPLODED"))
+    tracker.on_status("qubit/status/loopback/ast_ghost", report("ast_ghost", "CHARGING"))
+    tracker.on_status("qubit/status/loopback/ast_bay_1", report("ast_bay_1", "EXPLODED"))
+    tracker.on_status("qubit/status/ocpp/ast_bay_1", report("ast_bay_1", "CHARGING"))  # another gateway's identity
+    tracker.on_status("qubit/status/loopback/ast_bay_2", report("ast_bay_1", "CHARGING"))  # topic and report differ
     assert tracker.machines["ast_bay_1"].state == "AVAILABLE"
     assert recorder.sent == []
-    for text in ("unreadable status report", "unknown asset ast_ghost", "'EXPLODED'"):
-        assert text in caplog.text
+    assert [r.reason for r in refused] == [RefusalReason.UNREADABLE, RefusalReason.UNKNOWN_ASSET,
+                                           RefusalReason.INVALID, RefusalReason.NOT_YOURS, RefusalReason.NOT_YOURS]
 
 
 def test_retained_states_restore_machines_after_restart(site, recorder):
     first = StateTracker(site, recorder)
-    first.on_status("t", report("ast_batt_001", "DISCHARGING"))
+    first.on_status("qubit/status/loopback/ast_batt_001", report("ast_batt_001", "DISCHARGING"))
     saved = [(t, p) for t, p, _, r in recorder.sent if r]
     second = StateTracker(site, recorder)
     for topic, payload in saved:
@@ -59,7 +64,7 @@ def test_retained_states_restore_machines_after_restart(site, recorder):
 
 def test_initial_states_published_for_silent_assets(site, recorder):
     tracker = StateTracker(site, recorder)
-    tracker.on_status("t", report("ast_bay_1", "PREPARING"))
+    tracker.on_status("qubit/status/loopback/ast_bay_1", report("ast_bay_1", "PREPARING"))
     tracker.tick(datetime.now(UTC).replace(year=2100))
     assert set(retained(recorder)) == {"qubit/state/ast_bay_1", "qubit/state/ast_bay_2", "qubit/state/ast_batt_001"}
     assert retained(recorder)["qubit/state/ast_bay_2"].state == "AVAILABLE"
@@ -67,7 +72,7 @@ def test_initial_states_published_for_silent_assets(site, recorder):
 
 def test_answers_asset_states_and_leaves_commands_to_the_planner(site, recorder):
     tracker = StateTracker(site, recorder)
-    tracker.on_status("t", report("ast_bay_1", "PREPARING"))
+    tracker.on_status("qubit/status/loopback/ast_bay_1", report("ast_bay_1", "PREPARING"))
 
     def ask(kind: QueryKind, id_: str | None = None) -> QueryReply | None:
         return tracker.answer(Query(query_id="q1", reply_to="qubit/query/replies/me", kind=kind, id=id_))

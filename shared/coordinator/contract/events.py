@@ -60,6 +60,8 @@ class EventType(StrEnum):
     """A process's lifecycle, operational or health state moved (coordinator.state)."""
     PUBLISH_FAILED = "PUBLISH_FAILED"
     """A process could not send a message (or, summarised, several): nothing on the bus is lost quietly."""
+    MESSAGE_REFUSED = "MESSAGE_REFUSED"
+    """A process refused a message (or one item of a batch) it received: nothing of it was applied."""
 
 
 Time = AwareDatetime
@@ -419,6 +421,57 @@ class PublishFailed(EventPayload):
     """For a human: the client library's error, the outage's length."""
 
 
+class RefusalReason(StrEnum):
+    """Why a received message (or one item of a batch) was refused: MESSAGE_REFUSED's ``reason``
+    and the ``reason`` label of ``qubit_messages_refused_total``."""
+
+    UNREADABLE = "unreadable"
+    """Not msgpack, or not the message the topic carries (a field missing, a wrong type)."""
+    TOO_LARGE = "too_large"
+    """Over the topic's size limit (runtime/settings.py max_message_bytes)."""
+    MALFORMED_ITEM = "malformed_item"
+    """One item of a batch could not be read (the rest of the batch was taken)."""
+    WRONG_SITE = "wrong_site"
+    """About another site (an accepted schedule with another site_id)."""
+    UNKNOWN_ASSET = "unknown_asset"
+    """Names an asset the site config does not have."""
+    OUT_OF_RANGE = "out_of_range"
+    """A value outside the asset's limits (NaN, infinite, above max_power_kw, negative for a charger)."""
+    NOT_YOURS = "not_yours"
+    """From, or for, the wrong gateway: a batch for another gateway, a result about a command routed
+    elsewhere, a status report about an asset of another gateway."""
+    STALE_VERSION = "stale_version"
+    """An accepted schedule older than the one in force for its assets."""
+    FUTURE_VERSION = "future_version"
+    """An accepted schedule whose version lies further in the future than versions can
+    (docs/wire-contract.md: versions are bounded)."""
+    REPLAYED = "replayed"
+    """A result for an attempt that is not the command's current one."""
+    UNKNOWN_COMMAND = "unknown_command"
+    """A result for a command the planner does not have."""
+    NOT_DISPATCHED = "not_dispatched"
+    """A result for a command that is not in flight (never dispatched, or waiting for its retry)."""
+    INVALID = "invalid"
+    """Readable, but refused by a rule of the receiving process (``detail`` names it)."""
+
+
+class MessageRefused(EventPayload):
+    """A message, or one item of a batch, was refused by the process that received it; nothing
+    of it was applied. Every refusal is one event and one count of
+    ``qubit_messages_refused_total{topic_family,reason}``; only the log lines are rate-limited.
+    The raw payload is never quoted."""
+
+    topic: str
+    """The topic it arrived on."""
+    reason: Annotated[RefusalReason, Strict(False)]
+    detail: Text
+    """For a human: which field, which rule, which limit; never a secret, never the raw payload."""
+    message_id: Id | None = None
+    """The sender's id of the refused thing, when one could be read (a command id, a schedule id)."""
+    asset_id: Id | None = None
+    """The asset it was about, when one could be read."""
+
+
 PAYLOAD_MODELS: dict[EventType, type[EventPayload]] = {
     EventType.COMMAND_CREATED: CommandCreated,
     EventType.COMMAND_DISPATCHED: CommandDispatched,
@@ -442,6 +495,7 @@ PAYLOAD_MODELS: dict[EventType, type[EventPayload]] = {
     EventType.EMERGENCY_STOP_RESET: EmergencyStopReset,
     EventType.SERVICE_STATE_CHANGED: ServiceStateChanged,
     EventType.PUBLISH_FAILED: PublishFailed,
+    EventType.MESSAGE_REFUSED: MessageRefused,
 }
 """Each event type's one payload model."""
 

@@ -80,11 +80,21 @@ def decode(model: type[M], data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -
         raise DecodeError(f"{model.__name__}: field {where}: {first['msg']}") from None
 
 
+VERSION_AHEAD_US = 24 * 3600 * 1_000_000
+"""How far (microseconds) an AcceptedSchedule's version may lie ahead of the planner's clock.
+Versions are the ingester's clock in microseconds since the epoch, so a legitimate one is
+never ahead by more than the clocks' skew; a version further ahead is refused
+(``future_version``): a forged 2^62 must not outrank every later schedule."""
+
+
 class AcceptedSchedule(WireModel):
-    """Ingester -> planner: a schedule that passed every check, as it was received."""
+    """Ingester -> planner: a schedule that passed every check, as it was received. The
+    planner runs the same checks again before planning it (coordinator.schedule_review)."""
 
     schedule_id: str = Id
     version: int = Field(ge=0)
+    """Microseconds since the epoch when the ingester accepted it; at most VERSION_AHEAD_US
+    ahead of the planner's clock."""
     received_at: AwareDatetime
     command_count: int = Field(ge=0)
     schedule: bytes
@@ -99,7 +109,8 @@ class CommandBatch(WireModel):
     """
 
     gateway_id: str = Id
-    commands: list[dict[str, Any]]
+    commands: list[Any]
+    """Command maps (``command_to_wire``); anything else in the list is refused as one item."""
 
     @classmethod
     def of(cls, gateway_id: str, commands: list[Command]) -> CommandBatch:
@@ -139,6 +150,10 @@ class CommandResult(WireModel):
     outcome: Outcome
     at: AwareDatetime
     error: str | None = Field(None, max_length=2000)
+    attempt: int | None = Field(None, ge=0)
+    """The delivery's attempt it answers (the command's ``attempts`` as dispatched); None from
+    a gateway older than this field, or for an item too malformed to have one. The planner
+    refuses a result for another attempt than the command's current one."""
 
 
 class ResultBatch(WireModel):
@@ -152,6 +167,15 @@ class ResultBatch(WireModel):
         """``results`` of ``gateway_id`` as consecutive batches, each encoding to at most
         ``max_bytes``, in order, none lost. ValueError for a result too large on its own."""
         return [cls(gateway_id=gateway_id, results=part) for part in _parts(cls, gateway_id, results, max_bytes)]
+
+
+class ReceivedResultBatch(WireModel):
+    """A ResultBatch as the planner reads it: each result validated on its own
+    (``CommandResult.model_validate``), so that one malformed result is refused alone and the
+    others of the batch are taken."""
+
+    gateway_id: str = Id
+    results: list[Any]
 
 
 def _parts(batch: type[CommandBatch | ResultBatch], gateway_id: str, items: Sequence[Any],

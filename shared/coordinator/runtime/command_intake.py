@@ -1,6 +1,10 @@
 """What every gateway does with a command batch before a device sees anything.
 
-Malformed commands are refused (when they carry ids to answer to). Every well-formed
+Each item of a batch is taken or refused on its own: a malformed command, one for an asset
+that is not this gateway's, or one out of its asset's limits (coordinator.setpoint_limits:
+NaN, infinite, negative, above max_power_kw) is answered REFUSED when it carries ids a result
+can name, and is a MESSAGE_REFUSED event either way; the batch's other commands go on. A
+batch addressed to another gateway is refused whole. Every well-formed
 delivery (a command_id with its attempt number: a retry from the planner is new work) is
 written to the gateway's durable record (runtime/gateway_record.py) inside the MQTT handler,
 before the broker's ack: a delivery seen before, in this run or an earlier one, is answered
@@ -17,20 +21,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Iterable
 from datetime import datetime
+
+import pydantic
 
 from coordinator.base import Command
 from coordinator.contract.codec import DecodeError, command_from_wire
+from coordinator.contract.events import RefusalReason
 from coordinator.contract.messages import (
     CommandBatch,
     CommandResult,
     Outcome,
     ResultBatch,
 )
-from coordinator.contract.topics import results_topic
+from coordinator.contract.topics import commands_topic, results_topic
 from coordinator.runtime.gateway_record import Delivery, GatewayRecord, Progress
 from coordinator.runtime.service import Publish, max_message_bytes
+from coordinator.setpoint_limits import out_of_range
 from coordinator.setpoint_order import Verdict, decide, ordering
+from coordinator.site import AssetConfig
 from coordinator.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -41,21 +51,68 @@ FINAL = frozenset({Outcome.COMPLETED, Outcome.FAILED, Outcome.REFUSED, Outcome.S
 
 
 def result(
-    cmd_id: str, asset_id: str, outcome: Outcome, error: str | None = None, at: datetime | None = None
+    cmd_id: str, asset_id: str, outcome: Outcome, error: str | None = None, at: datetime | None = None,
+    attempt: int | None = None,
 ) -> CommandResult:
-    return CommandResult(command_id=cmd_id, asset_id=asset_id, outcome=outcome, at=at or utcnow(), error=error)
+    """A result; ``attempt`` is filled in by ``CommandIntake.send`` from the delivery it answers."""
+    return CommandResult(command_id=cmd_id, asset_id=asset_id, outcome=outcome, at=at or utcnow(), error=error,
+                         attempt=attempt)
+
+
+Refuse = Callable[..., None]
+"""refuse(topic, reason, detail, message_id=..., asset_id=...), as ``Service.refuse``."""
+
+
+def _log_refusal(topic: str, reason: RefusalReason, detail: str, **ids: object) -> None:
+    log.warning("refused %s on %s: %s", reason.value, topic, detail)
 
 
 class CommandIntake:
-    def __init__(self, gateway_id: str, publish: Publish, record: GatewayRecord) -> None:
+    def __init__(self, gateway_id: str, publish: Publish, record: GatewayRecord,
+                 assets: Iterable[AssetConfig] | None = None, refuse: Refuse | None = None) -> None:
+        """``assets``: the gateway's assets, whose limits every command is held to (None: no
+        check, for tests of the record alone); ``refuse`` reports each refusal (MESSAGE_REFUSED)."""
         self.gateway_id = gateway_id
         self.publish = publish
         self.record = record
+        self.assets = None if assets is None else {a.asset_id: a for a in assets}
+        self.refuse = refuse or _log_refusal
+        self.topic = commands_topic(gateway_id)
         self._latest: dict[str, DeliveryKey] = {}  # command_id -> its delivery being worked on
 
+    def limits(self, cmd: Command) -> tuple[RefusalReason, str] | None:
+        """Why ``cmd`` must not reach its device (not this gateway's asset, out of range), or None."""
+        if self.assets is None:
+            return None
+        asset = self.assets.get(cmd.asset_id)
+        if asset is None:
+            return RefusalReason.NOT_YOURS, f"{cmd.asset_id} is not an asset of gateway {self.gateway_id}"
+        why = out_of_range(cmd, asset)
+        return None if why is None else (RefusalReason.OUT_OF_RANGE, why)
+
+    def _refuse_item(self, item: object, reason: RefusalReason, detail: str,
+                     answers: list[CommandResult], attempt: int | None = None) -> None:
+        """One item refused: answered REFUSED when its ids can name a result, an event either way."""
+        cid, aid = (item.get("command_id"), item.get("asset_id")) if isinstance(item, dict) else (None, None)
+        answer: CommandResult | None = None
+        if isinstance(cid, str) and isinstance(aid, str):
+            try:
+                answer = result(cid, aid, Outcome.REFUSED, detail[:2000], attempt=attempt)
+            except pydantic.ValidationError:  # an id no topic or result may carry ('/', NUL, too long)
+                answer = None
+        if answer is not None:
+            answers.append(answer)
+        self.refuse(self.topic, reason, detail + ("" if answer else " (no usable ids: not answered)"),
+                    message_id=cid if answer else None, asset_id=aid if answer else None)
+
     def accept(self, batch: CommandBatch) -> list[Command]:
-        """The batch's new, well-formed deliveries, recorded as accepted (committed);
-        refusals, repeats and attempts applied before are answered here."""
+        """The batch's new, well-formed deliveries within their assets' limits, recorded as
+        accepted (committed); refusals, repeats and attempts applied before are answered here."""
+        if batch.gateway_id != self.gateway_id:
+            self.refuse(self.topic, RefusalReason.NOT_YOURS,
+                        f"command batch for gateway {batch.gateway_id!r} on {self.gateway_id}'s topic: "
+                        f"{len(batch.commands)} commands not taken")
+            return []
         fresh: list[Command] = []
         answered: list[tuple[Command, list[CommandResult]]] = []
         answers: list[CommandResult] = []
@@ -64,11 +121,11 @@ class CommandIntake:
             try:
                 cmd = command_from_wire(item)
             except DecodeError as exc:
-                cid, aid = (item.get("command_id"), item.get("asset_id")) if isinstance(item, dict) else (None, None)
-                if isinstance(cid, str) and isinstance(aid, str):
-                    answers.append(result(cid, aid, Outcome.REFUSED, f"malformed command: {exc.reason}"))
-                else:
-                    log.error("unanswerable malformed command in batch: %s", exc.reason)
+                self._refuse_item(item, RefusalReason.MALFORMED_ITEM, f"malformed command: {exc.reason}", answers)
+                continue
+            refusal = self.limits(cmd)
+            if refusal is not None:
+                self._refuse_item(item, refusal[0], refusal[1], answers, cmd.attempts)
                 continue
             key = (cmd.command_id, cmd.attempts)
             if key in in_batch:
@@ -81,7 +138,8 @@ class CommandIntake:
             if decision.verdict is Verdict.ANSWER_FROM_RECORD and seen is not None:
                 answers += self._from_record(seen)
             elif decision.verdict is Verdict.ALREADY_APPLIED:
-                done = [result(cmd.command_id, cmd.asset_id, Outcome.COMPLETED, decision.reason)]
+                done = [result(cmd.command_id, cmd.asset_id, Outcome.COMPLETED, decision.reason,
+                               attempt=cmd.attempts)]
                 answered.append((cmd, done))
                 answers += done
             else:
@@ -115,7 +173,13 @@ class CommandIntake:
         return self._latest.get(cmd.command_id) == (cmd.command_id, cmd.attempts)
 
     def check(self, cmd: Command) -> CommandResult | None:
-        """Right before the device: None to go ahead, else the answer (SUPERSEDED) instead."""
+        """Right before the device: None to go ahead, else the answer (REFUSED out of range,
+        SUPERSEDED) instead. The limits again: a delivery resumed from the record was accepted
+        by an earlier run."""
+        refusal = self.limits(cmd)
+        if refusal is not None:
+            self.refuse(self.topic, refusal[0], refusal[1], message_id=cmd.command_id, asset_id=cmd.asset_id)
+            return result(cmd.command_id, cmd.asset_id, Outcome.REFUSED, refusal[1])
         decision = ordering(cmd, self.record.in_force(cmd.asset_id, cmd.command_type))
         if decision.verdict is Verdict.SUPERSEDED:
             log.warning("%s attempt %d not applied: %s", cmd.command_id, cmd.attempts, decision.reason)
@@ -139,6 +203,9 @@ class CommandIntake:
         """Record ``results`` with their deliveries (committed), then publish them."""
         if not results:
             return
+        # Each result names the attempt it answers: the planner refuses one for another attempt.
+        results = [r if r.attempt is not None or (key := self._latest.get(r.command_id)) is None
+                   else r.model_copy(update={"attempt": key[1]}) for r in results]
         if remember:
             by_delivery: dict[DeliveryKey, list[CommandResult]] = {}
             for r in results:

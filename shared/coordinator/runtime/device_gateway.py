@@ -56,7 +56,7 @@ class DeviceGateway(Service):
         self.bus = EventBus()
         forward_events(self.bus, publish)
         self.record = GatewayRecord(record or record_path(gateway_id))
-        self.intake = CommandIntake(gateway_id, publish, self.record)
+        self.intake = CommandIntake(gateway_id, publish, self.record, site.assets_of(gateway_id), self.refuse)
         self._results = ResultBatcher(self.intake)
         self.halted: str | None = None
         """Why commands are refused (the site's emergency stop), or None."""

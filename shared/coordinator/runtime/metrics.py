@@ -38,10 +38,12 @@ from coordinator.contract.events import (
     CommandPayload,
     DeviceLink,
     DeviceLinkUp,
+    MessageRefused,
     PublishFailureReason,
     SchedulePlanned,
 )
 from coordinator.events import Event, EventBus, EventType, Subscription
+from coordinator.runtime.refusals import topic_family
 from coordinator.runtime.settings import DEFAULT_METRICS_PORT as DEFAULT_METRICS_PORT  # re-exported: callers look here
 from coordinator.runtime.settings import Settings, settings
 from coordinator.state.state_types import HealthState, LifecycleState, OperationalState
@@ -153,6 +155,11 @@ class ServiceMetrics:
             ["service"], registry=r,
         ).labels(service)
 
+        self._refused = Counter(
+            "qubit_messages_refused", "Messages (or batch items) refused on receipt (MESSAGE_REFUSED events).",
+            ["service", "topic_family", "reason"], registry=r,
+        )
+
         self._dispatched_at: OrderedDict[str, datetime] = OrderedDict()
         self._server: WSGIServer | None = None
         self._server_thread: threading.Thread | None = None
@@ -254,6 +261,8 @@ class ServiceMetrics:
             self._link_up.labels(self.service, p.asset_id).set(1 if isinstance(p, DeviceLinkUp) else 0)
         elif isinstance(p, SchedulePlanned):  # its commands, created together, without an event each
             self._commands[CommandStatus.PENDING.value].inc(p.command_count)
+        elif isinstance(p, MessageRefused):
+            self._refused.labels(self.service, topic_family(p.topic), p.reason.value).inc()
         elif kind is EventType.EMERGENCY_STOP_ACTIVATED:
             self.set_emergency_stop(True)
         elif kind is EventType.EMERGENCY_STOP_RESET:

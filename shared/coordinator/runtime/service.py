@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import NamedTuple, TypeVar
 
 from coordinator.contract.codec import DecodeError, encode_event
-from coordinator.contract.events import PublishFailed
+from coordinator.contract.events import PublishFailed, RefusalReason
 from coordinator.contract.messages import EmergencyStop, ServiceStatus, WireModel, decode
 from coordinator.contract.topics import EMERGENCY_STOP, event_topic
 from coordinator.events import Event, EventBus, EventType
@@ -35,6 +35,7 @@ from coordinator.runtime.mqtt import (
     MqttClient,
     PublishFailure,
 )
+from coordinator.runtime.refusals import Refusals, Refused
 from coordinator.runtime.settings import DEFAULT_SITE_CONFIG as DEFAULT_SITE_CONFIG  # re-exported: callers look here
 from coordinator.runtime.settings import environment_name, settings
 from coordinator.runtime.supervision import Supervisor
@@ -73,6 +74,25 @@ class Service:
     and its status: a declaration for readers, logged at start-up."""
     bus: EventBus | None = None
     """Its own event bus, if it has one: forwarded to qubit/events/# and counted in metrics."""
+
+    @property
+    def refusals(self) -> Refusals:
+        """Where the process reports what it refused (MESSAGE_REFUSED): ``serve`` sets the
+        process's own; a service built without it (a unit test) gets one with a bus of its own."""
+        found = self.__dict__.get("_refusals")
+        if found is None:
+            found = self.__dict__["_refusals"] = Refusals(EventBus())
+        return found
+
+    @refusals.setter
+    def refusals(self, refusals: Refusals) -> None:
+        self.__dict__["_refusals"] = refusals
+
+    def refuse(self, topic: str, reason: RefusalReason, detail: str, *, message_id: object = None,
+               asset_id: object = None) -> None:
+        """Refuse (a part of) a message received on ``topic``: one MESSAGE_REFUSED event."""
+        self.refusals.refuse(topic, reason, detail, message_id=message_id, asset_id=asset_id,
+                             logger=logging.getLogger(type(self).__module__))
 
     def subscriptions(self) -> list[Inbound]:
         """What it receives: topic filter -> handler (each handler decodes its wire model)."""
@@ -125,9 +145,11 @@ def receives(
     """Turn ``handler(self, topic, message)`` into an MQTT handler ``(self, topic, data)``.
 
     The untrusted bytes are decoded into ``model``, refusing more than ``max_bytes`` (default:
-    the ``max_message_bytes`` setting); what cannot be read is logged with its reason and
-    dropped, so one bad message never stops a service. The handler keeps its model as
-    ``wire_model`` (``Inbound.model``).
+    the ``max_message_bytes`` setting); what cannot be read is refused (a MESSAGE_REFUSED
+    event, ``too_large`` or ``unreadable``) and dropped, so one bad message never stops a
+    service. A handler refuses a readable message by raising ``Refused`` before it changed
+    anything. The handler keeps its model as ``wire_model`` (``Inbound.model``). A ``Service``
+    reports the refusal through its ``refusals``; any other owner, through ``UNATTACHED``.
     """
 
     def decorate(method: Callable[[S, str, M], None]) -> Callable[[S, str, bytes], None]:
@@ -135,18 +157,31 @@ def receives(
 
         @functools.wraps(method)
         def receive(self: S, topic: str, data: bytes) -> None:
-            try:
-                message = decode(model, data, max_bytes=max_bytes or max_message_bytes())
-            except DecodeError as exc:
-                method_log.error("unreadable %s on %s: %s", what, topic, exc.reason)
+            limit = max_bytes or max_message_bytes()
+            refuse = getattr(self, "refuse", None) or functools.partial(UNATTACHED.refuse, logger=method_log)
+            if len(data) > limit:
+                refuse(topic, RefusalReason.TOO_LARGE, f"{what}: {len(data)} bytes, over the limit {limit}")
                 return
-            method(self, topic, message)
+            try:
+                message = decode(model, data, max_bytes=limit)
+            except DecodeError as exc:
+                refuse(topic, RefusalReason.UNREADABLE, f"{what}: {exc.reason}")
+                return
+            try:
+                method(self, topic, message)
+            except Refused as refused:
+                refuse(topic, refused.reason, f"{what}: {refused.detail}", message_id=refused.message_id,
+                       asset_id=refused.asset_id)
 
         receive.wire_model = model  # type: ignore[attr-defined]
         return receive
 
     return decorate
 
+
+UNATTACHED = Refusals(EventBus())
+"""Where a handler that is not a Service's method reports refusals (log lines; events on a bus
+nobody forwards)."""
 
 _MAX_MESSAGE_BYTES = environment_name("max_message_bytes")
 
@@ -219,6 +254,7 @@ async def serve(name: str, build: Callable[[SiteConfig, Publish], Service], site
     metrics.watch_reconnects(lambda: client.reconnects)
     metrics.watch_publishes(lambda: client.unconfirmed, lambda: client.overflow)
     service = build(site, client.publish)
+    service.refusals = Refusals(bus)  # the process's bus: forwarded at once (never held by a ledger), counted
     if service.bus is not None:  # commands, links: what the service itself reports
         metrics.observe_bus(service.bus)
     service.attach(supervisor)
@@ -349,8 +385,8 @@ class EmergencyStopHandler:
         try:
             order = decode(EmergencyStop, data)
         except DecodeError as exc:
-            log.error("unreadable emergency stop order on %s, ignored (the site's state is unchanged): %s",
-                      topic, exc.reason)
+            self.service.refuse(topic, RefusalReason.UNREADABLE,
+                                f"unreadable emergency stop order: {exc.reason} (the site's state is unchanged)")
             return
         if order.active and self.supervisor.emergency is None:
             log.warning("EMERGENCY STOP by %s: %s", order.issued_by, order.reason)

@@ -62,5 +62,6 @@ def test_refusals_are_counted_and_their_log_lines_rate_limited(caplog):
         refusals.refuse(Refusal.DUPLICATE_CONNECTION, "refused %s: already connected", "CP001")
     lines = [r.getMessage() for r in caplog.records]
     assert lines == ["refused CP001: already connected", "refused CP002: wrong or missing credentials",
-                     "refused CP001: already connected (and 199 more duplicate_connection refusals since the last line)"]
+                     "refused CP001: already connected "
+                     "(and 199 more duplicate_connection refusals since the last line)"]
     assert refusals.counts[Refusal.DUPLICATE_CONNECTION] == 201 and refusals.counts[Refusal.BAD_CREDENTIALS] == 1

@@ -67,7 +67,8 @@ def test_no_field_prints_its_value(tmp_path, capsys, bad, key):
     text = site_text(f'password = "{GOOD}"')
     field = bad.split(" = ")[0]
     lines = [line for line in text.splitlines() if not line.startswith(f"{field} =")]
-    anchor = "[assets.ocpp]" if key.startswith("assets[0].ocpp") else ("asset_id" if "assets" in key else "[[gateways]]")
+    anchor = ("[assets.ocpp]" if key.startswith("assets[0].ocpp")
+              else "asset_id" if "assets" in key else "[[gateways]]")
     at = next(i for i, line in enumerate(lines) if line.startswith(anchor))
     lines.insert(at + 1 if anchor != "[[gateways]]" else at, bad)
     err = refused(tmp_path, "\n".join(lines), capsys)

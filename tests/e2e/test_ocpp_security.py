@@ -183,6 +183,18 @@ def test_deeply_nested_frames_get_a_call_error_and_the_gateway_keeps_serving(ocp
             await ws.send("[" * 5000 + "]" * 5000)  # no message id to answer: dropped, the socket stays
             await ws.send(json.dumps([2, "hb-after", "Heartbeat", {}]))
             answers.append(("hb-after", json.loads(await asyncio.wait_for(ws.recv(), 10))))
+            # A deep answer to the gateway's own call (the fallback profile it installs after a boot).
+            boot = {"chargePointVendor": "q", "chargePointModel": "m"} if version == "1.6" else {
+                "chargingStation": {"vendorName": "q", "model": "m"}, "reason": "PowerUp"}
+            await ws.send(json.dumps([2, "boot-1", "BootNotification", boot]))
+            while (message := json.loads(await asyncio.wait_for(ws.recv(), 10)))[0] != 2:
+                pass  # the boot's answer
+            await ws.send(f'[3,"{message[1]}",' + "[" * 5000 + "]" * 5000 + "]")
+            # Open until the gateway has taken the answer: its call ends then, not at its timeout.
+            deadline = asyncio.get_running_loop().time() + 10
+            while "CP001: fallback profile" not in ocpp_tls_stack.log("gateway-ocpp"):
+                assert asyncio.get_running_loop().time() < deadline, "the fallback call did not end"
+                await asyncio.sleep(0.1)
             return answers
 
     answers = asyncio.run(hostile())
@@ -194,3 +206,4 @@ def test_deeply_nested_frames_get_a_call_error_and_the_gateway_keeps_serving(ocp
     log = ocpp_tls_stack.log("gateway-ocpp")
     assert "Traceback" not in log and "RecursionError" not in log
     assert "refused a frame of" in log and "nested deeper than 32 levels" in log
+    assert f"CP001: fallback profile 0 kW not installed: CallError {code}" in ocpp_tls_stack.log("gateway-ocpp")

@@ -293,7 +293,9 @@ class SiteConfig(BaseModel):
                 continue
             key = f"assets[{i}].ocpp.password_file"
             try:
-                text = Path(asset.ocpp.password_file).read_text(encoding="utf-8").strip()
+                secret = Path(asset.ocpp.password_file)
+                text = secret.read_text(encoding="utf-8").strip()
+                mode = secret.stat().st_mode & 0o777
             except (OSError, UnicodeDecodeError) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
                 problems.append(f"{key}: cannot read {asset.ocpp.password_file} ({reason}); "
@@ -303,6 +305,9 @@ class SiteConfig(BaseModel):
             if problem:
                 problems.append(f"{key}: the password in the file {problem}")
                 continue
+            if mode & 0o077:  # usable, but anyone on the machine may read it
+                log.warning("%s: %s is readable by group or others (mode %03o): chmod 600 it", key,
+                            asset.ocpp.password_file, mode)
             found[i] = text
         if not problems:
             for i, text in found.items():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import ssl
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,7 @@ import pytest
 from coordinator.runtime.service import load_site
 from coordinator.runtime.settings import DEFAULT_SITE_CONFIG
 from coordinator.site import SiteConfig, SiteConfigError
+from services.ocpp_gateway.central import server_tls_context
 from tools.demo import write_ocpp_secrets
 
 SECRET = "MyRealSecret123"  # 15 characters: the example
@@ -106,7 +109,7 @@ def test_password_and_password_file_are_never_both(tmp_path, capsys):
     assert "assets[0].ocpp: password and password_file are both set" in err and GOOD not in err
 
 
-def test_a_password_file_is_read_relative_to_the_site_file_and_only_when_asked(tmp_path, capsys):
+def test_a_password_file_is_read_relative_to_the_site_file_and_only_when_asked(tmp_path, capsys, caplog):
     (tmp_path / "secrets").mkdir()
     path = tmp_path / "site.toml"
     path.write_text(site_text('password_file = "secrets/CP001.password"',
@@ -123,9 +126,12 @@ def test_a_password_file_is_read_relative_to_the_site_file_and_only_when_asked(t
                                    f"{tmp_path / 'secrets' / 'CP001.password'} (No such file or directory); "
                                    "qubit-credentials makes the site's password files"]
     (tmp_path / "secrets" / "CP001.password").write_text(GOOD + "\n")
-    charger = SiteConfig.load(path, secrets_for="ocpp").assets[0].ocpp
+    (tmp_path / "secrets" / "CP001.password").chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="coordinator.site"):
+        charger = SiteConfig.load(path, secrets_for="ocpp").assets[0].ocpp
     assert charger is not None and charger.password == GOOD  # the line, without its newline
     assert GOOD not in repr(charger)
+    assert "readable by group or others (mode 644): chmod 600 it" in caplog.text and GOOD not in caplog.text
     (tmp_path / "secrets" / "CP001.password").write_text("short\n")
     err = refused(tmp_path, path.read_text(), capsys)
     assert "the password in the file must be at least 16 bytes" in err and "short" not in err
@@ -150,3 +156,13 @@ def test_the_sample_is_profile_2_and_loads_with_its_secrets(tmp_path):
     passwords = [a.ocpp.password for a in loaded.assets if a.ocpp is not None]
     assert all(p and len(p) >= 16 for p in passwords) and len(set(passwords)) == len(passwords)
     assert (tmp_path / "secrets" / "chargers" / f"{chargers[0].charge_point_id}.password").stat().st_mode & 0o077 == 0
+
+
+def test_the_gateway_tls_context_is_tls_1_2_or_later_with_the_site_certificate(tmp_path):
+    from coordinator.site import OcppListenConfig
+
+    assert server_tls_context(OcppListenConfig()) is None
+    write_ocpp_secrets(tmp_path, "sit_t", [])
+    context = server_tls_context(OcppListenConfig(tls_cert=str(tmp_path / "ocpp" / "server.crt"),
+                                                  tls_key=str(tmp_path / "ocpp" / "server.key")))
+    assert context is not None and context.minimum_version is ssl.TLSVersion.TLSv1_2

@@ -15,6 +15,8 @@ as ``layer3`` and drives the simulated chargers as ``simulator``.
 
 from __future__ import annotations
 
+import os
+import secrets
 import sys
 import tempfile
 import time
@@ -35,9 +37,11 @@ from coordinator.contract.topics import (
 from coordinator.runtime.mqtt import MqttClient
 from coordinator.runtime.service import load_site
 from coordinator.runtime.settings import DEFAULT_SITE_CONFIG
+from coordinator.site import SiteConfig
 from coordinator.timeutil import utcnow
 from simulators.battery import CONTROL, Control
 from tools.broker import free_port, start_broker
+from tools.certificates import LocalCA
 from tools.event_lines import describe
 from tools.launcher import ServiceProcesses
 from tools.walkthrough import ASSET_MAP, sample_schedule
@@ -93,15 +97,40 @@ CHARGERS = {"ast_bay_1": "CP_BAY_1", "ast_bay_2": "CP_BAY_2"}
 
 
 def demo_site(workdir: Path) -> tuple[Path, int]:
-    """deploy/site.toml with the CSMS and the battery moved to free ports; the battery's port."""
+    """deploy/site.toml with the CSMS and the battery moved to free ports; the battery's port.
+
+    With the sample's OCPP secrets made beside it (secrets/, the layout of qubit-credentials):
+    the demo runs security profile 2, wss:// and a password per charger, end to end."""
     text = DEFAULT_SITE_CONFIG.read_text()
     battery_port = free_port()
     for fixed, free in (("port = 9000", free_port()), ("port = 15020", battery_port)):
         if fixed not in text:
             raise SystemExit(f"deploy/site.toml no longer has {fixed!r}; update tools/demo.py")
         text = text.replace(fixed, f"port = {free}")
-    (workdir / "site.toml").write_text(text)
-    return workdir / "site.toml", battery_port
+    path = workdir / "site.toml"
+    path.write_text(text)
+    site = SiteConfig.load(path)  # the structure only: the secrets are made next
+    charge_points = [a.ocpp.charge_point_id for a in site.assets if a.ocpp is not None]
+    write_ocpp_secrets(workdir / "secrets", site.site_id, charge_points)
+    return path, battery_port
+
+
+def write_ocpp_secrets(directory: Path, site_id: str, charge_point_ids: list[str],
+                       hostnames: tuple[str, ...] = ("localhost", "127.0.0.1")) -> None:
+    """The OCPP part of a site's credentials, in qubit-credentials' layout: ca.crt,
+    ocpp/server.crt and server.key, chargers/<charge_point_id>.password (0600). An existing
+    password file is kept. For the demo and tests; a site runs qubit-credentials."""
+    ca = LocalCA.create(directory, site_id)
+    ca.issue(directory / "ocpp", "ocpp-gateway", hostnames)
+    chargers = directory / "chargers"
+    chargers.mkdir(parents=True, exist_ok=True)
+    for cp_id in charge_point_ids:
+        target = chargers / f"{cp_id}.password"
+        if target.exists():
+            continue
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never readable by others, even briefly
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(24) + "\n")
 
 
 def main() -> int:

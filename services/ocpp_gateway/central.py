@@ -2,11 +2,18 @@
 
 A connection is accepted only from a charge point id of the site config, with its
 password when auth is required (HTTP Basic: security profile 1, or 2 over TLS), and with
-a subprotocol we speak: ocpp1.6 or ocpp2.0.1, negotiated per connection.
+a subprotocol we speak: ocpp1.6 or ocpp2.0.1, negotiated per connection. With tls_cert the
+server speaks wss:// only, TLS 1.2 or later (security profile 2).
+
+One connection per charge point id: a second one is refused (HTTP 409) while the first still
+answers a ping; if the first is silent, it is dropped and the newcomer takes its place
+(docs/ocpp.md). Every frame is checked for nesting (frames.py) before the ``ocpp`` package
+parses it: too deep is a CallError (or, when no message id can be read, dropped).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -20,7 +27,7 @@ from typing import Any, Protocol
 
 import websockets
 from ocpp.charge_point import camel_to_snake_case
-from ocpp.messages import Call, CallError, CallResult
+from ocpp.messages import Call, CallError, CallResult, MessageType
 from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint as V16ChargePoint
 from ocpp.v16 import call_result as v16_result
@@ -37,9 +44,11 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from coordinator.asset_machines import ChargerState
+from coordinator.protocols.ocpp.frames import MAX_DEPTH, message_id, too_deep
 from coordinator.protocols.ocpp.internals import exchange
 from coordinator.protocols.ocpp.meter import power_kw
 from coordinator.protocols.ocpp.payload import call_payload
+from coordinator.protocols.ocpp.refusals import Refusal, Refusals
 from coordinator.protocols.ocpp.status import v16_state, v201_connector_state, v201_transaction_state
 from coordinator.protocols.ocpp.version import SUBPROTOCOLS, OCPPVersion
 from coordinator.site import AssetConfig, OcppListenConfig
@@ -47,6 +56,10 @@ from coordinator.site import AssetConfig, OcppListenConfig
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 60
+PROBE_SECONDS = 5.0
+"""A second connection for a connected id: how long the first has to answer a ping."""
+PROBE_FRESH_SECONDS = 5.0
+"""A first connection that answered a ping this recently is taken as alive without another."""
 _transaction_ids = itertools.count(1)
 
 
@@ -77,6 +90,8 @@ class _Requests:
     id: str
     version: OCPPVersion
     connection: ServerConnection
+    refusals: Refusals | None = None
+    """Where a refused frame is counted (the CentralSystem's); None: log only."""
 
     async def request(self, call: Any) -> dict[str, Any]:
         """Send ``call`` (an ``ocpp`` call dataclass); its answer's payload, snake_case.
@@ -95,6 +110,30 @@ class _Requests:
 
     def _stray(self, response: CallResult | CallError) -> None:
         log.warning("%s: late answer to an earlier call %s ignored", self.id, response.unique_id)
+
+    async def route_message(self, raw_msg: str) -> None:
+        """The package's routing, after the nesting check its ``json.loads`` needs."""
+        if isinstance(raw_msg, str) and too_deep(raw_msg):
+            await self._refuse_deep(raw_msg)
+            return
+        await super().route_message(raw_msg)  # type: ignore[misc]  # ocpp's ChargePoint, after us in the MRO
+
+    async def _refuse_deep(self, frame: str) -> None:
+        """A frame nested deeper than MAX_DEPTH: a CallError to a Call, a CallError in place of an answer."""
+        code = "FormationViolation" if self.version is OCPPVersion.V16 else "FormatViolation"
+        description = f"nested deeper than {MAX_DEPTH} levels"
+        ident = message_id(frame)
+        refusals = self.refusals or Refusals(log)
+        refusals.refuse(Refusal.NESTING_TOO_DEEP, "%s: refused a frame of %d characters nested deeper than %d levels",
+                        self.id, len(frame), MAX_DEPTH)
+        if ident is None:
+            return  # nothing to answer to; the connection goes on
+        kind, unique_id = ident
+        error = CallError(unique_id=unique_id, error_code=code, error_description=description, error_details={})
+        if kind == MessageType.Call:
+            await self.connection.send(error.to_json())
+        else:  # an answer to one of our calls: the call ends with this error, not a timeout
+            self._response_queue.put_nowait(error)  # type: ignore[attr-defined]  # internals.PRIVATE_MEMBERS
 
 
 class V16Point(_Requests, V16ChargePoint):
@@ -230,17 +269,35 @@ def basic_auth_ok(header: str | None, user: str, password: str) -> bool:
         given_password.encode(), password.encode())
 
 
+def server_tls_context(listen: OcppListenConfig) -> ssl.SSLContext | None:
+    """The wss:// context of ``listen`` (TLS 1.2 or later, the site's certificate), None without tls_cert."""
+    if listen.tls_cert is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(listen.tls_cert, listen.tls_key)
+    return context
+
+
 class CentralSystem:
     def __init__(self, listen: OcppListenConfig, chargers: dict[str, AssetConfig], sink: Sink) -> None:
         self.listen, self.chargers, self.sink = listen, chargers, sink
         self.points: dict[str, Point] = {}
+        self.refusals = Refusals(log)
         self._server: Server | None = None
+        self._probes: dict[str, asyncio.Task[bool]] = {}
+        """A running liveness check of a connected charger, shared by every duplicate that waits on it."""
+        self._alive_at: dict[str, float] = {}
+        """When each connected charger last answered a liveness check (loop time)."""
 
     async def start(self) -> None:
-        context = None
-        if self.listen.tls_cert:
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.load_cert_chain(self.listen.tls_cert, self.listen.tls_key)
+        context = server_tls_context(self.listen)
+        if not self.listen.require_auth:
+            log.warning("require_auth = false: any client that knows a charge point id is let in as that charger "
+                        "(no OCPP security profile); set require_auth = true and give each charger a password_file")
+        if context is None:
+            log.warning("no tls_cert: chargers connect over ws://, their passwords cross the network in clear "
+                        "(security profile 1); set tls_cert and tls_key for wss:// (profile 2)")
         self._server = await websockets.serve(
             self._serve, self.listen.host, self.listen.port, subprotocols=[Subprotocol(p) for p in SUBPROTOCOLS],
             process_request=self._admit, ssl=context, ping_interval=30,
@@ -256,21 +313,57 @@ class CentralSystem:
     def charge_point_id(path: str) -> str:
         return path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
 
-    def _admit(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _admit(self, connection: ServerConnection, request: Request) -> Response | None:
         cp_id = self.charge_point_id(request.path)
         asset = self.chargers.get(cp_id)
         if asset is None:
-            log.warning("refused connection from unknown charge point %r", cp_id)
+            self.refusals.refuse(Refusal.UNKNOWN_CHARGE_POINT, "refused connection from unknown charge point %r",
+                                 cp_id[:64])
             return connection.respond(HTTPStatus.NOT_FOUND, "unknown charge point\n")
         if self.listen.require_auth:
             password = asset.ocpp.password if asset.ocpp else None
             if password is None or not basic_auth_ok(request.headers.get("Authorization"), cp_id, password):
                 # the credentials themselves are never logged
-                log.warning("refused %s: wrong or missing credentials", cp_id)
+                self.refusals.refuse(Refusal.BAD_CREDENTIALS, "refused %s: wrong or missing credentials", cp_id)
                 response = connection.respond(HTTPStatus.UNAUTHORIZED, "authentication required\n")
                 response.headers["WWW-Authenticate"] = 'Basic realm="qubit"'
                 return response
+        if cp_id in self.points and await self._still_alive(cp_id):
+            self.refusals.refuse(Refusal.DUPLICATE_CONNECTION,
+                                 "refused %s: already connected, and that connection answers", cp_id)
+            return connection.respond(HTTPStatus.CONFLICT, "charge point already connected\n")
         return None
+
+    async def _still_alive(self, cp_id: str) -> bool:
+        """Does the connected ``cp_id`` answer a ping? A silent one is dropped (its place is free).
+
+        One check at a time per charger, shared by every duplicate waiting; an answer counts
+        for PROBE_FRESH_SECONDS, so a flood of duplicates costs the charger one ping."""
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._alive_at.get(cp_id, -PROBE_FRESH_SECONDS) < PROBE_FRESH_SECONDS:
+            return True
+        probe = self._probes.get(cp_id)
+        if probe is None:
+            probe = self._probes[cp_id] = asyncio.create_task(self._probe(cp_id), name=f"probe {cp_id}")
+            probe.add_done_callback(lambda _: self._probes.pop(cp_id, None))
+        return await asyncio.shield(probe)  # one newcomer giving up must not cancel the others' check
+
+    async def _probe(self, cp_id: str) -> bool:
+        point = self.points.get(cp_id)
+        if point is None:
+            return False
+        try:
+            async with asyncio.timeout(PROBE_SECONDS):
+                await (await point.connection.ping())
+        except (TimeoutError, websockets.ConnectionClosed):
+            if self.points.get(cp_id) is point:
+                log.warning("%s: a new connection, and the current one does not answer a ping: replacing it", cp_id)
+                del self.points[cp_id]
+                self.sink.link(cp_id, False, "silent; replaced by a new connection")
+                point.connection.transport.abort()  # a silent peer would hold a close handshake for its timeout
+            return False
+        self._alive_at[cp_id] = asyncio.get_running_loop().time()
+        return True
 
     async def _serve(self, connection: ServerConnection) -> None:
         request = connection.request
@@ -278,18 +371,21 @@ class CentralSystem:
             raise RuntimeError("websocket handler called without a handshake request")
         cp_id = self.charge_point_id(request.path)
         if connection.subprotocol not in SUBPROTOCOLS:  # websockets lets a missing subprotocol through
-            log.warning("refused %s: no OCPP subprotocol offered (%s)", cp_id,
-                        request.headers.get("Sec-WebSocket-Protocol"))
+            self.refusals.refuse(Refusal.NO_SUBPROTOCOL, "refused %s: no OCPP subprotocol offered (%r)", cp_id,
+                                 (request.headers.get("Sec-WebSocket-Protocol") or "")[:64])
             await connection.close(1002, "an OCPP subprotocol (ocpp1.6, ocpp2.0.1) is required")
             return
         asset = self.chargers[cp_id]
         connector = asset.ocpp.connector_id if asset.ocpp else 1
         kind = V16Point if OCPPVersion.of_subprotocol(connection.subprotocol) is OCPPVersion.V16 else V201Point
         point: Point = kind(cp_id, connection, self.sink, connector)
-        stale = self.points.get(cp_id)
+        point.refusals = self.refusals
+        if cp_id in self.points:  # admitted alongside another newcomer: the first one in keeps its place
+            self.refusals.refuse(Refusal.DUPLICATE_CONNECTION, "refused %s: already connected", cp_id)
+            await connection.close(1008, "charge point already connected")
+            return
         self.points[cp_id] = point
-        if stale is not None:  # a charger that reconnects replaces its dead connection
-            await stale.connection.close(1000, "replaced by a new connection")
+        self._alive_at.pop(cp_id, None)
         self.sink.link(cp_id, True, connection.subprotocol)
         reason = "connection closed"
         try:

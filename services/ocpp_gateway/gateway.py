@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     # middle of it. Collect young objects less often; a full collection stays possible.
     gc.set_threshold(50_000, 20, 20)
     return run(f"gateway-{args.gateway_id}", lambda site, publish: OcppGateway(site, publish, args.gateway_id),
-               load_site(args.site_config))
+               load_site(args.site_config, secrets_for=args.gateway_id))
 
 
 if __name__ == "__main__":

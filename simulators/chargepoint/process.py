@@ -38,6 +38,14 @@ def default_url(listen: OcppListenConfig) -> str:
     return f"{'wss' if listen.tls_cert else 'ws'}://{host}:{listen.port}"
 
 
+def client_tls_context(cafile: str | None) -> ssl.SSLContext:
+    """How a simulated charger checks the gateway's wss:// certificate: against ``cafile`` (the
+    site CA: --cafile, else [gateways.ocpp] ca_file), else the system's trust store; TLS 1.2 or later."""
+    context = ssl.create_default_context(cafile=cafile)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
 def chargers_of(site: SiteConfig, gateway_id: str, only: list[str] | None = None) -> list[AssetConfig]:
     """The gateway's ev_chargers with an [assets.ocpp] table, optionally only some charge point ids."""
     assets = [a for a in site.assets_of(gateway_id) if a.kind is AssetKind.EV_CHARGER and a.ocpp is not None]
@@ -143,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--site-config", help=f"default: $QUBIT_SITE_CONFIG or {DEFAULT_SITE_CONFIG.name}")
     parser.add_argument("--gateway-id", default="ocpp", help="the OCPP gateway whose chargers to simulate")
     parser.add_argument("--url", help="CSMS base URL, ws://host:port (default: from [gateways.ocpp])")
-    parser.add_argument("--cafile", help="PEM file of the CA (or self-signed certificate) to trust for wss://")
+    parser.add_argument("--cafile", help="PEM file of the CA (or self-signed certificate) to trust for wss:// "
+                             "(default: [gateways.ocpp] ca_file of the site config, else the system's CAs)")
     parser.add_argument("--only", action="append", metavar="CP_ID", help="simulate only this charge point (repeatable)")
     parser.add_argument("--meter-interval", type=float, default=5.0, help="seconds between meter values (default 5)")
     parser.add_argument("--no-control", action="store_true", help="do not connect to MQTT for control messages")
@@ -155,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging("chargepoint-simulator")
     if logging.getLogger().level > logging.DEBUG:
         logging.getLogger("ocpp").setLevel(logging.WARNING)  # it logs every message at INFO
-    site = load_site(args.site_config)
+    site = load_site(args.site_config, secrets_for=args.gateway_id)
     gateway = site.gateway(args.gateway_id)
     if gateway is None or gateway.protocol is not Protocol.OCPP:
         parser.error(f"{args.gateway_id!r} is not an ocpp gateway of the site config")
@@ -167,8 +176,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"gateway {args.gateway_id!r} has no ev_charger with an [assets.ocpp] table")
     if args.meter_interval <= 0:
         parser.error("--meter-interval must be positive")
-    url = args.url or default_url(gateway.ocpp or OcppListenConfig())
-    context = ssl.create_default_context(cafile=args.cafile) if url.startswith("wss://") else None
+    listen = gateway.ocpp or OcppListenConfig()
+    url = args.url or default_url(listen)
+    context = client_tls_context(args.cafile or listen.ca_file) if url.startswith("wss://") else None
     # Validation in executor threads costs more than it saves with many chargers in one process (field notes).
     inline_validation()
     applied_log = AppliedLog(args.applied_log) if args.applied_log else None

@@ -193,3 +193,41 @@ def ocpp_stack(broker, tmp_path, version):
     assert wait_for_port("127.0.0.1", port, 10)
     yield procs
     procs.stop_all()
+
+
+class OcppTlsStack(OcppStack):
+    """The OCPP core on security profile 2: wss:// with a site CA, a password file per charger."""
+
+    def __init__(self, host: str, port: int, site_config: Path, logs: Path, *, ocpp_port: int, secrets: Path) -> None:
+        super().__init__(host, port, site_config, logs, ocpp_port=ocpp_port)
+        self.secrets = secrets
+        self.ca_file = secrets / "ca.crt"
+        self.url = f"wss://127.0.0.1:{ocpp_port}"
+
+    def password_of(self, cp_id: str) -> str:
+        return (self.secrets / "chargers" / f"{cp_id}.password").read_text().strip()
+
+
+def ocpp_tls_site(port: int, version: str) -> str:
+    """OCPP_SITE with the sample's profile 2 settings: relative paths into secrets/ beside it."""
+    text = OCPP_SITE.format(port=port, version=version, timeout=3.0, password1=PASSWORD, password2=PASSWORD)
+    for cp_id in ("CP001", "CP002"):
+        text = text.replace(f'password = "{PASSWORD}"', f'password_file = "secrets/chargers/{cp_id}.password"', 1)
+    return text.replace(f"port = {port}\n", f'port = {port}\ntls_cert = "secrets/ocpp/server.crt"\n'
+                        f'tls_key = "secrets/ocpp/server.key"\nca_file = "secrets/ca.crt"\n', 1)
+
+
+@pytest.fixture
+def ocpp_tls_stack(broker, tmp_path, version):
+    from tools.demo import write_ocpp_secrets
+
+    port = free_port()
+    write_ocpp_secrets(tmp_path / "secrets", "sit_ocpp_test", ["CP001", "CP002"])
+    path = tmp_path / "site.toml"
+    path.write_text(ocpp_tls_site(port, version))
+    procs = OcppTlsStack(broker.host, broker.port, path, tmp_path / "logs", ocpp_port=port,
+                         secrets=tmp_path / "secrets")
+    procs.start_all(OCPP_CORE)
+    assert wait_for_port("127.0.0.1", port, 10)
+    yield procs
+    procs.stop_all()

@@ -16,6 +16,7 @@ import functools
 import logging
 import os
 import signal
+import sys
 from collections.abc import Callable
 from datetime import datetime
 from typing import NamedTuple, TypeVar
@@ -39,7 +40,7 @@ from coordinator.runtime.refusals import Refusals, Refused
 from coordinator.runtime.settings import DEFAULT_SITE_CONFIG as DEFAULT_SITE_CONFIG  # re-exported: callers look here
 from coordinator.runtime.settings import environment_name, settings
 from coordinator.runtime.supervision import Supervisor
-from coordinator.site import SiteConfig
+from coordinator.site import SiteConfig, SiteConfigError
 from coordinator.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -197,11 +198,19 @@ def _message_limit(raw: str | None) -> int:
     return settings().max_message_bytes
 
 
-def load_site(path: str | None) -> SiteConfig:
+def load_site(path: str | None, secrets_for: str | None = None) -> SiteConfig:
     """The site config at ``path``, else $QUBIT_SITE_CONFIG, else deploy/site.toml.
 
-    Every setting is validated here, the first thing a process does: a bad one ends it in one line."""
-    return SiteConfig.load(path or settings().site_config)
+    Every setting is validated here, the first thing a process does: a bad one ends it as a
+    usage error does, one line per problem on stderr (file, key, rule; never a value), no
+    traceback, exit status 2. ``secrets_for``: the gateway whose chargers' password files this
+    process reads (SiteConfig.load)."""
+    try:
+        return SiteConfig.load(path or settings().site_config, secrets_for=secrets_for)
+    except SiteConfigError as exc:
+        for line in exc.lines:
+            print(line, file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def base_arguments(description: str) -> argparse.ArgumentParser:

@@ -67,13 +67,17 @@ class BrokerSettings:
     username: str | None = None
     password: str | None = field(default=None, repr=False)  # never in a log line
     keepalive: int = 15
+    ca_file: str | None = None
 
     @classmethod
     def from_env(cls) -> BrokerSettings:
-        """QUBIT_MQTT_HOST, QUBIT_MQTT_PORT, QUBIT_MQTT_USERNAME, QUBIT_MQTT_PASSWORD (runtime/settings.py)."""
+        """QUBIT_MQTT_HOST, QUBIT_MQTT_PORT, QUBIT_MQTT_USERNAME, QUBIT_MQTT_PASSWORD(_FILE), QUBIT_MQTT_CA_FILE."""
         s = process_settings()
         password = s.mqtt_password.get_secret_value() if s.mqtt_password is not None else None
-        return cls(host=s.mqtt_host, port=s.mqtt_port, username=s.mqtt_username, password=password)
+        if s.mqtt_password_file is not None:
+            password = s.mqtt_password_file.read_text().strip()
+        ca = str(s.mqtt_ca_file) if s.mqtt_ca_file is not None else None
+        return cls(host=s.mqtt_host, port=s.mqtt_port, username=s.mqtt_username, password=password, ca_file=ca)
 
 
 @dataclass(frozen=True)
@@ -228,6 +232,8 @@ class MqttClient:
         )
         if settings.username:
             client.username_pw_set(settings.username, settings.password)
+        if settings.ca_file:
+            client.tls_set(ca_certs=settings.ca_file)
         if will is not None:
             client.will_set(will[0], will[1], qos=1, retain=True)
         client.reconnect_delay_set(min_delay=1, max_delay=10)

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     mqtt_port: int = 1883
     mqtt_username: str | None = None
     mqtt_password: SecretStr | None = None
+    mqtt_password_file: Path | None = None
+    """A file holding the broker password (preferred over QUBIT_MQTT_PASSWORD)."""
+    mqtt_ca_file: Path | None = None
+    """Set: TLS to the broker, verified against this CA certificate."""
     site_config: Path = DEFAULT_SITE_CONFIG
     log_level: LogLevel = "INFO"
     log_format: LogFormat = "text"

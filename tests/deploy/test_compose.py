@@ -207,6 +207,9 @@ def stack(engine: Engine, images: Images, tmp_path: Path) -> Iterator[Stack]:
         raise
     finally:
         s.compose("down", "-v", "--remove-orphans", check=False, timeout=120)  # images stay: they are the cache
+        # Untagged images of older trees pile up in the engine's data root; a day's worth stays as build cache.
+        run("docker", "image", "prune", "-f", "--filter", "label=qubit.deploy", "--filter", "until=24h",
+            env=engine.env, check=False)
         s.health.close()
 
 

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo credentials lint test contract bench bench-modbus bench-ocpp bench-estop bench-first-slot bench-fallback chaos clean
+.PHONY: demo credentials lint test compose-check contract bench bench-modbus bench-ocpp bench-estop bench-first-slot bench-fallback chaos clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required, found " + sys.version.split()[0])'
@@ -37,6 +37,12 @@ lint: $(STAMP)
 test: lint
 	@mosquitto/ensure-mosquitto.sh
 	$(BIN)/python -m pytest
+
+# Only the deployment's checks (tests/deploy/): the compose stack run for real on a Docker engine
+# (.ci/run starts one; docs/deploy.md), the systemd units, the health script. Fails without an engine.
+compose-check: $(STAMP)
+	@mosquitto/ensure-mosquitto.sh
+	QUBIT_REQUIRE_DOCKER=1 $(BIN)/python -m pytest tests/deploy -q
 
 # docs/contract/: the JSON Schemas and the AsyncAPI document, generated from the models
 contract: $(STAMP)

@@ -66,10 +66,7 @@ def read_status(broker: BrokerSettings, service: str, timeout: float) -> bytes |
     inbox: queue.Queue[bytes] = queue.Queue()
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"{broker.username or service}-health-{os.getpid()}",
                          clean_session=True, protocol=paho.MQTTv311)
-    if broker.username:
-        client.username_pw_set(broker.username, broker.password)
-    if broker.ca_file:
-        client.tls_set(ca_certs=broker.ca_file)
+    broker.login.apply(client)
     topic = service_topic(service)
     client.on_connect = lambda c, u, flags, reason, props: connected.put(0 if not reason.is_failure else 1)
     client.on_message = lambda c, u, message: inbox.put(bytes(message.payload)) if message.retain else None

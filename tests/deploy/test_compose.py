@@ -13,7 +13,6 @@ import json
 import os
 import queue
 import signal
-import ssl
 import subprocess
 import threading
 import time
@@ -31,10 +30,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from coordinator.contract.codec import decode_event, encode_schedule
 from coordinator.contract.topics import EVENTS_ALL, SCHEDULES_IN
 from coordinator.events import Event
+from coordinator.runtime.mqtt import BrokerLogin
 from coordinator.schedule import schedule_to_commands
-from tests.deploy import site_credentials
 from tests.deploy.docker_images import DEPLOY, REPO, Engine, Images, run
 from tools.broker import free_port
+from tools.credentials import DEFAULT_HOSTNAMES, SiteFacts, provision
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -122,8 +122,8 @@ class BusClient:
         connected: queue.Queue[bool] = queue.Queue()
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"check-{identity}-{uuid.uuid4().hex[:6]}",
                                   protocol=paho.MQTTv311)
-        self.client.username_pw_set(identity, (stack.secrets / "clients" / f"{identity}.password").read_text().strip())
-        self.client.tls_set(ca_certs=str(stack.secrets / "ca.crt"), cert_reqs=ssl.CERT_REQUIRED)
+        password = (stack.secrets / "clients" / f"{identity}.password").read_text().strip()
+        BrokerLogin(identity, password, ca_file=stack.secrets / "ca.crt").apply(self.client)
         self.client.on_connect = lambda c, u, f, reason, p: connected.put(not reason.is_failure)
         self.client.on_subscribe = lambda c, u, mid, codes, p: granted.put(mid)
         self.client.on_message = self._on_message
@@ -186,7 +186,7 @@ def completed_keys(client: BusClient) -> set[tuple[str, str, str]]:
 def stack(engine: Engine, images: Images, tmp_path: Path) -> Iterator[Stack]:
     site = loopback_site(tmp_path / "site.toml")
     secrets = tmp_path / "secrets"
-    site_credentials.generate(site, secrets)
+    provision(secrets, SiteFacts.read(site), hostnames=DEFAULT_HOSTNAMES)
     if os.geteuid() == 0:  # the files are 0600: give them to the containers' user
         for path in [secrets, *secrets.rglob("*")]:
             os.chown(path, SITE_UID, SITE_UID)

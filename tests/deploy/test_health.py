@@ -41,24 +41,26 @@ def test_anything_else_is_unhealthy_and_says_why(payload: bytes | None, why: str
     assert not verdict.healthy and why in verdict.line and "\n" not in verdict.line
 
 
-def health(port: int, *args: str) -> subprocess.CompletedProcess[str]:
+def health(port: int, *args: str, login: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUBIT_MQTT_")}
-    env |= {"QUBIT_MQTT_HOST": "127.0.0.1", "QUBIT_MQTT_PORT": str(port), "QUBIT_MQTT_USERNAME": "planner"}
+    env |= (login or {}) | {"QUBIT_MQTT_HOST": "127.0.0.1", "QUBIT_MQTT_PORT": str(port),
+                            "QUBIT_MQTT_USERNAME": "planner"}
     return subprocess.run([sys.executable, "-m", "tools.health", "--timeout", "3", *args],
                           env=env, capture_output=True, text=True, timeout=30)
 
 
 def test_the_script_reads_the_own_retained_status_from_a_real_broker(tmp_path: Path) -> None:
     with LocalMosquitto(tmp_path / "broker") as broker:
-        assert health(broker.port).returncode == 1  # nothing retained yet
-        client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
+        planner = broker.env("planner")
+        assert health(broker.port, login=planner).returncode == 1  # nothing retained yet
+        client = broker.login("planner").apply(paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311))
         client.connect(broker.host, broker.port)
         client.loop_start()
         client.publish(service_topic("planner"), status(), qos=1, retain=True).wait_for_publish(5)
-        ok = health(broker.port)
+        ok = health(broker.port, login=planner)
         assert ok.returncode == 0 and ok.stdout.startswith("planner: online"), ok.stdout + ok.stderr
         client.publish(service_topic("planner"), status(status="offline"), qos=1, retain=True).wait_for_publish(5)
-        down = health(broker.port)
+        down = health(broker.port, login=planner)
         assert down.returncode == 1 and "offline" in down.stdout
         client.loop_stop()
         client.disconnect()

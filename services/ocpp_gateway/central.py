@@ -26,9 +26,9 @@ import itertools
 import logging
 import ssl
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from http import HTTPStatus
-from collections.abc import Callable
 from typing import Any, Protocol
 
 import websockets
@@ -68,6 +68,9 @@ PROBE_SECONDS = 5.0
 PROBE_FRESH_SECONDS = 5.0
 """A first connection that answered a ping this recently is taken as alive without another."""
 _transaction_ids = itertools.count(1)
+
+NO_AUTH_WARNING = "require_auth = false: any client that knows a charge point id is let in as that charger"
+"""Logged at start and kept in the gateway's ServiceStatus reasons (health Warning) while it runs."""
 
 Refuse = Callable[[str, RefusalReason, str], None]
 """refuse(charge_point_id, reason, detail): CentralSystem.refuse."""
@@ -310,8 +313,8 @@ class CentralSystem:
     async def start(self) -> None:
         context = server_tls_context(self.listen)
         if not self.listen.require_auth:
-            log.warning("require_auth = false: any client that knows a charge point id is let in as that charger "
-                        "(no OCPP security profile); set require_auth = true and give each charger a password_file")
+            log.warning("%s (no OCPP security profile); set require_auth = true and give each charger a password_file",
+                        NO_AUTH_WARNING)
         if context is None:
             log.warning("no tls_cert: chargers connect over ws://, their passwords cross the network in clear "
                         "(security profile 1); set tls_cert and tls_key for wss:// (profile 2)")

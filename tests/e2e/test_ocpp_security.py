@@ -9,6 +9,7 @@ import base64
 import json
 import ssl
 import threading
+import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
 
@@ -20,6 +21,9 @@ from websockets.typing import Subprotocol
 from coordinator.contract.codec import encode_schedule
 from coordinator.contract.messages import ServiceStatus, decode
 from coordinator.contract.topics import SCHEDULES_IN, service_topic
+from services.ocpp_gateway.central import NO_AUTH_WARNING
+from tools.broker import free_port
+from tools.launcher import ServiceProcesses
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -79,6 +83,25 @@ def setpoint(plain, kw: float, asset: str, schedule_id: str) -> None:
 def completed(events, asset: str, count: int = 1, timeout: float = 20) -> None:
     events.wait_for(lambda ev: len(of(events, "COMMAND_COMPLETED", asset)) >= count, timeout=timeout,
                     what=f"{count} setpoint(s) completed on {asset}")
+
+
+def test_a_gateway_without_auth_says_so_in_its_retained_status(broker, tmp_path, plain, ocpp_site_template):
+    template, password = ocpp_site_template
+    text = template.format(port=free_port(), version="1.6", timeout=3.0, password1=password, password2=password)
+    site = tmp_path / "site.toml"
+    site.write_text(text.replace("[gateways.ocpp]\n", "[gateways.ocpp]\nrequire_auth = false\n", 1))
+    procs = ServiceProcesses(broker.host, broker.port, site, tmp_path / "logs")
+    procs.start_all(("gateway-ocpp",))
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            told = [decode(ServiceStatus, m.payload) for m in plain(service_topic("gateway-ocpp")).drain(0.5)]
+            if told and told[-1].status == "online" and NO_AUTH_WARNING in told[-1].reasons:
+                break
+            assert time.monotonic() < deadline, f"no require_auth warning in the gateway's status: {told}"
+        assert told[-1].health in ("Warning", "Critical")  # Critical while no charger is connected
+    finally:
+        procs.stop_all()
 
 
 def test_wss_with_the_site_ca_serves_and_without_it_the_handshake_fails(ocpp_tls_stack, events, plain, version):

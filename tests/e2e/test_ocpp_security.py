@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import signal
 import ssl
 import threading
 import time
@@ -270,3 +271,10 @@ def test_deeply_nested_frames_get_a_call_error_and_the_gateway_keeps_serving(ocp
                     what="a MESSAGE_REFUSED for each deep frame")
     assert refused_total(plain, "nesting_too_deep") == 4
     assert f"CP001: fallback profile 0 kW not installed: CallError {code}" in ocpp_tls_stack.log("gateway-ocpp")
+
+
+def test_a_simulator_that_stops_goes_away_with_1001_not_an_internal_error(ocpp_tls_stack, events, version):
+    start_simulator(ocpp_tls_stack, events)
+    assert ocpp_tls_stack.kill("chargepoint-simulator", signal.SIGTERM) == 0
+    events.wait_for(lambda ev: len(of(events, "DEVICE_LINK_DOWN")) >= 2, timeout=15, what="both links down")
+    assert sorted(e.payload["reason"] for e in of(events, "DEVICE_LINK_DOWN")) == ["connection closed (1001)"] * 2

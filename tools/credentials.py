@@ -121,12 +121,29 @@ def provision(out: Path, site: SiteFacts, *, hostnames: Sequence[str] = DEFAULT_
     write_password_file(broker / "passwords", {a.identity: written.client_password(a.identity) for a in accesses})
     (broker / "acl").write_text(acl_text(accesses))
     if ocpp:
-        _server_certificate(ca, out / "ocpp", "qubit ocpp gateway", hostnames, written)
-        chargers = _private_dir(out / "chargers")
-        for cp_id in site.charge_point_ids:
-            _password(chargers / f"{cp_id}{PASSWORD_SUFFIX}", written)
-            written.chargers.append(cp_id)
+        _ocpp(ca, out, site, hostnames, written)
     return written
+
+
+def provision_ocpp(out: Path, site: SiteFacts, *, hostnames: Sequence[str] = DEFAULT_HOSTNAMES) -> Written:
+    """The OCPP part of the layout alone, written as ``provision`` writes it: the site CA (kept if
+    there), ocpp/server.crt and server.key, chargers/<charge_point_id>.password. For a stack whose
+    broker provisions its own identities (the demo, tests: tools/broker.py)."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = Written(out, [])
+    ca_existed = (out / CA_CERT).exists()
+    ca = LocalCA.create(out, site.site_id)
+    (written.kept if ca_existed else written.created).append(ca.cert)
+    _ocpp(ca, out, site, hostnames, written)
+    return written
+
+
+def _ocpp(ca: LocalCA, out: Path, site: SiteFacts, hostnames: Sequence[str], written: Written) -> None:
+    _server_certificate(ca, out / "ocpp", "qubit ocpp gateway", hostnames, written)
+    chargers = _private_dir(out / "chargers")
+    for cp_id in site.charge_point_ids:
+        _password(chargers / f"{cp_id}{PASSWORD_SUFFIX}", written)
+        written.chargers.append(cp_id)
 
 
 def write_password_file(path: Path, passwords: dict[str, Path]) -> None:

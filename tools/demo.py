@@ -15,8 +15,6 @@ as ``layer3`` and drives the simulated chargers as ``simulator``.
 
 from __future__ import annotations
 
-import os
-import secrets
 import sys
 import tempfile
 import time
@@ -37,11 +35,10 @@ from coordinator.contract.topics import (
 from coordinator.runtime.mqtt import MqttClient
 from coordinator.runtime.service import load_site
 from coordinator.runtime.settings import DEFAULT_SITE_CONFIG
-from coordinator.site import SiteConfig
 from coordinator.timeutil import utcnow
 from simulators.battery import CONTROL, Control
 from tools.broker import free_port, start_broker
-from tools.certificates import LocalCA
+from tools.credentials import DEFAULT_HOSTNAMES, SiteFacts, provision_ocpp
 from tools.event_lines import describe
 from tools.launcher import ServiceProcesses
 from tools.walkthrough import ASSET_MAP, sample_schedule
@@ -109,28 +106,17 @@ def demo_site(workdir: Path) -> tuple[Path, int]:
         text = text.replace(fixed, f"port = {free}")
     path = workdir / "site.toml"
     path.write_text(text)
-    site = SiteConfig.load(path)  # the structure only: the secrets are made next
-    charge_points = [a.ocpp.charge_point_id for a in site.assets if a.ocpp is not None]
-    write_ocpp_secrets(workdir / "secrets", site.site_id, charge_points)
+    provision_ocpp(workdir / "secrets", SiteFacts.read(path))  # read from the TOML: its secrets do not exist yet
     return path, battery_port
 
 
 def write_ocpp_secrets(directory: Path, site_id: str, charge_point_ids: list[str],
-                       hostnames: tuple[str, ...] = ("localhost", "127.0.0.1")) -> None:
-    """The OCPP part of a site's credentials, in qubit-credentials' layout: ca.crt,
-    ocpp/server.crt and server.key, chargers/<charge_point_id>.password (0600). An existing
-    password file is kept. For the demo and tests; a site runs qubit-credentials."""
-    ca = LocalCA.create(directory, site_id)
-    ca.issue(directory / "ocpp", "ocpp-gateway", hostnames)
-    chargers = directory / "chargers"
-    chargers.mkdir(parents=True, exist_ok=True)
-    for cp_id in charge_point_ids:
-        target = chargers / f"{cp_id}.password"
-        if target.exists():
-            continue
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never readable by others, even briefly
-        with os.fdopen(fd, "w") as out:
-            out.write(secrets.token_urlsafe(24) + "\n")
+                       hostnames: tuple[str, ...] = DEFAULT_HOSTNAMES) -> None:
+    """The OCPP part of a site's credentials (ca.crt, ocpp/server.crt and server.key,
+    chargers/<charge_point_id>.password), made by qubit-credentials' own code
+    (tools/credentials.py ``provision_ocpp``): one way to make a site's secrets. An existing
+    password is kept."""
+    provision_ocpp(directory, SiteFacts(site_id, (), tuple(charge_point_ids)), hostnames=hostnames)
 
 
 def main() -> int:

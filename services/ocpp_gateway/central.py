@@ -9,6 +9,11 @@ One connection per charge point id: a second one is refused (HTTP 409) while the
 answers a ping; if the first is silent, it is dropped and the newcomer takes its place
 (docs/ocpp.md). Every frame is checked for nesting (frames.py) before the ``ocpp`` package
 parses it: too deep is a CallError (or, when no message id can be read, dropped).
+
+Every refusal (a connection or a frame) is the gateway's MESSAGE_REFUSED event and a count of
+``qubit_messages_refused_total{topic_family="ocpp"}`` (runtime/refusals.py), under the source
+``ocpp/<charge_point_id>``: the id only when it is one of the site's, else ``ocpp/unknown``,
+so a hostile id grows neither the labels nor the events' content.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import itertools
 import logging
 import ssl
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any, Protocol
@@ -44,13 +50,14 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from coordinator.asset_machines import ChargerState
+from coordinator.contract.events import RefusalReason
 from coordinator.protocols.ocpp.frames import MAX_DEPTH, message_id, too_deep
 from coordinator.protocols.ocpp.internals import exchange
 from coordinator.protocols.ocpp.meter import power_kw
 from coordinator.protocols.ocpp.payload import call_payload
-from coordinator.protocols.ocpp.refusals import Refusal, Refusals
 from coordinator.protocols.ocpp.status import v16_state, v201_connector_state, v201_transaction_state
 from coordinator.protocols.ocpp.version import SUBPROTOCOLS, OCPPVersion
+from coordinator.runtime.refusals import OCPP_SOURCE, Refusals
 from coordinator.site import AssetConfig, OcppListenConfig
 
 log = logging.getLogger(__name__)
@@ -62,6 +69,12 @@ PROBE_FRESH_SECONDS = 5.0
 """A first connection that answered a ping this recently is taken as alive without another."""
 _transaction_ids = itertools.count(1)
 
+NO_AUTH_WARNING = "require_auth = false: any client that knows a charge point id is let in as that charger"
+"""Logged at start and kept in the gateway's ServiceStatus reasons (health Warning) while it runs."""
+
+Refuse = Callable[[str, RefusalReason, str], None]
+"""refuse(charge_point_id, reason, detail): CentralSystem.refuse."""
+
 
 class Sink(Protocol):
     """What the handlers tell the gateway."""
@@ -70,6 +83,10 @@ class Sink(Protocol):
     def telemetry_of(self, charge_point_id: str, values: dict[str, Any]) -> None: ...
     def booted(self, charge_point_id: str) -> None: ...
     def link(self, charge_point_id: str, up: bool, reason: str) -> None: ...
+    @property
+    def refusals(self) -> Refusals:
+        """The process's refusals (MESSAGE_REFUSED events, counted in metrics)."""
+        ...
 
 
 def _now() -> str:
@@ -90,8 +107,8 @@ class _Requests:
     id: str
     version: OCPPVersion
     connection: ServerConnection
-    refusals: Refusals | None = None
-    """Where a refused frame is counted (the CentralSystem's); None: log only."""
+    refuse: Refuse
+    """Where a refused frame goes (the CentralSystem's ``refuse``)."""
 
     async def request(self, call: Any) -> dict[str, Any]:
         """Send ``call`` (an ``ocpp`` call dataclass); its answer's payload, snake_case.
@@ -123,9 +140,8 @@ class _Requests:
         code = "FormationViolation" if self.version is OCPPVersion.V16 else "FormatViolation"
         description = f"nested deeper than {MAX_DEPTH} levels"
         ident = message_id(frame)
-        refusals = self.refusals or Refusals(log)
-        refusals.refuse(Refusal.NESTING_TOO_DEEP, "%s: refused a frame of %d characters nested deeper than %d levels",
-                        self.id, len(frame), MAX_DEPTH)
+        self.refuse(self.id, RefusalReason.NESTING_TOO_DEEP,
+                    f"a frame of {len(frame)} characters nested deeper than {MAX_DEPTH} levels")
         if ident is None:
             return  # nothing to answer to; the connection goes on
         kind, unique_id = ident
@@ -269,6 +285,11 @@ def basic_auth_ok(header: str | None, user: str, password: str) -> bool:
         given_password.encode(), password.encode())
 
 
+def offered_subprotocols(headers: list[str]) -> set[str]:
+    """The subprotocols a handshake offers (Sec-WebSocket-Protocol, comma-separated, maybe repeated)."""
+    return {p.strip() for header in headers for p in header.split(",") if p.strip()}
+
+
 def server_tls_context(listen: OcppListenConfig) -> ssl.SSLContext | None:
     """The wss:// context of ``listen`` (TLS 1.2 or later, the site's certificate), None without tls_cert."""
     if listen.tls_cert is None:
@@ -283,7 +304,6 @@ class CentralSystem:
     def __init__(self, listen: OcppListenConfig, chargers: dict[str, AssetConfig], sink: Sink) -> None:
         self.listen, self.chargers, self.sink = listen, chargers, sink
         self.points: dict[str, Point] = {}
-        self.refusals = Refusals(log)
         self._server: Server | None = None
         self._probes: dict[str, asyncio.Task[bool]] = {}
         """A running liveness check of a connected charger, shared by every duplicate that waits on it."""
@@ -293,8 +313,8 @@ class CentralSystem:
     async def start(self) -> None:
         context = server_tls_context(self.listen)
         if not self.listen.require_auth:
-            log.warning("require_auth = false: any client that knows a charge point id is let in as that charger "
-                        "(no OCPP security profile); set require_auth = true and give each charger a password_file")
+            log.warning("%s (no OCPP security profile); set require_auth = true and give each charger a password_file",
+                        NO_AUTH_WARNING)
         if context is None:
             log.warning("no tls_cert: chargers connect over ws://, their passwords cross the network in clear "
                         "(security profile 1); set tls_cert and tls_key for wss:// (profile 2)")
@@ -303,6 +323,13 @@ class CentralSystem:
             process_request=self._admit, ssl=context, ping_interval=30,
         )
         log.info("CSMS listening on %s://%s:%s", "wss" if context else "ws", self.listen.host, self.listen.port)
+
+    def refuse(self, charge_point_id: str, reason: RefusalReason, detail: str) -> None:
+        """One refused connection or frame: the process's MESSAGE_REFUSED event and count. An id
+        that is not one of the site's is never repeated (``ocpp/unknown``): it is the sender's text."""
+        asset = self.chargers.get(charge_point_id)
+        source = f"{OCPP_SOURCE}/{charge_point_id if asset is not None else 'unknown'}"
+        self.sink.refusals.refuse(source, reason, detail, asset_id=asset.asset_id if asset else None, logger=log)
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -317,20 +344,25 @@ class CentralSystem:
         cp_id = self.charge_point_id(request.path)
         asset = self.chargers.get(cp_id)
         if asset is None:
-            self.refusals.refuse(Refusal.UNKNOWN_CHARGE_POINT, "refused connection from unknown charge point %r",
-                                 cp_id[:64])
+            self.refuse(cp_id, RefusalReason.UNKNOWN_CHARGE_POINT,
+                        f"connection for a charge point id the site does not have ({len(cp_id)} characters)")
             return connection.respond(HTTPStatus.NOT_FOUND, "unknown charge point\n")
         if self.listen.require_auth:
             password = asset.ocpp.password if asset.ocpp else None
             if password is None or not basic_auth_ok(request.headers.get("Authorization"), cp_id, password):
                 # the credentials themselves are never logged
-                self.refusals.refuse(Refusal.BAD_CREDENTIALS, "refused %s: wrong or missing credentials", cp_id)
+                self.refuse(cp_id, RefusalReason.BAD_CREDENTIALS, f"{cp_id}: wrong or missing credentials")
                 response = connection.respond(HTTPStatus.UNAUTHORIZED, "authentication required\n")
                 response.headers["WWW-Authenticate"] = 'Basic realm="qubit"'
                 return response
+        offered = offered_subprotocols(request.headers.get_all("Sec-WebSocket-Protocol"))
+        if not offered & set(SUBPROTOCOLS):  # ours to refuse (and report), before websockets answers 400 itself
+            shown = ", ".join(sorted(offered))[:64]
+            self.refuse(cp_id, RefusalReason.NO_SUBPROTOCOL, f"{cp_id}: no OCPP subprotocol offered ({shown!r})")
+            return connection.respond(HTTPStatus.BAD_REQUEST, "an OCPP subprotocol (ocpp1.6, ocpp2.0.1) is required\n")
         if cp_id in self.points and await self._still_alive(cp_id):
-            self.refusals.refuse(Refusal.DUPLICATE_CONNECTION,
-                                 "refused %s: already connected, and that connection answers", cp_id)
+            self.refuse(cp_id, RefusalReason.DUPLICATE_CONNECTION,
+                        f"{cp_id}: already connected, and that connection answers")
             return connection.respond(HTTPStatus.CONFLICT, "charge point already connected\n")
         return None
 
@@ -371,17 +403,17 @@ class CentralSystem:
             raise RuntimeError("websocket handler called without a handshake request")
         cp_id = self.charge_point_id(request.path)
         if connection.subprotocol not in SUBPROTOCOLS:  # websockets lets a missing subprotocol through
-            self.refusals.refuse(Refusal.NO_SUBPROTOCOL, "refused %s: no OCPP subprotocol offered (%r)", cp_id,
-                                 (request.headers.get("Sec-WebSocket-Protocol") or "")[:64])
+            offered = (request.headers.get("Sec-WebSocket-Protocol") or "")[:64]
+            self.refuse(cp_id, RefusalReason.NO_SUBPROTOCOL, f"{cp_id}: no OCPP subprotocol offered ({offered!r})")
             await connection.close(1002, "an OCPP subprotocol (ocpp1.6, ocpp2.0.1) is required")
             return
         asset = self.chargers[cp_id]
         connector = asset.ocpp.connector_id if asset.ocpp else 1
         kind = V16Point if OCPPVersion.of_subprotocol(connection.subprotocol) is OCPPVersion.V16 else V201Point
         point: Point = kind(cp_id, connection, self.sink, connector)
-        point.refusals = self.refusals
+        point.refuse = self.refuse
         if cp_id in self.points:  # admitted alongside another newcomer: the first one in keeps its place
-            self.refusals.refuse(Refusal.DUPLICATE_CONNECTION, "refused %s: already connected", cp_id)
+            self.refuse(cp_id, RefusalReason.DUPLICATE_CONNECTION, f"{cp_id}: already connected (admitted alongside)")
             await connection.close(1008, "charge point already connected")
             return
         self.points[cp_id] = point

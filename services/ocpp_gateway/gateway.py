@@ -41,11 +41,12 @@ from coordinator.protocols.ocpp.internals import inline_validation
 from coordinator.runtime.command_intake import result
 from coordinator.runtime.device_gateway import DeviceGateway
 from coordinator.runtime.service import Publish, base_arguments, load_site, run
+from coordinator.runtime.supervision import Supervisor
 from coordinator.setpoint_order import Applied
 from coordinator.site import OcppListenConfig, Protocol, SiteConfig
 from coordinator.timeutil import utcnow
 
-from .central import CentralSystem, Point
+from .central import NO_AUTH_WARNING, CentralSystem, Point
 from .leases import lease_end, renew_interval
 from .meter_watch import MeterWatch
 
@@ -83,6 +84,11 @@ class OcppGateway(DeviceGateway):
         """Chargers with a RENEW in their queue: a slow charger gets one, not a pile."""
         self.central = CentralSystem(self.config.ocpp or OcppListenConfig(), self.by_charge_point, self)
         self.meter_watch = MeterWatch()
+
+    def attach(self, supervisor: Supervisor) -> None:
+        super().attach(supervisor)
+        if not self.central.listen.require_auth:  # not only a log line: SCADA sees it in the retained status
+            supervisor.update(config_warnings=(NO_AUTH_WARNING,))
 
     async def open(self) -> None:
         await self.central.start()

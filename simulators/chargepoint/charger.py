@@ -27,6 +27,7 @@ from ocpp.exceptions import OCPPError
 from ocpp.v16.enums import AvailabilityStatus, ChargePointErrorCode
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.frames import CloseCode
 from websockets.typing import Subprotocol
 
 from coordinator.site import AssetConfig
@@ -131,6 +132,7 @@ class SimulatedCharger:
         self._ws: ClientConnection | None = None
         self._booted = False
         self._reconnect_after: float | None = None
+        self._stopping = False
         self._closing: asyncio.Task[None] | None = None  # held so the close is not garbage-collected mid-way
         self._last_accrual = time.monotonic()
         self._expiry: asyncio.TimerHandle | None = None
@@ -317,7 +319,7 @@ class SimulatedCharger:
     async def run(self) -> None:
         """Connect, boot and serve until cancelled; reconnect as a real charger does."""
         backoff, delay = FIRST_RETRY, 0.0
-        while True:
+        while not self._stopping:
             if delay > 0:
                 await asyncio.sleep(delay)
             try:
@@ -334,6 +336,8 @@ class SimulatedCharger:
             except Exception:  # a bad URL, a TLS error, a protocol surprise: never take the fleet down
                 log.exception("%s: connection failed", self.charge_point_id)
                 booted, backoff = False, MAX_RETRY
+            if self._stopping:
+                return
             if self._reconnect_after is not None:
                 delay, self._reconnect_after, backoff = self._reconnect_after, None, FIRST_RETRY
                 continue
@@ -341,6 +345,16 @@ class SimulatedCharger:
                 backoff = FIRST_RETRY
             delay, backoff = backoff, min(backoff * 2, MAX_RETRY)
             log.info("%s: reconnecting in %.0f s", self.charge_point_id, delay)
+
+    async def stop(self) -> None:
+        """Power down: close the connection as a charger that goes away (1001) and do not reconnect.
+
+        Cancelling ``run`` alone would close it from inside ``async with ws``, which websockets
+        answers with 1011 (internal error): the CSMS would log a crash that never happened."""
+        self._stopping = True
+        ws = self._ws
+        if ws is not None:
+            await ws.close(CloseCode.GOING_AWAY, "charger stopping")
 
     def _headers(self) -> dict[str, str]:
         if self._password is None:

@@ -139,7 +139,8 @@ async def simulate(chargers: list[SimulatedCharger], gateway_id: str, control: b
         listener = None
     await stop.wait()
     log.info("stopping: closing %d connections", len(tasks))
-    for task in tasks:
+    await asyncio.gather(*(c.stop() for c in chargers), return_exceptions=True)  # 1001 going away, each
+    for task in tasks:  # a charger between connections (or still closing) is not waited for
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     if listener is not None:

@@ -21,3 +21,5 @@ def test_make_demo_runs_the_whole_flow_and_shuts_down_cleanly():
     assert "DEVICE_LINK_UP           ast_bay_1     endpoint=CP_BAY_1, reason=ocpp1.6" in out
     assert "STATE_CHANGED            ast_bay_2     CHARGING -> AVAILABLE (unplug)" in out
     assert "STATE_CHANGED            ast_batt_001  DISCHARGING -> FAULTED (fault)" in out  # over real Modbus TCP
+    # the simulators stop as chargers that go away (1001), not as a crash (1011); a sound site refuses nothing
+    assert "(1011)" not in out and "MESSAGE_REFUSED" not in out

@@ -7,8 +7,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import signal
 import ssl
 import threading
+import time
+import urllib.request
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -17,7 +20,11 @@ import websockets
 from websockets.typing import Subprotocol
 
 from coordinator.contract.codec import encode_schedule
-from coordinator.contract.topics import SCHEDULES_IN
+from coordinator.contract.messages import ServiceStatus, decode
+from coordinator.contract.topics import SCHEDULES_IN, service_topic
+from services.ocpp_gateway.central import NO_AUTH_WARNING
+from tools.broker import free_port
+from tools.launcher import ServiceProcesses
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -43,6 +50,21 @@ def of(events, kind, asset=None):
             if e.event_type.value == kind and (asset is None or e.payload.get("asset_id") == asset)]
 
 
+def refused(events, reason: str, source: str | None = None) -> list:
+    """The MESSAGE_REFUSED events of ``reason`` (from ``source``, e.g. ocpp/CP001) seen so far."""
+    return [e for e in of(events, "MESSAGE_REFUSED")
+            if e.payload["reason"] == reason and (source is None or e.payload["topic"] == source)]
+
+
+def refused_total(plain, reason: str) -> float:
+    """The gateway's qubit_messages_refused_total{topic_family="ocpp",reason} on its metrics port."""
+    status = decode(ServiceStatus, plain(service_topic("gateway-ocpp")).drain(1.0)[-1].payload)
+    body = urllib.request.urlopen(f"http://127.0.0.1:{status.metrics_port}/metrics", timeout=5).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
+               if line.startswith("qubit_messages_refused_total{") and 'topic_family="ocpp"' in line
+               and f'reason="{reason}"' in line)
+
+
 def start_simulator(stack, events, *only: str):
     args = [a for cp_id in only for a in ("--only", cp_id)]
     stack.start("chargepoint-simulator", *args)  # no --cafile: the site config's ca_file
@@ -64,6 +86,25 @@ def completed(events, asset: str, count: int = 1, timeout: float = 20) -> None:
                     what=f"{count} setpoint(s) completed on {asset}")
 
 
+def test_a_gateway_without_auth_says_so_in_its_retained_status(broker, tmp_path, plain, ocpp_site_template):
+    template, password = ocpp_site_template
+    text = template.format(port=free_port(), version="1.6", timeout=3.0, password1=password, password2=password)
+    site = tmp_path / "site.toml"
+    site.write_text(text.replace("[gateways.ocpp]\n", "[gateways.ocpp]\nrequire_auth = false\n", 1))
+    procs = ServiceProcesses(broker.host, broker.port, site, tmp_path / "logs")
+    procs.start_all(("gateway-ocpp",))
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            told = [decode(ServiceStatus, m.payload) for m in plain(service_topic("gateway-ocpp")).drain(0.5)]
+            if told and told[-1].status == "online" and NO_AUTH_WARNING in told[-1].reasons:
+                break
+            assert time.monotonic() < deadline, f"no require_auth warning in the gateway's status: {told}"
+        assert told[-1].health in ("Warning", "Critical")  # Critical while no charger is connected
+    finally:
+        procs.stop_all()
+
+
 def test_wss_with_the_site_ca_serves_and_without_it_the_handshake_fails(ocpp_tls_stack, events, plain, version):
     start_simulator(ocpp_tls_stack, events)
     assert "CSMS listening on wss://" in ocpp_tls_stack.log("gateway-ocpp")
@@ -82,7 +123,7 @@ def test_wss_with_the_site_ca_serves_and_without_it_the_handshake_fails(ocpp_tls
     assert all(ocpp_tls_stack.password_of(cp) not in log for cp in ("CP001", "CP002"))
 
 
-def test_admission_rules_hold_over_wss(ocpp_tls_stack, version):
+def test_admission_rules_hold_over_wss(ocpp_tls_stack, events, plain, version):
     async def attempts():
         with pytest.raises(websockets.InvalidStatus) as wrong:
             await connect(ocpp_tls_stack, "CP001", version, password="not-the-password-of-cp001")
@@ -102,7 +143,20 @@ def test_admission_rules_hold_over_wss(ocpp_tls_stack, version):
 
     asyncio.run(attempts())
     log = ocpp_tls_stack.log("gateway-ocpp")
-    assert "refused CP001: wrong or missing credentials" in log and "not-the-password-of-cp001" not in log
+    assert "refused bad_credentials on ocpp/CP001: CP001: wrong or missing credentials" in log
+    assert "not-the-password-of-cp001" not in log
+    # Each refusal is the site's MESSAGE_REFUSED event and a count; an unknown id is never repeated.
+    events.wait_for(lambda ev: all(refused(events, r) for r in ("bad_credentials", "unknown_charge_point",
+                                                                 "no_subprotocol")), timeout=10,
+                    what="MESSAGE_REFUSED for each refused connection")
+    bad = refused(events, "bad_credentials", "ocpp/CP001")
+    assert bad and bad[0].payload["asset_id"] == "ast_bay_1"
+    assert all("not-the-password-of-cp001" not in e.payload.model_dump_json() for e in of(events, "MESSAGE_REFUSED"))
+    unknown = refused(events, "unknown_charge_point")
+    assert [e.payload["topic"] for e in unknown] == ["ocpp/unknown"] and "CP999" not in unknown[0].payload["detail"]
+    assert refused(events, "no_subprotocol", "ocpp/CP001")
+    for reason in ("bad_credentials", "unknown_charge_point", "no_subprotocol"):
+        assert refused_total(plain, reason) == 1.0, reason
 
 
 def test_a_second_connection_for_a_connected_charger_is_refused_while_the_first_answers(
@@ -118,7 +172,9 @@ def test_a_second_connection_for_a_connected_charger_is_refused_while_the_first_
     setpoint(plain, 7.0, "ast_bay_1", "sch_after_duplicate")
     completed(events, "ast_bay_1")  # the first connection is the one that still serves
     assert of(events, "DEVICE_LINK_DOWN", "ast_bay_1") == []
-    assert "refused CP001: already connected, and that connection answers" in ocpp_tls_stack.log("gateway-ocpp")
+    assert "refused duplicate_connection on ocpp/CP001: CP001: already connected, and that connection answers" \
+        in ocpp_tls_stack.log("gateway-ocpp")
+    assert refused(events, "duplicate_connection", "ocpp/CP001")
 
     async def silent_then_back():
         # A charger whose link went silent (a pulled cable): its next connection must get in.
@@ -162,7 +218,12 @@ def test_a_flood_of_duplicates_does_not_starve_the_real_charger(ocpp_tls_stack, 
     assert "admitted" not in statuses and statuses.count(409) >= 190, statuses
     assert of(events, "DEVICE_LINK_DOWN", "ast_bay_1") == []
     log = ocpp_tls_stack.log("gateway-ocpp")
-    assert log.count("refused CP001: already connected") < 20  # rate-limited, not 200 lines
+    assert log.count("refused duplicate_connection on ocpp/CP001") < 20  # rate-limited, not 200 lines
+    # ... while every one of them is an event and a count
+    refusals = statuses.count(409)
+    events.wait_for(lambda ev: len(refused(events, "duplicate_connection")) >= refusals, timeout=10,
+                    what=f"{refusals} MESSAGE_REFUSED duplicate_connection")
+    assert refused_total(plain, "duplicate_connection") == refusals
     setpoint(plain, 7.0, "ast_bay_1", "sch_after_flood")
     completed(events, "ast_bay_1", count=2)
 
@@ -205,5 +266,15 @@ def test_deeply_nested_frames_get_a_call_error_and_the_gateway_keeps_serving(ocp
     completed(events, "ast_bay_2")  # the other charger was served all along
     log = ocpp_tls_stack.log("gateway-ocpp")
     assert "Traceback" not in log and "RecursionError" not in log
-    assert "refused a frame of" in log and "nested deeper than 32 levels" in log
+    assert "refused nesting_too_deep on ocpp/CP001: a frame of" in log and "nested deeper than 32 levels" in log
+    events.wait_for(lambda ev: len(refused(events, "nesting_too_deep", "ocpp/CP001")) >= 4, timeout=10,
+                    what="a MESSAGE_REFUSED for each deep frame")
+    assert refused_total(plain, "nesting_too_deep") == 4
     assert f"CP001: fallback profile 0 kW not installed: CallError {code}" in ocpp_tls_stack.log("gateway-ocpp")
+
+
+def test_a_simulator_that_stops_goes_away_with_1001_not_an_internal_error(ocpp_tls_stack, events, version):
+    start_simulator(ocpp_tls_stack, events)
+    assert ocpp_tls_stack.kill("chargepoint-simulator", signal.SIGTERM) == 0
+    events.wait_for(lambda ev: len(of(events, "DEVICE_LINK_DOWN")) >= 2, timeout=15, what="both links down")
+    assert sorted(e.payload["reason"] for e in of(events, "DEVICE_LINK_DOWN")) == ["connection closed (1001)"] * 2

@@ -1,11 +1,16 @@
-"""The nesting check on raw OCPP-J frames, and the gateway's rate-limited refusal log."""
+"""The nesting check on raw OCPP-J frames, and how the gateway's refusals become site-wide ones."""
 
 import json
 import logging
 import time
+from types import SimpleNamespace
 
+from coordinator.contract.events import RefusalReason
+from coordinator.events import EventBus, EventType
 from coordinator.protocols.ocpp.frames import MAX_DEPTH, message_id, too_deep
-from coordinator.protocols.ocpp.refusals import Refusal, Refusals
+from coordinator.runtime.refusals import LOG_BURST, Refusals, topic_family
+from coordinator.site import OcppListenConfig
+from services.ocpp_gateway.central import CentralSystem
 
 
 def nested(depth: int, open_: str = "[", close: str = "]") -> str:
@@ -51,17 +56,28 @@ def test_message_id_is_read_without_parsing():
     assert message_id('[2,"' + "x" * 37 + '","Heartbeat",{}]') is None  # OCPP ids are at most 36 characters
 
 
-def test_refusals_are_counted_and_their_log_lines_rate_limited(caplog):
-    now = [0.0]
-    refusals = Refusals(logging.getLogger("test.refusals"), interval=10.0, clock=lambda: now[0])
-    with caplog.at_level(logging.WARNING, logger="test.refusals"):
+class _Sink:
+    """The gateway as CentralSystem sees it, for its refusals only."""
+
+    def __init__(self) -> None:
+        self.bus = EventBus()
+        self.refusals = Refusals(self.bus, clock=lambda: 0.0)
+
+
+def test_refusals_are_site_wide_events_and_a_hostile_id_is_never_repeated(caplog):
+    sink = _Sink()
+    seen: list = []
+    sink.bus.subscribe(EventType.MESSAGE_REFUSED, seen.append)
+    central = CentralSystem(OcppListenConfig(), {"CP001": SimpleNamespace(asset_id="ast_bay_1")}, sink)  # type: ignore[arg-type,dict-item]
+    hostile = "CP" + "\x00x" * 5000
+    with caplog.at_level(logging.ERROR, logger="services.ocpp_gateway.central"):
         for _ in range(200):
-            refusals.refuse(Refusal.DUPLICATE_CONNECTION, "refused %s: already connected", "CP001")
-        refusals.refuse(Refusal.BAD_CREDENTIALS, "refused %s: wrong or missing credentials", "CP002")
-        now[0] = 11.0
-        refusals.refuse(Refusal.DUPLICATE_CONNECTION, "refused %s: already connected", "CP001")
-    lines = [r.getMessage() for r in caplog.records]
-    assert lines == ["refused CP001: already connected", "refused CP002: wrong or missing credentials",
-                     "refused CP001: already connected "
-                     "(and 199 more duplicate_connection refusals since the last line)"]
-    assert refusals.counts[Refusal.DUPLICATE_CONNECTION] == 201 and refusals.counts[Refusal.BAD_CREDENTIALS] == 1
+            central.refuse("CP001", RefusalReason.DUPLICATE_CONNECTION, "CP001: already connected")
+        central.refuse(hostile, RefusalReason.UNKNOWN_CHARGE_POINT, "connection for an unknown id")
+    assert len(seen) == 201  # every refusal is an event; only the log is rate-limited
+    first, last = seen[0].payload, seen[-1].payload
+    assert (first.topic, first.reason, first.asset_id) == ("ocpp/CP001", RefusalReason.DUPLICATE_CONNECTION,
+                                                           "ast_bay_1")
+    assert (last.topic, last.asset_id) == ("ocpp/unknown", None) and hostile not in last.detail
+    assert {topic_family(e.payload.topic) for e in seen} == {"ocpp"}
+    assert len(caplog.records) == LOG_BURST

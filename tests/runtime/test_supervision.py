@@ -30,6 +30,7 @@ H, W, C = HealthState.HEALTHY, HealthState.WARNING, HealthState.CRITICAL
     (Conditions(backlog=BACKLOG_WARNING), W, f"backlog of {BACKLOG_WARNING} messages"),
     (Conditions(backlog=BACKLOG_CRITICAL), C, f"backlog of {BACKLOG_CRITICAL} messages"),
     (Conditions(metrics_failed="port 9464: in use"), W, "metrics not served: port 9464: in use"),
+    (Conditions(config_warnings=("require_auth = false: ...",)), W, "require_auth = false: ..."),
 ])
 def test_assess(conditions, health, reason):
     got, reasons = assess(conditions)

@@ -453,6 +453,16 @@ class RefusalReason(StrEnum):
     """A result for a command that is not in flight (never dispatched, or waiting for its retry)."""
     INVALID = "invalid"
     """Readable, but refused by a rule of the receiving process (``detail`` names it)."""
+    UNKNOWN_CHARGE_POINT = "unknown_charge_point"
+    """OCPP: a connection for a charge point id the site config does not have (HTTP 404)."""
+    BAD_CREDENTIALS = "bad_credentials"
+    """OCPP: a connection without the charger's Basic-auth password (HTTP 401); never quoted."""
+    NO_SUBPROTOCOL = "no_subprotocol"
+    """OCPP: a connection that offered no OCPP version we speak (ocpp1.6, ocpp2.0.1)."""
+    DUPLICATE_CONNECTION = "duplicate_connection"
+    """OCPP: a second connection for a charger whose connection still answers (HTTP 409)."""
+    NESTING_TOO_DEEP = "nesting_too_deep"
+    """OCPP: a frame nested deeper than frames.MAX_DEPTH (a CallError, or dropped)."""
 
 
 class MessageRefused(EventPayload):

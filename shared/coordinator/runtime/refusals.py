@@ -13,6 +13,12 @@ were not logged.
     'qubit/commands/loopback'
     >>> topic_family("qubit/status/loopback/ast_bay_1")
     'status'
+    >>> topic_family("ocpp/CP001")
+    'ocpp'
+
+What a process receives from outside the bus is refused the same way, under a topic-like
+source of its own: the OCPP gateway's connections and frames under ``ocpp/<charge_point_id>``
+(``ocpp/unknown`` for an id the site does not have), family ``ocpp``.
 """
 
 from __future__ import annotations
@@ -37,11 +43,18 @@ MAX_DETAIL = 500
 _FAMILIES = {"schedules", "control", "query"}  # families whose second level says what they are
 
 
+OCPP_SOURCE = "ocpp"
+"""The first level of the OCPP gateway's sources (``ocpp/<charge_point_id>``) and their family."""
+
+
 def topic_family(topic: str) -> str:
     """The metric label of ``topic``: its first level under qubit/ (``commands``, ``results``,
-    ``status``...), two for schedules, control and query (``schedules/accepted``). Bounded: a
-    topic outside the tree is ``other``, so a hostile topic cannot grow the label set."""
+    ``status``...), two for schedules, control and query (``schedules/accepted``); ``ocpp``
+    for what an OCPP gateway refused. Bounded: a topic outside these is ``other``, so a
+    hostile topic cannot grow the label set."""
     parts = topic.split("/")
+    if parts[0] == OCPP_SOURCE and len(parts) == 2:
+        return OCPP_SOURCE
     if len(parts) < 2 or parts[0] != "qubit":
         return "other"
     if parts[1] in _FAMILIES and len(parts) > 2 and parts[2] in _KNOWN_SECOND.get(parts[1], ()):

@@ -48,6 +48,9 @@ class Conditions:
     backlog: int = 0
     metrics_failed: str | None = None
     """Why the metrics endpoint is not served, if it is not."""
+    config_warnings: tuple[str, ...] = ()
+    """What the process was configured to do that weakens the site (an OCPP gateway with
+    require_auth = false): Warning for as long as it runs, so SCADA sees it, not only a log."""
 
 
 def assess(conditions: Conditions) -> tuple[HealthState, tuple[str, ...]]:
@@ -55,7 +58,8 @@ def assess(conditions: Conditions) -> tuple[HealthState, tuple[str, ...]]:
 
     Critical: every device link of a gateway is down, or the backlog is past BACKLOG_CRITICAL.
     Warning: the broker is unreachable, some device link is down, the backlog is past
-    BACKLOG_WARNING, or the metrics endpoint could not start.
+    BACKLOG_WARNING, the metrics endpoint could not start, or the process runs with a
+    configuration that weakens the site (``config_warnings``).
     """
     critical: list[str] = []
     warning: list[str] = []
@@ -71,6 +75,7 @@ def assess(conditions: Conditions) -> tuple[HealthState, tuple[str, ...]]:
         warning.append(f"backlog of {conditions.backlog} messages")
     if conditions.metrics_failed:
         warning.append(f"metrics not served: {conditions.metrics_failed}")
+    warning.extend(conditions.config_warnings)
     if critical:
         return HealthState.CRITICAL, tuple(critical + warning)
     if warning:

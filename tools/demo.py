@@ -15,12 +15,15 @@ as ``layer3`` and drives the simulated chargers as ``simulator``.
 
 from __future__ import annotations
 
+import queue
 import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
 from pymodbus.client import ModbusTcpClient
 
 from coordinator.contract.codec import DecodeError, decode_event, encode_schedule
@@ -32,7 +35,7 @@ from coordinator.contract.topics import (
     SCHEDULES_IN,
     simulator_topic,
 )
-from coordinator.runtime.mqtt import MqttClient
+from coordinator.runtime.mqtt import MqttClient, refused_credentials
 from coordinator.runtime.service import load_site
 from coordinator.runtime.settings import DEFAULT_SITE_CONFIG
 from coordinator.timeutil import utcnow
@@ -140,6 +143,8 @@ def main() -> int:
         procs.start("chargepoint-simulator")  # now, so that the chargers connecting show up as events
         print(f"all services online: {', '.join(procs.procs)}\n")
         wait_until(lambda: watcher.linked >= CHARGERS.keys(), timeout=20, what="both chargers connected over OCPP")
+        print("--- a stranger on the site's LAN tries the broker without a password:",
+              stranger_tries(broker.host, broker.port), flush=True)
         for cp_id in CHARGERS.values():
             print(f"--- a bus plugs in at {cp_id}", flush=True)
             simulator.publish(simulator_topic("ocpp"), ChargerControl(charge_point_id=cp_id, action="plug_in").encode())
@@ -170,6 +175,23 @@ def main() -> int:
         broker.stop()
     summary(watcher, codes)
     return 0 if watcher.done and all(c == 0 for c in codes.values()) else 1
+
+
+def stranger_tries(host: str, port: int) -> str:
+    """What the broker answers an anonymous client (it admits none: docs/security.md)."""
+    answer: queue.Queue[str] = queue.Queue()
+    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
+    client.on_connect = lambda c, u, flags, reason, props: answer.put(
+        f"refused ({reason})" if refused_credentials(reason) else f"ADMITTED ({reason})")
+    client.connect(host, port)
+    client.loop_start()
+    try:
+        return answer.get(timeout=5)
+    except queue.Empty:
+        return "no answer"
+    finally:
+        client.loop_stop()
+        client.disconnect()
 
 
 def battery_control(port: int, value: Control) -> None:

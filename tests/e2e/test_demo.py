@@ -23,3 +23,5 @@ def test_make_demo_runs_the_whole_flow_and_shuts_down_cleanly():
     assert "STATE_CHANGED            ast_batt_001  DISCHARGING -> FAULTED (fault)" in out  # over real Modbus TCP
     # the simulators stop as chargers that go away (1001), not as a crash (1011); a sound site refuses nothing
     assert "(1011)" not in out and "MESSAGE_REFUSED" not in out
+    # the demo's broker is the secured one: a client without a password is turned away
+    assert "tries the broker without a password: refused (Not authorized)" in out

@@ -56,6 +56,10 @@ class ModbusGateway(DeviceGateway):
     def _report(self, asset_id: str, status: DeviceStatus) -> None:
         self.report(asset_id, status.state.value, status.telemetry())
 
+    def stop_reconnecting(self) -> None:
+        for link in self.links.values():
+            link.drain()
+
     async def stop_links(self) -> None:
         await asyncio.gather(*(link.stop() for link in self.links.values()))
 

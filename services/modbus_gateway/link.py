@@ -35,6 +35,7 @@ from coordinator.protocols.modbus.device import DeviceStatus, decode_status, nex
 from coordinator.protocols.modbus.registers import decode_registers
 from coordinator.protocols.modbus.setpoints import SetpointPlan, coalesce, plan_command, shows
 from coordinator.runtime.command_intake import CommandIntake, result
+from coordinator.runtime.device_gateway import stop_tasks
 from coordinator.site import AssetConfig
 from coordinator.timeutil import utcnow
 
@@ -85,6 +86,10 @@ class BatteryLink:
         self.lease_seconds = lease_seconds
         self.heartbeat = 0
         """The last value written to the watchdog register."""
+        self.draining = False
+        """SIGTERM: no new connection is opened; a link that is down fails what waits for it."""
+        self.stopped = False
+        """``stop`` was called: every loop of the link ends at its next turn."""
 
     @property
     def where(self) -> str:
@@ -102,14 +107,20 @@ class BatteryLink:
             self.device.host, port=self.device.port, timeout=self.device.timeout_seconds, retries=0,
             reconnect_delay=0,  # we reconnect ourselves, with backoff and link events
         )
-        self._tasks = [asyncio.create_task(self._commands()), asyncio.create_task(self._poll())]
+        name = self.asset.asset_id
+        self._tasks = [asyncio.create_task(self._commands(), name=f"{name} commands"),
+                       asyncio.create_task(self._poll(), name=f"{name} poller")]
         if self.device.watchdog is not None:
-            self._tasks.append(asyncio.create_task(self._heartbeats()))
+            self._tasks.append(asyncio.create_task(self._heartbeats(), name=f"{name} heartbeats"))
+
+    def drain(self) -> None:
+        """SIGTERM: stop reconnecting. What is in flight keeps its own bounds (the request
+        timeout, the verify window) while the link is up, and fails at once when it is down."""
+        self.draining = True
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.stopped = True  # a loop whose cancellation was swallowed ends at its next turn
+        await stop_tasks(self._tasks, what=f"{self.asset.asset_id} link")
         if self._client is not None:  # a link stopped before it started has nothing to close
             self._client.close()
 
@@ -157,8 +168,10 @@ class BatteryLink:
         backoff = 0.5
         first, count = self.status_registers.span()
         unreadable = ""  # the last decoding error, logged once rather than at every poll
-        while True:
+        while not self.stopped:
             if not self.client.connected:
+                if self.draining:  # shutting down: the device is not called again
+                    return
                 if not await self.client.connect():
                     self._set_up(False, "connect failed")
                     await asyncio.sleep(backoff)
@@ -195,7 +208,7 @@ class BatteryLink:
         offset = self.device.watchdog.spec().offset
         interval = self.device.watchdog.interval(self.lease_seconds)
         failing = False
-        while True:
+        while not self.stopped:
             if self.client.connected:
                 value = next_heartbeat(self.heartbeat)
                 try:
@@ -224,7 +237,7 @@ class BatteryLink:
 
     async def _commands(self) -> None:
         work = {Work.EXECUTE: self.execute, Work.RECONCILE: self.reconcile, Work.RESTORE: self.restore}
-        while True:
+        while not self.stopped:
             cmd, kind = await self.queue.get()
             try:
                 await work[kind](cmd)
@@ -296,6 +309,8 @@ class BatteryLink:
                     return None
             except LinkError as exc:
                 seen = str(exc)
+                if self.draining and not self.client.connected:  # no reconnect is coming: do not wait it out
+                    return f"not verified: {seen}; the gateway is shutting down"
             if loop.time() >= deadline:
                 return (f"not applied: after {window:g} s the "
                         f"device shows {seen} (wanted {plan.applied:g})")

@@ -39,6 +39,31 @@ log = logging.getLogger(__name__)
 
 SAFE_STATE_TIMEOUT = 10.0
 """Seconds an asset may take to confirm its safe state before the gateway reports it could not."""
+TASK_STOP_SECONDS = 5.0
+"""How long ``stop_tasks`` waits for a device link's tasks to end before it gives up on them."""
+
+
+async def stop_tasks(tasks: list[asyncio.Task[Any]], bound: float = TASK_STOP_SECONDS, what: str = "tasks") -> None:
+    """Cancel ``tasks`` and wait (up to ``bound`` seconds) until they ended, cancelling again
+    those still running. One cancel is not enough on Python 3.11: ``asyncio.wait_for`` (used
+    inside pymodbus for every connect and request) swallows a cancellation that arrives as
+    the awaited call completes, and the task carries on as if never cancelled. A task still
+    running after ``bound`` is logged and left to ``asyncio.run``'s own cleanup: a stop never
+    waits for ever on one."""
+    pending = {t for t in tasks if not t.done()}
+    deadline = asyncio.get_running_loop().time() + bound
+    while pending:
+        for task in pending:
+            task.cancel()
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            log.error("%s: %d still running %g s after being cancelled: %s", what, len(pending), bound,
+                      ", ".join(sorted(t.get_name() for t in pending)))
+            return
+        _, pending = await asyncio.wait(pending, timeout=min(0.1, left))
+    for task in tasks:  # retrieved, so asyncio does not log them as never retrieved
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s: task %s failed", what, task.get_name(), exc_info=task.exception())
 
 
 class DeviceGateway(Service):
@@ -215,6 +240,7 @@ class DeviceGateway(Service):
         """SIGTERM: take nothing new, let in-flight commands finish for up to ``timeout``
         seconds, hand the rest back as failed (the planner retries them while attempts remain)."""
         self.draining = True
+        self.stop_reconnecting()
         try:
             async with asyncio.timeout(timeout):
                 await self._none_in_flight.wait()
@@ -247,6 +273,10 @@ class DeviceGateway(Service):
     def telemetry(self, asset_id: str, values: dict[str, Any]) -> None:
         message = Telemetry(asset_id=asset_id, at=utcnow(), values=values)
         self.publish(telemetry_topic(self.gateway_id, asset_id), message.encode(), qos=0)
+
+    def stop_reconnecting(self) -> None:
+        """SIGTERM: a device link that is down stays down; what waits for it fails at once
+        (FAILED: the planner retries it) rather than holding the drain."""
 
     async def stop_links(self) -> None:
         """Close every device link."""

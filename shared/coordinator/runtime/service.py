@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import NamedTuple, TypeVar
@@ -294,7 +295,9 @@ async def serve(name: str, build: Callable[[SiteConfig, Publish], Service], site
     await service.close()
     supervisor.stopped()
     await client.close(farewell=supervisor.farewell())
-    metrics.close()
+    # Not waited for: the metrics server's shutdown sits out its 0.5 s poll, and its thread
+    # (a daemon) ends with the process anyway.
+    threading.Thread(target=metrics.close, name="metrics shutdown", daemon=True).start()
     log.info("%s offline", name)
     return 0
 

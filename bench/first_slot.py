@@ -85,8 +85,8 @@ class Counter:
             return len(self.completed)
 
     def close(self) -> None:
-        self.client.loop_stop()
         self.client.disconnect()
+        self.client.loop_stop()
 
 
 def broker_round_trip(broker: LocalMosquitto, data: bytes) -> float:
@@ -109,8 +109,8 @@ def broker_round_trip(broker: LocalMosquitto, data: bytes) -> float:
     pub.publish("bench/round-trip", data, qos=1)
     arrived = got.get(timeout=60)
     for client in (pub, sub):
-        client.loop_stop()
         client.disconnect()
+        client.loop_stop()
     return arrived - start
 
 
@@ -147,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         stack_client.connect(broker.host, broker.port)
         stack_client.loop_start()
         stack_client.publish(SCHEDULES_IN, data, qos=1).wait_for_publish(60)
-        stack_client.loop_stop()
         stack_client.disconnect()
+        stack_client.loop_stop()
         due = start.timestamp()
         deadline = due + args.timeout
         while counter.count() < first and time.time() < deadline:

@@ -190,8 +190,8 @@ def stranger_tries(host: str, port: int) -> str:
     except queue.Empty:
         return "no answer"
     finally:
-        client.loop_stop()
         client.disconnect()
+        client.loop_stop()
 
 
 def battery_control(port: int, value: Control) -> None:

@@ -183,8 +183,8 @@ class ChaosRun:
         try:
             client.publish(topic, payload, qos=1).wait_for_publish(10)
         finally:
-            client.loop_stop()
             client.disconnect()
+            client.loop_stop()
 
     def _wait_until_settled(self, commands: int, deadline: float) -> None:
         """Until the subscriber has seen a terminal event for as many commands as expected, or the deadline."""

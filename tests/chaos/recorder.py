@@ -93,8 +93,8 @@ class PersistentRecorder:
             self._file.flush()
 
     def stop(self) -> None:
-        self._client.loop_stop()
         self._client.disconnect()
+        self._client.loop_stop()
         with self._lock:
             self._file.close()
 

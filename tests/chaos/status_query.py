@@ -49,8 +49,8 @@ def ask(host: str, port: int, kind: QueryKind, ids: list[str], timeout: float = 
             if reply.query_id in asked:
                 replies[asked[reply.query_id]] = reply
     finally:
-        client.loop_stop()
         client.disconnect()
+        client.loop_stop()
     return replies
 
 

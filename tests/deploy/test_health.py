@@ -62,8 +62,8 @@ def test_the_script_reads_the_own_retained_status_from_a_real_broker(tmp_path: P
         client.publish(service_topic("planner"), status(status="offline"), qos=1, retain=True).wait_for_publish(5)
         down = health(broker.port, login=planner)
         assert down.returncode == 1 and "offline" in down.stdout
-        client.loop_stop()
         client.disconnect()
+        client.loop_stop()
 
 
 def test_no_broker_is_unhealthy_in_one_line() -> None:

@@ -203,8 +203,8 @@ def test_a_wrong_password_is_refused_as_bad_credentials(broker):
     try:
         assert refused_credentials(reasons.get(timeout=5))
     finally:
-        client.loop_stop()
         client.disconnect()
+        client.loop_stop()
     assert not can_log_in(broker.host, broker.port, BrokerLogin("nobody", "whatever-whatever"))
 
 

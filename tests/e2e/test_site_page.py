@@ -19,7 +19,8 @@ import pytest
 from coordinator.base import CommandStatus, CommandType
 from coordinator.contract.codec import encode_event, encode_schedule
 from coordinator.contract.events import CommandFailed
-from coordinator.contract.topics import SCHEDULES_IN, event_topic
+from coordinator.contract.messages import EmergencyStop
+from coordinator.contract.topics import EMERGENCY_STOP, SCHEDULES_IN, event_topic
 from coordinator.events import Event, EventType
 from tools.broker import free_port, wait_for_port
 from tools.launcher import CORE
@@ -106,6 +107,9 @@ def test_the_page_shows_the_site_live_and_draws_the_plot(stack, plain, driver, t
         "return ['planned', 'applied'].every(s => document.querySelectorAll(`#plots path[data-series=${s}]`)"
         ".length === 3)"))
     wait.until(lambda d: "COMPLETED" in cells("#commands td:nth-child(6)"))
+    if os.environ.get("QUBIT_SCREENSHOTS") == "1":  # for docs/: the whole schedule played out
+        wait.until(lambda d: cells("#commands td:nth-child(6)").count("COMPLETED") >= 10)
+        driver.save_screenshot(str(REPO / "docs" / "images" / "site-page.png"))
     assert driver.execute_script("return window.qubitPage.loadedAt") == loaded_at
     assert driver.execute_script("return window.qubitPage.snapshots") > 1
 
@@ -115,11 +119,14 @@ def test_the_page_shows_the_site_live_and_draws_the_plot(stack, plain, driver, t
     assert driver.execute_script("return window.pwned") is None
     assert driver.find_elements("css selector", "#commands img") == []
 
-    shots = tmp_path
-    if os.environ.get("QUBIT_SCREENSHOTS") == "1":  # for docs/: the whole schedule played out
-        shots = REPO / "docs" / "images"
-        wait.until(lambda d: cells("#commands td:nth-child(6)").count("COMPLETED") >= 10)
-    assert driver.save_screenshot(str(shots / "site-page.png"))
+    # The emergency stop, as the operator orders it: the header says so, with the reason.
+    order = EmergencyStop(active=True, reason="page test: <b>stop</b>", issued_by="operator", at=datetime.now(UTC))
+    plain().publish(EMERGENCY_STOP, order.encode(), retain=True)
+    wait.until(lambda d: "EMERGENCY STOP — page test: <b>stop</b> by operator" in d.find_element("id", "estop").text)
+    assert driver.execute_script("return window.qubitPage.loadedAt") == loaded_at
+
+    shots = REPO / "docs" / "images" if os.environ.get("QUBIT_SCREENSHOTS") == "1" else tmp_path
+    assert driver.find_element("tag name", "header").screenshot(str(shots / "site-page-emergency-stop.png"))
 
 
 def test_page_serves_only_its_own_files_with_a_strict_policy(stack, tmp_path):

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from coordinator.base import CommandType
 from coordinator.contract.events import (
     CommandPayload,
     EmergencyStopActivated,
@@ -24,6 +23,7 @@ from coordinator.contract.events import (
 )
 from coordinator.contract.messages import AssetStateMessage, ServiceStatus, Telemetry
 from coordinator.events import Event, EventType
+from coordinator.runtime.metrics import POWER_KEYS, SOC_KEYS, reading, setpoint_kw
 from coordinator.site import SiteConfig
 
 MAX_COMMANDS = 40
@@ -34,28 +34,6 @@ MAX_POINTS = 600
 """Plot points kept per asset and series (10 minutes of one reading a second)."""
 MAX_LIFECYCLE = 12
 """Lifecycle steps kept per command (created, dispatched, acknowledged, completed, retries...)."""
-
-POWER_KEYS = ("power_kw", "active_power_kw")
-"""Telemetry keys of measured power: OCPP gateways send power_kw, Modbus batteries active_power_kw."""
-SOC_KEYS = ("soc_percent",)
-
-
-def signed_power(command_type: str, parameters: dict[str, Any]) -> float | None:
-    """A command's power as the page plots it: kW, positive into the asset (charging),
-    negative out of it (a battery's SET_DISCHARGE_RATE); None for commands without a power."""
-    power = parameters.get("power_kw")
-    if not isinstance(power, int | float) or isinstance(power, bool):
-        return None
-    return -float(power) if command_type == CommandType.SET_DISCHARGE_RATE.value else float(power)
-
-
-def _number(values: dict[str, Any], keys: tuple[str, ...]) -> float | None:
-    for key in keys:
-        value = values.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    return None
-
 
 def _iso(at: datetime | None) -> str | None:
     return at.isoformat() if at is not None else None
@@ -69,7 +47,8 @@ class AssetView:
     state: str | None = None
     since: datetime | None = None
     setpoint_kw: float | None = None
-    """The power of the last completed command (what the device was last told and confirmed)."""
+    """The power rate of the last completed command (what the device was last told and confirmed;
+    runtime/metrics.py setpoint_kw: charging positive, discharging negative)."""
     power_kw: float | None = None
     soc_percent: float | None = None
     measured_at: datetime | None = None
@@ -118,7 +97,7 @@ class SiteView:
         asset = self._asset(msg.asset_id)
         if asset is None:
             return
-        power, soc = _number(msg.values, POWER_KEYS), _number(msg.values, SOC_KEYS)
+        power, soc = reading(msg.values, POWER_KEYS), reading(msg.values, SOC_KEYS)
         if power is not None:
             asset.power_kw = power
             asset.measured.append((msg.at, power))
@@ -140,9 +119,9 @@ class SiteView:
             self._on_command(event.event_type, p, event.timestamp)
         elif isinstance(p, SetpointClamped):
             asset = self._asset(p.asset_id)
-            if asset is not None:  # the device got the capped value: that is what was applied
-                sign = -1.0 if p.command_type.value == CommandType.SET_DISCHARGE_RATE.value else 1.0
-                asset.applied.append((event.timestamp, sign * p.applied))
+            applied = setpoint_kw(p.command_type.value, {"power_kw": p.applied})
+            if asset is not None and applied is not None:  # the device got the capped value: that was applied
+                asset.applied.append((event.timestamp, applied))
         elif isinstance(p, ScheduleReceived) and p.schedule_id is not None:
             self.schedule = p
         elif isinstance(p, EmergencyStopActivated):
@@ -157,7 +136,7 @@ class SiteView:
         asset = self._asset(p.asset_id)
         if asset is None:
             return
-        power = signed_power(p.command_type.value, p.parameters)
+        power = setpoint_kw(p.command_type.value, p.parameters)
         seen = self.commands.get(p.command_id)
         if seen is None:
             if kind is not EventType.COMMAND_CREATED and power is not None and p.schedule_id is not None:

@@ -22,9 +22,9 @@ def command_event(kind, command_id, asset_id="ast_batt", command_type=CommandTyp
                   status=CommandStatus.DISPATCHED, at=T0):
     cmd = Command(asset_id, command_type, {"power_kw": kw}, scheduled_at=T0, command_id=command_id, status=status,
                   attempts=1, dispatched_at=T0, schedule_id="sch_1")
-    model = {EventType.COMMAND_DISPATCHED: lambda c: ev.CommandDispatched.of(c, protocol="loopback", gateway_id="lb"),
-             EventType.COMMAND_COMPLETED: ev.CommandCompleted.of}[kind]
-    return Event(kind, model(cmd), at)
+    if kind is EventType.COMMAND_DISPATCHED:
+        return Event(kind, ev.CommandDispatched.of(cmd, protocol="loopback", gateway_id="lb"), at)
+    return Event(kind, ev.CommandCompleted.of(cmd), at)
 
 
 def status(service, *, estop=False, state="online"):

@@ -10,6 +10,8 @@ QUBIT_SCREENSHOTS=1 the screenshot goes to docs/images/site-page.png (committed)
 from __future__ import annotations
 
 import os
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,8 +21,8 @@ import pytest
 from coordinator.base import CommandStatus, CommandType
 from coordinator.contract.codec import encode_event, encode_schedule
 from coordinator.contract.events import CommandFailed
-from coordinator.contract.messages import EmergencyStop
-from coordinator.contract.topics import EMERGENCY_STOP, SCHEDULES_IN, event_topic
+from coordinator.contract.messages import EmergencyStop, ServiceStatus, decode
+from coordinator.contract.topics import EMERGENCY_STOP, SCHEDULES_IN, event_topic, service_topic
 from coordinator.events import Event, EventType
 from tools.broker import free_port, wait_for_port
 from tools.launcher import CORE
@@ -113,6 +115,11 @@ def test_the_page_shows_the_site_live_and_draws_the_plot(stack, plain, driver, t
     assert driver.execute_script("return window.qubitPage.loadedAt") == loaded_at
     assert driver.execute_script("return window.qubitPage.snapshots") > 1
 
+    # The same setpoints as Prometheus gauges, from the planner's /metrics.
+    planner = decode(ServiceStatus, plain(service_topic("planner")).inbox.get(timeout=5).payload)  # retained
+    with urllib.request.urlopen(f"http://127.0.0.1:{planner.metrics_port}/metrics") as scrape:
+        assert 'qubit_asset_setpoint_kw{asset_id="ast_bay_1",service="planner"}' in scrape.read().decode()
+
     # The bus is untrusted: markup in a reason is shown as text, never run or rendered.
     plain().publish(event_topic("COMMAND_FAILED", "ast_bay_1"), forged_failure())
     wait.until(lambda d: FORGED in cells("#commands td:last-child"))
@@ -130,9 +137,6 @@ def test_the_page_shows_the_site_live_and_draws_the_plot(stack, plain, driver, t
 
 
 def test_page_serves_only_its_own_files_with_a_strict_policy(stack, tmp_path):
-    import urllib.error
-    import urllib.request
-
     port = free_port()
     stack.env["QUBIT_PAGE_PORT"] = str(port)
     stack.start("site-page")

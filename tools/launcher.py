@@ -38,9 +38,12 @@ SERVICES = {
     "battery-simulator": "simulators.battery",
     "gateway-ocpp": "services.ocpp_gateway.gateway",
     "chargepoint-simulator": "simulators.chargepoint",
+    "site-page": "services.site_page",
 }
 SIMULATORS = ("battery-simulator", "chargepoint-simulator")
 """Device simulators: real protocol peers, not MQTT services (no online status)."""
+READ_ONLY = {"site-page": "scada"}
+"""Processes that only watch the bus: they log in as a read-only role and publish no status."""
 CORE = ("ingester", "planner", "tracker", "gateway-loopback")
 """What the site of deploy/site.toml runs besides the Modbus side."""
 
@@ -53,7 +56,7 @@ WATCHER = "scada"
 
 def identity_of(name: str) -> str:
     """The broker identity of process ``name``."""
-    return "simulator" if name in SIMULATORS else name
+    return "simulator" if name in SIMULATORS else READ_ONLY.get(name, name)
 
 
 def site_gateways(site_config: Path) -> list[str]:
@@ -116,7 +119,7 @@ class ServiceProcesses:
         """Start ``names`` and wait until each is online (the simulator is not an MQTT service)."""
         for name in names:
             self.start(name, *(args or {}).get(name, ()))
-        self.wait_online(*(n for n in names if n not in SIMULATORS), timeout=timeout)
+        self.wait_online(*(n for n in names if n not in SIMULATORS and n not in READ_ONLY), timeout=timeout)
 
     def wait_online(self, *names: str, timeout: float = 20.0) -> None:
         """Until each named process says online on its retained status topic (with its own pid)."""

@@ -1,6 +1,9 @@
+import json
+import re
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -328,3 +331,75 @@ def test_a_failure_report_counts_and_emits_but_never_reports_its_own_failure_aga
     assert [(p.reason, p.limit_bytes) for p in seen] == [(ev.PublishFailureReason.TOO_LARGE, 1 << 20)]
     assert sample(metrics, "qubit_publish_failures_total", reason="too_large") == 1
     assert sample(metrics, "qubit_publish_failures_total", reason="refused") == 1
+
+
+# -- per-asset gauges and the Grafana dashboard -------------------------------------------
+
+
+def completed(asset_id, command_type, power_kw, command_id):
+    cmd = Command(asset_id, command_type, {"power_kw": power_kw}, scheduled_at=T0, command_id=command_id,
+                  status=CommandStatus.COMPLETED, attempts=1, dispatched_at=T0)
+    return Event(EventType.COMMAND_COMPLETED, ev.CommandCompleted.of(cmd))
+
+
+def test_setpoint_gauge_follows_completed_rates_signed_and_ignores_limits(observed):
+    bus, metrics = observed
+    bus.publish(completed("ast_batt", CommandType.SET_CHARGE_RATE, 30.0, "cmd_a"))
+    assert sample(metrics, "qubit_asset_setpoint_kw", asset_id="ast_batt") == 30.0
+    bus.publish(completed("ast_batt", CommandType.SET_DISCHARGE_RATE, 25.0, "cmd_b"))
+    assert sample(metrics, "qubit_asset_setpoint_kw", asset_id="ast_batt") == -25.0
+    bus.publish(completed("ast_batt", CommandType.SET_POWER_LIMIT, 10.0, "cmd_c"))  # a cap, not a setpoint
+    assert sample(metrics, "qubit_asset_setpoint_kw", asset_id="ast_batt") == -25.0
+    assert sample(metrics, "qubit_asset_setpoint_kw", asset_id="ast_other") is None  # no sample before any
+
+
+def test_telemetry_feeds_power_and_soc_gauges_and_ignores_what_is_not_a_number():
+    metrics = ServiceMetrics("gateway-modbus")
+    metrics.observe_telemetry("ast_batt", {"active_power_kw": -12.5, "soc_percent": 61, "mode": "DISCHARGING"})
+    assert sample(metrics, "qubit_asset_power_kw", asset_id="ast_batt") == -12.5
+    assert sample(metrics, "qubit_asset_soc_percent", asset_id="ast_batt") == 61
+    metrics.observe_telemetry("ast_batt", {"power_kw": "lots", "soc_percent": True})  # untrusted shapes
+    assert sample(metrics, "qubit_asset_power_kw", asset_id="ast_batt") == -12.5
+    assert sample(metrics, "qubit_asset_soc_percent", asset_id="ast_batt") == 61
+    metrics.observe_telemetry("ast_bay_1", {"power_kw": 7.2})  # OCPP's key
+    assert sample(metrics, "qubit_asset_power_kw", asset_id="ast_bay_1") == 7.2
+
+
+DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "qubit-site.json"
+PROMQL_WORDS = {"sum", "max", "min", "avg", "count", "rate", "increase", "irate", "histogram_quantile", "vector",
+                "by", "without", "or", "and", "unless", "label_values", "le", "on", "ignoring"}
+
+
+def exported_names() -> set[str]:
+    """Every series name a process can export: families and their samples' suffixes."""
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
+    names = set()
+    for family in ServiceMetrics("any").registry.collect():
+        names |= {family.name + s for s in suffixes.get(family.type, ("",))}
+    return names
+
+
+def metric_names(expr: str) -> set[str]:
+    """The series an expression reads: identifiers outside label matchers, ranges and strings."""
+    expr = re.sub(r"label_values\((.*),\s*\w+\)", r"\1", expr)  # Grafana's variable query: (series, label)
+    bare = re.sub(r'"[^"]*"|\{[^}]*\}|\[[^\]]*\]|\b(by|without)\s*\([^)]*\)', " ", expr)
+    return {w for w in re.findall(r"[A-Za-z_:][A-Za-z0-9_:]*", bare) if w not in PROMQL_WORDS}
+
+
+def dashboard_queries() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    exprs += [v["query"]["query"] for v in dashboard["templating"]["list"] if isinstance(v.get("query"), dict)]
+    return exprs
+
+
+def test_the_dashboard_queries_only_metrics_the_code_exports():
+    exported, queries = exported_names(), dashboard_queries()
+    assert len(queries) > 10
+    for expr in queries:
+        assert metric_names(expr) <= exported, expr
+    read = set().union(*map(metric_names, queries))
+    for wanted in ("qubit_asset_power_kw", "qubit_asset_soc_percent", "qubit_asset_setpoint_kw", "qubit_commands_total",
+                   "qubit_messages_refused_total", "qubit_publish_failures_total", "qubit_service_health_state"):
+        assert wanted in read, wanted
+    assert metric_names('sum by (x) (rate(qubit_nope_total{a="b"}[5m]))') == {"qubit_nope_total"}  # the check checks

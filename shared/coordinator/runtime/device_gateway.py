@@ -29,6 +29,7 @@ from coordinator.contract.topics import commands_topic, results_topic, status_to
 from coordinator.events import Event, EventBus, EventType
 from coordinator.runtime.command_intake import CommandIntake, ResultBatcher, result
 from coordinator.runtime.gateway_record import GatewayRecord, Progress, record_path
+from coordinator.runtime.metrics import ServiceMetrics
 from coordinator.runtime.service import Inbound, Publish, Service, forward_events, receives
 from coordinator.runtime.settings import settings
 from coordinator.runtime.supervision import Supervisor
@@ -92,6 +93,7 @@ class DeviceGateway(Service):
         self._none_in_flight.set()
         self._running: set[asyncio.Task[Any]] = set()  # held: the loop keeps only weak references
         self.supervisor: Supervisor | None = None
+        self.metrics: ServiceMetrics | None = None
         self._links_down: set[str] = {a.asset_id for a in site.assets_of(gateway_id)}  # none is up until it says so
         self.bus.subscribe(EventType.DEVICE_LINK_UP, self._on_link)
         self.bus.subscribe(EventType.DEVICE_LINK_DOWN, self._on_link)
@@ -101,6 +103,9 @@ class DeviceGateway(Service):
     def attach(self, supervisor: Supervisor) -> None:
         self.supervisor = supervisor
         self._tell_links()
+
+    def attach_metrics(self, metrics: ServiceMetrics) -> None:
+        self.metrics = metrics
 
     def _on_link(self, event: Event) -> None:
         link = event.payload
@@ -273,6 +278,8 @@ class DeviceGateway(Service):
     def telemetry(self, asset_id: str, values: dict[str, Any]) -> None:
         message = Telemetry(asset_id=asset_id, at=utcnow(), values=values)
         self.publish(telemetry_topic(self.gateway_id, asset_id), message.encode(), qos=0)
+        if self.metrics is not None:  # qubit_asset_power_kw / _soc_percent of this gateway's own devices
+            self.metrics.observe_telemetry(asset_id, values)
 
     def stop_reconnecting(self) -> None:
         """SIGTERM: a device link that is down stays down; what waits for it fails at once

@@ -31,9 +31,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from coordinator.base import CommandStatus
+from coordinator.base import CommandStatus, CommandType
 from coordinator.contract.events import (
     CommandAcknowledged,
+    CommandCompleted,
     CommandDispatched,
     CommandPayload,
     DeviceLink,
@@ -82,6 +83,39 @@ _ATTEMPT_OVER = frozenset({
     EventType.COMMAND_TIMED_OUT,
     EventType.COMMAND_CANCELLED,
 })
+
+
+POWER_KEYS = ("power_kw", "active_power_kw")
+"""Telemetry keys of an asset's measured power, kW: OCPP gateways send power_kw, Modbus batteries active_power_kw."""
+SOC_KEYS = ("soc_percent",)
+"""Telemetry keys of a battery's (or an EV's) state of charge, percent."""
+
+
+def setpoint_kw(command_type: str, parameters: Mapping[str, object]) -> float | None:
+    """The setpoint a completed command leaves on its asset, signed as the gauges and the site
+    page show it: kW into the asset (charging) positive, out of it (SET_DISCHARGE_RATE)
+    negative. None for a command that sets no power rate (a limit, a start, a SOC target).
+
+        >>> setpoint_kw("SET_DISCHARGE_RATE", {"power_kw": 25.0})
+        -25.0
+    """
+    power = parameters.get("power_kw")
+    if not isinstance(power, int | float) or isinstance(power, bool):
+        return None
+    if command_type == CommandType.SET_CHARGE_RATE.value:
+        return float(power)
+    if command_type == CommandType.SET_DISCHARGE_RATE.value:
+        return -float(power)
+    return None
+
+
+def reading(values: Mapping[str, object], keys: tuple[str, ...]) -> float | None:
+    """The first numeric value of ``keys`` in a telemetry message's ``values``, else None."""
+    for key in keys:
+        value = values.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    return None
 
 
 class ServiceMetrics:
@@ -155,6 +189,21 @@ class ServiceMetrics:
             ["service"], registry=r,
         ).labels(service)
 
+        # Per asset: label values are the site's asset ids only (the planner's own commands, a
+        # gateway's own devices), so their number is bounded by the site config.
+        self._setpoint = Gauge(
+            "qubit_asset_setpoint_kw", "The power rate of the asset's last completed command, kW "
+            "(charging positive, discharging negative). Exported by the planner.", ["service", "asset_id"], registry=r,
+        )
+        self._power = Gauge(
+            "qubit_asset_power_kw", "The asset's measured power, kW, as its device last reported it. "
+            "Exported by the asset's gateway.", ["service", "asset_id"], registry=r,
+        )
+        self._soc = Gauge(
+            "qubit_asset_soc_percent", "The asset's state of charge, percent, as its device last reported it. "
+            "Exported by the asset's gateway.", ["service", "asset_id"], registry=r,
+        )
+
         self._refused = Counter(
             "qubit_messages_refused", "Messages (or batch items) refused on receipt (MESSAGE_REFUSED events).",
             ["service", "topic_family", "reason"], registry=r,
@@ -208,6 +257,15 @@ class ServiceMetrics:
             for candidate in enum:
                 gauge.labels(self.service, candidate.value).set(1 if candidate is state else 0)
 
+    def observe_telemetry(self, asset_id: str, values: Mapping[str, object]) -> None:
+        """A device's measurements (a Telemetry message's ``values``) into ``qubit_asset_power_kw``
+        and ``qubit_asset_soc_percent``; a value the message lacks leaves its gauge as it was."""
+        power, soc = reading(values, POWER_KEYS), reading(values, SOC_KEYS)
+        if power is not None:
+            self._power.labels(self.service, asset_id).set(power)
+        if soc is not None:
+            self._soc.labels(self.service, asset_id).set(soc)
+
     def set_emergency_stop(self, active: bool) -> None:
         """Record whether the site's emergency stop is active."""
         self._emergency_stop.set(1 if active else 0)
@@ -249,6 +307,8 @@ class ServiceMetrics:
         p = event.payload
         if isinstance(p, CommandPayload) and kind in _STATUS_EVENTS:
             self._commands[p.status.value].inc()
+        if isinstance(p, CommandCompleted) and (kw := setpoint_kw(p.command_type.value, p.parameters)) is not None:
+            self._setpoint.labels(self.service, p.asset_id).set(kw)
         if isinstance(p, CommandDispatched):
             self._on_dispatched(p, event.timestamp)
         elif isinstance(p, CommandAcknowledged):

@@ -103,6 +103,10 @@ class Service:
     def attach(self, supervisor: Supervisor) -> None:
         """Given the process's supervisor before anything runs (gateways tell it their links)."""
 
+    def attach_metrics(self, metrics: ServiceMetrics) -> None:
+        """Given the process's metrics before anything runs: for a service that feeds gauges
+        the bus does not carry (a gateway's per-asset power and SOC, from its devices)."""
+
     def attach_client(self, client: MqttClient) -> None:
         """Given the process's MQTT client before it opens: for a service that paces its own
         publishing by the broker's confirmations (the planner's outbox)."""
@@ -268,6 +272,7 @@ async def serve(name: str, build: Callable[[SiteConfig, Publish], Service], site
     if service.bus is not None:  # commands, links: what the service itself reports
         metrics.observe_bus(service.bus)
     service.attach(supervisor)
+    service.attach_metrics(metrics)
     service.attach_client(client)
     serve_metrics(metrics, supervisor)
     for topic_filter, handler in service.subscriptions():

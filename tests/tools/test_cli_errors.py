@@ -57,7 +57,8 @@ def test_site_config_toml_error_and_missing_file(capsys, tmp_path):
         with pytest.raises(SystemExit) as exited:
             cli.main(["--site-config", str(path), "publish", schedule(tmp_path, GOOD_ROW), "--asset-map", "ev_001=a"])
         err = capsys.readouterr().err.strip().splitlines()
-        assert exited.value.code == ExitCode.USAGE and len(err) == 1 and err[0].startswith(f"{path}: ") and says in err[0]
+        assert exited.value.code == ExitCode.USAGE and len(err) == 1
+        assert err[0].startswith(f"{path}: ") and says in err[0]
 
 
 def test_event_type_filter_lists_the_valid_types(capsys):
@@ -69,7 +70,8 @@ def test_bad_port_setting_and_unreachable_broker():
     env = {"PATH": "/usr/bin:/bin", "QUBIT_MQTT_PORT": "abc"}
     bad = subprocess.run([sys.executable, "-m", "tools.cli", "states"], env=env, cwd=REPO, capture_output=True,
                          text=True, timeout=30)
-    assert bad.returncode == ExitCode.USAGE and bad.stderr.strip() == "QUBIT_MQTT_PORT='abc': must be an integer 1-65535"
+    assert bad.returncode == ExitCode.USAGE
+    assert bad.stderr.strip() == "QUBIT_MQTT_PORT='abc': must be an integer 1-65535"
     away = subprocess.run([sys.executable, "-m", "tools.cli", "states"], env=env | {"QUBIT_MQTT_PORT": "1"}, cwd=REPO,
                           capture_output=True, text=True, timeout=30)
     assert away.returncode == ExitCode.UNREACHABLE

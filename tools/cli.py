@@ -428,18 +428,18 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("states", help="every asset's current state")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--wait", type=float, default=1.0, help="seconds to collect retained states")
+    p.add_argument("--wait", type=_seconds, default=1.0, help="seconds to collect retained states")
     p.set_defaults(run=cmd_states)
 
     p = sub.add_parser("status", help="status of a command (cmd_...) or schedule (sch_...)")
     p.add_argument("id")
     p.add_argument("--json", action="store_true", help="the planner's whole record as JSON")
-    p.add_argument("--timeout", type=float, default=5.0)
+    p.add_argument("--timeout", type=_seconds, default=5.0, help="seconds to wait for the planner's answer (exit 5)")
     p.set_defaults(run=cmd_status)
 
     p = sub.add_parser("services", help="every process's lifecycle, operational state and health")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--wait", type=float, default=1.0, help="seconds to collect retained statuses")
+    p.add_argument("--wait", type=_seconds, default=1.0, help="seconds to collect retained statuses")
     p.set_defaults(run=cmd_services)
 
     p = sub.add_parser("estop", help="site emergency stop (or, with --reset, its reset)")

@@ -26,7 +26,8 @@ def read_schedule(path: Path) -> pd.DataFrame:
         raise CliError(f"{path}: is a directory, not a schedule file")
     df = _read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else _read_csv(path)
     df.index = _slot_starts(path, df.index)
-    for column in df.columns:
+    for column in [c for c, dtype in df.dtypes.items() if not pd.api.types.is_numeric_dtype(dtype)
+                   or pd.api.types.is_bool_dtype(dtype)]:  # a wide schedule is numbers: touch only the others
         df[column] = _numbers(path, df, column)
     return df
 

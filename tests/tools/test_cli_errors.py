@@ -98,3 +98,18 @@ def test_every_console_script_answers_help_without_running(script):
                           env={"PATH": "/usr/bin:/bin"})
     assert done.returncode == 0 and done.stdout.startswith("usage:"), done.stdout + done.stderr
     assert "QUBIT_" in done.stdout and "starting" not in done.stdout
+
+
+def test_the_verdict_on_a_schedule():
+    from coordinator.contract.events import SchedulePlanned, ScheduleRejected
+
+    def rejected(reason):
+        return ScheduleRejected(schedule_id="sch_1", reason=reason, message="m", site_id="sit_1")
+
+    planned = SchedulePlanned(schedule_id="sch_1", version=1, site_id="sit_1", command_count=3, asset_count=1,
+                              superseded=0, first_due_at=None)
+    assert cli.verdict(planned, "sch_1") == ("planned: 3 commands, 0 superseded", ExitCode.OK)
+    assert cli.verdict(rejected("negative_power"), "sch_1") == ("rejected: negative_power: m", ExitCode.FAILED)
+    assert cli.verdict(rejected("already_planned"), "sch_1") == ("already planned, nothing changed: m", ExitCode.OK)
+    assert cli.verdict(planned, "sch_other") is None
+    assert cli.progress({"c1": "COMPLETED", "c2": "DISPATCHED"}, 3) == "1/3 commands ended (1 completed, 1 dispatched)"

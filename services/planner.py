@@ -244,7 +244,7 @@ class Planner(Service):
         sid = accepted.schedule_id
         known = self.ledger.schedule_status(sid)
         if known == "planned":  # a schedule refused before is checked again: a forgery must not block its id
-            log.info("schedule %s already %s (redelivery or resend); ignored", sid, known)
+            self._answer_resend(sid, accepted.version)
             return
         now = self.clock()
         review = review_schedule(accepted.schedule, self.site)
@@ -295,6 +295,21 @@ class Planner(Service):
             first_due_at=min((c.scheduled_at for c in commands), default=None)))
         log.info("schedule %s v%s planned: %d commands, %d superseded", sid, accepted.version, len(commands),
                  len(superseded))
+
+    def _answer_resend(self, sid: str, version: int) -> None:
+        """A schedule already planned: a redelivery of the same accepted message (same version)
+        is ignored; a resend through the ingester (a new version) is answered with
+        SCHEDULE_REJECTED reason ``already_planned``, so whoever sent it learns at once that
+        nothing changed (docs/cli.md). Not a MESSAGE_REFUSED: nothing untrusted was refused."""
+        record = self.ledger.schedule_record(sid) or {}
+        if record.get("version") == version:
+            log.info("schedule %s v%s redelivered; ignored", sid, version)
+            return
+        log.info("schedule %s resent as v%s; already planned as v%s", sid, version, record.get("version"))
+        self.bus.emit(EventType.SCHEDULE_REJECTED, ScheduleRejected(
+            schedule_id=sid, reason="already_planned", site_id=self.site.site_id,
+            message=f"{sid} was planned as version {record.get('version')}; the resend (version {version}) changes "
+                    f"nothing (`qubit status {sid}` shows its progress)"))
 
     def _refuse_schedule(self, topic: str, accepted: AcceptedSchedule, now: datetime, reason: str, message: str,
                          refusal: RefusalReason | None = None) -> None:

@@ -39,7 +39,7 @@ from coordinator.base import CommandType
 from coordinator.protocols.modbus.device import DeviceStatus, OperatingMode, status_writes
 from coordinator.protocols.modbus.registers import RegisterSpec, decode_registers, encode_value
 from coordinator.runtime.log_format import configure_logging
-from coordinator.runtime.service import load_site
+from coordinator.runtime.service import SETTINGS_HELP, load_site
 from coordinator.runtime.settings import DEFAULT_SITE_CONFIG
 from coordinator.site import AssetConfig, Protocol
 from simulators.applied_log import AppliedLog
@@ -253,7 +253,7 @@ async def serve(assets: list[AssetConfig], soc_percent: float, applied_log: Appl
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=SETTINGS_HELP)
     parser.add_argument("--site-config", help=f"default: $QUBIT_SITE_CONFIG or {DEFAULT_SITE_CONFIG.name}")
     parser.add_argument("--gateway-id", default="modbus")
     parser.add_argument("--soc", type=float, default=50.0, help="initial state of charge, percent")

@@ -8,6 +8,10 @@
     qubit estop --reason "fire alarm"             site emergency stop: every asset to its safe state
     qubit estop --reset --reason "all clear"      the explicit reset: dispatching resumes
 
+A user's mistake is one line on stderr and a documented exit status (tools/cli_errors.py,
+docs/cli.md): 0 ok, 1 refused or failed, 2 usage or config, 3 broker unreachable,
+4 credentials refused, 5 timed out.
+
 The broker comes from QUBIT_MQTT_HOST / QUBIT_MQTT_PORT, the site from QUBIT_SITE_CONFIG.
 `qubit` logs in as QUBIT_MQTT_USERNAME with QUBIT_MQTT_PASSWORD_FILE (TLS with
 QUBIT_MQTT_CA_FILE): what it may do is that identity's role (docs/security.md): `layer3`
@@ -20,7 +24,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import os
+import logging
 import queue
 import socket
 import sys
@@ -30,10 +34,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-import pandas as pd
-
 from coordinator.contract.codec import DecodeError, decode_event, encode_schedule
-from coordinator.contract.events import CommandPayload, ScheduleReceived, ScheduleRejected
+from coordinator.contract.events import CommandPayload, SchedulePlanned, ScheduleReceived, ScheduleRejected
 from coordinator.contract.messages import (
     AssetStateMessage,
     EmergencyStop,
@@ -54,12 +56,19 @@ from coordinator.contract.topics import (
     SERVICES_ALL,
     query_reply_topic,
 )
+from coordinator.events import EventType
 from coordinator.ids import new_id, schedule_content_id
 from coordinator.runtime.mqtt import BrokerSettings, MqttClient
 from coordinator.runtime.service import load_site
+from tools.cli_errors import CliError, ExitCode
 from tools.event_lines import describe, to_json
+from tools.schedule_file import parse_asset_map, read_schedule
 
 FINAL = {"COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"}
+SETTINGS = ("QUBIT_MQTT_HOST, QUBIT_MQTT_PORT, QUBIT_MQTT_USERNAME, QUBIT_MQTT_PASSWORD_FILE, QUBIT_MQTT_CA_FILE, "
+            "QUBIT_SITE_CONFIG (docs/settings.md)")
+ALREADY_PLANNED = "already_planned"
+"""The planner's SCHEDULE_REJECTED reason for a resend: the schedule is in force already."""
 M = TypeVar("M", bound=WireModel)
 
 
@@ -82,17 +91,19 @@ class Session:
         self.client.start(timeout=5)
         if self.client.refused.is_set():
             s = self.client.settings
-            raise SystemExit(f"qubit: the MQTT broker at {s.host}:{s.port} refused our credentials as user "
-                             f"{s.username or '(none)'} (QUBIT_MQTT_USERNAME, QUBIT_MQTT_PASSWORD_FILE)")
+            raise CliError(f"the MQTT broker at {s.host}:{s.port} refused our credentials as user "
+                           f"{s.username or '(none)'} (QUBIT_MQTT_USERNAME, QUBIT_MQTT_PASSWORD_FILE)",
+                           ExitCode.CREDENTIALS)
         if not self.client.connected.is_set():
             s = self.client.settings
-            raise SystemExit(f"qubit: cannot reach the MQTT broker at {s.host}:{s.port} (QUBIT_MQTT_HOST/PORT)")
+            raise CliError(f"cannot reach the MQTT broker at {s.host}:{s.port} (QUBIT_MQTT_HOST/PORT)",
+                           ExitCode.UNREACHABLE)
         self._until_subscribed()
         return self
 
     def _until_subscribed(self) -> None:
         if not self.client.wait_subscribed(timeout=5):
-            raise SystemExit("qubit: the MQTT broker did not confirm the subscriptions within 5 s")
+            raise CliError("the MQTT broker did not confirm the subscriptions within 5 s", ExitCode.TIMED_OUT)
 
     def __exit__(self, *exc: object) -> None:
         self.client.stop()
@@ -111,75 +122,116 @@ class Session:
 # -- publish -------------------------------------------------------------------------
 
 
-def read_schedule(path: Path) -> pd.DataFrame:
-    if path.suffix.lower() in (".parquet", ".pq"):
-        try:
-            return pd.read_parquet(path)
-        except ImportError as exc:
-            raise SystemExit(f"qubit: reading Parquet needs pyarrow (pip install pyarrow): {exc}") from None
-    df = pd.read_csv(path, index_col=0)
-    df.index = pd.to_datetime(df.index, utc=False, format="ISO8601")
-    return df
-
-
-def parse_asset_map(value: str) -> dict[str, str]:
-    """A JSON file, or ``key=asset_id`` pairs separated by commas."""
-    if os.path.exists(value):
-        with open(value) as f:
-            data = json.load(f)
-        if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
-            raise SystemExit(f"qubit: {value} must hold a JSON object of strings")
-        return data
-    pairs = [p.split("=", 1) for p in value.split(",") if p]
-    if not pairs or any(len(p) != 2 or not p[0] or not p[1] for p in pairs):
-        raise SystemExit("qubit: --asset-map takes a JSON file or key=asset_id,key=asset_id")
-    return dict(pairs)
-
-
 def cmd_publish(args: argparse.Namespace) -> int:
     df = read_schedule(Path(args.file))
-    if not isinstance(df.index, pd.DatetimeIndex) or df.index.tz is None:
-        raise SystemExit("qubit: schedule timestamps need a UTC offset (e.g. 2025-01-15T08:00:00+00:00)")
+    asset_map = parse_asset_map(args.asset_map)
     site_id = args.site_id or load_site(args.site_config).site_id
-    data = encode_schedule(df, asset_map=parse_asset_map(args.asset_map), site_id=site_id, schedule_id=args.schedule_id)
+    try:
+        data = encode_schedule(df, asset_map=asset_map, site_id=site_id, schedule_id=args.schedule_id)
+    except (TypeError, ValueError) as exc:  # read_schedule checks what it can; the codec has the last word
+        raise CliError(f"{args.file}: {exc}") from None
     schedule_id = args.schedule_id or schedule_content_id(data)
+    waiting = args.follow or not args.no_wait
     with Session() as session:
-        if args.follow:
+        if waiting:
             session.listen(f"{ROOT}/events/#")
         info = session.client.publish(SCHEDULES_IN, data, qos=1)
         info.wait_for_publish(timeout=10)
-        print(f"published {schedule_id}: {len(df.columns)} columns x {len(df.index)} slots ({len(data)} bytes)")
-        return follow(session, schedule_id, args.timeout) if args.follow else 0
+        if not info.is_published():
+            raise CliError("the broker did not confirm the schedule within 10 s; it may not have been received",
+                           ExitCode.TIMED_OUT)
+        print(f"published {schedule_id}: {len(df.columns)} columns x {len(df.index)} slots ({len(data)} bytes)",
+              flush=True)
+        if not waiting:
+            return ExitCode.OK
+        statuses: dict[str, str] = {}  # command events that overtake the verdict are kept for the follow
+        code, planned = await_verdict(session, schedule_id, args.wait, statuses)
+        if planned is None or not args.follow:
+            return code
+        return follow(session, schedule_id, args.timeout, planned, statuses)
 
 
-def follow(session: Session, schedule_id: str, timeout: float) -> int:
-    """Show the schedule's progress until every command of it has ended."""
-    statuses: dict[str, str] = {}
-    expected: int | None = None
-    for _topic, data in session.messages(timeout):
+def verdict(payload: object, schedule_id: str) -> tuple[str, ExitCode | None] | None:
+    """What one event says of the schedule: (line to show, exit code, None = go on), or None
+    when it says nothing of it. The planner's word is the verdict: SCHEDULE_PLANNED, or
+    SCHEDULE_REJECTED (by the ingester or the planner); SCHEDULE_RECEIVED is on the way."""
+    if not isinstance(payload, (ScheduleReceived, SchedulePlanned, ScheduleRejected)):
+        return None
+    if payload.schedule_id != schedule_id:
+        return None
+    if isinstance(payload, ScheduleReceived):
+        return (f"received by the ingester as version {payload.version}: {payload.command_count} commands"
+                f" for {payload.asset_count} assets", None)
+    if isinstance(payload, SchedulePlanned):
+        return f"planned: {payload.command_count} commands, {payload.superseded} superseded", ExitCode.OK
+    if payload.reason == ALREADY_PLANNED:
+        return f"already planned, nothing changed: {payload.message}", ExitCode.OK
+    return f"rejected: {payload.reason}: {payload.message}", ExitCode.FAILED
+
+
+def await_verdict(session: Session, schedule_id: str, wait: float,
+                  statuses: dict[str, str]) -> tuple[ExitCode, int | None]:
+    """Show the verdict on the schedule: its exit code, and the planned command count when it
+    was planned now (a follow goes on from there)."""
+    received = False
+    for _topic, data in session.messages(wait):
         try:
-            event = decode_event(data)
+            payload = decode_event(data).payload
         except DecodeError:
             continue
-        p = event.payload
-        if not isinstance(p, (ScheduleReceived, ScheduleRejected, CommandPayload)) or p.schedule_id != schedule_id:
+        if isinstance(payload, CommandPayload) and payload.schedule_id == schedule_id:
+            statuses[payload.command_id] = payload.status.value
+        said = verdict(payload, schedule_id)
+        if said is None:
             continue
-        if isinstance(p, ScheduleRejected):
-            print(f"\nrejected: {p.reason}: {p.message}")
-            return 1
-        if isinstance(p, ScheduleReceived):
-            expected = p.command_count
+        line, code = said
+        print(line, flush=True)
+        if code is None:
+            received = True
         else:
+            return code, payload.command_count if isinstance(payload, SchedulePlanned) else None
+    who = "the planner" if received else "the ingester"
+    raise CliError(f"no verdict on {schedule_id} from {who} within {wait:g} s (is it running? --wait to wait longer)",
+                   ExitCode.TIMED_OUT)
+
+
+def progress(statuses: dict[str, str], expected: int) -> str:
+    """``2/3 commands ended (1 acknowledged, 2 completed)``: the schedule's progress."""
+    done = sum(s in FINAL for s in statuses.values())
+    counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(_count(statuses).items()))
+    return f"{done}/{expected} commands ended ({counts or 'none yet'})"
+
+
+def follow(session: Session, schedule_id: str, timeout: float, expected: int, statuses: dict[str, str]) -> int:
+    """One line per change of the schedule's progress, until every command of it has ended
+    (plain lines, no redraw: the same in a terminal and in a log)."""
+    shown = ""
+
+    def show() -> ExitCode | None:
+        nonlocal shown
+        line = f"{schedule_id}: {progress(statuses, expected)}"
+        if line != shown:
+            print(line, flush=True)
+            shown = line
+        if sum(s in FINAL for s in statuses.values()) < expected:
+            return None
+        return ExitCode.OK if all(s in ("COMPLETED", "CANCELLED") for s in statuses.values()) else ExitCode.FAILED
+
+    ended = show()
+    for _topic, data in ([] if ended is not None else session.messages(timeout)):
+        try:
+            p = decode_event(data).payload
+        except DecodeError:
+            continue
+        if isinstance(p, CommandPayload) and p.schedule_id == schedule_id:
             statuses[p.command_id] = p.status.value
-        done = sum(s in FINAL for s in statuses.values())
-        counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(_count(statuses).items()))
-        print(f"\r{schedule_id}: {done}/{expected if expected is not None else '?'} commands ended ({counts})   ",
-              end="", flush=True)
-        if expected is not None and done >= expected:
-            print()
-            return 0 if all(s == "COMPLETED" or s == "CANCELLED" for s in statuses.values()) else 2
-    print(f"\nqubit: gave up following after {timeout:g} s")
-    return 3
+            ended = show()
+            if ended is not None:
+                break
+    if ended is not None:
+        return ended
+    raise CliError(f"gave up following {schedule_id} after {timeout:g} s (qubit status {schedule_id} shows it)",
+                   ExitCode.TIMED_OUT)
 
 
 def _count(statuses: dict[str, str]) -> dict[str, int]:
@@ -192,9 +244,27 @@ def _count(statuses: dict[str, str]) -> dict[str, int]:
 # -- events, states, status ----------------------------------------------------------
 
 
+def event_type_filter(value: str | None) -> str | None:
+    """``--type``, checked against the contract's event types (any case)."""
+    if value is None:
+        return None
+    known = [t.value for t in EventType]
+    if value.upper() not in known:
+        raise CliError(f"--type {value!r}: not an event type; one of {', '.join(known)}")
+    return value.upper()
+
+
+def asset_filter(value: str | None) -> str | None:
+    """``--asset``: an asset id, one topic level, no MQTT wildcards."""
+    if value is not None and (not value or any(c in value for c in "#+/\0") or value != value.strip()):
+        raise CliError(f"--asset {value!r}: not an asset id (one word such as ast_bay_1, no / + #)")
+    return value
+
+
 def cmd_events(args: argparse.Namespace) -> int:
-    narrowed = args.type or args.asset
-    topic_filter = f"{ROOT}/events/{args.type or '+'}/{args.asset or '+'}" if narrowed else EVENTS_ALL
+    kind, asset = event_type_filter(args.type), asset_filter(args.asset)
+    narrowed = kind or asset
+    topic_filter = f"{ROOT}/events/{kind or '+'}/{asset or '+'}" if narrowed else EVENTS_ALL
     shown = 0
     with Session() as session:
         session.listen(topic_filter)
@@ -248,6 +318,8 @@ def cmd_states(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    if not args.id.startswith(("cmd_", "sch_")):
+        raise CliError(f"{args.id!r}: not a command (cmd_...) or schedule (sch_...) id")
     kind = QueryKind.COMMAND if args.id.startswith("cmd_") else QueryKind.SCHEDULE
     with Session() as session:
         reply_to = query_reply_topic(session.client_id)
@@ -255,16 +327,53 @@ def cmd_status(args: argparse.Namespace) -> int:
         query = Query(query_id=new_id("qry_"), reply_to=reply_to, kind=kind, id=args.id)
         session.client.publish(QUERY_REQUESTS, query.encode(), qos=1)
         for _topic, data in session.messages(args.timeout):
-            reply = decode(QueryReply, data)
+            try:
+                reply = decode(QueryReply, data)
+            except DecodeError:
+                continue
             if reply.query_id != query.query_id:
                 continue
             if not reply.ok:
                 print(f"qubit: {reply.error}", file=sys.stderr)
-                return 1
-            print(json.dumps(reply.result, indent=2, default=str, sort_keys=True))
+                return ExitCode.FAILED
+            if args.json:
+                print(json.dumps(reply.result, indent=2, default=str, sort_keys=True))
+            else:
+                print(describe_record(kind, args.id, reply.result or {}))
             return 0
-    print("qubit: no answer from the planner (is it running?)", file=sys.stderr)
-    return 1
+    raise CliError(f"no answer from the planner within {args.timeout:g} s (is it running?)", ExitCode.TIMED_OUT)
+
+
+def schedule_progress(record: dict[str, object]) -> str:
+    """A schedule's state in one word, from the planner's record: REJECTED, PLANNED (nothing
+    started), IN_PROGRESS, COMPLETED (every command completed or cancelled) or FAILED (every
+    command ended, some failed or timed out)."""
+    if record.get("status") == "rejected":
+        return "REJECTED"
+    counts = record.get("command_statuses")
+    statuses: dict[str, int] = counts if isinstance(counts, dict) else {}
+    if not statuses or set(statuses) <= {"PENDING"}:
+        return "PLANNED"
+    if not set(statuses) <= FINAL:
+        return "IN_PROGRESS"
+    return "COMPLETED" if set(statuses) <= {"COMPLETED", "CANCELLED"} else "FAILED"
+
+
+def describe_record(kind: QueryKind, wanted: str, record: dict[str, object]) -> str:
+    """`qubit status` for a human: the overall word first, then the details."""
+    if kind is QueryKind.SCHEDULE:
+        counts = record.get("command_statuses")
+        per = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) if isinstance(counts, dict) else ""
+        why = f" ({record.get('reason')}: {record.get('message')})" if record.get("status") == "rejected" else ""
+        return (f"{wanted}: {schedule_progress(record)}{why}  version {record.get('version')}, "
+                f"{record.get('command_count', 0)} commands ({per or 'none'})")
+    lines = [f"{wanted}: {record.get('status')}  {record.get('command_type')} {record.get('asset_id')}"
+             f" {record.get('parameters')}  schedule {record.get('schedule_id')}, attempts {record.get('attempts')}"]
+    transitions = record.get("transitions")
+    for t in transitions if isinstance(transitions, list) else []:
+        reason = f"  {t.get('reason')}" if t.get("reason") else ""
+        lines.append(f"  {t.get('at')}  {t.get('event'):<24} {t.get('status')}{reason}")
+    return "\n".join(lines)
 
 
 def cmd_services(args: argparse.Namespace) -> int:
@@ -289,7 +398,10 @@ def cmd_estop(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="qubit", description="Operate a qubit-energy-coordinator site.")
+    parser = argparse.ArgumentParser(
+        prog="qubit", description="Operate a qubit-energy-coordinator site.",
+        epilog=f"Reads {SETTINGS}. Exit status: 0 ok, 1 refused or failed, 2 usage or config error, "
+               "3 broker unreachable, 4 credentials refused, 5 timed out (docs/cli.md).")
     parser.add_argument("--site-config", help="site config file (default: $QUBIT_SITE_CONFIG or deploy/site.toml)")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -298,31 +410,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--asset-map", required=True, help="JSON file or key=asset_id,key=asset_id")
     p.add_argument("--site-id", help="default: the site config's")
     p.add_argument("--schedule-id")
-    p.add_argument("--follow", action="store_true", help="show progress until every command has ended")
-    p.add_argument("--timeout", type=float, default=3600.0)
+    p.add_argument("--follow", action="store_true", help="after the verdict, one line per change until every "
+                   "command has ended (exit 1 if one failed)")
+    p.add_argument("--wait", type=_seconds, default=10.0, help="seconds to wait for the verdict (default 10; "
+                   "exit 1 on a rejection, 5 without a verdict)")
+    p.add_argument("--no-wait", action="store_true", help="exit once the broker has the schedule, without a verdict")
+    p.add_argument("--timeout", type=_seconds, default=3600.0, help="--follow gives up after this (exit 5)")
     p.set_defaults(run=cmd_publish)
 
     p = sub.add_parser("events", help="print events as they happen")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--type", help="only this event type, e.g. COMMAND_FAILED")
     p.add_argument("--asset", help="only this asset")
-    p.add_argument("--count", type=int, default=0, help="stop after this many events")
-    p.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--count", type=_count_arg, default=0, help="stop after this many events")
+    p.add_argument("--timeout", type=_seconds, default=None, help="stop after this many seconds")
     p.set_defaults(run=cmd_events)
 
     p = sub.add_parser("states", help="every asset's current state")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--wait", type=float, default=1.0, help="seconds to collect retained states")
+    p.add_argument("--wait", type=_seconds, default=1.0, help="seconds to collect retained states")
     p.set_defaults(run=cmd_states)
 
     p = sub.add_parser("status", help="status of a command (cmd_...) or schedule (sch_...)")
     p.add_argument("id")
-    p.add_argument("--timeout", type=float, default=5.0)
+    p.add_argument("--json", action="store_true", help="the planner's whole record as JSON")
+    p.add_argument("--timeout", type=_seconds, default=5.0, help="seconds to wait for the planner's answer (exit 5)")
     p.set_defaults(run=cmd_status)
 
     p = sub.add_parser("services", help="every process's lifecycle, operational state and health")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--wait", type=float, default=1.0, help="seconds to collect retained statuses")
+    p.add_argument("--wait", type=_seconds, default=1.0, help="seconds to collect retained statuses")
     p.set_defaults(run=cmd_services)
 
     p = sub.add_parser("estop", help="site emergency stop (or, with --reset, its reset)")
@@ -332,7 +449,31 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(run=cmd_estop)
 
     args = parser.parse_args(argv)
-    return args.run(args)
+    # The MQTT client's "not reachable yet, retrying" is for services; the CLI says it in its one line.
+    logging.basicConfig(level=logging.ERROR, format="qubit: %(message)s")
+    try:
+        return int(args.run(args))
+    except CliError as exc:
+        print(f"qubit: {exc.message}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return ExitCode.INTERRUPTED
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number of seconds")
+    return seconds
+
+
+def _count_arg(value: str) -> int:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of events (0: no limit)")
+    return int(value)
 
 
 if __name__ == "__main__":

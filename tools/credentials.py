@@ -233,7 +233,8 @@ def summary(written: Written) -> Iterable[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="qubit-credentials", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="qubit-credentials", description=__doc__.split("\n\n")[0],
+                                     epilog="Reads no QUBIT_* setting: everything comes from its arguments.")
     parser.add_argument("--site-config", required=True, type=Path, help="the site's TOML file")
     parser.add_argument("--out", required=True, type=Path, help="the directory to write (e.g. deploy/secrets)")
     parser.add_argument("--hostname", action="append", default=None,

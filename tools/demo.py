@@ -15,6 +15,7 @@ as ``layer3`` and drives the simulated chargers as ``simulator``.
 
 from __future__ import annotations
 
+import argparse
 import queue
 import sys
 import tempfile
@@ -122,7 +123,12 @@ def write_ocpp_secrets(directory: Path, site_id: str, charge_point_ids: list[str
     provision_ocpp(directory, SiteFacts(site_id, (), tuple(charge_point_ids)), hostnames=hostnames)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(
+        prog="qubit-demo", description=__doc__.split("\n\n")[0],
+        epilog="Reads no QUBIT_* setting: it starts its own broker on a free port, with its own identities, "
+               "and a site config of its own in a temporary directory (printed first).",
+    ).parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="qubit-demo-"))
     site_path, battery_port = demo_site(workdir)
     site = load_site(str(site_path))

@@ -57,7 +57,7 @@ def _subject_and_detail(kind: EventType, p: EventPayload) -> tuple[str, str]:
 
 def _command_detail(kind: EventType, p: CommandPayload) -> str:
     params = ", ".join(f"{k}={v}" for k, v in p.parameters.items())
-    detail = f"{p.command_type.value}({params})"
+    detail = f"{p.command_id} {p.command_type.value}({params})"  # the id `qubit status` takes
     if p.error and kind in _WITH_REASON:
         detail += f"  reason: {p.error}"
     if isinstance(p, CommandRetryScheduled):

@@ -93,7 +93,10 @@ def read_status(broker: BrokerSettings, service: str, timeout: float) -> bytes |
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="qubit-health", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="qubit-health", description=__doc__.split("\n\n")[0],
+        epilog="Settings (environment): QUBIT_MQTT_HOST, QUBIT_MQTT_PORT, QUBIT_MQTT_USERNAME, "
+               "QUBIT_MQTT_PASSWORD_FILE, QUBIT_MQTT_CA_FILE (docs/settings.md).")
     parser.add_argument("--service", help="whose status to read (default: QUBIT_MQTT_USERNAME, the own identity)")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the broker and the status")
     args = parser.parse_args(argv)

@@ -18,7 +18,7 @@ from coordinator.contract.topics import simulator_topic
 from coordinator.protocols.ocpp.internals import inline_validation
 from coordinator.runtime.log_format import configure_logging
 from coordinator.runtime.mqtt import BrokerSettings
-from coordinator.runtime.service import load_site
+from coordinator.runtime.service import SETTINGS_HELP, load_site
 from coordinator.runtime.settings import DEFAULT_SITE_CONFIG
 from coordinator.site import AssetConfig, AssetKind, OcppListenConfig, Protocol, SiteConfig
 from simulators.applied_log import AppliedLog
@@ -148,7 +148,8 @@ async def simulate(chargers: list[SimulatedCharger], gateway_id: str, control: b
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="OCPP 1.6J / 2.0.1 charge point simulator for the site's chargers")
+    parser = argparse.ArgumentParser(description="OCPP 1.6J / 2.0.1 charge point simulator for the site's chargers",
+                                     epilog=SETTINGS_HELP)
     parser.add_argument("--site-config", help=f"default: $QUBIT_SITE_CONFIG or {DEFAULT_SITE_CONFIG.name}")
     parser.add_argument("--gateway-id", default="ocpp", help="the OCPP gateway whose chargers to simulate")
     parser.add_argument("--url", help="CSMS base URL, ws://host:port (default: from [gateways.ocpp])")

@@ -39,15 +39,24 @@ def test_publish_follow_states_status_and_events(stack, tmp_path):
     states = qubit(stack, "states", "--json")
     assert json.loads(states.stdout)["ast_bay_1"]["state"] == "SUSPENDED"
 
-    status = qubit(stack, "status", "sch_cli_1")
+    assert "\r" not in published.stdout and "planned: 3 commands" in published.stdout
+
+    status = qubit(stack, "status", "sch_cli_1", "--json")
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["command_statuses"] == {"COMPLETED": 3}
+    readable = qubit(stack, "status", "sch_cli_1")
+    assert readable.stdout.startswith("sch_cli_1: COMPLETED") and "3 completed" in readable.stdout
+
+    # the same schedule again: answered at once, not an hour of --follow
+    resent = qubit(stack, "publish", str(csv), "--asset-map", str(tmp_path / "map.json"),
+                   "--schedule-id", "sch_cli_1", "--follow", "--timeout", "40")
+    assert resent.returncode == 0 and "already planned, nothing changed" in resent.stdout, resent.stdout
     missing = qubit(stack, "status", "cmd_000000000000")
     assert missing.returncode == 1 and "no command cmd_000000000000 known" in missing.stderr
 
     bad = tmp_path / "bad.csv"
     pd.DataFrame({"ev_001_kw": [-1.0]}, index=idx[:1]).to_csv(bad)
-    rejected = qubit(stack, "publish", str(bad), "--asset-map", "ev_001=ast_bay_1", "--follow", "--timeout", "20")
+    rejected = qubit(stack, "publish", str(bad), "--asset-map", "ev_001=ast_bay_1")  # waits for the verdict
     assert rejected.returncode == 1 and "rejected: negative_power" in rejected.stdout
 
     # events: a narrower filter gets a subset, JSON lines for machines
@@ -59,7 +68,7 @@ def test_publish_follow_states_status_and_events(stack, tmp_path):
     # subscribed: nothing published now is missed
     assert stack_events.stderr.readline().startswith("qubit: listening on")
     pd.DataFrame({"ev_001_kw": [5.0]}, index=idx[:1] + timedelta(hours=1)).to_csv(csv)
-    qubit(stack, "publish", str(csv), "--asset-map", "ev_001=ast_bay_1")
+    qubit(stack, "publish", str(csv), "--asset-map", "ev_001=ast_bay_1", "--no-wait")
     out, _ = stack_events.communicate(timeout=40)
     (line,) = out.strip().splitlines()
     assert json.loads(line)["event_type"] == "SCHEDULE_RECEIVED"
@@ -69,7 +78,7 @@ def test_cli_says_clearly_when_the_broker_is_away(tmp_path):
     env = {"QUBIT_MQTT_PORT": "1", "PATH": "/usr/bin:/bin"}
     run = subprocess.run([sys.executable, "-m", "tools.cli", "states"], env=env, cwd=REPO, capture_output=True,
                          text=True, timeout=30)
-    assert run.returncode != 0 and "cannot reach the MQTT broker at 127.0.0.1:1" in run.stderr
+    assert run.returncode == 3 and "cannot reach the MQTT broker at 127.0.0.1:1" in run.stderr
 
 
 def test_cli_says_clearly_when_the_broker_refuses_its_credentials(stack, tmp_path):
@@ -78,7 +87,7 @@ def test_cli_says_clearly_when_the_broker_refuses_its_credentials(stack, tmp_pat
     env = stack.env_as("scada") | {"QUBIT_MQTT_PASSWORD_FILE": str(wrong)}
     run = subprocess.run([sys.executable, "-m", "tools.cli", "states"], env=env, cwd=REPO, capture_output=True,
                          text=True, timeout=30)
-    assert run.returncode != 0 and "refused our credentials as user scada" in run.stderr, run.stderr
+    assert run.returncode == 4 and "refused our credentials as user scada" in run.stderr, run.stderr
     assert "not-the-password" not in run.stderr + run.stdout
 
 

@@ -162,7 +162,7 @@ def test_emergency_stop_makes_every_asset_safe_holds_dispatching_until_the_reset
     assert safe["ast_batt_001"]["detail"].startswith("idle")
     assert events.of("EMERGENCY_STOP_ACTIVATED")[0].payload["reason"] == "fire alarm"
     stopped = wait_statuses(plain,
-                            lambda s: all(layers(s[n]) == ("ShuttingDown", "Stopped", "Critical") for n in SERVICES),
+                            lambda s: all(layers(s[n]) == ("Active", "Stopped", "Critical") for n in SERVICES),
                             timeout=10, what="every service stopped")
     assert all(s.emergency_stop for s in stopped.values())
 

@@ -73,11 +73,11 @@ class Recorder:
         return s.lifecycle, s.operational, s.health
 
 
-def supervisor():
+def supervisor(**options):
     publish, bus = Recorder(), EventBus()
     changes: list[Event] = []
     bus.subscribe(EventType.SERVICE_STATE_CHANGED, changes.append)
-    return Supervisor("gateway-x", publish, bus), publish, changes
+    return Supervisor("gateway-x", publish, bus, **({"first_link_grace": 0.0} | options)), publish, changes
 
 
 ORDER = EmergencyStop(active=True, reason="fire alarm", issued_by="op@site", at=datetime(2026, 1, 1, tzinfo=UTC))
@@ -120,11 +120,11 @@ def test_a_broker_outage_is_seen_but_told_over_mqtt_only_once_the_broker_is_back
     assert len(publish.published) == count + 2 and publish.last()[2] == "Healthy"
 
 
-def test_emergency_stop_moves_all_three_layers_and_holds_until_the_reset():
+def test_emergency_stop_stops_work_keeps_the_process_active_and_holds_until_the_reset():
     sup, publish, changes = supervisor()
     sup.started()
     assert sup.emergency_stop(ORDER) is True
-    assert publish.last() == ("ShuttingDown", "Stopped", "Critical")
+    assert publish.last() == ("Active", "Stopped", "Critical")  # alive and safe, not exiting
     status = publish.statuses()[-1]
     assert status.emergency_stop and status.reasons[0] == "emergency stop: fire alarm" and status.status == "online"
     assert sup.emergency_stop(ORDER) is False  # the retained order arrives again on reconnect: no second stop
@@ -145,6 +145,30 @@ def test_reset_reports_what_is_still_wrong():
     sup.update(links_down=frozenset({"ast_1"}), links_total=2)
     sup.emergency_reset()
     assert publish.last() == ("Active", "Running", "Warning")
+
+
+def test_a_gateway_whose_devices_have_not_connected_yet_is_waiting_not_critical():
+    now = [0.0]
+    sup, publish, _ = supervisor(first_link_grace=60.0, clock=lambda: now[0])
+    sup.update(links_down=frozenset({"ast_1", "ast_2"}), links_total=2)  # the gateway's first report
+    sup.started()
+    assert publish.last()[2] == "Warning"
+    assert publish.statuses()[-1].reasons == ["waiting for first connection: ast_1, ast_2"]
+    sup.update(links_down=frozenset({"ast_2"}))  # ast_1 connects
+    sup.update(links_down=frozenset({"ast_1", "ast_2"}))  # and drops: lost, not awaited
+    assert publish.statuses()[-1].reasons == ["waiting for first connection: ast_2", "device link down: ast_1"]
+    assert publish.last()[2] == "Warning"
+    now[0] = 61.0  # the grace is over: nothing up is Critical
+    sup.update(backlog=0)
+    assert publish.last()[2] == "Critical" and publish.statuses()[-1].reasons == ["device link down: ast_1, ast_2"]
+
+
+def test_sigterm_during_an_emergency_stop_still_shuts_down():
+    sup, publish, _ = supervisor()
+    sup.started()
+    sup.emergency_stop(ORDER)
+    sup.stopping()
+    assert publish.last() == ("ShuttingDown", "Stopped", "Critical")
 
 
 def test_sigterm_goes_through_shutting_down_to_offline():

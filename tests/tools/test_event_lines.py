@@ -21,9 +21,10 @@ def charge(error=None):
 
 
 def test_commands_show_type_parameters_and_reason():
-    text = line(EventType.COMMAND_FAILED, ev.CommandFailed.of(charge("charger answered Rejected")))
-    assert text == ("08:30:05  COMMAND_FAILED           ast_bay_1     SET_CHARGE_RATE(power_kw=11.0)"
-                    "  reason: charger answered Rejected")
+    command = charge("charger answered Rejected")
+    text = line(EventType.COMMAND_FAILED, ev.CommandFailed.of(command))
+    assert text == (f"08:30:05  COMMAND_FAILED           ast_bay_1     {command.command_id} "
+                    "SET_CHARGE_RATE(power_kw=11.0)  reason: charger answered Rejected")
 
 
 def test_retries_say_when_and_holds_say_why():

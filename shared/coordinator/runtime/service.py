@@ -218,8 +218,17 @@ def load_site(path: str | None, secrets_for: str | None = None) -> SiteConfig:
         raise SystemExit(2) from None
 
 
+SETTINGS_HELP = ("Settings (environment): QUBIT_MQTT_HOST, QUBIT_MQTT_PORT, QUBIT_MQTT_USERNAME, "
+                 "QUBIT_MQTT_PASSWORD_FILE, QUBIT_MQTT_CA_FILE, QUBIT_SITE_CONFIG, QUBIT_LOG_LEVEL, QUBIT_LOG_FORMAT, "
+                 "QUBIT_METRICS_PORT, QUBIT_DATA_DIR, QUBIT_LEDGER_RETENTION_DAYS, QUBIT_MAX_MESSAGE_BYTES "
+                 "(docs/settings.md). Exit status: 0 stopped cleanly, 2 a bad setting or site config, "
+                 "78 the broker refused the credentials.")
+"""The --help epilog of every service: the settings it reads and what its exit status means."""
+
+
 def base_arguments(description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description)
+    """A service's command line: --site-config, and --help naming the settings it reads."""
+    parser = argparse.ArgumentParser(description=description, epilog=SETTINGS_HELP)
     parser.add_argument("--site-config", help="site config file (default: $QUBIT_SITE_CONFIG or deploy/site.toml)")
     return parser
 

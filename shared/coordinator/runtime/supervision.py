@@ -2,8 +2,9 @@
 
 A process is Offline -> Initializing -> Active while it starts, Idle -> Ready -> Running
 while it serves, and Healthy / Warning / Critical by what it can see of itself: the broker
-link, its device links, its backlog. The site's emergency stop moves all three layers at
-once (Critical, Stopped, ShuttingDown); only the explicit reset brings it back. Every change
+link, its device links, its backlog. The site's emergency stop makes it Critical and Stopped
+while its lifecycle stays Active (it is alive, keeping its assets safe, not exiting); only the
+explicit reset brings it back to Running. Every change
 is published, retained, on qubit/services/{service}/status and as a SERVICE_STATE_CHANGED
 event. The rules are pure functions (``assess``, ``health_events``), tested without a
 broker; ``Supervisor`` is the thin stateful part. See docs/service-state.md.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,6 +35,9 @@ BACKLOG_WARNING = 1_000
 """Messages waiting for the handlers: past this the process is falling behind."""
 BACKLOG_CRITICAL = 10_000
 """Past this, commands are late by the time they are read."""
+FIRST_LINK_GRACE_SECONDS = 60.0
+"""After start, how long a device that has not connected yet is "awaited" (Warning), not down:
+chargers boot and reconnect with backoff, and a gateway that has just started is not Critical."""
 
 Publish = Callable[..., object]
 
@@ -45,6 +50,9 @@ class Conditions:
     links_down: frozenset[str] = frozenset()
     """Devices (asset ids) this gateway cannot reach."""
     links_total: int = 0
+    links_awaited: frozenset[str] = frozenset()
+    """Of ``links_down``, those never up since the process started, while the start's grace
+    period lasts: waiting for their first connection, not lost."""
     backlog: int = 0
     metrics_failed: str | None = None
     """Why the metrics endpoint is not served, if it is not."""
@@ -56,8 +64,9 @@ class Conditions:
 def assess(conditions: Conditions) -> tuple[HealthState, tuple[str, ...]]:
     """The health a process should report, and why.
 
-    Critical: every device link of a gateway is down, or the backlog is past BACKLOG_CRITICAL.
-    Warning: the broker is unreachable, some device link is down, the backlog is past
+    Critical: every device link of a gateway is down (none of them still awaited after the
+    start), or the backlog is past BACKLOG_CRITICAL.
+    Warning: the broker is unreachable, some device link is down or awaited, the backlog is past
     BACKLOG_WARNING, the metrics endpoint could not start, or the process runs with a
     configuration that weakens the site (``config_warnings``).
     """
@@ -65,10 +74,13 @@ def assess(conditions: Conditions) -> tuple[HealthState, tuple[str, ...]]:
     warning: list[str] = []
     if not conditions.broker_connected:
         warning.append("broker unreachable")
-    if conditions.links_down:
-        down = ", ".join(sorted(conditions.links_down))
-        everything = conditions.links_total > 0 and len(conditions.links_down) >= conditions.links_total
-        (critical if everything else warning).append(f"device link down: {down}")
+    awaited = conditions.links_down & conditions.links_awaited
+    lost = conditions.links_down - awaited
+    if awaited:
+        warning.append(f"waiting for first connection: {', '.join(sorted(awaited))}")
+    if lost:
+        everything = not awaited and conditions.links_total > 0 and len(lost) >= conditions.links_total
+        (critical if everything else warning).append(f"device link down: {', '.join(sorted(lost))}")
     if conditions.backlog >= BACKLOG_CRITICAL:
         critical.append(f"backlog of {conditions.backlog} messages")
     elif conditions.backlog >= BACKLOG_WARNING:
@@ -96,10 +108,9 @@ def health_events(current: HealthState, target: HealthState, reasons: tuple[str,
     return [StateEvent(event_type=word, payload=payload)]
 
 
-# The reset after an emergency stop is a restart of the module: ShuttingDown -> Offline ->
-# Initializing -> Active, Stopped -> Idle -> Ready -> Running, then health from what is seen.
-_RESET = (StateEventType.FINISHED, StateEventType.START, StateEventType.INIT_SUCCESS, StateEventType.TASK_RESET,
-          StateEventType.SET_READY, StateEventType.TASK_START, StateEventType.RESET)
+# The reset after an emergency stop: Stopped -> Idle -> Ready -> Running, Critical -> Healthy,
+# then health from what is seen. The lifecycle never left Active.
+_RESET = (StateEventType.TASK_RESET, StateEventType.SET_READY, StateEventType.TASK_START, StateEventType.RESET)
 _START = (StateEventType.START, StateEventType.INIT_SUCCESS, StateEventType.SET_READY, StateEventType.TASK_START)
 
 
@@ -111,8 +122,13 @@ class Supervisor:
     """
 
     def __init__(self, service: str, publish: Publish, bus: EventBus,
-                 on_change: Callable[[ServiceStatus], None] | None = None) -> None:
+                 on_change: Callable[[ServiceStatus], None] | None = None, *,
+                 first_link_grace: float = FIRST_LINK_GRACE_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.service, self.publish, self.bus, self.on_change = service, publish, bus, on_change
+        self.clock = clock
+        self._grace_ends = clock() + first_link_grace
+        self._never_up: frozenset[str] | None = None  # device links not seen up since start
         self.machine = UnifiedStateMachine(module_name=service)
         self.conditions = Conditions()
         self.emergency: EmergencyStop | None = None
@@ -155,18 +171,33 @@ class Supervisor:
     def update(self, **changes: object) -> None:
         """Some of ``Conditions`` changed (broker_connected=False, links_down=..., backlog=...)."""
         conditions = dataclasses.replace(self.conditions, **changes)  # type: ignore[arg-type]
+        # A link absent from the gateway's first report (made on attach), or gone from a later one, has been up.
+        down = conditions.links_down
+        if self._never_up is None:
+            if down or conditions.links_total:
+                self._never_up = down
+        else:
+            self._never_up &= down
+        awaited = (self._never_up or frozenset()) if self.clock() < self._grace_ends else frozenset()
+        conditions = dataclasses.replace(conditions, links_awaited=awaited)
         if conditions == self.conditions:
             return
         self.conditions = conditions
         self._apply(())
 
     def emergency_stop(self, order: EmergencyStop) -> bool:
-        """Critical, Stopped, ShuttingDown at once; False if the site was already stopped."""
+        """Critical and Stopped at once, lifecycle untouched; False if the site was already stopped.
+
+        Not the seed's EMERGENCY_STOP event, which also moves the lifecycle to ShuttingDown:
+        on a site that reads as if every process were exiting, while they are alive, holding
+        their assets safe and waiting for the reset. The seed's cross-layer PRIORITY_OVERRIDE
+        moves the two layers that are true (docs/service-state.md)."""
         if self.emergency is not None:
             return False
         self.emergency = order
-        self._apply((StateEvent(event_type=StateEventType.EMERGENCY_STOP,
-                                payload={"reason": order.reason, "issued_by": order.issued_by}),))
+        self._apply((StateEvent(event_type=StateEventType.PRIORITY_OVERRIDE, payload={
+            "health": HealthState.CRITICAL.value, "operational": OperationalState.STOPPED.value,
+            "reason": f"emergency stop by {order.issued_by}: {order.reason}"}),))
         return True
 
     def emergency_reset(self) -> bool:

@@ -38,6 +38,7 @@ SERVICES = {
     "battery-simulator": "simulators.battery",
     "gateway-ocpp": "services.ocpp_gateway.gateway",
     "chargepoint-simulator": "simulators.chargepoint",
+    "json-mirror": "services.json_mirror",
 }
 SIMULATORS = ("battery-simulator", "chargepoint-simulator")
 """Device simulators: real protocol peers, not MQTT services (no online status)."""

@@ -105,6 +105,8 @@ def test_every_channel_names_known_messages_and_matches_its_topic_function():
         "emergencyStop": topics.EMERGENCY_STOP,
         "queryRequests": topics.QUERY_REQUESTS,
     }
+    built |= {f"json{name[0].upper()}{name[1:]}": topics.json_topic(built[name])
+              for name in ("events", "assetState", "serviceStatus", "telemetry")}
     assert built == addresses
 
 

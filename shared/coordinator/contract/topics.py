@@ -63,6 +63,7 @@ def status_topic(gateway_id: str, asset_id: str) -> str:
 
 
 STATUS_ALL = f"{ROOT}/status/+/+"
+TELEMETRY_ALL = f"{ROOT}/telemetry/+/+"
 
 
 def telemetry_topic(gateway_id: str, asset_id: str) -> str:
@@ -99,6 +100,21 @@ def query_reply_topic(client_id: str) -> str:
     return f"{ROOT}/query/replies/{check_level(client_id)}"
 
 
+JSON = "json"
+"""The JSON mirror's tree: ``{root}/json/{the msgpack topic's levels after the root}``."""
+
+
+def json_topic(topic: str) -> str:
+    """The JSON mirror's copy of a msgpack topic (or filter) of this site.
+
+        >>> json_topic(f"{ROOT}/events/COMMAND_FAILED/ast_bay_1").removeprefix(ROOT)
+        '/json/events/COMMAND_FAILED/ast_bay_1'
+    """
+    if not topic.startswith(ROOT + "/"):
+        raise ValueError(f"{topic!r} is not under the topic root {ROOT!r}")
+    return f"{ROOT}/{JSON}/{topic[len(ROOT) + 1:]}"
+
+
 def last_level(topic: str) -> str:
     return topic.rsplit("/", 1)[-1]
 
@@ -112,7 +128,8 @@ class Channel:
 
     ``address`` names its variable levels in braces; ``messages`` are model names of
     ``coordinator.contract`` (``"event"``: every event type, one message each). The
-    AsyncAPI document in docs/contract/ is generated from this table.
+    AsyncAPI document in docs/contract/ is generated from this table. Addresses are under
+    this process's topic root (``ROOT``).
     """
 
     name: str
@@ -123,6 +140,8 @@ class Channel:
     publishers: tuple[str, ...]
     subscribers: tuple[str, ...]
     description: str
+    content_type: str = "application/msgpack"
+    """``application/json`` for the JSON mirror's tree (the same models, JSON-encoded)."""
 
 
 EVERY_SERVICE = "every service"
@@ -159,5 +178,15 @@ CHANNELS: tuple[Channel, ...] = (
             ("tests", "demo"), ("simulated gateways", "the charge point simulator"),
             "Force a simulated device into a state (StatusReport), make it stop answering or answer again "
             "(SimulatorRequest), or drive a simulated charger (ChargerControl)."),
+    *(Channel(f"json{name[0].upper()}{name[1:]}", f"{ROOT}/{JSON}/{address.removeprefix(ROOT + '/')}", messages, qos,
+              retain, ("json-mirror",), ("SCADA (JSON)",),
+              f"The JSON mirror's copy of {name} (opt-in, services/json_mirror.py): the same fields, "
+              "timestamps as RFC 3339 strings in UTC.", "application/json")
+      for name, address, messages, qos, retain in (
+          ("events", f"{ROOT}/events/{{event_type}}/{{asset_id_or_site}}", ("event",), 1, False),
+          ("assetState", f"{ROOT}/state/{{asset_id}}", ("AssetStateMessage",), 1, True),
+          ("serviceStatus", f"{ROOT}/services/{{service}}/status", ("ServiceStatus",), 1, True),
+          ("telemetry", f"{ROOT}/telemetry/{{gateway_id}}/{{asset_id}}", ("Telemetry",), 0, False),
+      )),
 )
 """Every topic of the runtime (docs/wire-contract.md, docs/contract/asyncapi.json)."""

@@ -20,9 +20,9 @@ from coordinator.contract.messages import AcceptedSchedule
 from coordinator.contract.topics import SCHEDULES_ACCEPTED, SCHEDULES_IN
 from coordinator.events import EventBus, EventType
 from coordinator.runtime.service import Inbound, Publish, Service, base_arguments, forward_events, load_site, run
+from coordinator.schedule import schedule_span
 from coordinator.schedule_review import Accepted as Accepted  # re-exported: the ingester's outcomes
 from coordinator.schedule_review import Rejected, review_schedule
-from coordinator.schedule import schedule_span
 from coordinator.site import SiteConfig
 from coordinator.timeutil import utcnow
 

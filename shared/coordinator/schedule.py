@@ -45,7 +45,7 @@ BATTERY_COLUMN = re.compile(r"^(?P<key>battery(?:_.+?)?)_(?P<direction>charge|di
 _MAX_LISTED = 10
 
 
-def schedule_span(index: pd.DatetimeIndex) -> tuple[datetime | None, datetime | None]:
+def schedule_span(index: pd.Index) -> tuple[datetime | None, datetime | None]:
     """(start of the first slot, END of the last slot) of a schedule's index; (None, None)
     for no rows. A slot lasts until the next one starts; the last one lasts one slot length,
     the smallest step between two slot starts (the schedule's resolution). A one-row

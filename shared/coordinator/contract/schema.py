@@ -31,7 +31,7 @@ from coordinator.base import COMMAND_ADAPTER, Command
 from coordinator.contract import messages, samples
 from coordinator.contract.codec import EventEnvelope, ScheduleFormat
 from coordinator.contract.events import PAYLOAD_MODELS, CommandPayload, EventType
-from coordinator.contract.topics import CHANNELS, SITE, Channel
+from coordinator.contract.topics import CHANNELS, DEFAULT_ROOT, ROOT, ROOT_VARIABLE, SITE, Channel
 
 ASYNCAPI_VERSION = "3.0.0"
 CONTRACT_VERSION = "1.0.0"
@@ -354,6 +354,10 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         print("usage: python -m coordinator.contract.schema DIRECTORY", file=sys.stderr)
+        return 2
+    if ROOT != DEFAULT_ROOT:  # the published contract is written for the default root, as the doc says
+        print(f"unset {ROOT_VARIABLE} (it is {ROOT!r}): the contract is generated under the default root",
+              file=sys.stderr)
         return 2
     root = Path(args[0])
     changed = write(root, files())

@@ -10,7 +10,7 @@ import paho.mqtt.client as paho
 
 from coordinator.base import Command
 from coordinator.contract.messages import CommandBatch, Outcome, ResultBatch, decode
-from coordinator.contract.topics import commands_topic
+from coordinator.contract.topics import ROOT, commands_topic
 
 
 def percentiles(samples: list[float]) -> str:
@@ -34,7 +34,7 @@ def time_batch(inbox: queue.Queue[paho.MQTTMessage], client: paho.Client, gatewa
             message = inbox.get(timeout=1)
         except queue.Empty:
             continue
-        if not message.topic.startswith("qubit/results/"):
+        if not message.topic.startswith(f"{ROOT}/results/"):
             continue
         for r in decode(ResultBatch, bytes(message.payload)).results:
             if r.command_id in pending and r.outcome is not Outcome.ACKNOWLEDGED:

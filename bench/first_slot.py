@@ -26,7 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from coordinator.contract.codec import DecodeError, decode_event, encode_schedule
 from coordinator.contract.events import CommandPayload
-from coordinator.contract.topics import SCHEDULES_IN
+from coordinator.contract.topics import ROOT, SCHEDULES_IN
 from coordinator.schedule import schedule_to_commands
 from tools.broker import LocalMosquitto
 from tools.launcher import ServiceProcesses
@@ -64,7 +64,7 @@ class Counter:
         self.client.max_queued_messages_set(0)
         subscribed: queue.Queue[int] = queue.Queue()
         self.client.on_subscribe = lambda c, u, mid, codes, p: subscribed.put(mid)
-        self.client.on_connect = lambda c, u, f, r, p: c.subscribe("qubit/events/COMMAND_COMPLETED/#", qos=1)
+        self.client.on_connect = lambda c, u, f, r, p: c.subscribe(f"{ROOT}/events/COMMAND_COMPLETED/#", qos=1)
         self.client.on_message = self._on_message
         broker.login().apply(self.client)  # the test-only identity: reads events and results
         self.client.connect(broker.host, broker.port)

@@ -29,7 +29,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from coordinator.base import Command, CommandType
 from coordinator.contract.codec import decode_event
-from coordinator.contract.topics import EVENTS_ALL, RESULTS_ALL
+from coordinator.contract.topics import EVENTS_ALL, RESULTS_ALL, event_topic
 from tools.broker import free_port, start_broker, wait_for_port
 from tools.launcher import ServiceProcesses
 
@@ -119,7 +119,7 @@ def main() -> None:
                 m = inbox.get(timeout=1)
             except queue.Empty:
                 continue
-            if m.topic.startswith("qubit/events/DEVICE_LINK_UP/"):
+            if m.topic.startswith(event_topic("DEVICE_LINK_UP", "x").removesuffix("x")):
                 ups.add(decode_event(bytes(m.payload)).payload["asset_id"])
         print(f"{len(ups)} chargers connected (OCPP {args.version})")
         time.sleep(3)  # let boots and status notifications settle

@@ -20,6 +20,7 @@ from coordinator.contract.messages import AcceptedSchedule
 from coordinator.contract.topics import SCHEDULES_ACCEPTED, SCHEDULES_IN
 from coordinator.events import EventBus, EventType
 from coordinator.runtime.service import Inbound, Publish, Service, base_arguments, forward_events, load_site, run
+from coordinator.schedule import schedule_span
 from coordinator.schedule_review import Accepted as Accepted  # re-exported: the ingester's outcomes
 from coordinator.schedule_review import Rejected, review_schedule
 from coordinator.site import SiteConfig
@@ -66,6 +67,7 @@ class ScheduleIngester(Service):
         )
         self.publish(SCHEDULES_ACCEPTED, accepted.encode(), qos=1)
         index = outcome.schedule.frame.index
+        starts_at, ends_at = schedule_span(index)
         self.bus.emit(
             EventType.SCHEDULE_RECEIVED,
             ScheduleReceived(
@@ -75,8 +77,8 @@ class ScheduleIngester(Service):
                 command_count=outcome.command_count,
                 asset_count=len(outcome.asset_ids),
                 slot_count=len(index),
-                starts_at=index[0].to_pydatetime() if len(index) else None,
-                ends_at=index[-1].to_pydatetime() if len(index) else None,
+                starts_at=starts_at,
+                ends_at=ends_at,
             ),
         )
         log.info("schedule %s v%s accepted: %s commands", outcome.schedule_id, version, outcome.command_count)

@@ -29,6 +29,7 @@ from coordinator.contract.topics import (
     STATUS_ALL,
     asset_state_topic,
     last_level,
+    relative,
 )
 from coordinator.events import EventBus
 from coordinator.runtime.refusals import Refused
@@ -102,7 +103,7 @@ class StateTracker(Service):
         if machine is None:
             raise Refused(RefusalReason.UNKNOWN_ASSET, f"{report.asset_id} is not an asset of the site",
                           asset_id=report.asset_id)
-        levels = topic.split("/")
+        levels = ["", *(relative(topic) or [])]  # [_, "status", gateway_id, asset_id] under the root
         gateway_id = levels[2] if len(levels) == 4 else None
         owner = self.gateways[report.asset_id]
         if gateway_id != owner or levels[3] != report.asset_id:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from coordinator.contract.topics import ROOT, check_level
 
 SERVICES = ("ingester", "planner", "tracker")
+JSON_MIRROR = "json-mirror"
+"""The opt-in JSON mirror (services/json_mirror.py): reads what SCADA reads, writes {root}/json/#."""
 ROLES = ("layer3", "scada", "operator", "simulator", "health")
 HARNESS = "harness"
 """Test brokers only: readwrite on everything, for tests that play a stolen identity."""
@@ -38,7 +40,9 @@ def gateway_identity(gateway_id: str) -> str:
     return f"gateway-{check_level(gateway_id)}"
 
 
-_SCADA_READS = (f"{ROOT}/events/#", f"{ROOT}/state/#", f"{ROOT}/services/#", f"{ROOT}/telemetry/#")
+_MIRRORED = (f"{ROOT}/events/#", f"{ROOT}/state/#", f"{ROOT}/services/#", f"{ROOT}/telemetry/#")
+"""The read-only trees SCADA reads, in msgpack; the JSON mirror copies them under {root}/json/."""
+_SCADA_READS = (*_MIRRORED, f"{ROOT}/json/#")
 
 
 def _service(identity: str, publish: tuple[str, ...], read: tuple[str, ...], role: str) -> Access:
@@ -50,7 +54,7 @@ def _service(identity: str, publish: tuple[str, ...], read: tuple[str, ...], rol
 
 
 def service_access() -> list[Access]:
-    """The ingester, the planner and the tracker."""
+    """The ingester, the planner, the tracker and the JSON mirror."""
     return [
         _service("ingester", (f"{ROOT}/schedules/accepted",), (f"{ROOT}/schedules/in",),
                  "checks Layer 3 schedules"),
@@ -61,6 +65,8 @@ def service_access() -> list[Access]:
         _service("tracker", (f"{ROOT}/state/+", f"{ROOT}/query/replies/+"),
                  (f"{ROOT}/status/+/+", f"{ROOT}/state/+", f"{ROOT}/query/requests"),
                  "tracks asset states"),
+        _service(JSON_MIRROR, (f"{ROOT}/json/#",), _MIRRORED,
+                 "republishes what SCADA reads as JSON (opt-in)"),
     ]
 
 

@@ -7,7 +7,8 @@ writes (docs/security.md "Credentials and certificates")::
     OUT/ca.crt ca.key                        the site's local CA (tools/certificates.py)
     OUT/broker/server.crt server.key         the broker's TLS listener
     OUT/broker/passwords                     Mosquitto's password file, every identity
-    OUT/broker/acl                           the ACL: every identity gets exactly its topics
+    OUT/broker/acl                           the ACL: every identity gets exactly its topics,
+                                             under the topic root (QUBIT_TOPIC_ROOT, default qubit)
     OUT/clients/<identity>.password          one per identity, mode 0600
     OUT/ocpp/server.crt server.key           the OCPP gateway's wss:// certificate
     OUT/chargers/<charge_point_id>.password  each OCPP charger's Basic-auth password
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from coordinator.contract.topics import check_level
+from coordinator.contract.topics import DEFAULT_ROOT, ROOT, ROOT_VARIABLE, check_level
 from tools.bus_access import Access, acl_text, identities
 from tools.certificates import CA_CERT, SERVER_CERT, SERVER_KEY, LocalCA
 
@@ -218,6 +219,8 @@ def summary(written: Written) -> Iterable[str]:
     yield "  after adding or rotating an identity: kill -HUP the broker (it re-reads passwords and acl)"
     yield ""
     yield "clients (environment; TLS on the broker's port 8883):"
+    if ROOT != DEFAULT_ROOT:  # the ACL grants this root only: every process of the site must use it
+        yield f"  every client: {ROOT_VARIABLE}={ROOT} (the ACL grants topics under {ROOT}/ only)"
     for access in written.accesses:
         yield (f"  {access.identity:<20} QUBIT_MQTT_USERNAME={access.identity} "
                f"QUBIT_MQTT_PASSWORD_FILE={written.client_password(access.identity).resolve()} "

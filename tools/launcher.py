@@ -23,7 +23,7 @@ import msgpack
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from coordinator.contract.topics import SERVICES_ALL
+from coordinator.contract.topics import ROOT, ROOT_VARIABLE, SERVICES_ALL, under
 from coordinator.runtime.mqtt import BrokerLogin
 from tools.broker import serving
 
@@ -39,6 +39,7 @@ SERVICES = {
     "gateway-ocpp": "services.ocpp_gateway.gateway",
     "chargepoint-simulator": "simulators.chargepoint",
     "site-page": "services.site_page",
+    "json-mirror": "services.json_mirror",
 }
 SIMULATORS = ("battery-simulator", "chargepoint-simulator")
 """Device simulators: real protocol peers, not MQTT services (no online status)."""
@@ -127,7 +128,7 @@ class ServiceProcesses:
         client = self.watcher.apply(paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311))
         client.on_message = lambda c, u, m: inbox.put(m.payload)
         client.connect(self.host, self.port)
-        client.subscribe(SERVICES_ALL, qos=1)
+        client.subscribe(under(self.env.get(ROOT_VARIABLE) or ROOT, SERVICES_ALL), qos=1)  # their site's root
         client.loop_start()
         seen: dict[str, tuple[str, int | None]] = {}
         deadline = time.monotonic() + timeout

@@ -116,7 +116,7 @@ class DispatchEngine:
             )
             raise
         self._register(commands)
-        index = df.index
+        starts_at, ends_at = schedule_conversion.schedule_span(df.index)
         self.event_bus.emit(
             EventType.SCHEDULE_RECEIVED,
             ev.ScheduleReceived(
@@ -124,9 +124,9 @@ class DispatchEngine:
                 site_id=self.config.site_id,
                 command_count=len(commands),
                 asset_count=len({c.asset_id for c in commands}),
-                slot_count=len(index),
-                starts_at=index[0].to_pydatetime() if len(index) else None,
-                ends_at=index[-1].to_pydatetime() if len(index) else None,
+                slot_count=len(df.index),
+                starts_at=starts_at,
+                ends_at=ends_at,
             ),
         )
         if announce:

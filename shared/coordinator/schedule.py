@@ -45,6 +45,25 @@ BATTERY_COLUMN = re.compile(r"^(?P<key>battery(?:_.+?)?)_(?P<direction>charge|di
 _MAX_LISTED = 10
 
 
+def schedule_span(index: pd.Index) -> tuple[datetime | None, datetime | None]:
+    """(start of the first slot, END of the last slot) of a schedule's index; (None, None)
+    for no rows. A slot lasts until the next one starts; the last one lasts one slot length,
+    the smallest step between two slot starts (the schedule's resolution). A one-row
+    schedule has no length to tell: its end is its start.
+
+        >>> idx = pd.date_range("2025-01-15 08:00", periods=4, freq="15min", tz="UTC")
+        >>> [t.isoformat() for t in schedule_span(idx)]
+        ['2025-01-15T08:00:00+00:00', '2025-01-15T09:00:00+00:00']
+    """
+    if not len(index):
+        return None, None
+    start = index[0].to_pydatetime()
+    if len(index) == 1:
+        return start, start
+    step = (index[1:] - index[:-1]).min()
+    return start, (index[-1] + step).to_pydatetime()
+
+
 class ScheduleError(ValueError):
     """The schedule cannot be turned into commands; nothing was created.
 

@@ -1,65 +1,6 @@
-"""One realistic payload of every event type, as its emitter builds it."""
+"""One realistic payload of every event type: the library's contract samples (the examples of
+docs/contract/examples/ are generated from the same ones)."""
 
-from datetime import datetime, timedelta, timezone
+from coordinator.contract.samples import AT, IST, SAMPLES
 
-from coordinator.base import Command, CommandStatus, CommandType
-from coordinator.contract import events as ev
-from coordinator.events import EventType
-
-IST = timezone(timedelta(hours=5, minutes=30))
-AT = datetime(2025, 1, 15, 13, 30, 0, 250, tzinfo=IST)
-
-
-def _command(status: CommandStatus = CommandStatus.DISPATCHED, error: str | None = None) -> Command:
-    return Command("ast_bay_1", CommandType.SET_CHARGE_RATE, {"power_kw": 11.0, "phases": 3, "note": None},
-                   scheduled_at=AT, command_id="cmd_0123456789ab", status=status, attempts=1,
-                   schedule_id="sch_1", dispatched_at=AT + timedelta(seconds=1), error=error)
-
-
-SAMPLES: dict[EventType, ev.EventPayload] = {
-    EventType.COMMAND_CREATED: ev.CommandCreated.of(
-        Command("ast_bay_1", CommandType.STOP_CHARGING, scheduled_at=AT, command_id="cmd_0123456789ab")),
-    EventType.COMMAND_DISPATCHED: ev.CommandDispatched.of(_command(), protocol="ocpp", gateway_id="ocpp"),
-    EventType.COMMAND_ACKNOWLEDGED: ev.CommandAcknowledged.of(_command(CommandStatus.ACKNOWLEDGED)),
-    EventType.COMMAND_COMPLETED: ev.CommandCompleted.of(_command(CommandStatus.COMPLETED)),
-    EventType.COMMAND_FAILED: ev.CommandFailed.of(_command(CommandStatus.FAILED, "charger answered Rejected")),
-    EventType.COMMAND_TIMED_OUT: ev.CommandTimedOut.of(_command(CommandStatus.TIMED_OUT, "no answer within 30 s")),
-    EventType.COMMAND_CANCELLED: ev.CommandCancelled.of(_command(CommandStatus.CANCELLED, "superseded by cmd_x")),
-    EventType.COMMAND_RETRY_SCHEDULED: ev.CommandRetryScheduled.of(
-        _command(CommandStatus.PENDING, "device busy"), timed_out=False, retry_at=AT + timedelta(seconds=3)),
-    EventType.COMMAND_HELD: ev.CommandHeld.of(_command(CommandStatus.PENDING), asset_state=None,
-                                              site_hold="emergency stop: fire alarm"),
-    EventType.STATE_CHANGED: ev.StateChanged(asset_id="ast_bay_1", from_state="AVAILABLE", to_state="PREPARING",
-                                             trigger="plug_in"),
-    EventType.SCHEDULE_RECEIVED: ev.ScheduleReceived(
-        schedule_id="sch_1", site_id="sit_demo_depot", command_count=4, asset_count=2, slot_count=96,
-        starts_at=AT, ends_at=AT + timedelta(hours=23, minutes=45), version=1736929800000000),
-    EventType.SCHEDULE_PLANNED: ev.SchedulePlanned(
-        schedule_id="sch_1", version=1736929800000000, site_id="sit_demo_depot", command_count=4, asset_count=2,
-        superseded=3, first_due_at=AT),
-    EventType.SCHEDULE_REJECTED: ev.ScheduleRejected(
-        schedule_id="sch_1", reason="above_limit", message="setpoints above the asset's max_power_kw: ev_1_kw",
-        site_id="sit_demo_depot", columns=["ev_1_kw"]),
-    EventType.SETPOINT_CLAMPED: ev.SetpointClamped(
-        asset_id="ast_batt_001", command_id="cmd_0123456789ab", command_type=CommandType.SET_DISCHARGE_RATE,
-        requested=80.0, applied=50.0, limit=50.0),
-    EventType.SETPOINT_NOT_FOLLOWED: ev.SetpointNotFollowed(
-        asset_id="ast_bay_1", command_id="cmd_0123456789ab", limit_kw=7.0, measured_kw=11.0, tolerance_kw=0.7),
-    EventType.DEVICE_LINK_UP: ev.DeviceLinkUp(asset_id="ast_batt_001", endpoint="127.0.0.1:5020", reason=""),
-    EventType.DEVICE_LINK_DOWN: ev.DeviceLinkDown(asset_id="ast_bay_1", endpoint="CP_BAY_1", reason="closed"),
-    EventType.ASSET_SAFE_STATE: ev.AssetSafeState(asset_id="ast_bay_1", safe=True, detail="0 W, profile accepted"),
-    EventType.EMERGENCY_STOP_ACTIVATED: ev.EmergencyStopActivated(reason="fire alarm", issued_by="op@depot",
-                                                                 ordered_at=AT),
-    EventType.EMERGENCY_STOP_RESET: ev.EmergencyStopReset(reason="all clear", issued_by="op@depot", ordered_at=AT),
-    EventType.SERVICE_STATE_CHANGED: ev.ServiceStateChanged(
-        service="gateway-ocpp", lifecycle="Active", operational="Running", health="Warning",
-        reasons=["device link down: ast_bay_1"], emergency_stop=False,
-        previous=ev.ServiceStates(lifecycle="Active", operational="Running", health="Healthy")),
-    EventType.PUBLISH_FAILED: ev.PublishFailed(
-        topic="qubit/telemetry/ocpp/ast_bay_1", reason=ev.PublishFailureReason.QOS0_OFFLINE, message_bytes=4120,
-        count=37, detail="broker link down for 12.5 s"),
-    EventType.MESSAGE_REFUSED: ev.MessageRefused(
-        topic="qubit/commands/ocpp", reason=ev.RefusalReason.OUT_OF_RANGE,
-        detail="power_kw 1e+06 kW is above the max_power_kw of ast_bay_1 (22 kW)", message_id="cmd_0123456789ab",
-        asset_id="ast_bay_1"),
-}
+__all__ = ["AT", "IST", "SAMPLES"]

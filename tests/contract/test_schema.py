@@ -105,6 +105,8 @@ def test_every_channel_names_known_messages_and_matches_its_topic_function():
         "emergencyStop": topics.EMERGENCY_STOP,
         "queryRequests": topics.QUERY_REQUESTS,
     }
+    built |= {f"json{name[0].upper()}{name[1:]}": topics.json_topic(built[name])
+              for name in ("events", "assetState", "serviceStatus", "telemetry")}
     assert built == addresses
 
 
@@ -139,3 +141,26 @@ def test_the_events_of_wire_contract_md_match_the_models():
 def test_a_page_without_the_events_section_is_an_error():
     with pytest.raises(ValueError, match="no '<!-- events"):
         schema.with_events_section("# no markers here\n")
+
+
+def test_every_message_and_event_has_an_example():
+    examples = schema.examples()
+    assert {f"{name}.json" for name in schema.MESSAGE_MODELS if name != "EventEnvelope"} <= set(examples)
+    assert {f"events/{t.value}.json" for t in EventType} <= set(examples)
+
+
+@pytest.mark.parametrize("relative", sorted(schema.examples()))
+def test_every_example_fits_its_published_schema(relative):
+    schemas = schema.json_schemas()
+    document = schema.examples()[relative]
+    if relative.startswith("events/"):
+        jsonschema.Draft202012Validator(schemas["EventEnvelope.json"]).validate(document)
+        jsonschema.Draft202012Validator(schemas[relative]).validate(document["payload"])
+    else:
+        jsonschema.Draft202012Validator(schemas[relative]).validate(document)
+
+
+def test_examples_show_timestamps_in_utc_rfc3339():
+    received = schema.examples()["events/SCHEDULE_RECEIVED.json"]
+    assert received["timestamp"] == "2025-01-15T08:00:00.000250Z"
+    assert received["payload"]["ends_at"] == "2025-01-16T08:00:00.000250Z"  # the END of the last of 96 slots

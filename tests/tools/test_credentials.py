@@ -50,7 +50,7 @@ def test_the_layout_of_the_shared_interface(written):
         assert (out / name).is_file(), name
     clients = {p.name for p in (out / "clients").iterdir()}
     assert clients == {f"{i}.password" for i in ("ingester", "planner", "tracker", "gateway-ocpp", "gateway-modbus",
-                                                 "layer3", "scada", "operator", "simulator", "health")}
+                                                 "json-mirror", "layer3", "scada", "operator", "simulator", "health")}
 
 
 def test_secrets_are_private(written):
@@ -103,8 +103,8 @@ def test_the_console_script_runs(tmp_path):
 def test_acl_every_identity_gets_exactly_its_topics():
     site = SiteFacts.of(SiteConfig.load(REPO / "tests" / "sites" / "loopback.toml"))
     acl = acl_entries(acl_for(site))
-    assert set(acl) == {"ingester", "planner", "tracker", "gateway-loopback", "layer3", "scada", "operator",
-                        "simulator", "health"}
+    assert set(acl) == {"ingester", "planner", "tracker", "json-mirror", "gateway-loopback", "layer3", "scada",
+                        "operator", "simulator", "health"}
     own = {("readwrite", "qubit/services/{}/status"), ("write", "qubit/events/#"),
            ("read", "qubit/control/emergency_stop")}
 
@@ -124,7 +124,11 @@ def test_acl_every_identity_gets_exactly_its_topics():
         ("write", "qubit/results/loopback"), ("write", "qubit/status/loopback/+"),
         ("write", "qubit/telemetry/loopback/+"), ("read", "qubit/commands/loopback"), ("read", "qubit/sim/loopback")}
     assert acl["layer3"] == {("write", "qubit/schedules/in"), ("read", "qubit/events/#")}
-    scada = {("read", t) for t in ("qubit/events/#", "qubit/state/#", "qubit/services/#", "qubit/telemetry/#")}
+    msgpack_reads = ("qubit/events/#", "qubit/state/#", "qubit/services/#", "qubit/telemetry/#")
+    assert acl["json-mirror"] == {("readwrite", "qubit/services/json-mirror/status"), ("readwrite", "qubit/events/#"),
+                                  ("read", "qubit/control/emergency_stop"), ("write", "qubit/json/#"),
+                                  *(("read", t) for t in msgpack_reads[1:])}
+    scada = {("read", t) for t in (*msgpack_reads, "qubit/json/#")}
     assert acl["scada"] == scada
     assert acl["operator"] == scada | {("write", "qubit/control/emergency_stop"), ("write", "qubit/operator/#"),
                                        ("write", "qubit/query/requests"), ("read", "qubit/query/replies/#")}

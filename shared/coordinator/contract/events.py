@@ -301,7 +301,8 @@ class ScheduleReceived(EventPayload):
     starts_at: Time | None
     """The first slot; None for a schedule with no rows."""
     ends_at: Time | None
-    """The start of the last slot."""
+    """The END of the last slot: its start plus the schedule's slot length (the smallest step
+    between two slot starts); for a one-row schedule, its start. None for no rows."""
     version: Annotated[int, Field(ge=0)] | None = None
     """The ingester's version stamp; None from a library engine (which has none)."""
 

@@ -7,6 +7,7 @@ docs/wire-contract.md.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any, Literal, Self, TypeVar
@@ -18,7 +19,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from coordinator.base import COMMAND_ADAPTER, Command
 from coordinator.contract.batching import runs
 from coordinator.contract.codec import MAX_ITEMS, MAX_MESSAGE_BYTES, MAX_SCHEDULE_BYTES, DecodeError, unpack
-from coordinator.contract.topics import SCHEDULES_ACCEPTED, SCHEDULES_IN
+from coordinator.contract.topics import ROOT, SCHEDULES_ACCEPTED, SCHEDULES_IN
 
 Id = Field(min_length=1, max_length=128, pattern=r"^[^/#+\x00]+$")
 
@@ -285,7 +286,8 @@ class Query(WireModel):
     """Operator -> tracker."""
 
     query_id: str = Id
-    reply_to: str = Field(pattern=r"^qubit/query/replies/[^/#+\x00]{1,128}$")
+    reply_to: str = Field(pattern=rf"^{re.escape(ROOT)}/query/replies/[^/#+\x00]{{1,128}}$")
+    """A reply topic of this site's tree (``topics.query_reply_topic``)."""
     kind: QueryKind
     id: str | None = Field(None, max_length=128)
 

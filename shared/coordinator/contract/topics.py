@@ -2,16 +2,96 @@
 
 Documented for integrators in docs/wire-contract.md (QoS, retain, publisher, subscriber).
 
-    >>> event_topic("COMMAND_FAILED", "ast_bay_1")
-    'qubit/events/COMMAND_FAILED/ast_bay_1'
+Every topic starts with ``ROOT``, the site's topic root: ``QUBIT_TOPIC_ROOT`` of the process's
+environment, read once, at import (default ``qubit``). The root is a deployment constant of a
+process, like its broker address, so every constant and function here keeps its name and
+meaning; several sites share one broker by giving each its own root (docs/settings.md). A
+tool that talks to another site's tree runs as a process of that site, or builds its topics
+with ``under(root, topic)``.
+
+    >>> event_topic("COMMAND_FAILED", "ast_bay_1").removeprefix(ROOT)
+    '/events/COMMAND_FAILED/ast_bay_1'
 """
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 from dataclasses import dataclass
 
-ROOT = "qubit"
+DEFAULT_ROOT = "qubit"
+ROOT_VARIABLE = "QUBIT_TOPIC_ROOT"
+_LEVEL = re.compile(r"^[^/#+\x00]{1,128}$")
+MAX_ROOT_CHARS = 200
+
+
+def check_level(value: str) -> str:
+    """Refuse ids that would break the topic tree (``/``, wildcards, NUL, empty)."""
+    if not _LEVEL.match(value):
+        raise ValueError(f"{value!r} cannot be used in an MQTT topic level")
+    return value
+
+
+def check_root(value: str) -> str:
+    """A topic root: one or more topic levels (``depot_north``, ``acme/depot_north``), no
+    wildcard, no empty level, not ``$``-reserved; ValueError otherwise.
+
+        >>> check_root("acme/depot_north")
+        'acme/depot_north'
+    """
+    levels = value.split("/")
+    if (not value or len(value) > MAX_ROOT_CHARS or value.startswith("$")
+            or not all(_LEVEL.match(level) and level.strip() == level for level in levels)):
+        raise ValueError(f"must be one or more topic levels separated by '/', at most {MAX_ROOT_CHARS} "
+                         "characters, without '+', '#', NUL, empty levels, surrounding spaces or a leading '$'")
+    return value
+
+
+def _root_of_this_process() -> str:
+    raw = os.environ.get(ROOT_VARIABLE, "").strip()
+    if not raw:
+        return DEFAULT_ROOT
+    try:
+        return check_root(raw)
+    except ValueError as exc:
+        # The settings' way of saying so (runtime/settings.py): one line, exit status 2, no traceback.
+        print(f"{ROOT_VARIABLE}={raw!r}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+ROOT = _root_of_this_process()
+"""This process's topic root (``QUBIT_TOPIC_ROOT``, default ``qubit``)."""
+
+
+def under(root: str, topic: str) -> str:
+    """``topic`` of this process's tree moved to another site's root: for tests and tools
+    that watch several sites at once.
+
+        >>> under("depot_b", f"{ROOT}/events/#")
+        'depot_b/events/#'
+    """
+    if not topic.startswith(ROOT + "/"):
+        raise ValueError(f"{topic!r} is not under the topic root {ROOT!r}")
+    return f"{check_root(root)}/{topic[len(ROOT) + 1:]}"
+
+
+def relative(topic: str) -> list[str] | None:
+    """The levels of ``topic`` under this process's root, None for a topic outside it.
+
+        >>> relative(f"{ROOT}/status/loopback/ast_1")
+        ['status', 'loopback', 'ast_1']
+    """
+    return topic[len(ROOT) + 1:].split("/") if topic.startswith(ROOT + "/") else None
+
+
+def client_id(service: str) -> str:
+    """The MQTT client id of a process: ``qubit-{service}`` under the default root, and the
+    root's levels joined in front otherwise, so two sites on one broker never share a session."""
+    if ROOT == DEFAULT_ROOT:
+        return f"qubit-{service}"
+    return f"qubit-{ROOT.replace('/', '.')}-{service}"
+
 
 SCHEDULES_IN = f"{ROOT}/schedules/in"
 """Layer 3 publishes schedules here (QoS 1)."""
@@ -28,16 +108,6 @@ SCHEDULE_REJECTIONS = f"{ROOT}/events/SCHEDULE_REJECTED/+"
 QUERY_REQUESTS = f"{ROOT}/query/requests"
 """Operators ask here: asset states are the tracker's to answer, commands and schedules the
 planner's (from its ledger); the answer goes to the request's reply_to topic."""
-
-_LEVEL = re.compile(r"^[^/#+\x00]{1,128}$")
-
-
-def check_level(value: str) -> str:
-    """Refuse ids that would break the topic tree (``/``, wildcards, NUL, empty)."""
-    if not _LEVEL.match(value):
-        raise ValueError(f"{value!r} cannot be used in an MQTT topic level")
-    return value
-
 
 def event_topic(event_type: str, asset_id: str | None = None) -> str:
     """``qubit/events/{EVENT_TYPE}/{asset_id|site}``: filter by type, asset, or both."""
@@ -63,6 +133,7 @@ def status_topic(gateway_id: str, asset_id: str) -> str:
 
 
 STATUS_ALL = f"{ROOT}/status/+/+"
+TELEMETRY_ALL = f"{ROOT}/telemetry/+/+"
 
 
 def telemetry_topic(gateway_id: str, asset_id: str) -> str:
@@ -99,6 +170,21 @@ def query_reply_topic(client_id: str) -> str:
     return f"{ROOT}/query/replies/{check_level(client_id)}"
 
 
+JSON = "json"
+"""The JSON mirror's tree: ``{root}/json/{the msgpack topic's levels after the root}``."""
+
+
+def json_topic(topic: str) -> str:
+    """The JSON mirror's copy of a msgpack topic (or filter) of this site.
+
+        >>> json_topic(f"{ROOT}/events/COMMAND_FAILED/ast_bay_1").removeprefix(ROOT)
+        '/json/events/COMMAND_FAILED/ast_bay_1'
+    """
+    if not topic.startswith(ROOT + "/"):
+        raise ValueError(f"{topic!r} is not under the topic root {ROOT!r}")
+    return f"{ROOT}/{JSON}/{topic[len(ROOT) + 1:]}"
+
+
 def last_level(topic: str) -> str:
     return topic.rsplit("/", 1)[-1]
 
@@ -112,7 +198,8 @@ class Channel:
 
     ``address`` names its variable levels in braces; ``messages`` are model names of
     ``coordinator.contract`` (``"event"``: every event type, one message each). The
-    AsyncAPI document in docs/contract/ is generated from this table.
+    AsyncAPI document in docs/contract/ is generated from this table. Addresses are under
+    this process's topic root (``ROOT``).
     """
 
     name: str
@@ -123,6 +210,8 @@ class Channel:
     publishers: tuple[str, ...]
     subscribers: tuple[str, ...]
     description: str
+    content_type: str = "application/msgpack"
+    """``application/json`` for the JSON mirror's tree (the same models, JSON-encoded)."""
 
 
 EVERY_SERVICE = "every service"
@@ -159,5 +248,15 @@ CHANNELS: tuple[Channel, ...] = (
             ("tests", "demo"), ("simulated gateways", "the charge point simulator"),
             "Force a simulated device into a state (StatusReport), make it stop answering or answer again "
             "(SimulatorRequest), or drive a simulated charger (ChargerControl)."),
+    *(Channel(f"json{name[0].upper()}{name[1:]}", f"{ROOT}/{JSON}/{address.removeprefix(ROOT + '/')}", messages, qos,
+              retain, ("json-mirror",), ("SCADA (JSON)",),
+              f"The JSON mirror's copy of {name} (opt-in, services/json_mirror.py): the same fields, "
+              "timestamps as RFC 3339 strings in UTC.", "application/json")
+      for name, address, messages, qos, retain in (
+          ("events", f"{ROOT}/events/{{event_type}}/{{asset_id_or_site}}", ("event",), 1, False),
+          ("assetState", f"{ROOT}/state/{{asset_id}}", ("AssetStateMessage",), 1, True),
+          ("serviceStatus", f"{ROOT}/services/{{service}}/status", ("ServiceStatus",), 1, True),
+          ("telemetry", f"{ROOT}/telemetry/{{gateway_id}}/{{asset_id}}", ("Telemetry",), 0, False),
+      )),
 )
 """Every topic of the runtime (docs/wire-contract.md, docs/contract/asyncapi.json)."""

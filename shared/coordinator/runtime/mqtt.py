@@ -49,6 +49,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from coordinator.contract import topics
 from coordinator.contract.events import PublishFailureReason
 from coordinator.contract.messages import message_limit
 from coordinator.runtime.inbound_acks import AckQueue, Inbound
@@ -238,7 +239,7 @@ class MqttClient:
         (default: the setting; schedule topics have their own, contract/messages.py)."""
         self.service = service
         self.settings = settings
-        self.client_id = client_id or f"qubit-{service}"
+        self.client_id = client_id or topics.client_id(service)
         self.on_failure = on_failure
         self.max_message_bytes = max_message_bytes or process_settings().max_message_bytes
         self._subscriptions: list[tuple[str, int]] = []

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from coordinator.contract.events import MessageRefused, RefusalReason
+from coordinator.contract.topics import relative
 from coordinator.events import EventBus, EventType
 
 log = logging.getLogger(__name__)
@@ -52,11 +53,13 @@ def topic_family(topic: str) -> str:
     ``status``...), two for schedules, control and query (``schedules/accepted``); ``ocpp``
     for what an OCPP gateway refused. Bounded: a topic outside these is ``other``, so a
     hostile topic cannot grow the label set."""
-    parts = topic.split("/")
-    if parts[0] == OCPP_SOURCE and len(parts) == 2:
+    source = topic.split("/")
+    if source[0] == OCPP_SOURCE and len(source) == 2:
         return OCPP_SOURCE
-    if len(parts) < 2 or parts[0] != "qubit":
+    levels = relative(topic)  # under the site's topic root
+    if not levels:
         return "other"
+    parts = ["", *levels]
     if parts[1] in _FAMILIES and len(parts) > 2 and parts[2] in _KNOWN_SECOND.get(parts[1], ()):
         return f"{parts[1]}/{parts[2]}"
     return parts[1] if parts[1] in _KNOWN_FIRST else "other"

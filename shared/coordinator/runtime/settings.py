@@ -22,6 +22,8 @@ from pydantic import SecretStr, ValidationError, field_validator, model_validato
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from coordinator.contract.topics import DEFAULT_ROOT, check_root
+
 ENV_PREFIX = "QUBIT_"
 
 DEFAULT_SITE_CONFIG = Path(__file__).resolve().parents[3] / "deploy" / "site.toml"
@@ -75,6 +77,17 @@ class Settings(BaseSettings):
     max_message_bytes: int = 1 << 20
     """The largest bus message (schedules excepted): senders split batches under it,
     receivers refuse what is larger, the broker config is written from it."""
+    topic_root: str = DEFAULT_ROOT
+    """The first level(s) of every topic of the site (``coordinator.contract.topics.ROOT``,
+    which reads the same variable at import): several sites share one broker by their roots."""
+
+    @field_validator("topic_root", mode="before")
+    @classmethod
+    def _topic_root(cls, value: Any) -> str:
+        try:
+            return check_root(value) if isinstance(value, str) else check_root("")
+        except ValueError as exc:
+            raise PydanticCustomError("qubit_setting", str(exc)) from None
 
     @field_validator("ledger_retention_days", mode="before")
     @classmethod

@@ -133,7 +133,7 @@ def test_wrong_credentials_are_refused(ocpp_stack, events, plain, tmp_path, vers
     events.collect(2.0)
     assert of(events, "DEVICE_LINK_UP", "ast_bay_2") == []
     log = ocpp_stack.log("gateway-ocpp")
-    assert "refused CP002: wrong or missing credentials" in log
+    assert "refused bad_credentials on ocpp/CP002" in log
     assert "not-the-password-at-all" not in log and ocpp_stack.password not in log  # never logged
 
 

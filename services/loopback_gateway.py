@@ -339,7 +339,8 @@ class LoopbackGateway(Service):
         if cmd.asset_id in self.fail:
             return [result(cmd.command_id, cmd.asset_id, Outcome.FAILED, "simulated device failure", now)]
         state = self.states[cmd.asset_id]
-        if state in (ChargerState.FAULTED, BatteryState.FAULTED, ChargerState.UNAVAILABLE) and not _recovers(state, cmd):
+        held = state in (ChargerState.FAULTED, BatteryState.FAULTED, ChargerState.UNAVAILABLE)
+        if held and not _recovers(state, cmd):
             return [result(cmd.command_id, cmd.asset_id, Outcome.FAILED, f"device is {state}", now)]
         superseded = self.intake.check(cmd)
         if superseded is not None:

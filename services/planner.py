@@ -34,7 +34,6 @@ from coordinator.base import Command, CommandType
 from coordinator.contract.codec import DecodeError, decode_event
 from coordinator.contract.events import (
     CommandPayload,
-    SetpointCapped,
     EmergencyStopActivated,
     EmergencyStopReset,
     OperatorCommandAccepted,
@@ -42,6 +41,7 @@ from coordinator.contract.events import (
     RefusalReason,
     SchedulePlanned,
     ScheduleRejected,
+    SetpointCapped,
 )
 from coordinator.contract.messages import (
     MAX_ACCEPTED_SCHEDULE_BYTES,
@@ -173,7 +173,7 @@ class Planner(Service):
             if value is not None:
                 self.in_force[asset_id] = value
         self.operator_limits: dict[str, OperatorLimit] = {}
-        for asset_id, cmd in self.ledger.completed_setpoints(RESTORED_CHANNELS[1]).items():
+        for cmd in self.ledger.completed_setpoints(RESTORED_CHANNELS[1]).values():
             self._take_operator_limit(cmd)
         if self.engine.commands:
             log.info("resumed from %s: %d unfinished commands, %d of them in flight",
@@ -434,7 +434,7 @@ class Planner(Service):
                 reason=made.reason, message=made.message))
             refusal = {"unknown_asset": RefusalReason.UNKNOWN_ASSET, "out_of_range": RefusalReason.OUT_OF_RANGE}
             raise Refused(refusal.get(made.reason, RefusalReason.INVALID), f"{made.reason}: {made.message}",
-                          message_id=order.request_id, asset_id=order.asset_id if made.reason != "unknown_asset" else None)
+                          message_id=order.request_id, asset_id=order.asset_id)
         known = self.ledger.command_record(made.command_id) or self.engine.get_command(made.command_id)
         if known is None:
             made.created_at = self._created_at()

@@ -104,6 +104,7 @@ def test_every_channel_names_known_messages_and_matches_its_topic_function():
         "schedulesAccepted": topics.SCHEDULES_ACCEPTED,
         "emergencyStop": topics.EMERGENCY_STOP,
         "queryRequests": topics.QUERY_REQUESTS,
+        "operatorCommands": topics.OPERATOR_COMMANDS,
     }
     assert built == addresses
 

@@ -482,7 +482,7 @@ class Planner(Service):
     def _lift_limit(self, asset_id: str, limit: OperatorLimit, now: datetime) -> None:
         """An operator's limit ended: the device's cap goes back to the asset's max_power_kw."""
         asset = self.site.asset(asset_id)
-        if asset is None or self.engine.has_unfinished(asset_id, RESTORED_CHANNELS[1]):
+        if asset is None:
             return
         self.engine.add_commands([Command(
             asset_id, CommandType.SET_POWER_LIMIT, {"power_kw": asset.max_power_kw}, now,

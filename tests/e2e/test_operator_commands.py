@@ -13,6 +13,7 @@ import pytest
 from coordinator.contract.messages import StatusReport
 from coordinator.contract.topics import simulator_topic
 from tests.e2e.conftest import SITE
+from tests.e2e.test_ocpp import control, start_simulator, wait_state
 from tools.launcher import REPO, ServiceProcesses
 
 pytestmark = pytest.mark.timeout(120)
@@ -107,3 +108,29 @@ def test_site_import_limit_and_operator_limit_hold_when_the_schedule_exceeds_the
                         ("ast_bay_2", "site_import", 80.0, 72.0)]
     finally:
         stack.stop_all()
+
+
+def test_start_stop_availability_and_reset_over_ocpp(ocpp_stack, events, plain):
+    """Both OCPP versions (the ``version`` fixture), with the charge point simulator."""
+    start_simulator(ocpp_stack, events)
+    control(plain, "CP001", "plug_in")
+    wait_state(events, "PREPARING")
+    command(ocpp_stack, "start", "ast_bay_1")  # RemoteStartTransaction / RequestStartTransaction
+    events.wait_for(lambda evs: ocpp_states(events)[-1:] in (["CHARGING"], ["SUSPENDED"]), what="session started")
+    command(ocpp_stack, "stop", "ast_bay_1")  # RemoteStop / RequestStopTransaction, the session's id filled in
+    wait_state(events, "FINISHING")
+    control(plain, "CP001", "unplug")
+    wait_state(events, "AVAILABLE")
+    command(ocpp_stack, "availability", "ast_bay_1", "inoperative")
+    wait_state(events, "UNAVAILABLE")
+    command(ocpp_stack, "availability", "ast_bay_1", "operative")
+    wait_state(events, "AVAILABLE")
+    control(plain, "CP001", "fault")
+    wait_state(events, "FAULTED")
+    command(ocpp_stack, "reset", "ast_bay_1")  # Reset through the bus, not the simulator's topic
+    wait_state(events, "AVAILABLE")
+
+
+def ocpp_states(events, asset="ast_bay_1"):
+    return [e.payload.to_state for e in events.events
+            if e.event_type.value == "STATE_CHANGED" and e.payload.asset_id == asset]

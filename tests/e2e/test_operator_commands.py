@@ -13,6 +13,10 @@ import pytest
 from coordinator.contract.messages import StatusReport
 from coordinator.contract.topics import simulator_topic
 from tests.e2e.conftest import SITE
+from tests.e2e.test_modbus import ALL as MODBUS_ALL
+from tests.e2e.test_modbus import control as modbus_control
+from tests.e2e.test_modbus import modbus_site, site_stack  # noqa: F401 - fixtures
+from tests.e2e.test_modbus import start as modbus_start
 from tests.e2e.test_ocpp import control, start_simulator, wait_state
 from tools.launcher import REPO, ServiceProcesses
 
@@ -134,3 +138,14 @@ def test_start_stop_availability_and_reset_over_ocpp(ocpp_stack, events, plain):
 def ocpp_states(events, asset="ast_bay_1"):
     return [e.payload.to_state for e in events.events
             if e.event_type.value == "STATE_CHANGED" and e.payload.asset_id == asset]
+
+
+def test_soc_target_power_limit_and_reset_over_modbus(site_stack, events):
+    """The battery simulator behind the Modbus gateway: each command written and read back."""
+    modbus_start(site_stack, *MODBUS_ALL)
+    command(site_stack, "soc", "ast_batt_a", "80")  # register 40004
+    command(site_stack, "limit", "ast_batt_a", "40", "--duration", "600")  # register 40003
+    modbus_control(site_stack.ports["port_a"], 1)  # the battery trips
+    events.wait_for(state_is(events, "ast_batt_a", "FAULTED"), what="battery faulted")
+    command(site_stack, "reset", "ast_batt_a")  # the reset register 40005, taken while faulted
+    events.wait_for(state_is(events, "ast_batt_a", "IDLE"), what="battery back to IDLE after the reset")

@@ -140,7 +140,7 @@ def ocpp_states(events, asset="ast_bay_1"):
             if e.event_type.value == "STATE_CHANGED" and e.payload.asset_id == asset]
 
 
-def test_soc_target_power_limit_and_reset_over_modbus(site_stack, events):
+def test_soc_target_power_limit_and_reset_over_modbus(site_stack, events):  # noqa: F811 - the imported fixture
     """The battery simulator behind the Modbus gateway: each command written and read back."""
     modbus_start(site_stack, *MODBUS_ALL)
     command(site_stack, "soc", "ast_batt_a", "80")  # register 40004

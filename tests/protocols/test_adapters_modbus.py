@@ -59,8 +59,8 @@ def test_default_map_is_the_seeds():
 
 
 def test_reset_writes_one_to_the_self_clearing_command_register():
-    from coordinator.protocols.modbus.setpoints import plan_command
     from coordinator.protocols.modbus.device import ModbusDeviceConfig
+    from coordinator.protocols.modbus.setpoints import plan_command
 
     cmd = Command("ast_batt_001", CommandType.RESET, {}, datetime(2025, 1, 15, tzinfo=UTC))
     assert ModbusAdapter("m").translate(cmd)["address"] == 4 and ModbusAdapter("m").translate(cmd)["values"] == [1]

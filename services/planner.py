@@ -472,10 +472,10 @@ class Planner(Service):
                 asset_id=cap.asset_id, command_id=cap.command_id, command_type=cap.command_type,
                 requested=cap.requested, applied=cap.applied, limit=cap.limit, limit_kw=cap.limit_kw))
         for cmd in due:
-            cap = final.get(cmd.command_id)
-            if cap is not None:
+            last = final.get(cmd.command_id)
+            if last is not None:
                 cmd.parameters.setdefault(REQUESTED, cmd.parameters.get("power_kw"))
-                cmd.parameters["power_kw"] = cap.applied
+                cmd.parameters["power_kw"] = last.applied
             elif REQUESTED in cmd.parameters:  # a retry after the cap is gone: the schedule's value again
                 cmd.parameters["power_kw"] = cmd.parameters.pop(REQUESTED)
 

@@ -319,8 +319,9 @@ def cmd_command(args: argparse.Namespace) -> int:
     elif args.what == "soc":
         fields["percent"] = args.value
     try:
-        order = OperatorCommand(request_id=new_id("req_"), asset_id=args.asset, action=COMMAND_ACTIONS[args.what],
-                                issued_by=args.by, issued_at=datetime.now(UTC), **fields)  # type: ignore[arg-type]
+        order = OperatorCommand.model_validate({
+            "request_id": new_id("req_"), "asset_id": args.asset, "action": COMMAND_ACTIONS[args.what],
+            "issued_by": args.by, "issued_at": datetime.now(UTC), **fields})
     except pydantic.ValidationError as exc:
         first = exc.errors()[0]
         raise SystemExit(f"qubit: command {args.what}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
@@ -357,7 +358,7 @@ def follow_command(session: Session, order: OperatorCommand, timeout: float) -> 
     return 3
 
 
-def add_command_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_command_parser(sub: argparse._SubParsersAction) -> None:
     """`qubit command start|stop|availability|reset|limit|soc ASSET ...`"""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("asset", help="the asset's id, e.g. ast_bay_1")

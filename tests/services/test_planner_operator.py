@@ -48,7 +48,7 @@ def test_a_rejected_command_is_an_answer_and_a_refusal_and_queues_nothing(site, 
     planner.on_operator_command(OPERATOR_COMMANDS, order("soc_target", percent=50))
     (rejected,) = recorder.events(EventType.OPERATOR_COMMAND_REJECTED)
     assert rejected.payload.reason == "wrong_kind" and rejected.payload.request_id == "req_1"
-    assert [(r.topic, r.message_id) for r in refused] == [(OPERATOR_COMMANDS, "req_1")]
+    assert [(r["topic"], r["message_id"]) for r in refused] == [(OPERATOR_COMMANDS, "req_1")]
     planner.tick(T0)
     assert sent(recorder) == [] and recorder.events(EventType.COMMAND_CREATED) == []
 

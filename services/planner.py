@@ -173,7 +173,9 @@ class Planner(Service):
             if value is not None:
                 self.in_force[asset_id] = value
         self.operator_limits: dict[str, OperatorLimit] = {}
-        for cmd in self.ledger.completed_setpoints(RESTORED_CHANNELS[1]).values():
+        # An operator's limit holds from its creation, sent or not: the newest completed one, or
+        # one still unfinished (restored into the engine above).
+        for cmd in [*self.ledger.completed_setpoints(RESTORED_CHANNELS[1]).values(), *self.engine.commands]:
             self._take_operator_limit(cmd)
         if self.engine.commands:
             log.info("resumed from %s: %d unfinished commands, %d of them in flight",
@@ -454,8 +456,10 @@ class Planner(Service):
         if not isinstance(duration, int | float) or not isinstance(power, int | float):
             return
         until = cmd.created_at + timedelta(seconds=float(duration))
-        if until > self.clock():
-            self.operator_limits[cmd.asset_id] = OperatorLimit(float(power), until, cmd.command_id)
+        known = self.operator_limits.get(cmd.asset_id)
+        if until > self.clock() and (known is None or known.until - known.duration <= cmd.created_at):
+            self.operator_limits[cmd.asset_id] = OperatorLimit(float(power), until, cmd.command_id,
+                                                               timedelta(seconds=float(duration)))
 
     def _apply_limits(self, due: list[Command], now: datetime) -> None:
         """Cap the due setpoints (coordinator.limits), one SETPOINT_CAPPED per cap; the

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from .base import Command, CommandType
 from .site import SiteLimits
@@ -40,6 +40,8 @@ class OperatorLimit:
     kw: float
     until: datetime
     command_id: str
+    duration: timedelta = timedelta(0)
+    """How long it was given for (``until`` - duration: when it was set); the newest one wins."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,6 +84,13 @@ def test_every_operator_command_on_the_loopback_gateway(stack, events, plain):
     assert scada.returncode != 0
 
 
+def test_a_command_the_device_fails_exits_non_zero(stack):
+    stack.start_all(args={"gateway-loopback": ("--fail", "ast_bay_2")})
+    run = qubit(stack, "command", "start", "ast_bay_2", "--timeout", "40")
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "FAILED: simulated device failure" in run.stdout.splitlines()[-1]
+
+
 LIMITED_SITE = SITE.read_text() + "\n[site_limits]\nimport_kw = 90.0\n"
 
 

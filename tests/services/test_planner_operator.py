@@ -70,6 +70,8 @@ def test_an_operator_limit_caps_setpoints_and_is_lifted_when_it_ends(site, recor
     planner = Planner(site, recorder, clock=clock)
     planner.on_operator_command(OPERATOR_COMMANDS, order("power_limit", kw=7.0, duration_s=60))
     assert planner.operator_limits["ast_bay_1"].kw == 7.0
+    restarted = Planner(site, recorder, clock=clock, ledger=planner.ledger)  # the limit is in the ledger
+    assert restarted.operator_limits["ast_bay_1"].kw == 7.0
     clock.now = T0 + timedelta(seconds=61)
     planner.tick(clock.now)
     assert "ast_bay_1" not in planner.operator_limits

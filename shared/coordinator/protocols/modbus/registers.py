@@ -179,7 +179,7 @@ class RegisterMap(Mapping[CommandType, RegisterSpec]):
     """Immutable CommandType -> RegisterSpec table of one device model.
 
     Only setpoint commands (SET_CHARGE_RATE, SET_DISCHARGE_RATE, SET_POWER_LIMIT,
-    SET_SOC_TARGET) can be mapped; a command type missing from the map is refused at
+    SET_SOC_TARGET) and the RESET command register can be mapped; a command type missing from the map is refused at
     translation. Raises ValueError on construction for anything else.
     """
 

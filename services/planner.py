@@ -103,6 +103,10 @@ PRUNE_EVERY = timedelta(hours=1)
 # Setpoint channels an emergency-stop reset restores: the newest of each, once.
 RESTORED_CHANNELS = tuple(frozenset(t for t, c in CHANNEL.items() if c == channel) for channel in ("power", "limit"))
 
+DRAWS_NOTHING = frozenset({"AVAILABLE", "FAULTED", "UNAVAILABLE"})
+"""Asset states in which a device draws or feeds nothing, whatever its last setpoint
+(no vehicle, tripped, out of service): for the site's limits its setpoint in force is 0."""
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -412,6 +416,8 @@ class Planner(Service):
             raise Refused(RefusalReason.NOT_YOURS if msg.asset_id in self.routes else RefusalReason.UNKNOWN_ASSET,
                           f"state of {msg.asset_id} on {topic}", asset_id=msg.asset_id)
         self.engine.set_asset_state(msg.asset_id, msg.state)
+        if msg.state in DRAWS_NOTHING:  # its share of the site's limits is free for the others again
+            self.in_force[msg.asset_id] = 0.0
         if msg.previous_state and msg.trigger and is_early_departure(msg.previous_state, msg.trigger):
             # Only commands that existed when the vehicle left: a retained state replayed
             # after a restart must not cancel a schedule made since.

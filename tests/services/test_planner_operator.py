@@ -65,6 +65,14 @@ def test_a_reset_reaches_a_faulted_asset_whose_setpoints_are_held(site, recorder
     assert [c.command_type for c in sent(recorder)] == [CommandType.RESET]
 
 
+def test_a_faulted_asset_frees_its_share_of_the_site_limit(site, recorder):
+    planner = Planner(site, recorder, clock=lambda: T0)
+    planner.in_force["ast_batt_001"] = 80.0
+    state = AssetStateMessage(asset_id="ast_batt_001", kind="battery", state="FAULTED", since=T0)
+    planner.on_asset_state("qubit/state/ast_batt_001", state.encode())
+    assert planner.in_force["ast_batt_001"] == 0.0
+
+
 def test_an_operator_limit_caps_setpoints_and_is_lifted_when_it_ends(site, recorder):
     clock = Clock()
     planner = Planner(site, recorder, clock=clock)

@@ -353,8 +353,11 @@ def follow_command(session: Session, order: OperatorCommand, timeout: float) -> 
             print(f"{p.command_id} {p.status.value}" + (f": {p.error}" if p.error else ""), flush=True)
             if p.status.value in FINAL:
                 return 0 if p.status.value == "COMPLETED" else 2
-    print(f"qubit: no end of the command within {timeout:g} s (see `qubit status {command_id or ''}`)",
-          file=sys.stderr)
+    if command_id is None:
+        print(f"qubit: no answer from the planner within {timeout:g} s (is it running?)", file=sys.stderr)
+    else:
+        print(f"qubit: {command_id} did not end within {timeout:g} s (see `qubit status {command_id}`)",
+              file=sys.stderr)
     return 3
 
 

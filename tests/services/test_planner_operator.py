@@ -86,3 +86,18 @@ def test_an_operator_limit_caps_setpoints_and_is_lifted_when_it_ends(site, recor
     lifted = [c for c in planner.engine.commands if c.command_type is CommandType.SET_POWER_LIMIT
               and c.parameters == {"power_kw": site.asset("ast_bay_1").max_power_kw}]
     assert len(lifted) == 1
+
+
+def test_an_unreadable_order_is_refused_and_changes_nothing(site, recorder):
+    import msgpack
+
+    planner = Planner(site, recorder, clock=lambda: T0)
+    refused = []
+    planner.refusals.bus.subscribe(EventType.MESSAGE_REFUSED, lambda e: refused.append(e.payload))
+    for data in (b"\xc1 not msgpack", msgpack.packb({"request_id": "r", "asset_id": "ast_bay_1", "action": "reset"}),
+                 msgpack.packb({"request_id": "r", "asset_id": "ast_bay_1", "action": "reset", "issued_at": 1,
+                                "kw": float("inf")})):
+        planner.on_operator_command(OPERATOR_COMMANDS, data)
+    assert [r["reason"] for r in refused] == ["unreadable"] * 3
+    planner.tick(T0)
+    assert sent(recorder) == [] and planner.engine.commands == []

@@ -19,11 +19,16 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from .base import Command, CommandType, ParameterValue
 from .contract.messages import Availability, OperatorAction, OperatorCommand
 from .site import AssetKind, SiteConfig
+
+ORDER_LIFETIME = timedelta(minutes=5)
+"""How old (by ``issued_at``, or how far ahead: the clocks' skew) an order may be when the planner
+reads it. An operator's "start" or "reset" is meant for now: one delivered late (the planner
+was down, the broker kept it) is refused ``expired``, not carried out by surprise."""
 
 OPERATOR_PRIORITY = 10
 """Above every schedule's (1): an operator's command goes first when several are due."""
@@ -58,6 +63,9 @@ def operator_command_id(request_id: str) -> str:
 def operator_command(order: OperatorCommand, site: SiteConfig, now: datetime) -> Command | OperatorRejection:
     """``order`` as a command due ``now``, or why not (unknown asset, wrong kind, missing or
     out-of-range value)."""
+    if abs(now - order.issued_at) > ORDER_LIFETIME:
+        return OperatorRejection("expired", f"issued at {order.issued_at.isoformat()}, more than "
+                                 f"{ORDER_LIFETIME.total_seconds():g} s from the planner's clock")
     asset = site.asset(order.asset_id)
     if asset is None:
         return OperatorRejection("unknown_asset", f"{order.asset_id} is not an asset of site {site.site_id}")

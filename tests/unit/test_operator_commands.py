@@ -60,6 +60,16 @@ def test_the_wire_model_refuses_what_is_out_of_range(fields):
         OperatorCommand(**base)
 
 
+def test_an_order_delivered_late_or_from_a_clock_far_ahead_is_expired():
+    from datetime import timedelta
+
+    made = order("reset", "ast_batt")
+    assert not isinstance(operator_command(made, SITE, AT + timedelta(minutes=4)), OperatorRejection)
+    for now in (AT + timedelta(minutes=6), AT - timedelta(minutes=6)):
+        rejected = operator_command(made, SITE, now)
+        assert isinstance(rejected, OperatorRejection) and rejected.reason == "expired"
+
+
 def test_request_ids_give_distinct_command_ids():
     assert operator_command_id("a") != operator_command_id("b")
     assert operator_command_id("a").startswith("cmd_op")

@@ -512,7 +512,8 @@ class OperatorCommandRejected(EventPayload):
     asset_id: Id | None
     action: str | None
     reason: Word
-    """unknown_asset, wrong_kind, out_of_range, invalid, unreadable."""
+    """expired (issued more than 5 minutes from the planner's clock), unknown_asset, wrong_kind,
+    out_of_range, invalid."""
     message: Text
 
     @property

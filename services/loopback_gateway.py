@@ -83,6 +83,10 @@ EMERGENCY_STOP_LINE = "EMERGENCY_STOP"
 def next_state(kind: AssetKind, state: str, cmd: Command) -> str:
     """What an obedient device does with ``cmd``. Pure."""
     power = cmd.parameters.get("power_kw")
+    if cmd.command_type is CommandType.RESET:  # a reset clears a fault; a healthy device restarts as it was
+        if state in (ChargerState.FAULTED, BatteryState.FAULTED):
+            return BatteryState.IDLE if kind is AssetKind.BATTERY else ChargerState.AVAILABLE
+        return state
     if kind is AssetKind.BATTERY:
         if cmd.command_type in (CommandType.SET_CHARGE_RATE, CommandType.SET_DISCHARGE_RATE) and power == 0:
             return BatteryState.IDLE
@@ -99,9 +103,21 @@ def next_state(kind: AssetKind, state: str, cmd: Command) -> str:
         return ChargerState.CHARGING
     if cmd.command_type is CommandType.STOP_CHARGING and state in (ChargerState.CHARGING, ChargerState.SUSPENDED):
         return ChargerState.FINISHING
+    if cmd.command_type is CommandType.CHANGE_AVAILABILITY:
+        if cmd.parameters.get("available") is False and state is not ChargerState.FAULTED:
+            return ChargerState.UNAVAILABLE
+        if cmd.parameters.get("available") is True and state is ChargerState.UNAVAILABLE:
+            return ChargerState.AVAILABLE
     return state
 
 
+
+
+def _recovers(state: str, cmd: Command) -> bool:
+    """A faulted device takes a reset; an unavailable one takes a change of availability."""
+    if state == ChargerState.UNAVAILABLE:
+        return cmd.command_type is CommandType.CHANGE_AVAILABILITY
+    return cmd.command_type is CommandType.RESET
 
 
 class DeviceLog:
@@ -323,7 +339,8 @@ class LoopbackGateway(Service):
         if cmd.asset_id in self.fail:
             return [result(cmd.command_id, cmd.asset_id, Outcome.FAILED, "simulated device failure", now)]
         state = self.states[cmd.asset_id]
-        if state in (ChargerState.FAULTED, BatteryState.FAULTED, ChargerState.UNAVAILABLE):
+        held = state in (ChargerState.FAULTED, BatteryState.FAULTED, ChargerState.UNAVAILABLE)
+        if held and not _recovers(state, cmd):
             return [result(cmd.command_id, cmd.asset_id, Outcome.FAILED, f"device is {state}", now)]
         superseded = self.intake.check(cmd)
         if superseded is not None:

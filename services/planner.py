@@ -30,15 +30,18 @@ import pydantic
 
 from coordinator.adapters import RoutingTable
 from coordinator.asset_machines import is_early_departure
-from coordinator.base import Command
+from coordinator.base import Command, CommandType
 from coordinator.contract.codec import DecodeError, decode_event
 from coordinator.contract.events import (
     CommandPayload,
     EmergencyStopActivated,
     EmergencyStopReset,
+    OperatorCommandAccepted,
+    OperatorCommandRejected,
     RefusalReason,
     SchedulePlanned,
     ScheduleRejected,
+    SetpointCapped,
 )
 from coordinator.contract.messages import (
     MAX_ACCEPTED_SCHEDULE_BYTES,
@@ -48,6 +51,7 @@ from coordinator.contract.messages import (
     CommandBatch,
     CommandResult,
     EmergencyStop,
+    OperatorCommand,
     Outcome,
     Query,
     QueryKind,
@@ -57,6 +61,7 @@ from coordinator.contract.messages import (
 )
 from coordinator.contract.topics import (
     ASSET_STATES_ALL,
+    OPERATOR_COMMANDS,
     QUERY_REQUESTS,
     RESULTS_ALL,
     SCHEDULE_REJECTIONS,
@@ -68,6 +73,8 @@ from coordinator.dispatch import DispatchEngine
 from coordinator.events import Event, EventBus, EventType
 from coordinator.ledger import Ledger, LedgerError, OutboxSender
 from coordinator.ledger.store import REPLAY_WINDOW
+from coordinator.limits import REQUESTED, Cap, OperatorLimit, cap_setpoints, signed_kw
+from coordinator.operator_commands import OPERATOR_PRIORITY, OperatorRejection, operator_command
 from coordinator.runtime.mqtt import MqttClient
 from coordinator.runtime.refusals import Refused
 from coordinator.runtime.service import (
@@ -95,6 +102,10 @@ KEEP_FINISHED = timedelta(hours=1)
 PRUNE_EVERY = timedelta(hours=1)
 # Setpoint channels an emergency-stop reset restores: the newest of each, once.
 RESTORED_CHANNELS = tuple(frozenset(t for t, c in CHANNEL.items() if c == channel) for channel in ("power", "limit"))
+
+DRAWS_NOTHING = frozenset({"AVAILABLE", "FAULTED", "UNAVAILABLE"})
+"""Asset states in which a device draws or feeds nothing, whatever its last setpoint
+(no vehicle, tripped, out of service): for the site's limits its setpoint in force is 0."""
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -159,6 +170,17 @@ class Planner(Service):
         self._newest_created = self.ledger.newest_created_at()
         self._unreconciled = self.engine.restore(self.ledger.open_commands())
         self._next_prune = clock()
+        # Limits (coordinator.limits): the power in force per asset, and operators' caps.
+        self.in_force: dict[str, float] = {}
+        for asset_id, cmd in self.ledger.completed_setpoints(RESTORED_CHANNELS[0]).items():
+            value = signed_kw(cmd)
+            if value is not None:
+                self.in_force[asset_id] = value
+        self.operator_limits: dict[str, OperatorLimit] = {}
+        # An operator's limit holds from its creation, sent or not: the newest completed one, or
+        # one still unfinished (restored into the engine above).
+        for cmd in [*self.ledger.completed_setpoints(RESTORED_CHANNELS[1]).values(), *self.engine.commands]:
+            self._take_operator_limit(cmd)
         if self.engine.commands:
             log.info("resumed from %s: %d unfinished commands, %d of them in flight",
                      self.ledger.path, len(self.engine.commands), len(self._unreconciled))
@@ -198,6 +220,7 @@ class Planner(Service):
             Inbound(RESULTS_ALL, self.on_results),
             Inbound(SCHEDULE_REJECTIONS, self.on_rejected_schedule),  # events have a codec of their own
             Inbound(QUERY_REQUESTS, self.on_query),
+            Inbound(OPERATOR_COMMANDS, self.on_operator_command),
         ]
 
     # -- the ledger ----------------------------------------------------------------
@@ -408,12 +431,90 @@ class Planner(Service):
             raise Refused(RefusalReason.NOT_YOURS if msg.asset_id in self.routes else RefusalReason.UNKNOWN_ASSET,
                           f"state of {msg.asset_id} on {topic}", asset_id=msg.asset_id)
         self.engine.set_asset_state(msg.asset_id, msg.state)
+        if msg.state in DRAWS_NOTHING:  # its share of the site's limits is free for the others again
+            self.in_force[msg.asset_id] = 0.0
         if msg.previous_state and msg.trigger and is_early_departure(msg.previous_state, msg.trigger):
             # Only commands that existed when the vehicle left: a retained state replayed
             # after a restart must not cancel a schedule made since.
             self.engine.cancel_pending_for_asset(
                 msg.asset_id, f"early departure: vehicle unplugged while {msg.previous_state}", created_before=msg.since
             )
+
+    # -- operators: qubit/operator/commands ---------------------------------------------
+
+    @receives(OperatorCommand, "operator command")
+    @durable
+    def on_operator_command(self, topic: str, order: OperatorCommand) -> None:
+        """An operator's command: checked against the site (coordinator.operator_commands),
+        queued due now (the next tick dispatches it, ahead of any schedule's) and answered
+        OPERATOR_COMMAND_ACCEPTED; or refused (MESSAGE_REFUSED and OPERATOR_COMMAND_REJECTED),
+        nothing queued. A resend of a request already taken is answered again, not queued again."""
+        now = self.clock()
+        made = operator_command(order, self.site, now)
+        if isinstance(made, OperatorRejection):
+            self.bus.emit(EventType.OPERATOR_COMMAND_REJECTED, OperatorCommandRejected(
+                request_id=order.request_id, asset_id=order.asset_id, action=order.action.value,
+                reason=made.reason, message=made.message))
+            refusal = {"unknown_asset": RefusalReason.UNKNOWN_ASSET, "out_of_range": RefusalReason.OUT_OF_RANGE}
+            raise Refused(refusal.get(made.reason, RefusalReason.INVALID), f"{made.reason}: {made.message}",
+                          message_id=order.request_id, asset_id=order.asset_id)
+        known = self.ledger.command_record(made.command_id) or self.engine.get_command(made.command_id)
+        if known is None:
+            made.created_at = self._created_at()
+            self.engine.add_commands([made])
+            self._take_operator_limit(made)
+            log.info("operator %s: %s %s as %s", order.issued_by, order.action.value, order.asset_id, made.command_id)
+        self.bus.emit(EventType.OPERATOR_COMMAND_ACCEPTED, OperatorCommandAccepted(
+            request_id=order.request_id, asset_id=made.asset_id, command_id=made.command_id,
+            action=order.action.value))
+
+    def _take_operator_limit(self, cmd: Command) -> None:
+        """An operator's SET_POWER_LIMIT (one with a duration) caps the asset's setpoints until it ends."""
+        duration = cmd.parameters.get("duration_s")
+        power = cmd.parameters.get("power_kw")
+        if cmd.command_type is not CommandType.SET_POWER_LIMIT or cmd.schedule_id is not None:
+            return
+        if not isinstance(duration, int | float) or not isinstance(power, int | float):
+            return
+        until = cmd.created_at + timedelta(seconds=float(duration))
+        known = self.operator_limits.get(cmd.asset_id)
+        if until > self.clock() and (known is None or known.until - known.duration <= cmd.created_at):
+            self.operator_limits[cmd.asset_id] = OperatorLimit(float(power), until, cmd.command_id,
+                                                               timedelta(seconds=float(duration)))
+
+    def _apply_limits(self, due: list[Command], now: datetime) -> None:
+        """Cap the due setpoints (coordinator.limits), one SETPOINT_CAPPED per cap; the
+        schedule's value stays in the parameter requested_kw."""
+        for asset_id, limit in list(self.operator_limits.items()):
+            if limit.until <= now:
+                del self.operator_limits[asset_id]
+                self._lift_limit(asset_id, limit, now)
+        caps = cap_setpoints(due, self.in_force, self.operator_limits, self.site.site_limits, now)
+        final: dict[str, Cap] = {}
+        for cap in caps:
+            final[cap.command_id] = cap
+            self.bus.emit(EventType.SETPOINT_CAPPED, SetpointCapped(
+                asset_id=cap.asset_id, command_id=cap.command_id, command_type=cap.command_type,
+                requested=cap.requested, applied=cap.applied, limit=cap.limit, limit_kw=cap.limit_kw))
+        for cmd in due:
+            last = final.get(cmd.command_id)
+            if last is not None:
+                cmd.parameters.setdefault(REQUESTED, cmd.parameters.get("power_kw"))
+                cmd.parameters["power_kw"] = last.applied
+            elif REQUESTED in cmd.parameters:  # a retry after the cap is gone: the schedule's value again
+                cmd.parameters["power_kw"] = cmd.parameters.pop(REQUESTED)
+
+    def _lift_limit(self, asset_id: str, limit: OperatorLimit, now: datetime) -> None:
+        """An operator's limit ended: the device's cap goes back to the asset's max_power_kw."""
+        asset = self.site.asset(asset_id)
+        if asset is None:
+            return
+        self.engine.add_commands([Command(
+            asset_id, CommandType.SET_POWER_LIMIT, {"power_kw": asset.max_power_kw}, now,
+            priority=OPERATOR_PRIORITY, max_retries=self.site.coordinator.max_retries,
+            timeout_seconds=self.site.coordinator.command_timeout_seconds, created_at=self._created_at())])
+        log.info("operator power limit of %s (%s) ended: back to %s kW", asset_id, limit.command_id,
+                 asset.max_power_kw)
 
     # -- queries: `qubit status cmd_... | sch_...` ------------------------------------
 
@@ -471,10 +572,15 @@ class Planner(Service):
         if self._unreconciled:
             self._reconcile(now, batches)
         self.engine.check_timeouts(now)
-        for cmd in self.engine.get_pending_commands(now):
+        due = self.engine.get_pending_commands(now)
+        self._apply_limits(due, now)
+        for cmd in due:
             route = self.engine.dispatch_to_gateway(cmd, self.routes, now=now)
             if route is not None:
                 batches[route.gateway_id].append(cmd)
+                value = signed_kw(cmd)
+                if value is not None:
+                    self.in_force[cmd.asset_id] = value
         unit = self.ledger.current
         assert unit is not None  # @durable
         for gateway_id, items in batches.items():

@@ -190,6 +190,8 @@ class SimulatedBattery:
             await asyncio.sleep(3600)  # the request is never answered; other batteries carry on
         self.refresh(current_registers)
         if set_values is not None:
+            if self._reset_in(address, cast(list[int], set_values)):
+                return None
             if self.control is Control.FAULT:
                 return ExcCodes.DEVICE_FAILURE
             if self.control is Control.IGNORE_WRITES:
@@ -203,6 +205,22 @@ class SimulatedBattery:
                     self.arm_watchdog()
                 self._log_setpoints(start_address, address, current_registers, written)
         return None
+
+    def _reset_in(self, address: int, written: list[int]) -> bool:
+        """A write of the reset command register (RESET): a fault is cleared, the register
+        goes back to 0 (self-clearing, as the gateway's read-back expects). Taken while
+        faulted too, which is what it is for."""
+        spec = self.registers_map.get(CommandType.RESET)
+        if spec is None or not address <= spec.offset < address + len(written):
+            return False
+        if written[spec.offset - address] != 0:
+            log.info("%s: reset (was %s)", self.asset_id, self.control.name)
+            if self.control is Control.FAULT:
+                self.control = Control.NORMAL
+            written[spec.offset - address] = 0
+            if self._registers is not None:
+                self.refresh(self._registers)
+        return True
 
     def _log_setpoints(self, start_address: int, address: int, before: list[int], written: list[int]) -> None:
         """One applied-log line per setpoint register this write covers (power setpoints only)."""

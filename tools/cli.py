@@ -7,6 +7,10 @@
     qubit services [--json]                       every process's lifecycle, operational state and health
     qubit estop --reason "fire alarm"             site emergency stop: every asset to its safe state
     qubit estop --reset --reason "all clear"      the explicit reset: dispatching resumes
+    qubit command start|stop|reset ASSET          operator commands (docs/dispatch.md); each waits for
+    qubit command availability ASSET operative|inoperative     its command's end: exit 0 completed,
+    qubit command limit ASSET KW [--duration S]   1 rejected or failed, 5 no end in --timeout
+    qubit command soc ASSET PERCENT
 
 A user's mistake is one line on stderr and a documented exit status (tools/cli_errors.py,
 docs/cli.md): 0 ok, 1 refused or failed, 2 usage or config, 3 broker unreachable,
@@ -34,11 +38,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
+import pandas as pd
+import pydantic
+
 from coordinator.contract.codec import DecodeError, decode_event, encode_schedule
-from coordinator.contract.events import CommandPayload, SchedulePlanned, ScheduleReceived, ScheduleRejected
+from coordinator.contract.events import (
+    CommandPayload,
+    OperatorCommandAccepted,
+    OperatorCommandRejected,
+    ScheduleReceived,
+    ScheduleRejected,
+)
 from coordinator.contract.messages import (
     AssetStateMessage,
     EmergencyStop,
+    OperatorCommand,
     Query,
     QueryKind,
     QueryReply,
@@ -50,6 +64,7 @@ from coordinator.contract.topics import (
     ASSET_STATES_ALL,
     EMERGENCY_STOP,
     EVENTS_ALL,
+    OPERATOR_COMMANDS,
     QUERY_REQUESTS,
     ROOT,
     SCHEDULES_IN,
@@ -397,6 +412,90 @@ def cmd_estop(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- operator commands ---------------------------------------------------------------
+
+COMMAND_ACTIONS = {"start": "start_session", "stop": "stop_session", "availability": "set_availability",
+                   "reset": "reset", "limit": "power_limit", "soc": "soc_target"}
+"""`qubit command WHAT` -> OperatorCommand.action."""
+
+
+def cmd_command(args: argparse.Namespace) -> int:
+    """Send one operator command and wait for its end, with the exit codes of every `qubit`
+    command (tools/cli_errors.py): 0 completed, 1 rejected by the planner or the command failed
+    (timed out, cancelled), 5 no end within --timeout."""
+    fields: dict[str, object] = {}
+    if args.what == "availability":
+        fields["availability"] = args.value
+    elif args.what == "limit":
+        fields.update(kw=args.value, duration_s=args.duration)
+    elif args.what == "soc":
+        fields["percent"] = args.value
+    try:
+        order = OperatorCommand.model_validate({
+            "request_id": new_id("req_"), "asset_id": args.asset, "action": COMMAND_ACTIONS[args.what],
+            "issued_by": args.by, "issued_at": datetime.now(UTC), **fields})
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        raise CliError(f"command {args.what}: {'.'.join(map(str, first['loc']))}: {first['msg']}",
+                       ExitCode.USAGE) from None
+    with Session() as session:
+        session.listen(f"{ROOT}/events/+/{args.asset}")
+        info = session.client.publish(OPERATOR_COMMANDS, order.encode(), qos=1)
+        info.wait_for_publish(timeout=5)
+        if not info.is_published():
+            raise CliError("the broker did not confirm the command; it may not have been received",
+                           ExitCode.TIMED_OUT)
+        return follow_command(session, order, args.timeout)
+
+
+def follow_command(session: Session, order: OperatorCommand, timeout: float) -> int:
+    """One line per step of ``order``'s command, until it ends (exit codes: ``cmd_command``)."""
+    command_id: str | None = None
+    for _topic, data in session.messages(timeout):
+        try:
+            p = decode_event(data).payload
+        except DecodeError:
+            continue
+        if isinstance(p, OperatorCommandRejected) and p.request_id == order.request_id:
+            print(f"qubit: rejected: {p.reason}: {p.message}", file=sys.stderr)
+            return ExitCode.FAILED
+        if isinstance(p, OperatorCommandAccepted) and p.request_id == order.request_id:
+            command_id = p.command_id
+            print(f"{p.action} {p.asset_id}: accepted as {p.command_id}", flush=True)
+        elif isinstance(p, CommandPayload) and command_id is not None and p.command_id == command_id:
+            print(f"{p.command_id} {p.status.value}" + (f": {p.error}" if p.error else ""), flush=True)
+            if p.status.value in FINAL:
+                return ExitCode.OK if p.status.value == "COMPLETED" else ExitCode.FAILED
+    if command_id is None:
+        print(f"qubit: no answer from the planner within {timeout:g} s (is it running?)", file=sys.stderr)
+    else:
+        print(f"qubit: {command_id} did not end within {timeout:g} s (see `qubit status {command_id}`)",
+              file=sys.stderr)
+    return ExitCode.TIMED_OUT
+
+
+def add_command_parser(sub: argparse._SubParsersAction) -> None:
+    """`qubit command start|stop|availability|reset|limit|soc ASSET ...`"""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("asset", help="the asset's id, e.g. ast_bay_1")
+    common.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the command's end")
+    common.add_argument("--by", default=f"{getpass.getuser()}@{socket.gethostname()}", help="who gives the order")
+    p = sub.add_parser("command", help="an operator command for one asset; waits for its end",
+                       description=cmd_command.__doc__)
+    p.set_defaults(run=cmd_command)
+    what = p.add_subparsers(dest="what", required=True)
+    for name, text in (("start", "start the charging session"), ("stop", "stop the charging session"),
+                       ("reset", "reset the asset (clears a fault)")):
+        what.add_parser(name, help=text, parents=[common])
+    what.add_parser("availability", help="take a charger out of service or back", parents=[common]).add_argument(
+        "value", choices=("operative", "inoperative"))
+    a = what.add_parser("limit", help="cap the asset's power for a while", parents=[common])
+    a.add_argument("value", type=float, metavar="KW")
+    a.add_argument("--duration", type=float, default=3600.0, metavar="SECONDS", help="default: 3600")
+    what.add_parser("soc", help="a battery's SOC target", parents=[common]).add_argument(
+        "value", type=float, metavar="PERCENT")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="qubit", description="Operate a qubit-energy-coordinator site.",
@@ -447,6 +546,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reset", action="store_true", help="end the stop: dispatching resumes")
     p.add_argument("--by", default=f"{getpass.getuser()}@{socket.gethostname()}", help="who gives the order")
     p.set_defaults(run=cmd_estop)
+    add_command_parser(sub)
 
     args = parser.parse_args(argv)
     # The MQTT client's "not reachable yet, retrying" is for services; the CLI says it in its one line.

@@ -4,7 +4,8 @@ Starts a private Mosquitto and, as separate processes, the ingester, planner, tr
 OCPP gateway with two simulated chargers connected to it over real OCPP-J websockets (bay 1
 speaks 1.6, bay 2 speaks 2.0.1), the Modbus gateway and a simulated battery on real Modbus
 TCP. Both buses plug in, a schedule of eight 3-second slots goes out, and every event is
-printed as SCADA would see it on qubit/events/#. Midway the battery faults and is reset (its
+printed as SCADA would see it on qubit/events/#. Midway the battery faults and the operator
+resets it with an operator command on the bus, as `qubit command reset` does (its
 commands are held, then the newest goes out) and bus 12 leaves early (its remaining
 commands are cancelled). Ends with a summary and a clean shutdown, in about 45 seconds.
 
@@ -29,10 +30,17 @@ from pymodbus.client import ModbusTcpClient
 
 from coordinator.contract.codec import DecodeError, decode_event, encode_schedule
 from coordinator.contract.events import CommandPayload, DeviceLinkUp, ScheduleReceived, ScheduleRejected
-from coordinator.contract.messages import AssetStateMessage, ChargerControl, decode
+from coordinator.contract.messages import (
+    AssetStateMessage,
+    ChargerControl,
+    OperatorAction,
+    OperatorCommand,
+    decode,
+)
 from coordinator.contract.topics import (
     ASSET_STATES_ALL,
     EVENTS_ALL,
+    OPERATOR_COMMANDS,
     SCHEDULES_IN,
     simulator_topic,
 )
@@ -139,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     watching = MqttClient("demo-scada", broker.settings("scada"), persistent=False)
     layer3 = MqttClient("demo-layer3", broker.settings("layer3"), persistent=False)
     simulator = MqttClient("demo-simulator", broker.settings("simulator"), persistent=False)
-    clients = (watching, layer3, simulator)
+    operator = MqttClient("demo-operator", broker.settings("operator"), persistent=False)
+    clients = (watching, layer3, simulator, operator)
     try:
         procs.start_all(PROCESSES[:-3] + PROCESSES[-2:])
         watching.subscribe(EVENTS_ALL, watcher.on_event)
@@ -167,8 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         incidents = [
             (start + 3.5 * SLOT, "battery faults (fault code set on the device)",
              lambda: battery_control(battery_port, Control.FAULT)),
-            (start + 5.5 * SLOT, "battery reset by the operator",
-             lambda: battery_control(battery_port, Control.NORMAL)),
+            (start + 5.5 * SLOT, "the operator resets the battery over the bus (`qubit command reset ast_batt_001`)",
+             lambda: operator.publish(OPERATOR_COMMANDS, OperatorCommand(
+                 request_id="req_demo_reset", asset_id="ast_batt_001", action=OperatorAction.RESET,
+                 issued_by="demo operator", issued_at=utcnow()).encode())),
             (start + 5.2 * SLOT, "bus 12 unplugs and leaves early", lambda: simulator.publish(
                 simulator_topic("ocpp"),
                 ChargerControl(charge_point_id=CHARGERS["ast_bay_2"], action="unplug").encode())),

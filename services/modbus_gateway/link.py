@@ -300,7 +300,8 @@ class BatteryLink:
                     )
                     for w in plan.writes
                 ]
-                checks = [shows(w.spec, value, w.value, self.device.verify_tolerance_kw)
+                checks = [shows(w.spec, value, w.value if w.expected is None else w.expected,
+                                self.device.verify_tolerance_kw)
                           for w, value in zip(plan.writes, shown_values, strict=True)]
                 seen = ", ".join(
                     f"{w.spec.address}={value:g}" for w, value in zip(plan.writes, shown_values, strict=True)

@@ -36,6 +36,8 @@ class CommandType(StrEnum):
     STOP_CHARGING = "STOP_CHARGING"
     CHANGE_AVAILABILITY = "CHANGE_AVAILABILITY"
     SET_SOC_TARGET = "SET_SOC_TARGET"
+    RESET = "RESET"
+    """Clear a fault: the device restarts its controller (OCPP Reset, a battery's reset register)."""
 
 
 class CommandStatus(StrEnum):

@@ -262,9 +262,13 @@ class DispatchEngine:
         if asset_id in self._in_flight:
             return None
         if self.is_held(asset_id):
-            self._announce_held(asset_id, queue)
-            return None
-        head = queue[0]
+            # What brings a held asset back (a reset, an operator's "operative") is not held.
+            head = next((c for c in queue if self._releases(c)), None)
+            if head is None:
+                self._announce_held(asset_id, queue)
+                return None
+        else:
+            head = queue[0]
         if head.next_attempt_at is not None and head.next_attempt_at > now:
             return None
         return head
@@ -351,10 +355,20 @@ class DispatchEngine:
             raise ValueError(
                 f"{cmd.asset_id} already has {busy.command_id} in flight; an asset takes one command at a time"
             )
-        if self.is_held(cmd.asset_id):
+        if self.is_held(cmd.asset_id) and not self._releases(cmd):
             self._announce_held(cmd.asset_id, [cmd])
             return False
         return True
+
+    def _releases(self, cmd: Command) -> bool:
+        """Whether ``cmd`` is what recovers its held asset: RESET of a FAULTED one, CHANGE_AVAILABILITY
+        of an UNAVAILABLE one. The site's emergency stop holds these too."""
+        if self._site_hold is not None:
+            return False
+        state = self.asset_state(cmd.asset_id)
+        if cmd.command_type is CommandType.RESET:
+            return state == "FAULTED"
+        return cmd.command_type is CommandType.CHANGE_AVAILABILITY and state == "UNAVAILABLE"
 
     @staticmethod
     def _start_attempt(cmd: Command, now: datetime) -> None:

@@ -220,6 +220,19 @@ class AssetConfig(BaseModel):
         return factory(self.asset_id, event_bus=event_bus)
 
 
+class SiteLimits(BaseModel):
+    """``[site_limits]``: the grid connection's limits on the sum of the controlled assets'
+    setpoints (chargers and battery charging import, battery discharge exports). Absent: no
+    site cap. The planner shares them across assets proportionally (docs/dispatch.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    import_kw: float | None = Field(None, gt=0, allow_inf_nan=False)
+    """The most the site's assets may draw together (kW)."""
+    export_kw: float | None = Field(None, ge=0, allow_inf_nan=False)
+    """The most the site's batteries may feed back together (kW); 0: no export at all."""
+
+
 class SiteConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -228,6 +241,8 @@ class SiteConfig(BaseModel):
     """Engine tunables ([coordinator] table); its site_id is taken from this file's."""
     gateways: list[GatewayConfig]
     assets: list[AssetConfig]
+    site_limits: SiteLimits = SiteLimits()
+    """The grid connection's import and export limits ([site_limits] table)."""
     _by_id: dict[str, AssetConfig] = PrivateAttr(default_factory=dict)
 
     def model_post_init(self, context: object) -> None:

@@ -208,6 +208,13 @@ class SimulatedCharger:
                  "accepted" if accepted else "rejected")
         return accepted, effects
 
+    def remote_reset(self) -> tuple[bool, list[Effect]]:
+        """A CSMS's Reset: accepted; the charger comes back clean (model.reset: fault cleared).
+        The connection stays up: a simulated reboot that keeps its socket."""
+        self._accrue()
+        log.info("%s: reset by the CSMS", self.charge_point_id)
+        return True, self.model.reset()
+
     def change_availability(self, target_id: int, operative: bool) -> tuple[AvailabilityStatus | None, list[Effect]]:
         """None: not one of this charger's connectors (the point answers Rejected)."""
         self._accrue()

@@ -42,6 +42,7 @@ from ocpp.v16.enums import (
     ReadingContext,
     RegistrationStatus,
     RemoteStartStopStatus,
+    ResetStatus,
     UnitOfMeasure,
 )
 from ocpp.v201 import ChargePoint as V201ChargePoint
@@ -67,6 +68,7 @@ from ocpp.v201.enums import (
     ReasonEnumType,
     RegistrationStatusEnumType,
     RequestStartStopStatusEnumType,
+    ResetStatusEnumType,
     StandardizedUnitsOfMeasureType,
     TransactionEventEnumType,
     TriggerReasonEnumType,
@@ -130,6 +132,8 @@ class Charger(Protocol):
 
     def change_availability(self, target_id: int,
                             operative: bool) -> tuple[AvailabilityStatus | None, list[Effect]]: ...
+
+    def remote_reset(self) -> tuple[bool, list[Effect]]: ...
 
     def transaction_bound(self, local_id: str, transaction_id: int) -> None: ...
 
@@ -323,6 +327,13 @@ class V16Point(_SimulatedPoint, V16ChargePoint):
         return v16_result.RemoteStopTransaction(
             status=RemoteStartStopStatus.accepted if accepted else RemoteStartStopStatus.rejected)
 
+    @on(V16Action.reset)
+    def on_reset(self, type: str, call_unique_id: str, **_: Any) -> v16_result.Reset:
+        if self.charger.rejecting:
+            return v16_result.Reset(status=ResetStatus.rejected)
+        accepted = self._decided(call_unique_id, self.charger.remote_reset())
+        return v16_result.Reset(status=ResetStatus.accepted if accepted else ResetStatus.rejected)
+
     @on(V16Action.change_availability)
     def on_change_availability(self, connector_id: int, type: str, call_unique_id: str,
                                **_: Any) -> v16_result.ChangeAvailability:
@@ -483,6 +494,13 @@ class V201Point(_SimulatedPoint, V201ChargePoint):
         accepted = self._decided(call_unique_id, self.charger.remote_stop(transaction_id))
         return v201_result.RequestStopTransaction(
             status=RequestStartStopStatusEnumType.accepted if accepted else RequestStartStopStatusEnumType.rejected)
+
+    @on(V201Action.reset)
+    def on_reset(self, type: str, call_unique_id: str, evse_id: int | None = None, **_: Any) -> v201_result.Reset:
+        if self.charger.rejecting:
+            return v201_result.Reset(status=ResetStatusEnumType.rejected)
+        accepted = self._decided(call_unique_id, self.charger.remote_reset())
+        return v201_result.Reset(status=ResetStatusEnumType.accepted if accepted else ResetStatusEnumType.rejected)
 
     @on(V201Action.change_availability)
     def on_change_availability(self, operational_status: str, call_unique_id: str, evse: dict | None = None,

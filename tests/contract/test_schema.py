@@ -104,6 +104,7 @@ def test_every_channel_names_known_messages_and_matches_its_topic_function():
         "schedulesAccepted": topics.SCHEDULES_ACCEPTED,
         "emergencyStop": topics.EMERGENCY_STOP,
         "queryRequests": topics.QUERY_REQUESTS,
+        "operatorCommands": topics.OPERATOR_COMMANDS,
     }
     built |= {f"json{name[0].upper()}{name[1:]}": topics.json_topic(built[name])
               for name in ("events", "assetState", "serviceStatus", "telemetry")}

@@ -54,7 +54,18 @@ def test_default_map_is_the_seeds():
         CommandType.SET_DISCHARGE_RATE: (40002, 1, RegisterType.UINT16, 10, "kW"),
         CommandType.SET_POWER_LIMIT: (40003, 2, RegisterType.UINT16, 10, "kW"),
         CommandType.SET_SOC_TARGET: (40004, 3, RegisterType.UINT16, 1, "%"),
+        CommandType.RESET: (40005, 4, RegisterType.UINT16, 1, ""),  # ours, after the seed's four (issue 13)
     }
+
+
+def test_reset_writes_one_to_the_self_clearing_command_register():
+    from coordinator.protocols.modbus.device import ModbusDeviceConfig
+    from coordinator.protocols.modbus.setpoints import plan_command
+
+    cmd = Command("ast_batt_001", CommandType.RESET, {}, datetime(2025, 1, 15, tzinfo=UTC))
+    assert ModbusAdapter("m").translate(cmd)["address"] == 4 and ModbusAdapter("m").translate(cmd)["values"] == [1]
+    (write,) = plan_command(cmd, ModbusDeviceConfig(port=1502), DEFAULT_REGISTER_MAP, 100.0).writes
+    assert (write.spec.address, write.words, write.expected) == (40005, [1], 0.0)  # read back: the device cleared it
 
 
 def test_translate_charge_rate():

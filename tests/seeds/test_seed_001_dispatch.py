@@ -117,7 +117,8 @@ def test_command_object():
 def test_command_types_table():
     from coordinator.base import CommandType
 
-    assert [t.value for t in CommandType] == [
+    # The seed's seven, in its order; RESET (an operator's, issue 13) comes after them.
+    assert [t.value for t in CommandType][:7] == [
         "SET_CHARGE_RATE", "SET_DISCHARGE_RATE", "SET_POWER_LIMIT", "START_CHARGING",
         "STOP_CHARGING", "CHANGE_AVAILABILITY", "SET_SOC_TARGET",
     ]

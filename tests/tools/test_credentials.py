@@ -116,7 +116,7 @@ def test_acl_every_identity_gets_exactly_its_topics():
     assert acl["planner"] == service("planner") | {
         ("write", "qubit/commands/+"), ("write", "qubit/query/replies/+"), ("read", "qubit/schedules/accepted"),
         ("read", "qubit/results/+"), ("read", "qubit/state/+"), ("read", "qubit/events/SCHEDULE_REJECTED/+"),
-        ("read", "qubit/query/requests")}
+        ("read", "qubit/query/requests"), ("read", "qubit/operator/commands")}
     assert acl["tracker"] == service("tracker") | {
         ("readwrite", "qubit/state/+"), ("write", "qubit/query/replies/+"), ("read", "qubit/status/+/+"),
         ("read", "qubit/query/requests")}

@@ -245,6 +245,23 @@ def test_reported_state_holds_without_a_local_machine():
     assert len(engine.get_pending_commands(T0)) == 1
 
 
+@pytest.mark.parametrize(("state", "releasing"), [
+    ("FAULTED", Command("a", CommandType.RESET, {}, T0)),
+    ("UNAVAILABLE", Command("a", CommandType.CHANGE_AVAILABILITY, {"available": True}, T0)),
+])
+def test_the_command_that_recovers_a_held_asset_is_not_held(state, releasing):
+    engine = DispatchEngine()
+    (setpoint,) = engine.schedule_to_commands(schedule(ev_1_kw=[5.0]), {"ev_1": "a"})
+    engine.set_asset_state("a", state)
+    engine.add_commands([releasing])
+    assert engine.get_pending_commands(T0) == [releasing]  # the setpoint stays held
+    engine.hold_site("emergency stop")
+    assert engine.get_pending_commands(T0) == []  # the site's stop holds it too
+    engine.release_site()
+    engine.set_asset_state("a", "AVAILABLE")
+    assert setpoint.status is CommandStatus.PENDING
+
+
 @pytest.mark.parametrize("path", [["plug_in"], ["plug_in", "start_charge"], ["plug_in", "start_charge", "suspend"]])
 def test_early_departure_cancels_remaining_commands(bus_log, path):
     bus, log = bus_log

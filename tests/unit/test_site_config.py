@@ -166,3 +166,31 @@ def test_the_gateway_tls_context_is_tls_1_2_or_later_with_the_site_certificate(t
     context = server_tls_context(OcppListenConfig(tls_cert=str(tmp_path / "ocpp" / "server.crt"),
                                                   tls_key=str(tmp_path / "ocpp" / "server.key")))
     assert context is not None and context.minimum_version is ssl.TLSVersion.TLSv1_2
+
+
+LIMITS_SITE = """
+site_id = "sit_1"
+[[gateways]]
+gateway_id = "loopback"
+protocol = "loopback"
+[[assets]]
+asset_id = "ast_bay_1"
+kind = "ev_charger"
+gateway_id = "loopback"
+max_power_kw = 22.0
+"""
+
+
+def test_site_limits_are_optional_and_checked(tmp_path):
+    path = tmp_path / "site.toml"
+    path.write_text(LIMITS_SITE)
+    assert SiteConfig.load(path).site_limits.import_kw is None
+    path.write_text(LIMITS_SITE + "[site_limits]\nimport_kw = 100.0\nexport_kw = 0\n")
+    limits = SiteConfig.load(path).site_limits
+    assert (limits.import_kw, limits.export_kw) == (100.0, 0.0)
+    for bad, key in (("import_kw = 0", "site_limits.import_kw"), ("export_kw = -1", "site_limits.export_kw"),
+                     ("fuse_a = 63", "site_limits.fuse_a")):
+        path.write_text(LIMITS_SITE + f"[site_limits]\n{bad}\n")
+        with pytest.raises(SiteConfigError) as err:
+            SiteConfig.load(path)
+        assert key in str(err.value)

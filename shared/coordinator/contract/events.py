@@ -62,6 +62,13 @@ class EventType(StrEnum):
     """A process could not send a message (or, summarised, several): nothing on the bus is lost quietly."""
     MESSAGE_REFUSED = "MESSAGE_REFUSED"
     """A process refused a message (or one item of a batch) it received: nothing of it was applied."""
+    # operators and limits (issue 13)
+    OPERATOR_COMMAND_ACCEPTED = "OPERATOR_COMMAND_ACCEPTED"
+    """The planner took an operator's command: it is a command of the ledger now (``command_id``)."""
+    OPERATOR_COMMAND_REJECTED = "OPERATOR_COMMAND_REJECTED"
+    """The planner refused an operator's command (unknown asset, wrong kind, out of range)."""
+    SETPOINT_CAPPED = "SETPOINT_CAPPED"
+    """The planner sent less than the schedule asked: an operator's power limit or the site's limit."""
 
 
 Time = AwareDatetime
@@ -483,6 +490,53 @@ class MessageRefused(EventPayload):
     """The asset it was about, when one could be read."""
 
 
+# ------------------------------------------------------------------ operators and limits
+
+
+class OperatorCommandAccepted(AssetPayload):
+    """An operator's command (qubit/operator/commands) became the ledger's ``command_id``: its
+    COMMAND_* events follow, as for every command."""
+
+    request_id: Id
+    """The operator's id of the request (OperatorCommand.request_id)."""
+    command_id: Id
+    action: Word
+    """start_session, stop_session, set_availability, reset, power_limit, soc_target."""
+
+
+class OperatorCommandRejected(EventPayload):
+    """An operator's command the planner will not carry out; nothing was queued. A
+    MESSAGE_REFUSED names it too."""
+
+    request_id: Id | None
+    """None when the request was too malformed to have one."""
+    asset_id: Id | None
+    action: str | None
+    reason: Word
+    """expired (issued more than 5 minutes from the planner's clock), unknown_asset, wrong_kind,
+    out_of_range, invalid."""
+    message: Text
+
+    @property
+    def about_asset(self) -> str | None:
+        return self.asset_id
+
+
+class SetpointCapped(AssetPayload):
+    """The planner lowered a setpoint before dispatching it (docs/dispatch.md: limits)."""
+
+    command_id: Id
+    command_type: CommandTypeField
+    requested: float
+    """What the schedule asked for (kW, >= 0; a discharge's rate)."""
+    applied: float
+    """What was sent (kW)."""
+    limit: Word
+    """Which limit: ``operator`` (an operator's power limit), ``site_import`` or ``site_export``."""
+    limit_kw: float
+    """That limit's value (kW): the operator's cap, or the site's import/export limit."""
+
+
 PAYLOAD_MODELS: dict[EventType, type[EventPayload]] = {
     EventType.COMMAND_CREATED: CommandCreated,
     EventType.COMMAND_DISPATCHED: CommandDispatched,
@@ -507,6 +561,9 @@ PAYLOAD_MODELS: dict[EventType, type[EventPayload]] = {
     EventType.SERVICE_STATE_CHANGED: ServiceStateChanged,
     EventType.PUBLISH_FAILED: PublishFailed,
     EventType.MESSAGE_REFUSED: MessageRefused,
+    EventType.OPERATOR_COMMAND_ACCEPTED: OperatorCommandAccepted,
+    EventType.OPERATOR_COMMAND_REJECTED: OperatorCommandRejected,
+    EventType.SETPOINT_CAPPED: SetpointCapped,
 }
 """Each event type's one payload model."""
 

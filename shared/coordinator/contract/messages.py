@@ -297,3 +297,52 @@ class QueryReply(WireModel):
     ok: bool
     result: Any = None
     error: str | None = None
+
+
+class OperatorAction(StrEnum):
+    """What an operator may ask of one asset (OperatorCommand.action)."""
+
+    START_SESSION = "start_session"
+    """Charger: start charging the plugged-in vehicle (OCPP RemoteStart/RequestStartTransaction)."""
+    STOP_SESSION = "stop_session"
+    """Charger: end the session (OCPP RemoteStop/RequestStopTransaction)."""
+    SET_AVAILABILITY = "set_availability"
+    """Take the asset out of service (``availability`` inoperative) or back (operative)."""
+    RESET = "reset"
+    """Clear a fault: the device restarts its controller (OCPP Reset, a battery's reset)."""
+    POWER_LIMIT = "power_limit"
+    """Cap the asset at ``kw`` for ``duration_s`` seconds; the planner caps its setpoints too."""
+    SOC_TARGET = "soc_target"
+    """Battery: charge or discharge towards ``percent``."""
+
+
+class Availability(StrEnum):
+    OPERATIVE = "operative"
+    INOPERATIVE = "inoperative"
+
+
+MAX_LIMIT_SECONDS = 7 * 24 * 3600
+"""The longest operator power limit: a week. A cap meant for ever is a site config change."""
+
+
+class OperatorCommand(WireModel):
+    """Operator -> planner on qubit/operator/commands: one command for one asset. The planner
+    checks it against the site (the asset exists, its kind fits the action, the values are in
+    range), answers OPERATOR_COMMAND_ACCEPTED with the ledger's ``command_id`` (whose COMMAND_*
+    events follow) or OPERATOR_COMMAND_REJECTED, and dispatches it at once."""
+
+    request_id: str = Id
+    """The operator's id for this request; a resend with the same id is answered again, not
+    carried out twice."""
+    asset_id: str = Id
+    action: OperatorAction
+    availability: Availability | None = None
+    """set_availability only."""
+    kw: float | None = Field(None, ge=0, allow_inf_nan=False)
+    """power_limit only: the cap in kW (>= 0, at most the asset's max_power_kw)."""
+    duration_s: float | None = Field(None, gt=0, le=MAX_LIMIT_SECONDS, allow_inf_nan=False)
+    """power_limit only: how long the cap holds (seconds); then the asset's max_power_kw again."""
+    percent: float | None = Field(None, ge=0, le=100, allow_inf_nan=False)
+    """soc_target only."""
+    issued_by: str = Field("operator", min_length=1, max_length=128)
+    issued_at: AwareDatetime

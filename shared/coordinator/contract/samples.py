@@ -76,6 +76,14 @@ SAMPLES: dict[EventType, ev.EventPayload] = {
         topic="qubit/commands/ocpp", reason=ev.RefusalReason.OUT_OF_RANGE,
         detail="power_kw 1e+06 kW is above the max_power_kw of ast_bay_1 (22 kW)", message_id="cmd_0123456789ab",
         asset_id="ast_bay_1"),
+    EventType.OPERATOR_COMMAND_ACCEPTED: ev.OperatorCommandAccepted(
+        asset_id="ast_bay_1", request_id="req_0123456789ab", command_id="cmd_op0123456789abcdef", action="reset"),
+    EventType.OPERATOR_COMMAND_REJECTED: ev.OperatorCommandRejected(
+        request_id="req_0123456789ab", asset_id="ast_bay_1", action="soc_target", reason="wrong_kind",
+        message="soc_target is for batteries; ast_bay_1 is an ev_charger"),
+    EventType.SETPOINT_CAPPED: ev.SetpointCapped(
+        asset_id="ast_bay_2", command_id="cmd_0123456789ab", command_type=CommandType.SET_CHARGE_RATE,
+        requested=80.0, applied=72.0, limit="site_import", limit_kw=90.0),
 }
 """One payload of every event type."""
 
@@ -121,6 +129,9 @@ MESSAGES: dict[str, BaseModel | Command] = {
                                        reasons=["no asset state yet: ast_bay_2"], emergency_stop=False,
                                        metrics_port=9464, at=AT),
     "EmergencyStop": msg.EmergencyStop(active=True, reason="fire alarm", issued_by="op@depot", at=AT),
+    "OperatorCommand": msg.OperatorCommand(request_id="req_0123456789ab", asset_id="ast_bay_1",
+                                           action=msg.OperatorAction.POWER_LIMIT, kw=7.0, duration_s=3600,
+                                           issued_by="op@depot", issued_at=AT),
     "Query": msg.Query(query_id="q_1", reply_to=query_reply_topic("qubit-cli-1234"), kind=msg.QueryKind.COMMAND,
                        id="cmd_0123456789ab"),
     "QueryReply": msg.QueryReply(query_id="q_1", ok=True, result={"command_id": "cmd_0123456789ab",

@@ -161,6 +161,11 @@ EMERGENCY_STOP = f"{ROOT}/control/emergency_stop"
 """Operator -> every process, retained: the site's emergency stop and its reset (EmergencyStop)."""
 
 
+OPERATOR_COMMANDS = f"{ROOT}/operator/commands"
+"""Operator -> planner: start/stop a session, availability, reset, power limit, SOC target
+(OperatorCommand). Only the operator role may publish here (tools/bus_access.py)."""
+
+
 def simulator_topic(gateway_id: str) -> str:
     """Tests and the demo -> a simulated gateway: force a device into a state (a fault, say)."""
     return f"{ROOT}/sim/{check_level(gateway_id)}"
@@ -240,6 +245,10 @@ CHANNELS: tuple[Channel, ...] = (
     Channel("emergencyStop", EMERGENCY_STOP, ("EmergencyStop",), 1, True, ("operator", "qubit estop"),
             (EVERY_SERVICE,),
             "The site's emergency stop and its explicit reset, retained, handled ahead of any backlog."),
+    Channel("operatorCommands", OPERATOR_COMMANDS, ("OperatorCommand",), 1, False, ("operator", "qubit command"),
+            ("planner",),
+            "An operator's command for one asset; the planner answers OPERATOR_COMMAND_ACCEPTED (then the "
+            "command's COMMAND_* events) or OPERATOR_COMMAND_REJECTED."),
     Channel("queryRequests", QUERY_REQUESTS, ("Query",), 1, False, ("qubit status",), ("tracker",),
             "Questions to the state tracker."),
     Channel("queryReplies", f"{ROOT}/query/replies/{{client_id}}", ("QueryReply",), 1, False, ("tracker",),

@@ -241,7 +241,7 @@ class Ledger:
             if unit.touched:
                 db.executemany(
                     "UPDATE commands SET status=?, attempts=?, dispatched_at=?, finished_at=?, next_attempt_at=?,"
-                    " error=? WHERE command_id=?", map(_state_row, unit.touched.values()))
+                    " error=?, parameters=? WHERE command_id=?", map(_state_row, unit.touched.values()))
             if unit.transitions:
                 db.executemany("INSERT INTO transitions (command_id, at, event, status, attempt, reason)"
                                " VALUES (?,?,?,?,?,?)", unit.transitions)
@@ -413,8 +413,9 @@ def _row(cmd: Command) -> tuple[Any, ...]:
 
 
 def _state_row(cmd: Command) -> tuple[Any, ...]:
+    # The parameters too: the planner caps a setpoint at dispatch (coordinator.limits).
     return (cmd.status.value, cmd.attempts, _us_or_none(cmd.dispatched_at), _us_or_none(cmd.finished_at),
-            _us_or_none(cmd.next_attempt_at), cmd.error, cmd.command_id)
+            _us_or_none(cmd.next_attempt_at), cmd.error, _parameters(cmd), cmd.command_id)
 
 
 def _command(row: tuple[Any, ...]) -> Command:

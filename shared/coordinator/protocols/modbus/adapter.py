@@ -21,7 +21,14 @@ from typing import Any
 from coordinator.adapters.base import ProtocolAdapter, TranslationError
 from coordinator.base import Command
 
-from .registers import DEFAULT_REGISTER_MAP, SETPOINT_PARAMETERS, RegisterMap, encode_value
+from .registers import (
+    COMMAND_REGISTERS,
+    DEFAULT_REGISTER_MAP,
+    RESET_VALUE,
+    SETPOINT_PARAMETERS,
+    RegisterMap,
+    encode_value,
+)
 
 
 class ModbusAction(StrEnum):
@@ -54,7 +61,8 @@ class ModbusAdapter(ProtocolAdapter):
         spec = self.register_map.get(ctype)
         if spec is None:
             raise TranslationError(f"{ctype} has no register in the Modbus register map of {self.gateway_id}")
-        raw, words = encode_value(spec, _setpoint(command, SETPOINT_PARAMETERS[ctype]))
+        value = RESET_VALUE if ctype in COMMAND_REGISTERS else _setpoint(command, SETPOINT_PARAMETERS[ctype])
+        raw, words = encode_value(spec, value)
         return {
             "action": ModbusAction.WRITE_REGISTERS.value,
             "device_id": self.device_id,

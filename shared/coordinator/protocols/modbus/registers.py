@@ -167,6 +167,11 @@ SETPOINT_PARAMETERS: Mapping[CommandType, str] = MappingProxyType({
 })
 """The command types a register can express, and the parameter each one writes."""
 
+COMMAND_REGISTERS: frozenset[CommandType] = frozenset({CommandType.RESET})
+"""Command types carried by a self-clearing command register, not a setpoint: the gateway
+writes RESET_VALUE, the device acts (a reset clears its fault) and sets the register back to 0."""
+RESET_VALUE = 1.0
+
 _SPEC_KEYS = frozenset(f.name for f in fields(RegisterSpec))
 
 
@@ -174,7 +179,7 @@ class RegisterMap(Mapping[CommandType, RegisterSpec]):
     """Immutable CommandType -> RegisterSpec table of one device model.
 
     Only setpoint commands (SET_CHARGE_RATE, SET_DISCHARGE_RATE, SET_POWER_LIMIT,
-    SET_SOC_TARGET) can be mapped; a command type missing from the map is refused at
+    SET_SOC_TARGET) and the RESET command register can be mapped; a command type missing from the map is refused at
     translation. Raises ValueError on construction for anything else.
     """
 
@@ -226,8 +231,8 @@ def _command_type(key: CommandType | str) -> CommandType:
         ctype = CommandType(key.upper() if isinstance(key, str) else key)
     except ValueError:
         raise ValueError(f"unknown command type {key!r}") from None
-    if ctype not in SETPOINT_PARAMETERS:
-        mappable = ", ".join(SETPOINT_PARAMETERS)
+    if ctype not in SETPOINT_PARAMETERS and ctype not in COMMAND_REGISTERS:
+        mappable = ", ".join([*SETPOINT_PARAMETERS, *COMMAND_REGISTERS])
         raise ValueError(f"{ctype} is not a setpoint and cannot be mapped to a register (mappable: {mappable})")
     return ctype
 
@@ -238,6 +243,8 @@ DEFAULT_REGISTER_MAP = RegisterMap(
         CommandType.SET_DISCHARGE_RATE: RegisterSpec(40002, RegisterType.UINT16, scale=10, unit="kW"),
         CommandType.SET_POWER_LIMIT: RegisterSpec(40003, RegisterType.UINT16, scale=10, unit="kW"),
         CommandType.SET_SOC_TARGET: RegisterSpec(40004, RegisterType.UINT16, scale=1, unit="%"),
+        CommandType.RESET: RegisterSpec(40005, RegisterType.UINT16, scale=1),
     }
 )
-"""The seed's registers: power in 0.1 kW steps (0..6553.5 kW), SOC target in whole percent."""
+"""The seed's registers: power in 0.1 kW steps (0..6553.5 kW), SOC target in whole percent;
+and the reset command register (write 1: clear a fault; the device sets it back to 0)."""

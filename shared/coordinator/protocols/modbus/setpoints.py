@@ -13,7 +13,7 @@ from coordinator.adapters.base import TranslationError
 from coordinator.base import Command, CommandType
 
 from .device import ModbusDeviceConfig
-from .registers import SETPOINT_PARAMETERS, RegisterMap, RegisterSpec, encode_value
+from .registers import COMMAND_REGISTERS, RESET_VALUE, SETPOINT_PARAMETERS, RegisterMap, RegisterSpec, encode_value
 
 _OPPOSITE = {CommandType.SET_CHARGE_RATE: CommandType.SET_DISCHARGE_RATE,
              CommandType.SET_DISCHARGE_RATE: CommandType.SET_CHARGE_RATE}
@@ -24,6 +24,8 @@ class RegisterWrite:
     spec: RegisterSpec
     value: float
     words: list[int]
+    expected: float | None = None
+    """What the read-back must show, when not ``value``: 0 for a self-clearing command register."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,10 @@ def plan_command(
     cmd: Command, device: ModbusDeviceConfig, register_map: RegisterMap, asset_max_kw: float
 ) -> SetpointPlan:
     """Raise TranslationError for what no register can carry; clamp what exceeds the device's limits."""
+    if cmd.command_type in COMMAND_REGISTERS and cmd.command_type in register_map:
+        spec = register_map[cmd.command_type]
+        write = RegisterWrite(spec, RESET_VALUE, encode_value(spec, RESET_VALUE)[1], expected=0.0)
+        return SetpointPlan([write], RESET_VALUE, RESET_VALUE, RESET_VALUE)
     name = SETPOINT_PARAMETERS.get(cmd.command_type)
     if name is None or cmd.command_type not in register_map:
         raise TranslationError(f"{cmd.command_type} has no register on this battery")

@@ -141,6 +141,8 @@ class OCPPAdapter(ProtocolAdapter):
             return calls.stop_transaction(_transaction_id(command))
         if ctype is CommandType.CHANGE_AVAILABILITY:
             return calls.change_availability(self.connector_id, _operative(command))
+        if ctype is CommandType.RESET:
+            return calls.reset()
         raise TranslationError(f"{ctype} is not supported by OCPP chargers")
 
     def composite_schedule_call(self) -> Any:

@@ -34,6 +34,7 @@ class CallBuilder(Protocol):
     def start_transaction(self, connector_id: int, id_tag: str, remote_start_id: int) -> Any: ...
     def stop_transaction(self, transaction_id: int | str) -> Any: ...
     def change_availability(self, connector_id: int, operative: bool) -> Any: ...
+    def reset(self) -> Any: ...
     def get_composite_schedule(self, connector_id: int, duration: int) -> Any: ...
 
 
@@ -81,6 +82,11 @@ class V16Calls:
         return v16_call.ChangeAvailability(
             connector_id=connector_id, type=kind.operative if operative else kind.inoperative
         )
+
+    def reset(self) -> Any:
+        # Soft: the charger ends its sessions and restarts its software, which clears a fault;
+        # a hard reset (power cycle) is for a technician on site.
+        return v16_call.Reset(type=v16_enums.ResetType.soft)
 
     def get_composite_schedule(self, connector_id: int, duration: int) -> Any:
         # In W, as our profiles are: the answer then needs no voltage to compare (composite.py).
@@ -140,6 +146,11 @@ class V201Calls:
             operational_status=status.operative if operative else status.inoperative,
             evse=v201_types.EVSEType(id=evse_id) if evse_id else None,  # no evse = the whole station
         )
+
+    def reset(self) -> Any:
+        # Immediate, the whole station: an operator resets a faulted charger now (OnIdle would
+        # wait for a session that a faulted charger does not have).
+        return v201_call.Reset(type=v201_enums.ResetEnumType.immediate)
 
     def get_composite_schedule(self, evse_id: int, duration: int) -> Any:
         return v201_call.GetCompositeSchedule(duration=duration, evse_id=evse_id,

@@ -38,7 +38,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-import pandas as pd
 import pydantic
 
 from coordinator.contract.codec import DecodeError, decode_event, encode_schedule
@@ -46,6 +45,7 @@ from coordinator.contract.events import (
     CommandPayload,
     OperatorCommandAccepted,
     OperatorCommandRejected,
+    SchedulePlanned,
     ScheduleReceived,
     ScheduleRejected,
 )

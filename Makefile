@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo credentials lint test compose-check contract bench bench-modbus bench-ocpp bench-estop bench-first-slot bench-fallback chaos clean
+.PHONY: demo credentials screenshots lint test compose-check contract bench bench-modbus bench-ocpp bench-estop bench-first-slot bench-fallback chaos clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required, found " + sys.version.split()[0])'
@@ -43,6 +43,11 @@ test: lint
 compose-check: $(STAMP)
 	@mosquitto/ensure-mosquitto.sh
 	QUBIT_REQUIRE_DOCKER=1 $(BIN)/python -m pytest tests/deploy -q
+
+# docs/images/: the site page's screenshots, taken by its browser test in a real headless Chromium
+screenshots: $(STAMP)
+	@mosquitto/ensure-mosquitto.sh
+	QUBIT_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/e2e/test_site_page.py
 
 # docs/contract/: the JSON Schemas and the AsyncAPI document, generated from the models
 contract: $(STAMP)

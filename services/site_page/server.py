@@ -16,15 +16,12 @@ import json
 import logging
 import os
 import signal
-import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from coordinator.contract.codec import DecodeError, decode_event
 from coordinator.contract.messages import AssetStateMessage, ServiceStatus, Telemetry, WireModel, decode
@@ -32,6 +29,8 @@ from coordinator.contract.topics import ASSET_STATES_ALL, EVENTS_ALL, ROOT, SERV
 from coordinator.runtime.log_format import configure_logging
 from coordinator.runtime.mqtt import EXIT_CREDENTIALS_REFUSED, BrokerSettings, CredentialsRefused, MqttClient
 from coordinator.runtime.service import load_site
+from coordinator.runtime.settings import Settings
+from coordinator.runtime.settings import settings as process_settings
 from coordinator.site import SiteConfig
 from services.site_page.view import SiteView
 
@@ -56,26 +55,6 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 FILES = {"page.js": "text/javascript", "page.css": "text/css"}
-
-
-class PageSettings(BaseSettings):
-    """QUBIT_PAGE_HOST (default 127.0.0.1) and QUBIT_PAGE_PORT (default 8090; 0: any free port)."""
-
-    model_config = SettingsConfigDict(env_prefix="QUBIT_PAGE_", extra="ignore", frozen=True)
-
-    host: str = "127.0.0.1"
-    port: int = Field(8090, ge=0, le=65535)
-
-
-def page_settings() -> PageSettings:
-    """The page's settings; a bad one ends the process with one line and exit status 2."""
-    try:
-        return PageSettings()
-    except ValidationError as exc:
-        for error in exc.errors():
-            name = "QUBIT_PAGE_" + str(error["loc"][0]).upper()
-            print(f"{name}={error.get('input')!r}: {error['msg']}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 class BusFeed:
@@ -227,7 +206,7 @@ async def serving(app: web.Application, host: str, port: int) -> AsyncIterator[i
         await runner.cleanup()
 
 
-async def serve(site: SiteConfig, settings: PageSettings) -> int:
+async def serve(site: SiteConfig, settings: Settings) -> int:
     view = SiteView(site)
     feed = BusFeed(site, view)
     pusher = Pusher(view)
@@ -240,9 +219,9 @@ async def serve(site: SiteConfig, settings: PageSettings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     app = make_app(view, feed, pusher, client)
-    async with serving(app, settings.host, settings.port) as port:
+    async with serving(app, settings.page_host, settings.page_port) as port:
         log.info("site page of %s on http://%s:%d/ (read-only, no login: keep it behind the site's network)",
-                 site.site_id, settings.host, port)
+                 site.site_id, settings.page_host, port)
         if not await client.open():
             log.warning("broker not reachable yet; the page says so and fills in once it is")
         ticker = loop.create_task(pusher.run(), name="site-page-push")
@@ -264,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
                     "QUBIT_LOG_LEVEL/FORMAT. No login of its own: see docs/site-page.md.")
     parser.add_argument("--site-config", help="site config file (default: $QUBIT_SITE_CONFIG or deploy/site.toml)")
     args = parser.parse_args(argv)
-    settings = page_settings()
+    settings = process_settings()
     site = load_site(args.site_config)
     configure_logging("site-page")
     try:

@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     max_message_bytes: int = 1 << 20
     """The largest bus message (schedules excepted): senders split batches under it,
     receivers refuse what is larger, the broker config is written from it."""
+    page_host: str = "127.0.0.1"
+    """The site page's address (services/site_page): loopback unless a proxy with a login is in front."""
+    page_port: int = 8090
+    """The site page's port; 0: any free port."""
     topic_root: str = DEFAULT_ROOT
     """The first level(s) of every topic of the site (``coordinator.contract.topics.ROOT``,
     which reads the same variable at import): several sites share one broker by their roots."""
@@ -146,6 +150,11 @@ class Settings(BaseSettings):
     @classmethod
     def _broker_port(cls, value: Any) -> int:
         return _port(value, lowest=1, must_be="an integer 1-65535")
+
+    @field_validator("page_port", mode="before")
+    @classmethod
+    def _page_port(cls, value: Any) -> int:
+        return _port(value, lowest=0, must_be="a port number 0-65535 (0: any free port)")
 
     @field_validator("metrics_port", mode="before")
     @classmethod

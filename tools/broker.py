@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -47,11 +48,24 @@ _PER_RUN = ("listener ", "persistence_location ", "max_packet_size ", "password_
 """Lines of the shipped config that each way of running it sets for itself."""
 
 
+LISTEN_PORTS = range(20000, 32768)
+"""Where free_port looks: below Linux's ephemeral range (32768-60999), whose ports every
+outgoing connection (each MQTT client, each websocket) takes as its source port. A port the
+system handed out as ephemeral can be taken again by such a connection between free_port's
+check and the server's bind: "address already in use", seen in a full test run."""
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A loopback port nothing listens on now, for a server about to start."""
+    for _ in range(200):
+        port = random.choice(LISTEN_PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free loopback port in {LISTEN_PORTS.start}-{LISTEN_PORTS.stop - 1}")
 
 
 def wait_for_port(host: str, port: int, timeout: float) -> bool:

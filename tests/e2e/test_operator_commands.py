@@ -68,7 +68,7 @@ def test_every_operator_command_on_the_loopback_gateway(stack, events, plain):
                                                     "set_availability", "reset", "soc_target", "power_limit"]
     command_id = accepted[-1].payload.command_id
     assert command_id in limit.stdout
-    status = qubit(stack, "status", command_id)
+    status = qubit(stack, "status", command_id, "--json")
     assert '"power_kw": 7.0' in status.stdout and '"duration_s": 600.0' in status.stdout
 
     # Refused: a charger has no SOC target, an unknown asset, a limit above the asset's maximum.

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from coordinator.contract.messages import AssetStateMessage, CommandBatch, Query, ReceivedResultBatch, StatusReport
+from coordinator.contract.messages import (
+    AssetStateMessage,
+    CommandBatch,
+    OperatorCommand,
+    Query,
+    ReceivedResultBatch,
+    StatusReport,
+)
 from coordinator.runtime.service import Inbound, Service
 from services.ingester import ScheduleIngester
 from services.loopback_gateway import LoopbackGateway
@@ -16,7 +23,7 @@ from services.tracker import StateTracker
     (ScheduleIngester, {"qubit/schedules/in": None}),
     (Planner, {"qubit/state/+": AssetStateMessage, "qubit/schedules/accepted": None,
                "qubit/results/+": ReceivedResultBatch, "qubit/events/SCHEDULE_REJECTED/+": None,
-               "qubit/query/requests": Query}),
+               "qubit/query/requests": Query, "qubit/operator/commands": OperatorCommand}),
     (StateTracker, {"qubit/state/+": AssetStateMessage, "qubit/status/+/+": StatusReport,
                     "qubit/query/requests": Query}),
     (LoopbackGateway, {"qubit/commands/loopback": CommandBatch, "qubit/sim/loopback": None}),

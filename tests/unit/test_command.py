@@ -37,8 +37,8 @@ def test_command_type_string_is_coerced_and_unknown_refused():
         Command("a", "LAUNCH_ROCKET", scheduled_at=T0)  # type: ignore[arg-type]
 
 
-def test_seven_command_types_and_terminal_statuses():
-    assert len(CommandType) == 7
+def test_the_seeds_seven_command_types_and_reset_and_the_terminal_statuses():
+    assert len(CommandType) == 8 and CommandType.RESET in CommandType  # RESET: the operator's, after the seed's seven
     assert {s for s in CommandStatus if s.is_terminal} == {
         CommandStatus.COMPLETED, CommandStatus.FAILED, CommandStatus.TIMED_OUT, CommandStatus.CANCELLED
     }

@@ -117,10 +117,17 @@ class ServiceProcesses:
 
     def start_all(self, names: tuple[str, ...] = CORE, args: dict[str, tuple[str, ...]] | None = None,
                   timeout: float = 20.0) -> None:
-        """Start ``names`` and wait until each is online (the simulator is not an MQTT service)."""
-        for name in names:
-            self.start(name, *(args or {}).get(name, ()))
-        self.wait_online(*(n for n in names if n not in SIMULATORS and n not in READ_ONLY), timeout=timeout)
+        """Start ``names`` and wait until each is online (the simulator is not an MQTT service).
+
+        If one does not come online, every process started is stopped before the error goes up:
+        a caller whose set-up failed has nothing to tear down, and nothing is left running."""
+        try:
+            for name in names:
+                self.start(name, *(args or {}).get(name, ()))
+            self.wait_online(*(n for n in names if n not in SIMULATORS and n not in READ_ONLY), timeout=timeout)
+        except BaseException:
+            self.stop_all()
+            raise
 
     def wait_online(self, *names: str, timeout: float = 20.0) -> None:
         """Until each named process says online on its retained status topic (with its own pid)."""

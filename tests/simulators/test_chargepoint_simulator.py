@@ -542,7 +542,7 @@ def applied_lines(path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-@pytest.mark.timeout(15)
+@pytest.mark.timeout(40)
 def test_applied_log_names_each_setpoint_and_a_hangup_applies_but_never_answers(tmp_path):
     log_path = tmp_path / "applied.jsonl"
 
@@ -698,7 +698,7 @@ def test_ocpp201_composite_schedule_shows_the_limit_in_force_and_a_lying_charger
     asyncio.run(run_against_csms("2.0.1", scenario))
 
 
-@pytest.mark.timeout(15)
+@pytest.mark.timeout(40)
 @pytest.mark.parametrize(("version", "controls"), [
     ("1.6", [("meter_kw", 1)]),
     ("2.0.1", [("meter_kw", 1)]),

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import ssl
+import threading
 from collections.abc import Mapping
 
 import paho.mqtt.client as paho
@@ -82,9 +83,13 @@ class ControlListener:
         self._client.reconnect_delay_set(min_delay=1, max_delay=10)
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
+        self.subscribed = threading.Event()
+        """Set once the broker granted the control topic: controls sent from then on arrive."""
+        self._client.on_subscribe = lambda client, userdata, mid, codes, properties: self.subscribed.set()
 
-    def connect(self) -> bool:
-        """Blocking; False (with a warning) when the broker cannot be reached."""
+    def connect(self, timeout: float = 10.0) -> bool:
+        """Blocking, until the control topic is subscribed (or ``timeout``); False (with a
+        warning) when the broker cannot be reached."""
         try:
             self._client.connect(self.settings.host, self.settings.port, keepalive=30)
         except OSError as exc:
@@ -92,6 +97,9 @@ class ControlListener:
                         self.settings.host, self.settings.port, exc)
             return False
         self._client.loop_start()
+        if not self.subscribed.wait(timeout):
+            log.warning("control channel %s not subscribed within %g s: controls sent now may be lost",
+                        self.topic, timeout)
         return True
 
     def stop(self) -> None:
@@ -132,11 +140,13 @@ async def simulate(chargers: list[SimulatedCharger], gateway_id: str, control: b
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    tasks = [asyncio.create_task(c.run(), name=c.charge_point_id) for c in chargers]
-    log.info("simulating %d chargers against %s", len(chargers), chargers[0].url.rsplit("/", 1)[0] if chargers else "-")
+    # The control channel first: a charger that has connected (DEVICE_LINK_UP) is one that
+    # can be driven, so a control sent on seeing it is not lost to a subscription still on its way.
     listener = ControlListener(gateway_id, {c.charge_point_id: c for c in chargers}, loop) if control else None
     if listener is not None and not await asyncio.to_thread(listener.connect):
         listener = None
+    tasks = [asyncio.create_task(c.run(), name=c.charge_point_id) for c in chargers]
+    log.info("simulating %d chargers against %s", len(chargers), chargers[0].url.rsplit("/", 1)[0] if chargers else "-")
     await stop.wait()
     log.info("stopping: closing %d connections", len(tasks))
     await asyncio.gather(*(c.stop() for c in chargers), return_exceptions=True)  # 1001 going away, each

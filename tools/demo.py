@@ -50,7 +50,7 @@ from coordinator.runtime.settings import DEFAULT_SITE_CONFIG
 from coordinator.timeutil import utcnow
 from simulators.battery import CONTROL, Control
 from tools.broker import free_port, start_broker
-from tools.credentials import DEFAULT_HOSTNAMES, SiteFacts, provision_ocpp
+from tools.credentials import SiteFacts, provision_ocpp
 from tools.event_lines import describe
 from tools.launcher import ServiceProcesses
 from tools.walkthrough import ASSET_MAP, sample_schedule
@@ -120,15 +120,6 @@ def demo_site(workdir: Path) -> tuple[Path, int]:
     path.write_text(text)
     provision_ocpp(workdir / "secrets", SiteFacts.read(path))  # read from the TOML: its secrets do not exist yet
     return path, battery_port
-
-
-def write_ocpp_secrets(directory: Path, site_id: str, charge_point_ids: list[str],
-                       hostnames: tuple[str, ...] = DEFAULT_HOSTNAMES) -> None:
-    """The OCPP part of a site's credentials (ca.crt, ocpp/server.crt and server.key,
-    chargers/<charge_point_id>.password), made by qubit-credentials' own code
-    (tools/credentials.py ``provision_ocpp``): one way to make a site's secrets. An existing
-    password is kept."""
-    provision_ocpp(directory, SiteFacts(site_id, (), tuple(charge_point_ids)), hostnames=hostnames)
 
 
 def main(argv: list[str] | None = None) -> int:

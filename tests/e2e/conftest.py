@@ -221,10 +221,10 @@ def ocpp_tls_site(port: int, version: str) -> str:
 
 @pytest.fixture
 def ocpp_tls_stack(broker, tmp_path, version):
-    from tools.demo import write_ocpp_secrets
+    from tools.credentials import SiteFacts, provision_ocpp
 
     port = free_port()
-    write_ocpp_secrets(tmp_path / "secrets", "sit_ocpp_test", ["CP001", "CP002"])
+    provision_ocpp(tmp_path / "secrets", SiteFacts("sit_ocpp_test", (), ("CP001", "CP002")))
     path = tmp_path / "site.toml"
     path.write_text(ocpp_tls_site(port, version))
     procs = OcppTlsStack(broker.host, broker.port, path, tmp_path / "logs", ocpp_port=port,

@@ -12,7 +12,7 @@ from coordinator.runtime.service import load_site
 from coordinator.runtime.settings import DEFAULT_SITE_CONFIG
 from coordinator.site import SiteConfig, SiteConfigError
 from services.ocpp_gateway.central import server_tls_context
-from tools.demo import write_ocpp_secrets
+from tools.credentials import SiteFacts, provision_ocpp
 
 SECRET = "MyRealSecret123"  # 15 characters: the example
 GOOD = "a-real-charger-secret-0123"
@@ -151,7 +151,7 @@ def test_the_sample_is_profile_2_and_loads_with_its_secrets(tmp_path):
     assert chargers and all(c.password is None and c.password_file for c in chargers)
     copy = tmp_path / "site.toml"
     copy.write_text(DEFAULT_SITE_CONFIG.read_text())
-    write_ocpp_secrets(tmp_path / "secrets", sample.site_id, [c.charge_point_id for c in chargers])
+    provision_ocpp(tmp_path / "secrets", SiteFacts(sample.site_id, (), tuple(c.charge_point_id for c in chargers)))
     loaded = SiteConfig.load(copy, secrets_for="ocpp")
     passwords = [a.ocpp.password for a in loaded.assets if a.ocpp is not None]
     assert all(p and len(p) >= 16 for p in passwords) and len(set(passwords)) == len(passwords)
@@ -162,7 +162,7 @@ def test_the_gateway_tls_context_is_tls_1_2_or_later_with_the_site_certificate(t
     from coordinator.site import OcppListenConfig
 
     assert server_tls_context(OcppListenConfig()) is None
-    write_ocpp_secrets(tmp_path, "sit_t", [])
+    provision_ocpp(tmp_path, SiteFacts("sit_t", (), ()))
     context = server_tls_context(OcppListenConfig(tls_cert=str(tmp_path / "ocpp" / "server.crt"),
                                                   tls_key=str(tmp_path / "ocpp" / "server.key")))
     assert context is not None and context.minimum_version is ssl.TLSVersion.TLSv1_2

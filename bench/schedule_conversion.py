@@ -5,7 +5,7 @@ the next. Printed beside the floor any implementation pays: msgpack-decoding the
 schedule's bytes in columnar form. Each figure is the median of several runs, measured
 alternately in the same process so that machine noise hits both alike.
 
-    make bench        (or: .venv/bin/python bench/schedule_conversion.py)
+    make bench-conversion        (or: .venv/bin/python bench/schedule_conversion.py)
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import time
 import msgpack
 import numpy as np
 import pandas as pd
+from results import Figure, record
 
 from coordinator import DispatchEngine, EventBus
 
@@ -67,7 +68,9 @@ def main() -> None:
     print(f"commands created: {count} ({count / cells:.0%} of cells)")
     print(f"floor   msgpack decode of the columnar bytes : {floor * 1e3:7.1f} ms (median of {RUNS})")
     print(f"engine  schedule_to_commands                 : {convert * 1e3:7.1f} ms (median of {RUNS})")
-    print(f"ratio   {convert / floor:.1f} x the floor (target: within 10 x)")
+    record(Figure(f"schedule_to_commands, {ASSETS:,} assets x {SLOTS} slots ({count:,} commands)", convert * 1e3,
+                  floor * 1e3, "ms", floor_is="msgpack decode of the same schedule", goal=10.0,
+                  command="make bench-conversion"))
 
 
 if __name__ == "__main__":

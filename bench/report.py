@@ -102,7 +102,7 @@ def write(rows: list[dict[str, object]], status: dict[str, object], docs: Path) 
         "",
         "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()) + ".",
         "",
-        "| figure | value | floor | ratio | goal | | command | measured |",
+        "| figure | value | floor | ratio | goal | verdict | command | measured |",
         "|---|---|---|---|---|---|---|---|",
         *[table_row(r) for r in rows],
         "",

@@ -33,7 +33,7 @@ import pydantic
 
 from coordinator.adapters import RoutingTable
 from coordinator.asset_machines import is_early_departure
-from coordinator.base import Command, CommandType
+from coordinator.base import Command, CommandStatus, CommandType
 from coordinator.contract.codec import DecodeError, decode_event
 from coordinator.contract.events import (
     CommandCancelled,
@@ -360,19 +360,11 @@ class Planner(Service):
         self._loaded_until = until
 
     def _materialise(self, until: datetime) -> None:
-        """Compact commands scheduled up to ``until`` become the engine's (or end CANCELLED by
-        the rule that cancelled them while compact: an early departure's is announced)."""
-        live, cancelled = self.ledger.materialise(until)
+        """Compact commands scheduled up to ``until`` become the engine's, or rows CANCELLED by
+        the rule that cancelled them while compact."""
+        live, _ = self.ledger.materialise(until)  # the cancelled ones were announced (or not) when cancelled
         if live:
             self.engine.restore(live)
-        announced = [cmd for cmd, rule in cancelled if rule.announce]
-        if announced:
-            self._recorded.update(c.command_id for c in announced)
-            try:
-                for cmd in announced:
-                    self.bus.emit(EventType.COMMAND_CANCELLED, CommandCancelled.of(cmd))
-            finally:
-                self._recorded.clear()
 
     def _answer_resend(self, sid: str, version: int) -> None:
         """A schedule already planned: a redelivery of the same accepted message (same version)
@@ -495,10 +487,24 @@ class Planner(Service):
             # after a restart must not cancel a schedule made since.
             reason = f"early departure: vehicle unplugged while {msg.previous_state}"
             self.engine.cancel_pending_for_asset(msg.asset_id, reason, created_before=msg.since)
-            unit = self.ledger.current
-            assert unit is not None  # @durable
-            unit.cancel_planned([Cancellation(msg.asset_id, _micros_exact(msg.since), 0, _micros_exact(self.clock()),
-                                              reason, announce=True)])
+            self._cancel_planned(msg.asset_id, msg.since, reason)
+
+    def _cancel_planned(self, asset_id: str, created_before: datetime, reason: str) -> None:
+        """The compact commands of ``asset_id`` made before ``created_before`` end CANCELLED: a rule
+        in the ledger (written out when they are materialised), one COMMAND_CANCELLED each now."""
+        unit = self.ledger.current
+        assert unit is not None  # @durable
+        now = self.clock()
+        ending = self.ledger.planned_for(asset_id, created_before)
+        unit.cancel_planned([Cancellation(asset_id, _micros_exact(created_before), 0, _micros_exact(now), reason,
+                                          announce=True)])
+        self._recorded.update(c.command_id for c in ending)  # the rule is their record
+        try:
+            for cmd in ending:
+                cmd.status, cmd.error, cmd.finished_at = CommandStatus.CANCELLED, reason, now
+                self.bus.emit(EventType.COMMAND_CANCELLED, CommandCancelled.of(cmd))
+        finally:
+            self._recorded.clear()
 
     # -- operators: qubit/operator/commands ---------------------------------------------
 

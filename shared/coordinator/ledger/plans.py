@@ -74,6 +74,12 @@ class PlannedSlot:
         return cls(schedule_id, scheduled_at, bytes(ids), np.frombuffer(assets, dtype="<i4"),
                    np.frombuffer(types, dtype="i1"), np.frombuffer(powers, dtype="<f8"))
 
+    def only(self, entries: list[int]) -> PlannedSlot:
+        """This slot with ``entries`` only."""
+        ids = b"".join(self.command_ids[i * ID_BYTES:(i + 1) * ID_BYTES] for i in entries)
+        return PlannedSlot(self.schedule_id, self.scheduled_at, ids, self.assets[entries], self.types[entries],
+                           self.powers[entries])
+
     def command_id(self, i: int) -> str:
         return "cmd_" + self.command_ids[i * ID_BYTES:(i + 1) * ID_BYTES].hex()
 
@@ -104,8 +110,9 @@ class Cancellation:
     at: int
     reason: str
     announce: bool
-    """Published as COMMAND_CANCELLED when written (an early departure); a schedule's
-    supersessions are announced by its SCHEDULE_PLANNED instead."""
+    """Announced one COMMAND_CANCELLED each when the rule was made (an early departure); a
+    schedule's supersessions are announced by its SCHEDULE_PLANNED instead. Either way the
+    commands are written CANCELLED, with their transition at ``at``, when materialised."""
 
     def row(self) -> tuple[str, int, int, int, str, int]:
         return (self.asset_id, self.created_before, self.scheduled_from, self.at, self.reason, int(self.announce))

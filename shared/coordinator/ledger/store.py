@@ -22,6 +22,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from coordinator.base import Command, CommandStatus, CommandType
 from coordinator.ledger.plans import (
     SETPOINT_TYPES,
@@ -400,6 +402,20 @@ class Ledger:
         names = plan.asset_ids
         return sum(1 for i, rule in zip(slot.assets.tolist(), cancel_mask(plan, slot, applying), strict=True)
                    if rule is None and (asset_ids is None or names[i] in asset_ids))
+
+    def planned_for(self, asset_id: str, created_before: datetime) -> list[Command]:
+        """The compact commands of ``asset_id`` created before ``created_before`` and still pending."""
+        cut, rules, found = _us(created_before), self._rules(), []
+        for slot in self._slots("", (), lambda s: True):
+            plan = self._plan(slot.schedule_id)
+            if plan.created_at >= cut or asset_id not in plan.asset_ids:
+                continue
+            mine = np.flatnonzero(slot.assets == plan.asset_ids.index(asset_id)).tolist()
+            if not mine:
+                continue
+            live, _ = commands_of(plan, slot.only(mine), cancelled_from(plan, rules), _dt)
+            found += live
+        return sorted(found, key=lambda c: c.scheduled_at)
 
     def planned_assets(self) -> set[str]:
         """Assets with compact commands not yet materialised."""

@@ -318,9 +318,11 @@ class Planner(Service):
         config = self.site.coordinator
         index = pd.DatetimeIndex(msg.frame.index)
         slot_times = [_micros_exact(t) for t in index.to_pydatetime()]
-        asset_ids = sorted({msg.asset_map[k] for k in set(planned.key.tolist())})
+        used = np.unique(planned.key_index).tolist()  # keys with at least one command
+        asset_ids = sorted(msg.asset_map[planned.keys[i]] for i in used)
         where = {a: i for i, a in enumerate(asset_ids)}
-        asset_index = np.array([where[msg.asset_map[k]] for k in planned.key.tolist()], dtype=np.int32)
+        by_key = np.array([where.get(msg.asset_map[k], -1) for k in planned.keys], dtype=np.int32)
+        asset_index = by_key[planned.key_index] if len(by_key) else planned.key_index
         plan = Plan(sid, tuple(asset_ids), _micros_exact(created), 1, config.max_retries,
                     config.command_timeout_seconds)
         count = len(planned.slot)

@@ -21,6 +21,24 @@ class Clock:
         return self.now
 
 
+def record_of(planner, command_id):
+    found = planner.ledger.command_record(command_id)
+    assert found is not None, f"no record of {command_id}"
+    return found
+
+
+def statuses(planner, schedule_id):
+    found = planner.ledger.schedule_record(schedule_id)
+    assert found is not None, f"no record of {schedule_id}"
+    return found["command_statuses"]
+
+
+def engine_status(planner, command_id):
+    cmd = planner.engine.get_command(command_id)
+    assert cmd is not None, f"{command_id} is not in the engine"
+    return cmd.status
+
+
 def compact_ids(planner, asset_id="ast_bay_1"):
     """The ids of ``asset_id``'s compact commands, in slot order."""
     ids = []
@@ -35,10 +53,10 @@ def test_commands_beyond_the_look_ahead_wait_in_the_ledger_and_go_out_when_due(s
     planner.on_schedule("t", accepted({"ev_001_kw": [7.0, 11.0, 3.0]}, "sch_a", 1))
     assert [c.parameters["power_kw"] for c in planner.engine.get_commands_for_asset("ast_bay_1")] == [7.0]
     second, third = compact_ids(planner)
-    record = planner.ledger.command_record(second)
-    assert record is not None and (record["status"], record["parameters"], record["scheduled_at"]) == (
+    record = record_of(planner, second)
+    assert (record["status"], record["parameters"], record["scheduled_at"]) == (
         "PENDING", {"power_kw": 11.0}, T0 + SLOT)
-    assert planner.ledger.schedule_record("sch_a")["command_statuses"] == {"PENDING": 3}
+    assert statuses(planner, "sch_a") == {"PENDING": 3}
     planner.tick(T0)
     (first,) = sent_commands(recorder)
     planner.on_results("qubit/results/loopback", results((first, Outcome.COMPLETED, None)))
@@ -48,7 +66,7 @@ def test_commands_beyond_the_look_ahead_wait_in_the_ledger_and_go_out_when_due(s
     (sent,) = sent_commands(recorder)
     assert (sent.command_id, sent.parameters["power_kw"]) == (second, 11.0)
     assert compact_ids(planner) == [third]
-    assert planner.ledger.schedule_record("sch_a")["command_statuses"] == {
+    assert statuses(planner, "sch_a") == {
         "COMPLETED": 1, "DISPATCHED": 1, "PENDING": 1}
 
 
@@ -61,9 +79,9 @@ def test_a_newer_schedule_supersedes_compact_commands_which_are_never_sent(site,
     _, new = recorder.events(EventType.SCHEDULE_PLANNED)
     assert (new.payload["command_count"], new.payload["superseded"]) == (2, 2)
     assert recorder.events(EventType.COMMAND_CANCELLED) == []  # announced by SCHEDULE_PLANNED
-    record = planner.ledger.command_record(old[2])
+    record = record_of(planner, old[2])
     assert (record["status"], record["error"]) == ("CANCELLED", "superseded by schedule sch_new")
-    assert planner.ledger.schedule_record("sch_old")["command_statuses"] == {"PENDING": 2, "CANCELLED": 2}
+    assert statuses(planner, "sch_old") == {"PENDING": 2, "CANCELLED": 2}
     powers = []
     for slot in range(4):
         clock.now = T0 + slot * SLOT
@@ -73,7 +91,7 @@ def test_a_newer_schedule_supersedes_compact_commands_which_are_never_sent(site,
             planner.on_results("qubit/results/loopback", results((cmd, Outcome.COMPLETED, None)))
         recorder.clear()
     assert powers == [1.0, 2.0, 9.0, 8.0]
-    record = planner.ledger.command_record(old[1])
+    record = record_of(planner, old[1])
     assert record["status"] == "CANCELLED" and [t["event"] for t in record["transitions"]] == ["COMMAND_CANCELLED"]
 
 
@@ -92,7 +110,7 @@ def test_early_departure_cancels_compact_commands_at_once(site, recorder):
     clock.now = T0 + 2 * SLOT
     planner.tick(clock.now)
     assert [c.parameters["power_kw"] for c in sent_commands(recorder)] == [5.0]  # the new schedule's only
-    assert planner.ledger.command_record(later[1])["status"] == "CANCELLED"
+    assert record_of(planner, later[1])["status"] == "CANCELLED"
 
 
 def test_compact_commands_survive_a_restart_and_are_sent_once(site, recorder, data_dir):
@@ -106,9 +124,9 @@ def test_compact_commands_survive_a_restart_and_are_sent_once(site, recorder, da
     clock.now = T0 + SLOT
     second.tick(clock.now)
     sent = {c.command_id: c.parameters["power_kw"] for c in sent_commands(recorder)}
-    assert sent[later] == 11.0 and second.engine.get_command(later).status is CommandStatus.DISPATCHED
+    assert sent[later] == 11.0 and engine_status(second, later) is CommandStatus.DISPATCHED
     third = Planner(site, recorder, clock=clock, ledger=Ledger.open(data_dir / LEDGER_FILE))
-    assert compact_ids(third) == [] and third.engine.get_command(later).status is CommandStatus.DISPATCHED
+    assert compact_ids(third) == [] and engine_status(third, later) is CommandStatus.DISPATCHED
 
 
 def test_a_result_for_a_compact_command_is_refused_as_never_dispatched(site, recorder):

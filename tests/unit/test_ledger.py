@@ -115,11 +115,13 @@ def test_a_plan_is_pruned_once_every_slot_is_materialised_and_its_rules_with_it(
     with ledger.unit() as unit:
         unit.add_plan(plan, [slot])
         unit.cancel_planned([Cancellation("ast_2", us + 1, 0, us, "early departure", announce=True)])
-    assert ledger.command_record(slot.command_id(1))["status"] == "CANCELLED"
+    record = ledger.command_record(slot.command_id(1))
+    assert record is not None and record["status"] == "CANCELLED"
     with ledger.unit():
         live, cancelled = ledger.materialise(T0)
     assert [c.asset_id for c in live] == ["ast_1"] and [c.asset_id for c, _ in cancelled] == ["ast_2"]
-    assert ledger.command_record(slot.command_id(1))["transitions"][0]["reason"] == "early departure"
+    record = ledger.command_record(slot.command_id(1))
+    assert record is not None and record["transitions"][0]["reason"] == "early departure"
     ledger.prune(T0 - timedelta(days=1))
     assert ledger._db.execute("SELECT count(*) FROM plans").fetchone() == (0,)
     assert ledger._db.execute("SELECT count(*) FROM cancellations").fetchone() == (0,)

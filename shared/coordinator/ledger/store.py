@@ -229,9 +229,10 @@ class Ledger:
             db = sqlite3.connect(where, isolation_level=None, check_same_thread=True)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
-            # A 5,000-asset day inserts 480,000 commands in one unit: with the default 2 MiB page
-            # cache the random command ids thrash the primary key's B-tree (5 s instead of 3.5).
-            db.execute("PRAGMA cache_size=-65536")
+            # Rows are written a slot (5,000 commands at most on a 5,000-asset site) at a time, the
+            # rest of a schedule as a few blobs per slot (coordinator.ledger.plans): 8 MiB of page
+            # cache hold a slot's B-tree pages without costing the planner its memory budget.
+            db.execute("PRAGMA cache_size=-8192")
             db.executescript(_SCHEMA)
             found = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if found is None:

@@ -218,15 +218,22 @@ def plan_setpoints(df: pd.DataFrame, asset_map: Mapping[str, str]) -> PlannedSet
             "one asset takes one setpoint per slot",
             [c for k in keys for c in ([cols.ev[k]] if k in cols.ev else [c for c in cols.battery[k] if c])],
         )
-    parts = [_plan_ev(df, cols.ev), _plan_batteries(df, cols.battery)]
-    slot = np.concatenate([p[0] for p in parts])
+    ev, batteries = _plan_ev(df, cols.ev), _plan_batteries(df, cols.battery)
+    key_names = tuple(cols.keys)
+    # Each part is in slot order already (np.nonzero walks row by row); merging two costs a sort
+    # and a copy of every array, which a site of one kind (a depot of chargers) need not pay.
+    if not len(batteries[0]) or not len(ev[0]):
+        slot, index, types, power = ev if len(ev[0]) else (batteries[0], batteries[1] + len(cols.ev), *batteries[2:])
+        return PlannedSetpoints(slot=slot, key_index=index.astype(np.int32), command_type=types, power_kw=power,
+                                keys=key_names)
+    slot = np.concatenate([ev[0], batteries[0]])
     order = np.argsort(slot, kind="stable")
     return PlannedSetpoints(
         slot=slot[order],
-        key_index=np.concatenate([parts[0][1], parts[1][1] + len(cols.ev)]).astype(np.int32)[order],
-        command_type=np.concatenate([p[2] for p in parts])[order],
-        power_kw=np.concatenate([p[3] for p in parts])[order],
-        keys=tuple(cols.keys),
+        key_index=np.concatenate([ev[1], batteries[1] + len(cols.ev)]).astype(np.int32)[order],
+        command_type=np.concatenate([ev[2], batteries[2]])[order],
+        power_kw=np.concatenate([ev[3], batteries[3]])[order],
+        keys=key_names,
     )
 
 

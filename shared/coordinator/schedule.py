@@ -132,14 +132,19 @@ def _listed(items: Iterable[object]) -> str:
 
 
 def _numeric_block(df: pd.DataFrame, columns: list[str]) -> np.ndarray:
-    """The columns as one float64 matrix (slots x columns); refuse anything that is not a power."""
-    block = df[columns]
+    """The columns as one float64 matrix (slots x columns); refuse anything that is not a power.
+    Read only: it may be the frame's own memory."""
+    # Every column, in order (a depot of chargers): the frame itself, not a copy of it.
+    block = df if list(df.columns) == columns else df[columns]
     bad_type = [
         c for c, dtype in zip(columns, block.dtypes, strict=True) if dtype.kind not in "iuf"
     ]  # bool, object, string, datetime... are not powers
     if bad_type:
         raise ScheduleError("non_numeric", f"setpoint columns must be numeric: {_listed(bad_type)}", bad_type)
-    values = block.to_numpy(dtype=np.float64, na_value=np.nan)
+    if all(dtype == np.float64 for dtype in block.dtypes):  # NaN is NaN already: a view, not a copy
+        values = block.to_numpy(dtype=np.float64, copy=False)
+    else:
+        values = block.to_numpy(dtype=np.float64, na_value=np.nan)
     bad = np.isinf(values).any(axis=0)
     if bad.any():
         cols = [c for c, b in zip(columns, bad, strict=True) if b]
@@ -158,6 +163,8 @@ def _numeric_block(df: pd.DataFrame, columns: list[str]) -> np.ndarray:
 
 def _forward_fill(values: np.ndarray) -> np.ndarray:
     """NaN takes the last non-NaN value above it in the same column (leading NaN stays)."""
+    if not np.isnan(values).any():
+        return values
     rows = np.arange(values.shape[0])[:, None]
     last = np.where(np.isnan(values), 0, rows)
     np.maximum.accumulate(last, axis=0, out=last)

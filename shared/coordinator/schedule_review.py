@@ -82,11 +82,11 @@ def _over_limit(msg: ScheduleMessage, columns: SetpointColumns, site: SiteConfig
         return []
     names = list(by_column)
     # One matrix and one reduction for every column: a 5,000-asset schedule has 5,000 of them.
-    values = msg.frame[names].to_numpy(dtype=float)
+    frame = msg.frame if list(msg.frame.columns) == names else msg.frame[names]
+    values = frame.to_numpy(dtype=float, copy=False)
     if not len(values):
         return []
-    missing = np.isnan(values)
-    peaks = np.where(missing.all(axis=0), 0.0, np.where(missing, -np.inf, values).max(axis=0))
+    peaks = np.nan_to_num(np.fmax.reduce(values, axis=0), nan=0.0)  # fmax skips NaN; an all-NaN column is 0
     bounds = np.array([limits[msg.asset_map[by_column[c]]] for c in names])
     return [f"{names[j]} ({peaks[j]:g} kW > {bounds[j]:g} kW for {msg.asset_map[by_column[names[j]]]})"
             for j in np.flatnonzero(peaks > bounds).tolist()]

@@ -97,6 +97,12 @@ bench-plan: $(STAMP)
 	@mosquitto/ensure-mosquitto.sh
 	$(BIN)/python bench/plan_scale.py
 
+# Sustained throughput, schedule in -> COMMAND_COMPLETED out through every service, beside raw
+# paho QoS 1 messages per second between two processes
+bench-pipeline: $(STAMP)
+	@mosquitto/ensure-mosquitto.sh
+	$(BIN)/python bench/pipeline.py
+
 # Leases: kill -9 the whole coordinator and the broker; time until every simulated device
 # (OCPP chargers, Modbus batteries) is at its safe value, beside the configured lease
 bench-fallback: $(STAMP)

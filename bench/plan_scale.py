@@ -49,6 +49,7 @@ class Watch:
 
     def __init__(self, broker: LocalMosquitto) -> None:
         self.planned: queue.Queue[float] = queue.Queue()
+        self.received: queue.Queue[float] = queue.Queue()
         self.completed: set[str] = set()
         self.lock = threading.Lock()
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-plan-scale", clean_session=False,
@@ -57,7 +58,8 @@ class Watch:
         subscribed: queue.Queue[int] = queue.Queue()
         self.client.on_subscribe = lambda c, u, mid, codes, p: subscribed.put(mid)
         self.client.on_connect = lambda c, u, f, r, p: c.subscribe(
-            [(f"{ROOT}/events/SCHEDULE_PLANNED/#", 1), (f"{ROOT}/events/COMMAND_COMPLETED/#", 1)])
+            [(f"{ROOT}/events/SCHEDULE_PLANNED/#", 1), (f"{ROOT}/events/SCHEDULE_RECEIVED/#", 1),
+             (f"{ROOT}/events/COMMAND_COMPLETED/#", 1)])
         self.client.on_message = self._on_message
         broker.login().apply(self.client)
         self.client.connect(broker.host, broker.port)
@@ -68,6 +70,9 @@ class Watch:
         at = time.perf_counter()
         if "/SCHEDULE_PLANNED/" in message.topic:
             self.planned.put(at)
+            return
+        if "/SCHEDULE_RECEIVED/" in message.topic:
+            self.received.put(at)
             return
         try:
             p = decode_event(bytes(message.payload)).payload
@@ -146,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"floor: decode_schedule {decode:.2f} s + broker round trip {trip:.2f} s = {floor:.2f} s")
         published = publish(broker, data)
         planned = watch.planned.get(timeout=120) - published
+        received = watch.received.get(timeout=10) - published
+        print(f"publication to SCHEDULE_RECEIVED (the ingester's checks) {received:.2f} s, "
+              f"to SCHEDULE_PLANNED {planned:.2f} s")
         deadline = time.monotonic() + args.lead + args.timeout
         while watch.count() < args.assets and time.monotonic() < deadline:
             time.sleep(0.2)

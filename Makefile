@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo credentials screenshots lint test compose-check contract bench bench-conversion bench-modbus bench-ocpp bench-estop bench-first-slot bench-fallback chaos clean
+.PHONY: demo credentials screenshots lint test compose-check contract bench bench-conversion bench-modbus bench-ocpp bench-estop bench-first-slot bench-plan bench-pipeline bench-fallback chaos clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required, found " + sys.version.split()[0])'
@@ -90,6 +90,18 @@ chaos: $(STAMP)
 bench-first-slot: $(STAMP)
 	@mosquitto/ensure-mosquitto.sh
 	$(BIN)/python bench/first_slot.py
+
+# 5,000 assets x 96 slots through the real services: publication to SCHEDULE_PLANNED, and the
+# planner's and tracker's peak RSS, each beside its floor
+bench-plan: $(STAMP)
+	@mosquitto/ensure-mosquitto.sh
+	$(BIN)/python bench/plan_scale.py
+
+# Sustained throughput, schedule in -> COMMAND_COMPLETED out through every service, beside raw
+# paho QoS 1 messages per second between two processes
+bench-pipeline: $(STAMP)
+	@mosquitto/ensure-mosquitto.sh
+	$(BIN)/python bench/pipeline.py
 
 # Leases: kill -9 the whole coordinator and the broker; time until every simulated device
 # (OCPP chargers, Modbus batteries) is at its safe value, beside the configured lease

@@ -19,20 +19,24 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sqlite3
 import sys
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+import numpy as np
+import pandas as pd
 import pydantic
 
 from coordinator.adapters import RoutingTable
 from coordinator.asset_machines import is_early_departure
-from coordinator.base import Command, CommandType
+from coordinator.base import Command, CommandStatus, CommandType
 from coordinator.contract.codec import DecodeError, decode_event
 from coordinator.contract.events import (
+    CommandCancelled,
     CommandPayload,
     EmergencyStopActivated,
     EmergencyStopReset,
@@ -72,7 +76,8 @@ from coordinator.contract.topics import (
 from coordinator.dispatch import DispatchEngine
 from coordinator.events import Event, EventBus, EventType
 from coordinator.ledger import Ledger, LedgerError, OutboxSender
-from coordinator.ledger.store import REPLAY_WINDOW
+from coordinator.ledger.plans import ID_BYTES, Cancellation, Plan, slots_of
+from coordinator.ledger.store import REPLAY_WINDOW, Unit
 from coordinator.limits import REQUESTED, Cap, OperatorLimit, cap_setpoints, signed_kw
 from coordinator.operator_commands import OPERATOR_PRIORITY, OperatorRejection, operator_command
 from coordinator.runtime.mqtt import MqttClient
@@ -88,8 +93,7 @@ from coordinator.runtime.service import (
     run,
 )
 from coordinator.runtime.settings import settings
-from coordinator.schedule import ScheduleError
-from coordinator.schedule_review import Rejected, review_schedule
+from coordinator.schedule_review import Accepted, Rejected, review_schedule
 from coordinator.setpoint_order import CHANNEL
 from coordinator.site import SiteConfig
 from coordinator.timeutil import utcnow
@@ -99,6 +103,9 @@ log = logging.getLogger(__name__)
 LEDGER_FILE = "planner-ledger.sqlite"
 # Finished commands stay in the engine's memory this long; the ledger keeps them for the retention.
 KEEP_FINISHED = timedelta(hours=1)
+# A schedule's commands become Command objects (and ledger rows) this long before they fall due
+# (at least three ticks ahead); until then they are kept compact (coordinator.ledger.plans).
+LOOK_AHEAD = timedelta(seconds=60)
 PRUNE_EVERY = timedelta(hours=1)
 # Setpoint channels an emergency-stop reset restores: the newest of each, once.
 RESTORED_CHANNELS = tuple(frozenset(t for t, c in CHANNEL.items() if c == channel) for channel in ("power", "limit"))
@@ -143,6 +150,7 @@ class Planner(Service):
         ledger: Ledger | None = None,
         retention: timedelta | None = None,
         max_message_bytes: int | None = None,
+        look_ahead: timedelta | None = None,
     ) -> None:
         config = settings()
         self.site = site
@@ -159,6 +167,7 @@ class Planner(Service):
         # are announced together by SCHEDULE_PLANNED: one event, not one per command: a
         # 5,000-asset day is 480,000 of them (docs/durability.md).
         self._planning = False
+        self._recorded: set[str] = set()  # commands whose event the ledger has recorded already
         forward_events(self.bus, self._publish_event, skip=frozenset({EventType.SCHEDULE_RECEIVED}),
                        unless=lambda event: self._planning and isinstance(event.payload, CommandPayload))
         # Commands travel to their gateway as they are; each gateway translates them, once.
@@ -169,6 +178,10 @@ class Planner(Service):
         self._asset_versions = self._bounded(self.ledger.asset_versions())  # asset_id -> newest version applied
         self._newest_created = self.ledger.newest_created_at()
         self._unreconciled = self.engine.restore(self.ledger.open_commands())
+        # Compact commands scheduled up to here are the engine's; None: the first tick decides.
+        self._loaded_until: datetime | None = None
+        ticks = timedelta(seconds=3 * site.coordinator.dispatch_interval_seconds)
+        self.look_ahead = look_ahead or max(LOOK_AHEAD, ticks)
         self._next_prune = clock()
         # Limits (coordinator.limits): the power in force per asset, and operators' caps.
         self.in_force: dict[str, float] = {}
@@ -227,7 +240,7 @@ class Planner(Service):
 
     def _record(self, event: Event) -> None:
         payload = event.payload
-        if not isinstance(payload, CommandPayload):
+        if not isinstance(payload, CommandPayload) or payload.command_id in self._recorded:
             return
         cmd = self.engine.get_command(payload.command_id)
         unit = self.ledger.current
@@ -293,31 +306,67 @@ class Planner(Service):
                        f" for {', '.join(newer)}")
             self._refuse_schedule(topic, accepted, now, "stale_version", message, RefusalReason.STALE_VERSION)
             return
-        self._planning = True
-        try:
-            commands = self.engine.schedule_to_commands(msg.frame, msg.asset_map, schedule_id=sid,
-                                                        now=self._created_at(), announce=False)
-            unit.add_commands(commands)
-            planned = {c.asset_id for c in commands}
-            superseded = []
-            if len(msg.frame.index):
-                superseded = self.engine.supersede(planned, msg.frame.index[0].to_pydatetime(), sid)
-        except ScheduleError as exc:  # the engine has published SCHEDULE_REJECTED
-            log.error("schedule %s passed the ingester but not the engine: %s", sid, exc)
-            unit.schedule_rejected(sid, accepted.version, now, exc.reason, str(exc))
-            return
-        finally:
-            self._planning = False
-        for asset_id in planned:
+        self._plan(accepted, review, now, unit)
+
+    def _plan(self, accepted: AcceptedSchedule, review: Accepted, now: datetime, unit: Unit) -> None:
+        """The schedule's commands into the ledger, compact (coordinator.ledger.plans): one row per
+        slot, no Command object; those due within the look-ahead become commands of the engine now,
+        the others at the tick that brings them within it. Older schedules' pending commands for
+        its assets from its first slot on end CANCELLED (superseded)."""
+        sid, msg, planned = accepted.schedule_id, review.schedule, review.plan
+        created = self._created_at()
+        config = self.site.coordinator
+        index = pd.DatetimeIndex(msg.frame.index)
+        slot_times = [_micros_exact(t) for t in index.to_pydatetime()]
+        used = np.unique(planned.key_index).tolist()  # keys with at least one command
+        asset_ids = sorted(msg.asset_map[planned.keys[i]] for i in used)
+        where = {a: i for i, a in enumerate(asset_ids)}
+        by_key = np.array([where.get(msg.asset_map[k], -1) for k in planned.keys], dtype=np.int32)
+        asset_index = by_key[planned.key_index] if len(by_key) else planned.key_index
+        plan = Plan(sid, tuple(asset_ids), _micros_exact(created), 1, config.max_retries,
+                    config.command_timeout_seconds)
+        count = len(planned.slot)
+        unit.add_plan(plan, slots_of(plan, planned.slot, asset_index, planned.command_type, planned.power_kw,
+                                     slot_times, os.urandom(ID_BYTES * count)))
+        superseded = 0
+        first_due = None
+        if count:
+            first_due = index[int(planned.slot[0])].to_pydatetime()
+            starting_at = index[0].to_pydatetime()
+            assets = set(asset_ids)
+            superseded = self.ledger.planned_pending(assets, starting_at, sid)
+            self._planning = True  # superseded commands are announced by SCHEDULE_PLANNED, not each
+            try:
+                superseded += len(self.engine.supersede(assets, starting_at, sid, now=now))
+            finally:
+                self._planning = False
+            reason = f"superseded by schedule {sid}"
+            unit.cancel_planned(Cancellation(a, plan.created_at, _micros_exact(starting_at), _micros_exact(now), reason,
+                                             announce=False) for a in asset_ids)
+        self._load(now)
+        for asset_id in asset_ids:
             self._asset_versions[asset_id] = accepted.version
             unit.set_asset_version(asset_id, accepted.version)
-        unit.schedule_planned(sid, accepted.version, accepted.received_at, now, len(commands), len(superseded))
+        unit.schedule_planned(sid, accepted.version, accepted.received_at, now, count, superseded)
         self.bus.emit(EventType.SCHEDULE_PLANNED, SchedulePlanned(
-            schedule_id=sid, version=accepted.version, site_id=self.site.site_id, command_count=len(commands),
-            asset_count=len(planned), superseded=len(superseded),
-            first_due_at=min((c.scheduled_at for c in commands), default=None)))
-        log.info("schedule %s v%s planned: %d commands, %d superseded", sid, accepted.version, len(commands),
-                 len(superseded))
+            schedule_id=sid, version=accepted.version, site_id=self.site.site_id, command_count=count,
+            asset_count=len(asset_ids), superseded=superseded, first_due_at=first_due))
+        log.info("schedule %s v%s planned: %d commands, %d superseded", sid, accepted.version, count, superseded)
+
+    def _load(self, now: datetime) -> None:
+        """Every compact command due within the look-ahead of ``now`` into the engine."""
+        until = now + self.look_ahead
+        if self._loaded_until is not None:
+            until = max(until, self._loaded_until)
+        self._materialise(until)
+        self._loaded_until = until
+
+    def _materialise(self, until: datetime) -> None:
+        """Compact commands scheduled up to ``until`` become the engine's, or rows CANCELLED by
+        the rule that cancelled them while compact."""
+        live, _ = self.ledger.materialise(until)  # the cancelled ones were announced (or not) when cancelled
+        if live:
+            self.engine.restore(live)
 
     def _answer_resend(self, sid: str, version: int) -> None:
         """A schedule already planned: a redelivery of the same accepted message (same version)
@@ -411,6 +460,8 @@ class Planner(Service):
         record after a resend is one)."""
         cmd = self.engine.get_command(result.command_id)
         if cmd is None:
+            if self.ledger.command_record(result.command_id) is not None:  # not due yet: compact in the ledger
+                return RefusalReason.NOT_DISPATCHED, f"{result.command_id} was never dispatched"
             return RefusalReason.UNKNOWN_COMMAND, f"result for {result.command_id}, a command the planner does not have"
         if cmd.asset_id != result.asset_id:
             return RefusalReason.NOT_YOURS, f"result names {result.asset_id}, {cmd.command_id} is for {cmd.asset_id}"
@@ -436,9 +487,26 @@ class Planner(Service):
         if msg.previous_state and msg.trigger and is_early_departure(msg.previous_state, msg.trigger):
             # Only commands that existed when the vehicle left: a retained state replayed
             # after a restart must not cancel a schedule made since.
-            self.engine.cancel_pending_for_asset(
-                msg.asset_id, f"early departure: vehicle unplugged while {msg.previous_state}", created_before=msg.since
-            )
+            reason = f"early departure: vehicle unplugged while {msg.previous_state}"
+            self.engine.cancel_pending_for_asset(msg.asset_id, reason, created_before=msg.since)
+            self._cancel_planned(msg.asset_id, msg.since, reason)
+
+    def _cancel_planned(self, asset_id: str, created_before: datetime, reason: str) -> None:
+        """The compact commands of ``asset_id`` made before ``created_before`` end CANCELLED: a rule
+        in the ledger (written out when they are materialised), one COMMAND_CANCELLED each now."""
+        unit = self.ledger.current
+        assert unit is not None  # @durable
+        now = self.clock()
+        ending = self.ledger.planned_for(asset_id, created_before)
+        unit.cancel_planned([Cancellation(asset_id, _micros_exact(created_before), 0, _micros_exact(now), reason,
+                                          announce=True)])
+        self._recorded.update(c.command_id for c in ending)  # the rule is their record
+        try:
+            for cmd in ending:
+                cmd.status, cmd.error, cmd.finished_at = CommandStatus.CANCELLED, reason, now
+                self.bus.emit(EventType.COMMAND_CANCELLED, CommandCancelled.of(cmd))
+        finally:
+            self._recorded.clear()
 
     # -- operators: qubit/operator/commands ---------------------------------------------
 
@@ -553,8 +621,11 @@ class Planner(Service):
                       EmergencyStopReset(reason=order.reason, issued_by=order.issued_by, ordered_at=order.at))
         now = self.clock()
         again = []
+        planned = self.ledger.planned_assets()  # a schedule's setpoints, still compact: the power channel
         for channel in RESTORED_CHANNELS:
             for asset_id, in_force in self.ledger.completed_setpoints(channel).items():
+                if channel is RESTORED_CHANNELS[0] and asset_id in planned:
+                    continue
                 if asset_id in self.routes and not self.engine.has_unfinished(asset_id, channel):
                     again.append(Command(
                         asset_id, in_force.command_type, dict(in_force.parameters), now,
@@ -569,6 +640,7 @@ class Planner(Service):
     @durable
     def tick(self, now: datetime) -> None:
         batches: dict[str, list[Command]] = defaultdict(list)
+        self._load(now)
         if self._unreconciled:
             self._reconcile(now, batches)
         self.engine.check_timeouts(now)
@@ -617,6 +689,14 @@ _REFUSAL = {
     "malformed": RefusalReason.UNREADABLE, "not_msgpack": RefusalReason.UNREADABLE,
 }
 """The schedule review's reasons as refusal reasons; the others are ``invalid``."""
+
+
+def _micros_exact(at: datetime) -> int:
+    """``at`` in the ledger's unit, exactly (microseconds since the epoch)."""
+    return (at - _EPOCH) // timedelta(microseconds=1)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _micros(at: datetime) -> int:

@@ -132,14 +132,19 @@ def _listed(items: Iterable[object]) -> str:
 
 
 def _numeric_block(df: pd.DataFrame, columns: list[str]) -> np.ndarray:
-    """The columns as one float64 matrix (slots x columns); refuse anything that is not a power."""
-    block = df[columns]
+    """The columns as one float64 matrix (slots x columns); refuse anything that is not a power.
+    Read only: it may be the frame's own memory."""
+    # Every column, in order (a depot of chargers): the frame itself, not a copy of it.
+    block = df if list(df.columns) == columns else df[columns]
     bad_type = [
         c for c, dtype in zip(columns, block.dtypes, strict=True) if dtype.kind not in "iuf"
     ]  # bool, object, string, datetime... are not powers
     if bad_type:
         raise ScheduleError("non_numeric", f"setpoint columns must be numeric: {_listed(bad_type)}", bad_type)
-    values = block.to_numpy(dtype=np.float64, na_value=np.nan)
+    if all(dtype == np.float64 for dtype in block.dtypes):  # NaN is NaN already: a view, not a copy
+        values = block.to_numpy(dtype=np.float64, copy=False)
+    else:
+        values = block.to_numpy(dtype=np.float64, na_value=np.nan)
     bad = np.isinf(values).any(axis=0)
     if bad.any():
         cols = [c for c, b in zip(columns, bad, strict=True) if b]
@@ -158,6 +163,8 @@ def _numeric_block(df: pd.DataFrame, columns: list[str]) -> np.ndarray:
 
 def _forward_fill(values: np.ndarray) -> np.ndarray:
     """NaN takes the last non-NaN value above it in the same column (leading NaN stays)."""
+    if not np.isnan(values).any():
+        return values
     rows = np.arange(values.shape[0])[:, None]
     last = np.where(np.isnan(values), 0, rows)
     np.maximum.accumulate(last, axis=0, out=last)
@@ -180,9 +187,15 @@ class PlannedSetpoints:
     """The outcome of change detection, still columnar: one entry per command to create."""
 
     slot: np.ndarray  # row index into the schedule
-    key: np.ndarray  # asset_map key (object array)
+    key_index: np.ndarray  # index into keys (int32): no object per command
     command_type: np.ndarray  # index into SETPOINT_TYPES (int8)
     power_kw: np.ndarray  # float64
+    keys: tuple[str, ...] = ()  # the asset_map keys of the setpoint columns
+
+    @property
+    def key(self) -> np.ndarray:
+        """Each entry's asset_map key (an object array)."""
+        return np.array(self.keys, dtype=object)[self.key_index] if self.keys else np.empty(0, dtype=object)
 
 
 def plan_setpoints(df: pd.DataFrame, asset_map: Mapping[str, str]) -> PlannedSetpoints:
@@ -212,14 +225,22 @@ def plan_setpoints(df: pd.DataFrame, asset_map: Mapping[str, str]) -> PlannedSet
             "one asset takes one setpoint per slot",
             [c for k in keys for c in ([cols.ev[k]] if k in cols.ev else [c for c in cols.battery[k] if c])],
         )
-    parts = [_plan_ev(df, cols.ev), _plan_batteries(df, cols.battery)]
-    slot = np.concatenate([p[0] for p in parts])
+    ev, batteries = _plan_ev(df, cols.ev), _plan_batteries(df, cols.battery)
+    key_names = tuple(cols.keys)
+    # Each part is in slot order already (np.nonzero walks row by row); merging two costs a sort
+    # and a copy of every array, which a site of one kind (a depot of chargers) need not pay.
+    if not len(batteries[0]) or not len(ev[0]):
+        slot, index, types, power = ev if len(ev[0]) else (batteries[0], batteries[1] + len(cols.ev), *batteries[2:])
+        return PlannedSetpoints(slot=slot, key_index=index.astype(np.int32), command_type=types, power_kw=power,
+                                keys=key_names)
+    slot = np.concatenate([ev[0], batteries[0]])
     order = np.argsort(slot, kind="stable")
     return PlannedSetpoints(
         slot=slot[order],
-        key=np.concatenate([p[1] for p in parts])[order],
-        command_type=np.concatenate([p[2] for p in parts])[order],
-        power_kw=np.concatenate([p[3] for p in parts])[order],
+        key_index=np.concatenate([ev[1], batteries[1] + len(cols.ev)]).astype(np.int32)[order],
+        command_type=np.concatenate([ev[2], batteries[2]])[order],
+        power_kw=np.concatenate([ev[3], batteries[3]])[order],
+        keys=key_names,
     )
 
 
@@ -234,9 +255,8 @@ def _plan_ev(df: pd.DataFrame, ev: dict[str, str]) -> _Part:
     keys = list(ev)
     values = _forward_fill(_numeric_block(df, [ev[k] for k in keys]))
     slots, idx = np.nonzero(_changes(values))
-    key_arr = np.array(keys, dtype=object)[idx] if keys else np.empty(0, dtype=object)
     types = np.full(len(slots), _CHARGE, dtype=np.int8)
-    return slots, key_arr, types, values[slots, idx]
+    return slots, idx, types, values[slots, idx]
 
 
 def _plan_batteries(df: pd.DataFrame, battery: dict[str, tuple[str | None, str | None]]) -> _Part:
@@ -271,8 +291,7 @@ def _plan_batteries(df: pd.DataFrame, battery: dict[str, tuple[str | None, str |
     last_mode = _forward_fill(np.where(net == 0, np.nan, np.sign(net)))[slots, idx]
     discharging = (changed_net < 0) | ((changed_net == 0) & (last_mode < 0))
     types = np.where(discharging, _DISCHARGE, _CHARGE).astype(np.int8)
-    key_arr = np.array(keys, dtype=object)[idx] if keys else np.empty(0, dtype=object)
-    return slots, key_arr, types, np.abs(changed_net)
+    return slots, idx, types, np.abs(changed_net)
 
 
 def schedule_to_commands(
@@ -320,10 +339,11 @@ def _build_commands(
 ) -> list[Command]:
     types = SETPOINT_TYPES
     pending = CommandStatus.PENDING
+    assets = [asset_map[key] for key in plan.keys]
     # Positional arguments: about a quarter cheaper than keywords at this volume.
     return [
         Command(
-            asset_map[key],
+            assets[key],
             types[ctype],
             {"power_kw": power},
             slot_times[slot],
@@ -337,6 +357,7 @@ def _build_commands(
             created,
         )
         for slot, key, ctype, power, command_id in zip(
-            plan.slot.tolist(), plan.key.tolist(), plan.command_type.tolist(), plan.power_kw.tolist(), ids, strict=True
+            plan.slot.tolist(), plan.key_index.tolist(), plan.command_type.tolist(), plan.power_kw.tolist(), ids,
+            strict=True
         )
     ]

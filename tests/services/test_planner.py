@@ -108,7 +108,7 @@ def test_unknown_and_malformed_results_change_nothing(site, recorder):
 
 
 def test_a_result_from_another_gateway_or_for_a_command_not_in_flight_is_refused(site, recorder):
-    planner = Planner(site, recorder, clock=lambda: T0)
+    planner = Planner(site, recorder, clock=lambda: T0, look_ahead=timedelta(days=1))  # every command in the engine
     refused = refusals_of(planner)
     planner.on_schedule("t", accepted({"ev_001_kw": [7.0, 11.0]}, "sch_a", 1))
     planner.tick(T0)

@@ -137,7 +137,7 @@ def test_redelivered_and_stale_schedules_are_refused_across_restarts(site, recor
 
 def test_created_at_increases_from_schedule_to_schedule_even_if_the_clock_steps_back(site, recorder):
     clock = Clock()
-    planner = Planner(site, recorder, clock=clock)
+    planner = Planner(site, recorder, clock=clock, look_ahead=timedelta(days=1))  # every command in the engine
     planner.on_schedule("t", accepted({"ev_001_kw": [7.0]}, "sch_a", 1))
     clock.now = T0 - timedelta(hours=1)
     planner.on_schedule("t", accepted({"ev_001_kw": [8.0]}, "sch_b", 2, start=T0 + SLOT))

@@ -3,10 +3,12 @@
 import sqlite3
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 
 from coordinator.base import Command, CommandStatus, CommandType
 from coordinator.ledger import Ledger, LedgerError, OutboxSender
+from coordinator.ledger.plans import Cancellation, Plan, PlannedSlot
 from coordinator.ledger.store import REPLAY_WINDOW
 
 T0 = datetime(2025, 1, 15, 8, 0, 0, 123457, tzinfo=UTC)
@@ -88,3 +90,38 @@ def test_completed_setpoints_are_the_newest_per_asset_by_creation_then_slot(tmp_
             unit.record(cmd, "COMMAND_CREATED", T0)
     found = ledger.completed_setpoints({CommandType.SET_CHARGE_RATE, CommandType.SET_DISCHARGE_RATE})
     assert {a: c.command_id for a, c in found.items()} == {"ast_1": "cmd_new"}
+
+
+def test_a_version_1_ledger_is_taken_over_with_the_compact_tables(tmp_path):
+    path = tmp_path / "l.sqlite"
+    Ledger.open(path).close()
+    db = sqlite3.connect(path)
+    db.executescript("DROP TABLE plans; DROP TABLE planned_slots; DROP TABLE cancellations;"
+                     " UPDATE meta SET value = '1' WHERE key = 'schema_version';")
+    db.commit()
+    db.close()
+    ledger = Ledger.open(path)
+    assert ledger.due_slots(T0) == [] and ledger.planned_assets() == set()
+    version = sqlite3.connect(path).execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    assert version == ("2",)
+
+
+def test_a_plan_is_pruned_once_every_slot_is_materialised_and_its_rules_with_it(tmp_path):
+    ledger = Ledger.open(tmp_path / "l.sqlite")
+    us = (T0 - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    plan = Plan("sch_1", ("ast_1", "ast_2"), us, 1, 3, 30.0)
+    slot = PlannedSlot("sch_1", us, bytes(range(12)), np.array([0, 1], dtype=np.int32),
+                       np.array([0, 1], dtype=np.int8), np.array([7.0, 3.5]))
+    with ledger.unit() as unit:
+        unit.add_plan(plan, [slot])
+        unit.cancel_planned([Cancellation("ast_2", us + 1, 0, us, "early departure", announce=True)])
+    record = ledger.command_record(slot.command_id(1))
+    assert record is not None and record["status"] == "CANCELLED"
+    with ledger.unit():
+        live, cancelled = ledger.materialise(T0)
+    assert [c.asset_id for c in live] == ["ast_1"] and [c.asset_id for c, _ in cancelled] == ["ast_2"]
+    record = ledger.command_record(slot.command_id(1))
+    assert record is not None and record["transitions"][0]["reason"] == "early departure"
+    ledger.prune(T0 - timedelta(days=1))
+    assert ledger._db.execute("SELECT count(*) FROM plans").fetchone() == (0,)
+    assert ledger._db.execute("SELECT count(*) FROM cancellations").fetchone() == (0,)

@@ -22,9 +22,22 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from coordinator.base import Command, CommandStatus, CommandType
+import numpy as np
 
-SCHEMA_VERSION = 1
+from coordinator.base import Command, CommandStatus, CommandType
+from coordinator.ledger.plans import (
+    SETPOINT_TYPES,
+    Cancellation,
+    Plan,
+    PlannedSlot,
+    cancel_mask,
+    cancelled_from,
+    commands_of,
+)
+
+SCHEMA_VERSION = 2
+"""2: a schedule's commands not yet due are kept compact (plans, planned_slots, cancellations:
+coordinator.ledger.plans). A version 1 file is taken over as it is (it has none of them)."""
 
 REPLAY_WINDOW = timedelta(seconds=30)
 """How long a message the broker confirmed stays in the outbox: a broker killed before it
@@ -88,6 +101,33 @@ CREATE TABLE IF NOT EXISTS outbox (
     confirmed_at INTEGER            -- the broker's PUBACK; kept REPLAY_WINDOW longer
 );
 CREATE INDEX IF NOT EXISTS outbox_confirmed ON outbox(confirmed_at);
+CREATE TABLE IF NOT EXISTS plans (
+    schedule_id TEXT PRIMARY KEY,
+    asset_ids TEXT NOT NULL,        -- JSON array; a slot's entries index into it
+    created_at INTEGER NOT NULL,
+    priority INTEGER NOT NULL,
+    max_retries INTEGER NOT NULL,
+    timeout_seconds REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS planned_slots (   -- commands not yet materialised, one row per slot
+    schedule_id TEXT NOT NULL,
+    scheduled_at INTEGER NOT NULL,
+    command_ids BLOB NOT NULL,      -- 6 raw bytes each
+    assets BLOB NOT NULL,           -- int32 little-endian indices into plans.asset_ids
+    types BLOB NOT NULL,            -- int8 codes (coordinator.ledger.plans.SETPOINT_TYPES)
+    powers BLOB NOT NULL,           -- float64 little-endian kW
+    PRIMARY KEY (schedule_id, scheduled_at)
+);
+CREATE INDEX IF NOT EXISTS planned_slots_due ON planned_slots(scheduled_at);
+CREATE TABLE IF NOT EXISTS cancellations (
+    id INTEGER PRIMARY KEY,
+    asset_id TEXT NOT NULL,
+    created_before INTEGER NOT NULL,
+    scheduled_from INTEGER NOT NULL,
+    at INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    announce INTEGER NOT NULL
+);
 """
 
 
@@ -119,6 +159,19 @@ class Unit:
     messages: list[OutgoingMessage] = field(default_factory=list)
     schedules: list[tuple[Any, ...]] = field(default_factory=list)
     asset_versions: dict[str, int] = field(default_factory=dict)
+    plans: list[Plan] = field(default_factory=list)
+    planned_slots: list[PlannedSlot] = field(default_factory=list)
+    cancellations: list[Cancellation] = field(default_factory=list)
+    materialised: list[tuple[str, int]] = field(default_factory=list)
+
+    def add_plan(self, plan: Plan, slots: Iterable[PlannedSlot]) -> None:
+        """A schedule's commands kept compact until ``Ledger.due_slots`` hands them out."""
+        self.plans.append(plan)
+        self.planned_slots.extend(slots)
+
+    def cancel_planned(self, rules: Iterable[Cancellation]) -> None:
+        """Rules cancelling compact commands as they are materialised (coordinator.ledger.plans)."""
+        self.cancellations.extend(rules)
 
     def add_commands(self, commands: Iterable[Command]) -> None:
         """Commands created in this unit without a COMMAND_CREATED each (a schedule's)."""
@@ -160,6 +213,7 @@ class Ledger:
         self._depth = 0
         self._confirmed: list[tuple[int, int]] = []  # (confirmed_at, message id)
         self._committed_listeners: list[Any] = []
+        self._plans: dict[str, Plan] = {}  # plans never change once written
         row = self._db.execute("SELECT max(id) FROM outbox").fetchone()
         self._next_message_id = (row[0] or 0) + 1
 
@@ -175,13 +229,16 @@ class Ledger:
             db = sqlite3.connect(where, isolation_level=None, check_same_thread=True)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
-            # A 5,000-asset day inserts 480,000 commands in one unit: with the default 2 MiB page
-            # cache the random command ids thrash the primary key's B-tree (5 s instead of 3.5).
-            db.execute("PRAGMA cache_size=-65536")
+            # Rows are written a slot (5,000 commands at most on a 5,000-asset site) at a time, the
+            # rest of a schedule as a few blobs per slot (coordinator.ledger.plans): 8 MiB of page
+            # cache hold a slot's B-tree pages without costing the planner its memory budget.
+            db.execute("PRAGMA cache_size=-8192")
             db.executescript(_SCHEMA)
             found = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if found is None:
                 db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif found[0] == "1":  # the new tables were just made: nothing else differs
+                db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
             elif found[0] != str(SCHEMA_VERSION):
                 raise LedgerError(f"ledger {where} has schema version {found[0]}, this planner reads {SCHEMA_VERSION}")
         except (sqlite3.Error, OSError) as exc:
@@ -235,6 +292,18 @@ class Ledger:
         db = self._db
         try:
             db.execute("BEGIN IMMEDIATE")
+            if unit.plans:
+                db.executemany("INSERT OR REPLACE INTO plans VALUES (?,?,?,?,?,?)", (
+                    (p.schedule_id, json.dumps(p.asset_ids), p.created_at, p.priority, p.max_retries,
+                     p.timeout_seconds) for p in unit.plans))
+            if unit.planned_slots:
+                db.executemany("INSERT INTO planned_slots VALUES (?,?,?,?,?,?)", (s.row() for s in unit.planned_slots))
+            if unit.cancellations:
+                db.executemany("INSERT INTO cancellations (asset_id, created_before, scheduled_from, at, reason,"
+                               " announce) VALUES (?,?,?,?,?,?)", (c.row() for c in unit.cancellations))
+            if unit.materialised:
+                db.executemany("DELETE FROM planned_slots WHERE schedule_id = ? AND scheduled_at = ?",
+                               unit.materialised)
             if unit.new_commands:
                 db.executemany("INSERT INTO commands VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                                map(_row, unit.new_commands.values()))
@@ -278,8 +347,140 @@ class Ledger:
         return None if row is None else str(row[0])
 
     def newest_created_at(self) -> datetime | None:
-        row = self._db.execute("SELECT max(created_at) FROM commands").fetchone()
-        return None if row[0] is None else _dt(row[0])
+        row = self._db.execute(
+            "SELECT max(coalesce((SELECT max(created_at) FROM commands), -1),"
+            " coalesce((SELECT max(created_at) FROM plans), -1))").fetchone()
+        return None if row[0] < 0 else _dt(row[0])
+
+    # -- compact plans (coordinator.ledger.plans) ----------------------------------------
+
+    def due_slots(self, until: datetime) -> list[tuple[Plan, PlannedSlot]]:
+        """Compact slots scheduled at or before ``until``, in slot order, with their plans."""
+        cut = _us(until)
+        slots = self._slots("WHERE scheduled_at <= ?", (cut,), lambda s: s.scheduled_at <= cut)
+        return [(self._plan(s.schedule_id), s) for s in sorted(slots, key=lambda s: s.scheduled_at)]
+
+    def materialise(self, until: datetime) -> tuple[list[Command], list[tuple[Command, Cancellation]]]:
+        """Every compact command scheduled at or before ``until``, as Command objects: (pending
+        ones, ones a cancellation rule ended with their rule). The current unit writes them as rows
+        of the commands table (the cancelled ones with their transition) and drops their slots."""
+        unit = self._unit
+        if unit is None:
+            raise RuntimeError("materialise outside a unit of work of the ledger")
+        due = self.due_slots(until)
+        if not due:
+            return [], []
+        rules = self._rules()
+        applying: dict[str, dict[str, Cancellation]] = {}
+        live: list[Command] = []
+        cancelled: list[tuple[Command, Cancellation]] = []
+        for plan, slot in due:
+            if plan.schedule_id not in applying:
+                applying[plan.schedule_id] = cancelled_from(plan, rules)
+            pending, ended = commands_of(plan, slot, applying[plan.schedule_id], _dt)
+            live += pending
+            cancelled += ended
+            unit.materialised.append((slot.schedule_id, slot.scheduled_at))
+        unit.add_commands(live)
+        unit.add_commands(cmd for cmd, _ in cancelled)
+        unit.transitions.extend((cmd.command_id, rule.at, "COMMAND_CANCELLED", CommandStatus.CANCELLED.value, 0,
+                                 rule.reason) for cmd, rule in cancelled)
+        return live, cancelled
+
+    def planned_pending(self, asset_ids: set[str], scheduled_from: datetime, exclude_schedule: str) -> int:
+        """Compact commands of other schedules than ``exclude_schedule``, for ``asset_ids``,
+        scheduled at or after ``scheduled_from`` and not cancelled by a rule: what a new
+        schedule for those assets from that time on supersedes."""
+        cut = _us(scheduled_from)
+        slots = self._slots("WHERE scheduled_at >= ? AND schedule_id != ?", (cut, exclude_schedule),
+                            lambda s: s.scheduled_at >= cut and s.schedule_id != exclude_schedule)
+        return sum(self._pending_in(slot, asset_ids) for slot in slots)
+
+    def _pending_in(self, slot: PlannedSlot, asset_ids: set[str] | None,
+                    rules: list[Cancellation] | None = None) -> int:
+        plan = self._plan(slot.schedule_id)
+        applying = cancelled_from(plan, self._rules() if rules is None else rules)
+        names = plan.asset_ids
+        return sum(1 for i, rule in zip(slot.assets.tolist(), cancel_mask(plan, slot, applying), strict=True)
+                   if rule is None and (asset_ids is None or names[i] in asset_ids))
+
+    def planned_for(self, asset_id: str, created_before: datetime) -> list[Command]:
+        """The compact commands of ``asset_id`` created before ``created_before`` and still pending."""
+        cut, rules, found = _us(created_before), self._rules(), []
+        for slot in self._slots("", (), lambda s: True):
+            plan = self._plan(slot.schedule_id)
+            if plan.created_at >= cut or asset_id not in plan.asset_ids:
+                continue
+            mine = np.flatnonzero(slot.assets == plan.asset_ids.index(asset_id)).tolist()
+            if not mine:
+                continue
+            live, _ = commands_of(plan, slot.only(mine), cancelled_from(plan, rules), _dt)
+            found += live
+        return sorted(found, key=lambda c: c.scheduled_at)
+
+    def planned_assets(self) -> set[str]:
+        """Assets with compact commands not yet materialised."""
+        found: set[str] = set()
+        for slot in self._slots("", (), lambda s: True):
+            names = self._plan(slot.schedule_id).asset_ids
+            found.update(names[i] for i in set(slot.assets.tolist()))
+        return found
+
+    def _plan(self, schedule_id: str) -> Plan:
+        known = self._plans.get(schedule_id)
+        if known is not None:
+            return known
+        for plan in self._unit.plans if self._unit is not None else ():
+            if plan.schedule_id == schedule_id:
+                return plan
+        row = self._db.execute("SELECT * FROM plans WHERE schedule_id = ?", (schedule_id,)).fetchone()
+        if row is None:
+            raise LedgerError(f"ledger {self.path}: planned slots of {schedule_id} without its plan")
+        plan = self._plans[schedule_id] = Plan(row[0], tuple(json.loads(row[1])), row[2], row[3], row[4], row[5])
+        return plan
+
+    def _slots(self, where: str, args: tuple[Any, ...], keep: Any) -> list[PlannedSlot]:
+        """Compact slots: committed ones matching ``where``, and this unit's matching ``keep``,
+        less those this unit materialised."""
+        slots = [PlannedSlot.from_row(r) for r in self._db.execute(f"SELECT * FROM planned_slots {where}", args)]
+        unit = self._unit
+        if unit is not None:
+            slots += [s for s in unit.planned_slots if keep(s)]
+            gone = set(unit.materialised)
+            if gone:
+                slots = [s for s in slots if (s.schedule_id, s.scheduled_at) not in gone]
+        return slots
+
+    def _rules(self) -> list[Cancellation]:
+        rules = [Cancellation(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in self._db.execute(
+            "SELECT asset_id, created_before, scheduled_from, at, reason, announce FROM cancellations")]
+        if self._unit is not None:
+            rules += self._unit.cancellations
+        return rules
+
+    def _planned_record(self, command_id: str) -> dict[str, Any] | None:
+        """``command_record`` of a command still compact."""
+        for slot in self._slots("", (), lambda s: True):
+            i = slot.find(command_id)
+            if i is None:
+                continue
+            plan = self._plan(slot.schedule_id)
+            rule = cancel_mask(plan, slot, cancelled_from(plan, self._rules()))[i]
+            return {
+                "command_id": command_id, "schedule_id": plan.schedule_id,
+                "asset_id": plan.asset_ids[int(slot.assets[i])],
+                "command_type": SETPOINT_TYPES[int(slot.types[i])].value,
+                "parameters": {"power_kw": float(slot.powers[i])}, "scheduled_at": _dt(slot.scheduled_at),
+                "created_at": _dt(plan.created_at), "priority": plan.priority, "max_retries": plan.max_retries,
+                "timeout_seconds": plan.timeout_seconds,
+                "status": (CommandStatus.PENDING if rule is None else CommandStatus.CANCELLED).value, "attempts": 0,
+                "dispatched_at": None, "finished_at": None if rule is None else _dt(rule.at), "next_attempt_at": None,
+                "error": None if rule is None else rule.reason,
+                "transitions": [] if rule is None else [{"at": _dt(rule.at), "event": "COMMAND_CANCELLED",
+                                                         "status": CommandStatus.CANCELLED.value, "attempt": 0,
+                                                         "reason": rule.reason}],
+            }
+        return None
 
     def unsent(self) -> list[OutgoingMessage]:
         """Messages committed and not yet confirmed by the broker, in the order they were made."""
@@ -310,7 +511,7 @@ class Ledger:
         """The command as recorded, with every transition, for ``qubit status cmd_...``."""
         record = self._row_as_dict("SELECT * FROM commands WHERE command_id = ?", command_id)
         if record is None:
-            return None
+            return self._planned_record(command_id)
         for key in ("scheduled_at", "created_at", "dispatched_at", "finished_at", "next_attempt_at"):
             record[key] = _dt_or_none(record[key])
         record["parameters"] = json.loads(record["parameters"])
@@ -329,8 +530,15 @@ class Ledger:
             return None
         record["recorded_at"] = _dt(record["recorded_at"])
         record["received_at"] = _dt_or_none(record["received_at"])
-        record["command_statuses"] = dict(self._db.execute(
+        statuses: dict[str, int] = dict(self._db.execute(
             "SELECT status, count(*) FROM commands WHERE schedule_id = ? GROUP BY status", (schedule_id,)).fetchall())
+        rules = self._rules()
+        for slot in self._slots("WHERE schedule_id = ?", (schedule_id,), lambda s: s.schedule_id == schedule_id):
+            pending = self._pending_in(slot, None, rules)
+            for status, count in (("PENDING", pending), ("CANCELLED", len(slot) - pending)):
+                if count:
+                    statuses[status] = statuses.get(status, 0) + count
+        record["command_statuses"] = statuses
         return record
 
     def _row_as_dict(self, query: str, key: str) -> dict[str, Any] | None:
@@ -352,11 +560,19 @@ class Ledger:
             commands = db.execute("DELETE FROM commands WHERE finished_at < ?", (cutoff,)).rowcount
             schedules = db.execute(
                 "DELETE FROM schedules WHERE recorded_at < ? AND NOT EXISTS"
-                " (SELECT 1 FROM commands c WHERE c.schedule_id = schedules.schedule_id)", (cutoff,)).rowcount
+                " (SELECT 1 FROM commands c WHERE c.schedule_id = schedules.schedule_id) AND NOT EXISTS"
+                " (SELECT 1 FROM planned_slots s WHERE s.schedule_id = schedules.schedule_id)", (cutoff,)).rowcount
+            # A plan with every slot materialised is not needed any more, nor the rules that could
+            # only cancel commands older than every plan left.
+            db.execute("DELETE FROM plans WHERE NOT EXISTS"
+                       " (SELECT 1 FROM planned_slots s WHERE s.schedule_id = plans.schedule_id)")
+            db.execute("DELETE FROM cancellations WHERE created_before <= coalesce((SELECT min(created_at) FROM plans),"
+                       " 9223372036854775807)")
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             _roll_back(db)
             raise LedgerError(f"ledger {self.path}: pruning failed: {exc}") from exc
+        self._plans.clear()
         return commands, schedules
 
 

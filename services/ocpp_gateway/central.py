@@ -32,7 +32,6 @@ from http import HTTPStatus
 from typing import Any, Protocol
 
 import websockets
-from ocpp.charge_point import camel_to_snake_case
 from ocpp.messages import Call, CallError, CallResult, MessageType
 from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint as V16ChargePoint
@@ -54,7 +53,7 @@ from coordinator.contract.events import RefusalReason
 from coordinator.protocols.ocpp.frames import MAX_DEPTH, message_id, too_deep
 from coordinator.protocols.ocpp.internals import exchange
 from coordinator.protocols.ocpp.meter import power_kw
-from coordinator.protocols.ocpp.payload import call_payload
+from coordinator.protocols.ocpp.payload import answer_payload, call_payload
 from coordinator.protocols.ocpp.status import v16_state, v201_connector_state, v201_transaction_state
 from coordinator.protocols.ocpp.version import SUBPROTOCOLS, OCPPVersion
 from coordinator.runtime.refusals import OCPP_SOURCE, Refusals
@@ -122,7 +121,7 @@ class _Requests:
         response = await exchange(self, message, on_stray=self._stray)  # type: ignore[arg-type]
         if isinstance(response, CallError):
             raise response.to_exception()
-        payload = camel_to_snake_case(response.payload)
+        payload = answer_payload(response.payload)
         return payload if isinstance(payload, dict) else {}
 
     def _stray(self, response: CallResult | CallError) -> None:

@@ -34,7 +34,7 @@ def test_nothing_returns_before_its_commit() -> None:
         return asset in committed
 
     async def main() -> list[bool]:
-        return await asyncio.gather(one("ast_a"), one("ast_b"))
+        return list(await asyncio.gather(one("ast_a"), one("ast_b")))
 
     assert asyncio.run(main()) == [True, True]
 
@@ -46,8 +46,8 @@ def test_a_failed_commit_raises_in_every_task_it_held() -> None:
     group = GroupCommit(fail)
 
     async def main() -> list[object]:
-        return await asyncio.gather(group.mark(command("ast_a")), group.mark(command("ast_b")),
-                                    return_exceptions=True)
+        return list(await asyncio.gather(group.mark(command("ast_a")), group.mark(command("ast_b")),
+                                         return_exceptions=True))
 
     outcomes = asyncio.run(main())
     assert all(isinstance(o, OSError) for o in outcomes) and len(outcomes) == 2

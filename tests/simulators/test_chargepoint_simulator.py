@@ -731,7 +731,8 @@ def test_answers_without_validation_are_the_packages_own(version):
     """--no-validation answers through the simulator's lean path: the same JSON as the package's."""
     if version == "1.6":
         calls = [v16_profile(11_000), v16_call.GetCompositeSchedule(connector_id=1, duration=60),
-                 v16_call.GetCompositeSchedule(connector_id=1, duration=60, charging_rate_unit="A"),
+                 v16_call.GetCompositeSchedule(connector_id=1, duration=60,
+                                                charging_rate_unit=v16.ChargingRateUnitType.amps),
                  v16_call.ClearChargingProfile(connector_id=1),
                  v16_call.GetCompositeSchedule(connector_id=1, duration=60),
                  v16_call.RemoteStopTransaction(transaction_id=7)]

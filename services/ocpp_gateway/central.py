@@ -51,7 +51,7 @@ from websockets.typing import Subprotocol
 from coordinator.asset_machines import ChargerState
 from coordinator.contract.events import RefusalReason
 from coordinator.protocols.ocpp.frames import MAX_DEPTH, message_id, too_deep
-from coordinator.protocols.ocpp.internals import exchange
+from coordinator.protocols.ocpp.internals import exchange, handle_call
 from coordinator.protocols.ocpp.meter import power_kw
 from coordinator.protocols.ocpp.payload import answer_payload, call_payload
 from coordinator.protocols.ocpp.status import v16_state, v201_connector_state, v201_transaction_state
@@ -133,6 +133,11 @@ class _Requests:
             await self._refuse_deep(raw_msg)
             return
         await super().route_message(raw_msg)  # type: ignore[misc]  # ocpp's ChargePoint, after us in the MRO
+
+    async def _handle_call(self, msg: Call) -> None:
+        """The package's routing hands every call from the charger here: ``handle_call``, its
+        answer without its per-call costs (internals.py)."""
+        await handle_call(self, msg)  # type: ignore[arg-type]  # a ChargePoint: ocpp's, after us in the MRO
 
     async def _refuse_deep(self, frame: str) -> None:
         """A frame nested deeper than MAX_DEPTH: a CallError to a Call, a CallError in place of an answer."""

@@ -14,10 +14,8 @@ sends them before it said Accepted, and a handler never awaits a call (that dead
 from __future__ import annotations
 
 import asyncio
-import functools
-import inspect
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -77,8 +75,7 @@ from ocpp.v201.enums import (
 )
 from websockets.exceptions import ConnectionClosed
 
-from coordinator.protocols.ocpp.internals import receive
-from coordinator.protocols.ocpp.payload import answer_payload, call_payload
+from coordinator.protocols.ocpp.internals import handle_call, receive
 from simulators.chargepoint.model import (
     VOLTS_PER_PHASE,
     Effect,
@@ -186,8 +183,7 @@ class _SimulatedPoint(_OcppChargePoint):
             log.info("%s: answering %s in %g s (control: slow)", self.id, unique_id, self.charger.slow_seconds)
             await asyncio.sleep(self.charger.slow_seconds)
         try:
-            if not await self._answer_unvalidated(message):
-                await self.route_message(raw)
+            await self.route_message(raw)
         except ConnectionClosed:
             log.info("%s: connection closed before the answer to %s went out", self.id, unique_id)
         finally:
@@ -195,33 +191,12 @@ class _SimulatedPoint(_OcppChargePoint):
             # transaction messages survive a reconnect, so they are queued either way.
             self.charger.enqueue(self._deferred.pop(unique_id, []))
 
-    async def _answer_unvalidated(self, message: Call) -> bool:
-        """Answer a CSMS call whose handler skips schema validation (``validate_calls`` off)
-        the way the package's ``_handle_call`` does, without its per-call costs: two regular
-        expressions per key, a signature inspection per call, a deep copy of the answer. As a
-        load generator for a thousand chargers that was most of the simulator's time per call,
-        and the simulator, not the gateway, set the pace. False: not such a call (validated
-        ones, unknown actions, handlers with an ``after`` hook take the package's own path)."""
-        handlers = self.route_map.get(message.action)
-        if (handlers is None or not handlers.get("_skip_schema_validation", False)
-                or "_on_action" not in handlers or "_after_action" in handlers):
-            return False
-        arguments = answer_payload(message.payload)
-        if not isinstance(arguments, dict):
-            return False
-        handler = handlers["_on_action"]
-        if _takes_unique_id(handler.__func__):
-            arguments["call_unique_id"] = message.unique_id
-        try:
-            answer = handler(**arguments)
-            if inspect.isawaitable(answer):
-                answer = await answer
-        except Exception as exc:  # as the package does: the CSMS gets a CallError, the charger goes on
-            log.exception("%s: error while handling %s", self.id, message.action)
-            await self._send(message.create_call_error(exc).to_json())
-            return True
-        await self._send(message.create_call_result(call_payload(answer)).to_json())
-        return True
+    async def _handle_call(self, msg: Call) -> None:
+        """The package's routing hands every CSMS call here: ``handle_call``, its answer without
+        its per-call costs (coordinator/protocols/ocpp/internals.py). As the load generator for a
+        thousand chargers the package's own path was most of the simulator's time per call, and
+        the simulator, not the gateway, set the pace."""
+        await handle_call(self, msg)
 
     def _decided(self, unique_id: str, decision: tuple[Any, list[Effect]]) -> Any:
         answer, effects = decision
@@ -243,12 +218,6 @@ class _SimulatedPoint(_OcppChargePoint):
 
     async def _request(self, payload: Any) -> Any:
         return await self.call(payload, suppress=False)
-
-
-@functools.cache
-def _takes_unique_id(handler: Callable[..., Any]) -> bool:
-    """Does a handler want the call's unique id (the package's rule, asked once per handler)?"""
-    return "call_unique_id" in inspect.signature(handler).parameters
 
 
 class V16Point(_SimulatedPoint, V16ChargePoint):

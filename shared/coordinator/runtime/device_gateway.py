@@ -175,9 +175,16 @@ class DeviceGateway(Service):
         self.after_reset()
 
     async def _make_all_safe(self, reason: str) -> None:
-        await asyncio.gather(*(self._make_safe_one(a.asset_id, reason) for a in self.site.assets_of(self.gateway_id)))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assets = [a.asset_id for a in self.site.assets_of(self.gateway_id)]
+        safe = await asyncio.gather(*(self._make_safe_one(a, reason) for a in assets))
+        # One line for the whole stop: a warning per asset was a thousand log lines on the
+        # loop while the last chargers were still being made safe. Failures keep a line each.
+        log.warning("emergency stop: %d of %d assets in their safe state after %.0f ms%s", sum(safe), len(assets),
+                    (loop.time() - started) * 1e3, "" if all(safe) else "; the others NOT (logged above)")
 
-    async def _make_safe_one(self, asset_id: str, reason: str) -> None:
+    async def _make_safe_one(self, asset_id: str, reason: str) -> bool:
         try:
             async with asyncio.timeout(SAFE_STATE_TIMEOUT):
                 detail = await self.make_safe(asset_id, reason)
@@ -185,9 +192,10 @@ class DeviceGateway(Service):
             message = str(exc) or type(exc).__name__
             log.error("%s NOT in its safe state: %s", asset_id, message)
             self.bus.emit(EventType.ASSET_SAFE_STATE, AssetSafeState(asset_id=asset_id, safe=False, error=message))
-            return
-        log.warning("%s in its safe state: %s", asset_id, detail)
+            return False
+        log.debug("%s in its safe state: %s", asset_id, detail)  # the event carries the detail
         self.bus.emit(EventType.ASSET_SAFE_STATE, AssetSafeState(asset_id=asset_id, safe=True, detail=detail))
+        return True
 
     async def make_safe(self, asset_id: str, reason: str) -> str:
         """Put the asset into its safe state and confirm it; what was done, or raise why not."""

@@ -169,7 +169,7 @@ class Csms(V16ChargePoint):
 
     def __init__(self, link: Link, lean: bool) -> None:
         super().__init__("CP001", link)
-        self.lean, self.after_seen = lean, []
+        self.lean, self.after_seen = lean, list[str]()
 
     async def _handle_call(self, msg):
         await (internals.handle_call(self, msg) if self.lean else super()._handle_call(msg))
@@ -203,7 +203,7 @@ CALLS = [
 
 
 def test_handle_call_answers_as_the_package_does():
-    async def answers(lean: bool) -> tuple[list[object], list[str]]:
+    async def answers(lean: bool) -> tuple[list[list[object]], list[str]]:
         link = Link()
         point = Csms(link, lean)
         reading = asyncio.create_task(point.start())

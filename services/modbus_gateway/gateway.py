@@ -15,7 +15,7 @@ from coordinator.runtime.device_gateway import DeviceGateway
 from coordinator.runtime.service import Publish, base_arguments, load_site, run
 from coordinator.site import Protocol, SiteConfig
 
-from .link import BatteryLink
+from .link import BatteryLink, Marks
 
 
 class ModbusGateway(DeviceGateway):
@@ -25,7 +25,7 @@ class ModbusGateway(DeviceGateway):
         super().__init__(site, publish, gateway_id)
         self.links = {
             a.asset_id: BatteryLink(a, self.bus, self.intake, self.send_results, self._report, self.telemetry,
-                                    site.coordinator.lease_seconds)
+                                    site.coordinator.lease_seconds, Marks(self.mark_applying, self.mark_applied))
             for a in site.assets_of(gateway_id)
         }
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -52,6 +53,25 @@ class Work(StrEnum):
     fallen back (watchdog) or restarted meanwhile. Not a delivery: nothing is answered."""
 
 
+@dataclass(frozen=True)
+class Marks:
+    """How a command's "applying" and "applied" are committed: the gateway's group commits
+    (DeviceGateway.mark_applying / mark_applied), or one transaction each."""
+
+    applying: Callable[[Command], Awaitable[None]]
+    applied: Callable[[Command], Awaitable[None]]
+
+    @classmethod
+    def each(cls, intake: CommandIntake) -> Marks:
+        async def applying(cmd: Command) -> None:
+            intake.applying(cmd)
+
+        async def applied(cmd: Command) -> None:
+            intake.applied(cmd)
+
+        return cls(applying, applied)
+
+
 class LinkError(Exception):
     """The device did not answer, or answered with a Modbus exception."""
 
@@ -66,6 +86,7 @@ class BatteryLink:
         report: Callable[[str, DeviceStatus], None],
         telemetry: Callable[[str, dict[str, Any]], None],
         lease_seconds: float = 300.0,
+        marks: Marks | None = None,
     ) -> None:
         assert asset.modbus is not None
         self.asset = asset
@@ -74,6 +95,7 @@ class BatteryLink:
         self.status_registers = self.device.status()
         self.bus, self.intake = bus, intake
         self.send_results, self.report, self.telemetry = send_results, report, telemetry
+        self.marks = marks or Marks.each(intake)
         self.queue: asyncio.Queue[tuple[Command, Work]] = asyncio.Queue()
         """What the battery is to do, in order: a command to execute, one a crash left applying
         to reconcile, or a setpoint in force to restore."""
@@ -266,10 +288,15 @@ class BatteryLink:
         if superseded is not None:
             self.send_results([superseded])
             return
-        self.intake.applying(cmd)
+        await self.marks.applying(cmd)
+        if self.halted is not None:  # the stop came while the mark was committed: idle stays
+            self.send_results([answer(Outcome.REFUSED, self.halted)])
+            return
+        if not self.intake.open(cmd):  # handed back (shutdown) meanwhile
+            return
         failure = await self.apply(plan, on_written=lambda: self.send_results([answer(Outcome.ACKNOWLEDGED)]))
         if failure is None:
-            self.intake.applied(cmd)
+            await self.marks.applied(cmd)
         self.send_results([answer(Outcome.COMPLETED) if failure is None else answer(Outcome.FAILED, failure)])
 
     async def apply(self, plan: SetpointPlan, on_written: Callable[[], None] = lambda: None) -> str | None:
@@ -343,7 +370,7 @@ class BatteryLink:
         if failure is None:
             log.warning("%s: %s attempt %d, interrupted by the restart, is shown by the device: applied",
                         cmd.asset_id, cmd.command_id, cmd.attempts)
-            self.intake.applied(cmd)
+            await self.marks.applied(cmd)
             self.send_results([answer(Outcome.ACKNOWLEDGED), answer(Outcome.COMPLETED)])
         else:
             self.send_results([answer(Outcome.FAILED, f"after the gateway restarted: {failure}")])

@@ -32,7 +32,6 @@ from http import HTTPStatus
 from typing import Any, Protocol
 
 import websockets
-from ocpp.charge_point import camel_to_snake_case
 from ocpp.messages import Call, CallError, CallResult, MessageType
 from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint as V16ChargePoint
@@ -52,9 +51,9 @@ from websockets.typing import Subprotocol
 from coordinator.asset_machines import ChargerState
 from coordinator.contract.events import RefusalReason
 from coordinator.protocols.ocpp.frames import MAX_DEPTH, message_id, too_deep
-from coordinator.protocols.ocpp.internals import exchange
+from coordinator.protocols.ocpp.internals import exchange, handle_call
 from coordinator.protocols.ocpp.meter import power_kw
-from coordinator.protocols.ocpp.payload import call_payload
+from coordinator.protocols.ocpp.payload import answer_payload, call_payload
 from coordinator.protocols.ocpp.status import v16_state, v201_connector_state, v201_transaction_state
 from coordinator.protocols.ocpp.version import SUBPROTOCOLS, OCPPVersion
 from coordinator.runtime.refusals import OCPP_SOURCE, Refusals
@@ -122,7 +121,7 @@ class _Requests:
         response = await exchange(self, message, on_stray=self._stray)  # type: ignore[arg-type]
         if isinstance(response, CallError):
             raise response.to_exception()
-        payload = camel_to_snake_case(response.payload)
+        payload = answer_payload(response.payload)
         return payload if isinstance(payload, dict) else {}
 
     def _stray(self, response: CallResult | CallError) -> None:
@@ -134,6 +133,11 @@ class _Requests:
             await self._refuse_deep(raw_msg)
             return
         await super().route_message(raw_msg)  # type: ignore[misc]  # ocpp's ChargePoint, after us in the MRO
+
+    async def _handle_call(self, msg: Call) -> None:
+        """The package's routing hands every call from the charger here: ``handle_call``, its
+        answer without its per-call costs (internals.py)."""
+        await handle_call(self, msg)  # type: ignore[arg-type]  # a ChargePoint: ocpp's, after us in the MRO
 
     async def _refuse_deep(self, frame: str) -> None:
         """A frame nested deeper than MAX_DEPTH: a CallError to a Call, a CallError in place of an answer."""

@@ -136,7 +136,7 @@ class OcppGateway(DeviceGateway):
             self.send_results([result(cmd.command_id, cmd.asset_id, Outcome.FAILED,
                                       f"charger {charger.charge_point_id} is not connected")])
             return
-        if not self.begin(cmd) or point is None:  # answered: the site's stop, or a newer setpoint in force
+        if not await self.begin(cmd) or point is None:  # answered: the site's stop, or a newer setpoint in force
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + cmd.timeout_seconds
@@ -155,7 +155,7 @@ class OcppGateway(DeviceGateway):
             self.settled(cmd)
             return  # no answer: the planner's timeout decides
         if outcome is Outcome.COMPLETED:
-            self.intake.applied(cmd)
+            await self.mark_applied(cmd)
             if acknowledged:  # proven: the meter is held to it for a while (meter_watch.py)
                 self.meter_watch.proven(cmd.asset_id, cmd.command_id, limit_kw=float(cmd.parameters["power_kw"] or 0),
                                         window=charger.meter_check_seconds, now=loop.time())

@@ -171,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--applied-log", metavar="PATH",
                         help="append one JSON line per setpoint a charger applies (simulators/applied_log.py)")
     parser.add_argument("--no-validation", action="store_true",
-                        help="do not check CSMS calls against the OCPP schemas (load tests with many chargers)")
+                        help="do not check CSMS calls, nor the chargers' own calls and their answers, "
+                             "against the OCPP schemas (load tests with many chargers)")
     args = parser.parse_args(argv)
     configure_logging("chargepoint-simulator")
     if logging.getLogger().level > logging.DEBUG:

@@ -14,8 +14,11 @@ import ocpp.messages
 import pytest
 from ocpp.charge_point import ChargePoint, camel_to_snake_case, snake_to_camel_case
 from ocpp.messages import Call, CallError, CallResult, MessageType
+from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint as V16ChargePoint
 from ocpp.v16 import call as v16_call
+from ocpp.v16 import call_result as v16_result
+from ocpp.v16 import enums as v16
 
 from coordinator.protocols.ocpp import internals
 from coordinator.protocols.ocpp.payload import call_payload
@@ -50,7 +53,9 @@ async def _test_private_members_exist_with_the_expected_kind():
     assert isinstance(point._response_queue, asyncio.Queue)
     assert inspect.iscoroutinefunction(ChargePoint._send)
     assert list(inspect.signature(ChargePoint._send).parameters) == ["self", "message"]
-    assert set(internals.PRIVATE_MEMBERS) <= set(vars(point)) | set(vars(ChargePoint))
+    assert set(internals.PRIVATE_MEMBERS) <= set(vars(point)) | set(vars(ChargePoint)) | set(vars(V16ChargePoint))
+    assert inspect.iscoroutinefunction(ChargePoint._handle_call)
+    assert list(inspect.signature(ChargePoint._handle_call).parameters) == ["self", "msg"]
 
 
 def test_exchange_sends_the_call_and_returns_its_answer_skipping_strays():
@@ -157,3 +162,59 @@ def test_what_the_charge_point_simulator_relies_on():
     assert handlers is None or isinstance(handlers, dict)
     source = inspect.getsource(ChargePoint._handle_call)
     assert 'handlers.get("_skip_schema_validation", False)' in source
+
+
+class Csms(V16ChargePoint):
+    """Handlers of every kind handle_call meets: validated, with the unique id, raising, with an after hook."""
+
+    def __init__(self, link: Link, lean: bool) -> None:
+        super().__init__("CP001", link)
+        self.lean, self.after_seen = lean, list[str]()
+
+    async def _handle_call(self, msg):
+        await (internals.handle_call(self, msg) if self.lean else super()._handle_call(msg))
+
+    @on(v16.Action.boot_notification)
+    def on_boot(self, charge_point_vendor, charge_point_model, **_):
+        return v16_result.BootNotification(current_time="2025-01-01T00:00:00Z", interval=60,
+                                           status=v16.RegistrationStatus.accepted)
+
+    @after(v16.Action.boot_notification)
+    async def after_boot(self, call_unique_id, **_):
+        self.after_seen.append(call_unique_id)
+
+    @on(v16.Action.status_notification)
+    def on_status(self, connector_id, call_unique_id, **_):
+        return v16_result.StatusNotification()
+
+    @on(v16.Action.heartbeat)
+    def on_heartbeat(self):
+        raise ValueError("broken handler")
+
+
+CALLS = [
+    [2, "b-1", "BootNotification", {"chargePointVendor": "Q", "chargePointModel": "S"}],
+    [2, "s-1", "StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Available"}],
+    [2, "s-2", "StatusNotification", {"connectorId": "one", "errorCode": "NoError", "status": "Available"}],
+    [2, "h-1", "Heartbeat", {}],
+    [2, "a-1", "Authorize", {"idTag": "x"}],
+    [2, "x-1", "NoSuchAction", {}],
+]
+
+
+def test_handle_call_answers_as_the_package_does():
+    async def answers(lean: bool) -> tuple[list[list[object]], list[str]]:
+        link = Link()
+        point = Csms(link, lean)
+        reading = asyncio.create_task(point.start())
+        got = []
+        for call in CALLS:
+            await link.inbound.put(json.dumps(call))
+            got.append(json.loads(await asyncio.wait_for(link.sent.get(), 5)))
+        await asyncio.sleep(0)  # the after hook's task
+        reading.cancel()
+        return got, point.after_seen
+
+    lean, package = asyncio.run(answers(True)), asyncio.run(answers(False))
+    assert lean == package
+    assert [a[0] for a in lean[0]] == [3, 3, 4, 4, 4, 4] and lean[1] == ["b-1"]

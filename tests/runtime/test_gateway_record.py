@@ -99,3 +99,21 @@ def test_prune_forgets_only_old_finished_deliveries(tmp_path):
     assert record.prune(7.0) == 1
     assert record.delivery(old.command_id, 1) is None
     assert record.delivery(recent.command_id, 1) is not None and record.delivery(open_.command_id, 1) is not None
+
+
+def test_many_marks_in_one_transaction_are_as_one_each(tmp_path):
+    older, newer = cmd(7.0), cmd(9.0, created=T0 + timedelta(seconds=1))
+    other = Command("ast_2", CommandType.SET_CHARGE_RATE, {"power_kw": 3.0}, T0, created_at=T0)
+    record = GatewayRecord(tmp_path / "gateway-gw.sqlite")
+    record.accept([older, newer, other])
+    record.applying_all([older, other])
+    assert {d.command_id for d, _ in record.unfinished() if d.progress is Progress.APPLYING} == {
+        older.command_id, other.command_id}
+    record.applied_all([older, newer, other])  # in order: the later one of a channel is in force
+    record.close()
+
+    again = GatewayRecord(tmp_path / "gateway-gw.sqlite")
+    in_force = [again.in_force(a, CommandType.SET_CHARGE_RATE) for a in ("ast_1", "ast_2")]
+    assert [a.command_id if a else None for a in in_force] == [newer.command_id, other.command_id]
+    deliveries = [again.delivery(c.command_id, c.attempts) for c in (older, newer, other)]
+    assert all(d is not None and d.applied for d in deliveries)

@@ -8,6 +8,7 @@ import base64
 import contextlib
 import json
 import logging
+from dataclasses import asdict
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -416,7 +417,7 @@ def v201_profile(watts: float) -> v201_call.SetChargingProfile:
             charging_schedule_period=[v201_types.ChargingSchedulePeriodType(start_period=0, limit=watts)])]))
 
 
-async def run_against_csms(version: str, scenario) -> dict[str, Any]:
+async def run_against_csms(version: str, scenario, **charger_options: Any) -> dict[str, Any]:
     """Serve a CSMS on a free port, run one simulated charger against it, play ``scenario``."""
     seen, points = Recorder(), asyncio.Queue[Any]()
     auth: dict[str, Any] = {}
@@ -436,7 +437,8 @@ async def run_against_csms(version: str, scenario) -> dict[str, Any]:
     async with websockets.serve(serve, "127.0.0.1", 0, subprotocols=[Subprotocol("ocpp1.6"), Subprotocol("ocpp2.0.1")],
                                 process_request=admit) as server:
         port = server.sockets[0].getsockname()[1]
-        charger = SimulatedCharger(charger_asset(version), f"ws://127.0.0.1:{port}", meter_interval=0.2)
+        charger = SimulatedCharger(charger_asset(version), f"ws://127.0.0.1:{port}", meter_interval=0.2,
+                                   **charger_options)
         task = asyncio.create_task(charger.run())
         try:
             boot = await seen.wait("BootNotification")
@@ -721,3 +723,39 @@ def test_meter_units_the_simulator_sends_read_the_same_at_the_gateway(version, c
         assert (measure["unit"], measure.get("multiplier", 0)) != ("W", 0)  # really another form on the wire
 
     asyncio.run(run_against_csms(version, scenario))
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("version", ["1.6", "2.0.1"])
+def test_answers_without_validation_are_the_packages_own(version):
+    """--no-validation answers through the simulator's lean path: the same JSON as the package's."""
+    if version == "1.6":
+        calls = [v16_profile(11_000), v16_call.GetCompositeSchedule(connector_id=1, duration=60),
+                 v16_call.GetCompositeSchedule(connector_id=1, duration=60,
+                                                charging_rate_unit=v16.ChargingRateUnitType.amps),
+                 v16_call.ClearChargingProfile(connector_id=1),
+                 v16_call.GetCompositeSchedule(connector_id=1, duration=60),
+                 v16_call.RemoteStopTransaction(transaction_id=7)]
+    else:
+        calls = [v201_profile(11_000), v201_call.GetCompositeSchedule(duration=60, evse_id=1),
+                 v201_call.ClearChargingProfile(charging_profile_criteria=v201_types.ClearChargingProfileType(
+                     evse_id=1)),
+                 v201_call.RequestStopTransaction(transaction_id="none")]
+
+    def timeless(value: Any) -> Any:  # the answers' own clock readings differ from run to run
+        if isinstance(value, dict):
+            return {k: timeless(v) for k, v in value.items() if k not in ("schedule_start", "start_schedule")}
+        return [timeless(v) for v in value] if isinstance(value, list) else value
+
+    def answers(validate: bool) -> list[Any]:
+        got: list[Any] = []
+
+        async def scenario(charger: SimulatedCharger, csms: Any, seen: Recorder) -> None:
+            await seen.wait("StatusNotification")
+            for call in calls:
+                got.append(timeless(asdict(await csms.call(call, suppress=False))))
+
+        asyncio.run(run_against_csms(version, scenario, validate_calls=validate))
+        return got
+
+    assert answers(validate=False) == answers(validate=True)

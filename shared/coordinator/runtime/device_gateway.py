@@ -5,10 +5,12 @@ task per asset), commands refused until the reset. Device I/O runs on the proces
 loop, beside the MQTT handlers, so none of this state is shared between threads.
 
 A gateway hands each new delivery to ``submit`` (its per-asset queue); right before the
-device is touched it calls ``begin`` (the ordering rule, then "applying" committed) and, once
-the device confirmed, ``intake.applied``. On start ``resume`` finishes what the record shows
-unfinished: accepted deliveries are submitted again, ones a crash left applying go to
-``reconcile``, which each gateway answers from its device as far as it can know.
+device is touched it awaits ``begin`` (the ordering rule, then "applying" committed) and, once
+the device confirmed, ``mark_applied``. Both marks are group commits (``GroupCommit``): the
+per-asset tasks a slot boundary wakes together share one SQLite transaction. On start
+``resume`` finishes what the record shows unfinished: accepted deliveries are submitted
+again, ones a crash left applying go to ``reconcile``, which each gateway answers from its
+device as far as it can know.
 
 After an emergency-stop reset nothing is restored here: the planner sends the newest
 setpoint per asset (docs/durability.md)."""
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -67,6 +69,42 @@ async def stop_tasks(tasks: list[asyncio.Task[Any]], bound: float = TASK_STOP_SE
             log.error("%s: task %s failed", what, task.get_name(), exc_info=task.exception())
 
 
+class GroupCommit:
+    """Marks that many per-device tasks ask for at about the same moment, committed together.
+
+    ``await commits.mark(cmd)`` returns once ``cmd`` is committed, in one transaction with every
+    other mark asked for before the loop's next turn: a slot boundary wakes one task per device
+    at once, and a commit each (two per command: applying, applied) was a large share of the
+    gateway's time per command. Nothing waits for more: a lone mark is committed on the next turn.
+    A failed commit raises in every task whose mark it held.
+    """
+
+    def __init__(self, commit: Callable[[list[Command]], None]) -> None:
+        self._commit = commit
+        self._waiting: list[tuple[Command, asyncio.Future[None]]] = []
+
+    async def mark(self, cmd: Command) -> None:
+        loop = asyncio.get_running_loop()
+        if not self._waiting:
+            loop.call_soon(self._flush)
+        done: asyncio.Future[None] = loop.create_future()
+        self._waiting.append((cmd, done))
+        await done
+
+    def _flush(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        try:
+            self._commit([cmd for cmd, _ in waiting])
+        except Exception as exc:
+            for _, done in waiting:
+                if not done.done():
+                    done.set_exception(exc)
+            return
+        for _, done in waiting:
+            if not done.done():  # a task cancelled while it waited: its mark is committed all the same
+                done.set_result(None)
+
+
 class DeviceGateway(Service):
     protocol: Protocol
     bus: EventBus
@@ -84,6 +122,8 @@ class DeviceGateway(Service):
         self.record = GatewayRecord(record or record_path(gateway_id))
         self.intake = CommandIntake(gateway_id, publish, self.record, site.assets_of(gateway_id), self.refuse)
         self._results = ResultBatcher(self.intake)
+        self._applying = GroupCommit(self.record.applying_all)
+        self._applied = GroupCommit(self.record.applied_all)
         self.halted: str | None = None
         """Why commands are refused (the site's emergency stop), or None."""
         self.draining = False
@@ -95,6 +135,7 @@ class DeviceGateway(Service):
         self.supervisor: Supervisor | None = None
         self.metrics: ServiceMetrics | None = None
         self._links_down: set[str] = {a.asset_id for a in site.assets_of(gateway_id)}  # none is up until it says so
+        self._links_total = len(self._links_down)  # asked on every link event: a connect storm is n of them
         self.bus.subscribe(EventType.DEVICE_LINK_UP, self._on_link)
         self.bus.subscribe(EventType.DEVICE_LINK_DOWN, self._on_link)
 
@@ -118,7 +159,7 @@ class DeviceGateway(Service):
     def _tell_links(self) -> None:
         if self.supervisor is not None:
             self.supervisor.update(links_down=frozenset(self._links_down),
-                                   links_total=len(self.site.assets_of(self.gateway_id)))
+                                   links_total=self._links_total)
 
     # -- the site's emergency stop (called ahead of any backlog) ----------------------
 
@@ -134,9 +175,16 @@ class DeviceGateway(Service):
         self.after_reset()
 
     async def _make_all_safe(self, reason: str) -> None:
-        await asyncio.gather(*(self._make_safe_one(a.asset_id, reason) for a in self.site.assets_of(self.gateway_id)))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assets = [a.asset_id for a in self.site.assets_of(self.gateway_id)]
+        safe = await asyncio.gather(*(self._make_safe_one(a, reason) for a in assets))
+        # One line for the whole stop: a warning per asset was a thousand log lines on the
+        # loop while the last chargers were still being made safe. Failures keep a line each.
+        log.warning("emergency stop: %d of %d assets in their safe state after %.0f ms%s", sum(safe), len(assets),
+                    (loop.time() - started) * 1e3, "" if all(safe) else "; the others NOT (logged above)")
 
-    async def _make_safe_one(self, asset_id: str, reason: str) -> None:
+    async def _make_safe_one(self, asset_id: str, reason: str) -> bool:
         try:
             async with asyncio.timeout(SAFE_STATE_TIMEOUT):
                 detail = await self.make_safe(asset_id, reason)
@@ -144,9 +192,10 @@ class DeviceGateway(Service):
             message = str(exc) or type(exc).__name__
             log.error("%s NOT in its safe state: %s", asset_id, message)
             self.bus.emit(EventType.ASSET_SAFE_STATE, AssetSafeState(asset_id=asset_id, safe=False, error=message))
-            return
-        log.warning("%s in its safe state: %s", asset_id, detail)
+            return False
+        log.debug("%s in its safe state: %s", asset_id, detail)  # the event carries the detail
         self.bus.emit(EventType.ASSET_SAFE_STATE, AssetSafeState(asset_id=asset_id, safe=True, detail=detail))
+        return True
 
     async def make_safe(self, asset_id: str, reason: str) -> str:
         """Put the asset into its safe state and confirm it; what was done, or raise why not."""
@@ -167,10 +216,11 @@ class DeviceGateway(Service):
         """Queue a new delivery for its device (each asset's commands in arrival order)."""
         raise NotImplementedError
 
-    def begin(self, cmd: Command) -> bool:
+    async def begin(self, cmd: Command) -> bool:
         """Right before the device is touched: False when ``cmd`` was answered instead (the
         site's stop, a newer setpoint in force) or already handed back; else "applying" is
-        committed: go ahead."""
+        committed: go ahead, without awaiting anything else before the device call (an
+        emergency stop that came in meanwhile would otherwise be overtaken by it)."""
         if not self.intake.open(cmd):
             return False
         if self.halted is not None:
@@ -180,8 +230,21 @@ class DeviceGateway(Service):
         if superseded is not None:
             self.send_results([superseded])
             return False
-        self.intake.applying(cmd)
+        await self.mark_applying(cmd)
+        if not self.intake.open(cmd):  # handed back (shutdown) while the mark was committed
+            return False
+        if self.halted is not None:  # the stop came while the mark was committed: the device is left alone
+            self.send_results([result(cmd.command_id, cmd.asset_id, Outcome.REFUSED, self.halted)])
+            return False
         return True
+
+    async def mark_applying(self, cmd: Command) -> None:
+        """"applying" committed (``CommandIntake.applying``), with the other marks of this loop turn."""
+        await self._applying.mark(cmd)
+
+    async def mark_applied(self, cmd: Command) -> None:
+        """"applied" committed (``CommandIntake.applied``), with the other marks of this loop turn."""
+        await self._applied.mark(cmd)
 
     def resume(self) -> None:
         """After a restart (call once the device links are started): finish the deliveries

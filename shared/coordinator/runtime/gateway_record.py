@@ -197,29 +197,40 @@ class GatewayRecord:
         """Call right before the device is touched. From now on the device may hold ``cmd``:
         its channel's older setpoint is not given again on a reboot (it would land after a
         newer one) until ``cmd`` or a later setpoint is confirmed applied."""
-        channel = channel_of(cmd.command_type)
+        self.applying_all([cmd])
+
+    def applying_all(self, cmds: Iterable[Command]) -> None:
+        """``applying`` for many commands (of different assets) in one transaction: many
+        devices touched at once (a slot boundary) cost one commit, not one each."""
+        cmds = list(cmds)
         with self._transaction() as db:
-            db.execute("UPDATE deliveries SET state = 'applying' WHERE command_id = ? AND attempt = ?",
-                       (cmd.command_id, cmd.attempts))
-            if channel is not None:
-                db.execute("UPDATE in_force SET restore = 0 WHERE asset_id = ? AND channel = ?",
-                           (cmd.asset_id, channel))
+            db.executemany("UPDATE deliveries SET state = 'applying' WHERE command_id = ? AND attempt = ?",
+                           [(c.command_id, c.attempts) for c in cmds])
+            db.executemany("UPDATE in_force SET restore = 0 WHERE asset_id = ? AND channel = ?",
+                           [(c.asset_id, channel) for c in cmds if (channel := channel_of(c.command_type)) is not None])
 
     def applied(self, cmd: Command) -> None:
         """The device confirmed ``cmd``: it is in force on its channel (a newer one applied
         before it would have been checked by the caller: setpoint_order.ordering)."""
-        channel = channel_of(cmd.command_type)
+        self.applied_all([cmd])
+
+    def applied_all(self, cmds: Iterable[Command]) -> None:
+        """``applied`` for many commands in one transaction, in order (a later one of an
+        asset's channel is the one in force)."""
+        cmds = list(cmds)
+        channels = [(c, channel_of(c.command_type)) for c in cmds]
         with self._transaction() as db:
-            db.execute("UPDATE deliveries SET applied = 1 WHERE command_id = ? AND attempt = ?",
-                       (cmd.command_id, cmd.attempts))
+            db.executemany("UPDATE deliveries SET applied = 1 WHERE command_id = ? AND attempt = ?",
+                           [(c.command_id, c.attempts) for c in cmds])
+            db.executemany(
+                "INSERT OR REPLACE INTO in_force (asset_id, channel, command_id, attempt, command_type, "
+                "created_at, scheduled_at, parameters, restore) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
+                [(c.asset_id, channel, c.command_id, c.attempts, c.command_type.value, c.created_at.isoformat(),
+                  c.scheduled_at.isoformat(), _pack(dict(c.parameters))) for c, channel in channels
+                 if channel is not None])
+        for c, channel in channels:
             if channel is not None:
-                db.execute(
-                    "INSERT OR REPLACE INTO in_force (asset_id, channel, command_id, attempt, command_type, "
-                    "created_at, scheduled_at, parameters, restore) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
-                    (cmd.asset_id, channel, cmd.command_id, cmd.attempts, cmd.command_type.value,
-                     cmd.created_at.isoformat(), cmd.scheduled_at.isoformat(), _pack(dict(cmd.parameters))))
-        if channel is not None:
-            self._in_force[(cmd.asset_id, channel)] = Applied.of(cmd, channel)
+                self._in_force[(c.asset_id, channel)] = Applied.of(c, channel)
 
     def results(self, sent: Iterable[tuple[str, int, list[CommandResult], bool]]) -> None:
         """Add results to their deliveries: (command_id, attempt, results, final) each;

@@ -1,7 +1,9 @@
-"""``ocpp`` call dataclasses -> the JSON payload sent on the wire. Pure.
+"""``ocpp`` call dataclasses -> the JSON payload sent on the wire, and an answer's payload
+back to snake_case. Pure.
 
 The same keys and values ``ocpp.ChargePoint.call`` sends (camelCase, the package's own
-spelling with its special cases, no None values), without the package's repeated copying.
+spelling with its special cases, no None values), without the package's repeated copying;
+answers get the package's own snake_case spelling (``camel_to_snake_case``), one key at a time.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import json
 from dataclasses import fields, is_dataclass
 from typing import Any
 
-from ocpp.charge_point import snake_to_camel_case
+from ocpp.charge_point import camel_to_snake_case, snake_to_camel_case
 
 
 def call_payload(call: Any) -> dict[str, Any]:
@@ -63,3 +65,21 @@ def _field_names(cls: type) -> tuple[tuple[str, str], ...] | None:
 def _camel(name: str) -> str:
     camel: dict[str, Any] = snake_to_camel_case({name: None})  # type: ignore[no-untyped-call]  # ocpp: unannotated
     return next(iter(camel))
+
+
+def answer_payload(payload: Any) -> Any:
+    """An answer's JSON payload with snake_case keys, as the package's ``camel_to_snake_case``
+    gives them. The package runs two regular expressions on every key of every answer; at a
+    slot boundary with a thousand chargers that was a sixth of the gateway's time per command.
+    Here each distinct key is converted once (the tests check both agree)."""
+    if isinstance(payload, dict):
+        return {_snake(k) if isinstance(k, str) else k: answer_payload(v) for k, v in payload.items()}
+    if isinstance(payload, list):
+        return [answer_payload(v) for v in payload]
+    return payload
+
+
+@functools.lru_cache(maxsize=4096)  # bounded: the keys come from chargers, which may send anything
+def _snake(key: str) -> str:
+    snake: dict[str, Any] = camel_to_snake_case({key: None})  # type: ignore[no-untyped-call]  # ocpp: unannotated
+    return next(iter(snake))

@@ -26,7 +26,9 @@ import argparse
 import asyncio
 import json
 import queue
+import random
 import resource
+import socket
 import statistics
 import subprocess
 import sys
@@ -51,7 +53,7 @@ from coordinator.contract.events import CommandPayload
 from coordinator.contract.messages import Outcome, ResultBatch, decode
 from coordinator.contract.topics import RESULTS_ALL, ROOT, SCHEDULES_IN
 from coordinator.runtime.mqtt import BrokerLogin
-from tools.broker import free_port, start_broker, wait_for_port
+from tools.broker import start_broker, wait_for_port
 from tools.launcher import ServiceProcesses
 
 SITE_ID = "sit_bench_site"
@@ -94,8 +96,9 @@ class Layout:
 
     @classmethod
     def build(cls, ocpp: int, chargers: int, modbus: int, batteries: int, processes: int) -> Layout:
-        return cls(ocpp, chargers, modbus, batteries, processes, [free_port() for _ in range(ocpp)],
-                   {g: [free_port() for _ in range(batteries)] for g in modbus_ids(modbus)})
+        ports = iter(listen_ports(ocpp + modbus * batteries))
+        return cls(ocpp, chargers, modbus, batteries, processes, [next(ports) for _ in range(ocpp)],
+                   {g: [next(ports) for _ in range(batteries)] for g in modbus_ids(modbus)})
 
     @property
     def ocpp_ids(self) -> list[str]:
@@ -117,6 +120,24 @@ class Layout:
     def assets(self) -> list[str]:
         return ([a for g in range(self.ocpp_gateways) for a, _, _ in self.chargers(g)]
                 + [a for gid in self.modbus_ids for a, _ in self.batteries(gid)])
+
+
+def listen_ports(count: int) -> list[int]:
+    """Free ports below the ephemeral range: 10,000 outgoing connections (the floor's, the
+    chargers') take ephemeral ports, and one of them could take a port chosen there before
+    its server binds it."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports: list[int] = []
+    candidate = random.randrange(10_000, low - count - 2_000)
+    while len(ports) < count and candidate < low:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", candidate))
+                ports.append(candidate)
+            except OSError:
+                pass
+        candidate += 1
+    return ports
 
 
 def modbus_ids(count: int) -> list[str]:
@@ -226,7 +247,7 @@ class FloorRun:
 def measure_floor(layout: Layout) -> FloorRun:
     """Echo servers (one process per OCPP gateway) and the floor's client processes, then
     FLOOR_ROUNDS rounds: GO to every client at once, the time to the last answer of all."""
-    ports = [free_port() for _ in range(layout.ocpp_gateways)]
+    ports = listen_ports(layout.ocpp_gateways)
     servers = [subprocess.Popen([sys.executable, "-c", ECHO_SERVER, str(p)]) for p in ports]
     peers: list[tuple[str, subprocess.Popen[str]]] = []
     try:
@@ -254,7 +275,10 @@ def measure_floor(layout: Layout) -> FloorRun:
             lasts = {kind: 0.0 for kind in ("ws", "modbus")}
             for kind, proc in peers:
                 assert proc.stdout is not None
-                lasts[kind] = max(lasts[kind], json.loads(proc.stdout.readline())["last"] - go)
+                line = proc.stdout.readline()
+                if not line:
+                    raise SystemExit(f"a floor process ({kind}) failed: see its traceback above")
+                lasts[kind] = max(lasts[kind], json.loads(line)["last"] - go)
             ws_rounds.append(lasts["ws"])
             modbus_rounds.append(lasts["modbus"])
             rounds.append(max(lasts.values()))
@@ -410,13 +434,13 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
 
         t = time.monotonic()
+        watch = Watch(broker.host, broker.port, broker.login(), assets)  # before the batteries link up
         gateways = ([procs.start_gateway(g, "ocpp") for g in layout.ocpp_ids]
                     + [procs.start_gateway(g, "modbus") for g in layout.modbus_ids])
         procs.start_all(("ingester", "planner", "tracker"), timeout=120)
         procs.wait_online(*gateways, timeout=120)
         print(f"stack online in {time.monotonic() - t:.1f} s: ingester, planner, tracker, {', '.join(gateways)}",
               flush=True)
-        watch = Watch(broker.host, broker.port, broker.login(), assets)
         # The simulators are the load generator: a line per charger per setpoint would be their busiest work.
         procs.env["QUBIT_LOG_LEVEL"] = "WARNING"
         ocpp_args = [a for g in layout.ocpp_ids for a in ("--gateway-id", g)]

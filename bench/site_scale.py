@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import queue
 import random
 import resource
@@ -50,7 +51,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from coordinator.contract.codec import DecodeError, decode_event, encode_schedule
 from coordinator.contract.events import CommandPayload
-from coordinator.contract.messages import Outcome, ResultBatch, decode
+from coordinator.contract.messages import CommandBatch, Outcome, ResultBatch, decode
 from coordinator.contract.topics import RESULTS_ALL, ROOT, SCHEDULES_IN
 from coordinator.runtime.mqtt import BrokerLogin
 from tools.broker import start_broker, wait_for_port
@@ -314,6 +315,9 @@ class Watch:
         self.completed: dict[str, float] = {}
         self.failed: dict[str, str] = {}
         self.planner_completed: set[str] = set()
+        self.dispatched: dict[str, list[tuple[float, int]]] = {}
+        """Per gateway: (arrival, commands) of each command batch the planner sent it."""
+        self.gateway_last: dict[str, float] = {}
         self.counting = False
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-site", protocol=paho.MQTTv311)
         self.client.max_queued_messages_set(0)
@@ -324,7 +328,8 @@ class Watch:
         self.client.connect(host, port)
         self.client.loop_start()
         self.client.subscribe([(RESULTS_ALL, 1), (f"{ROOT}/events/DEVICE_LINK_UP/#", 1),
-                               (f"{ROOT}/events/COMMAND_COMPLETED/#", 1)])
+                               (f"{ROOT}/events/COMMAND_COMPLETED/#", 1),
+                               (f"{ROOT}/commands/+", 1)])
         subscribed.get(timeout=10)
 
     def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
@@ -336,12 +341,17 @@ class Watch:
         if not self.counting:
             return
         try:
-            if message.topic.startswith(f"{ROOT}/results/"):
-                results = decode(ResultBatch, bytes(message.payload)).results
+            if message.topic.startswith(f"{ROOT}/commands/"):
+                batch = decode(CommandBatch, bytes(message.payload))
                 with self.lock:
-                    for r in results:
-                        if r.outcome is Outcome.COMPLETED:
-                            self.completed.setdefault(r.asset_id, at)
+                    self.dispatched.setdefault(batch.gateway_id, []).append((at, len(batch.commands)))
+            elif message.topic.startswith(f"{ROOT}/results/"):
+                received = decode(ResultBatch, bytes(message.payload))
+                with self.lock:
+                    for r in received.results:
+                        if r.outcome is Outcome.COMPLETED and r.asset_id not in self.completed:
+                            self.completed[r.asset_id] = at
+                            self.gateway_last[received.gateway_id] = at
                         elif r.outcome is Outcome.FAILED and r.asset_id not in self.completed:
                             self.failed[r.asset_id] = r.error or ""
             else:
@@ -382,11 +392,25 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a live process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def raise_open_files_limit() -> None:
     """Every process started here inherits it: a simulator holds a socket per charger."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def py_spy(name: str, pid: int, logs: Path, seconds: float) -> subprocess.Popen[bytes]:
+    """py-spy's flame graph of one process for ``seconds`` (its sampling does not pause it)."""
+    return subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid),
+                             "--duration", str(max(1, round(seconds))), "--rate", "50", "--nonblocking",
+                             "--format", "raw", "--output", str(logs / f"py-spy-{name}.txt")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
 
 # -------------------------------------------------------------------------------------- main
@@ -402,6 +426,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slots", type=int, default=96)
     parser.add_argument("--lead", type=float, default=20.0, help="seconds from publishing to the first slot")
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds after the first slot's start")
+    parser.add_argument("--py-spy", type=float, default=0.0, metavar="SECONDS",
+                        help="record the planner, the first gateway and the first simulator for this long from the "
+                             "slot's start (py-spy, in the venv), into the log directory")
     parser.add_argument("--peer", choices=["ws", "modbus"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.peer:
@@ -463,12 +490,23 @@ def main(argv: list[str] | None = None) -> int:
         published = time.time()
         watch.client.publish(SCHEDULES_IN, data, qos=1).wait_for_publish(60)
         due = start.timestamp()
+        wait_until(lambda: time.time() >= due, args.lead + 1, step=0.01)
+        pids = {name: proc.pid for name, proc in procs.procs.items() if proc.poll() is None}
+        cpu_at_due = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        spies = [py_spy(name, pid, work / "logs", args.py_spy) for name, pid in pids.items()
+                 if args.py_spy and name in ("planner", gateways[0], simulators[0])]
         finished = wait_until(lambda: watch.completed_count() >= len(assets),
                               due + args.timeout - time.time())
+        cpu = {name: cpu_seconds(pid) - cpu_at_due[name] for name, pid in pids.items()}
+        window = time.time() - due
+        for spy in spies:
+            spy.wait()
         with watch.lock:
             done = {a: at for a, at in watch.completed.items() if a in assets}
             failed = len(watch.failed.keys() - done.keys())
             planner_done = len(watch.planner_completed)
+            dispatched = {g: list(batches) for g, batches in watch.dispatched.items()}
+            gateway_last = dict(watch.gateway_last)
         last = max(done.values()) - due if done else args.timeout
         before_due = sum(1 for at in done.values() if at < due)
         rss = {"planner": peak_rss_mb(procs.procs["planner"].pid)}
@@ -484,6 +522,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"published {due - published:.1f} s before the first slot; {len(done)} of {len(assets)} COMPLETED "
           f"(gateway results; {planner_done} COMMAND_COMPLETED events from the planner), {failed} failed at last "
           f"word, {before_due} before the slot's start; logs in {work / 'logs'}")
+    print(f"CPU seconds in the {window:.1f} s from the slot's start to the end (2 cores: {2 * window:.0f} at most): "
+          + ", ".join(f"{n} {c:.1f}" for n, c in sorted(cpu.items(), key=lambda x: -x[1])))
+    for g in sorted(dispatched):
+        batches = dispatched[g]
+        print(f"  {g}: {sum(n for _, n in batches)} commands in {len(batches)} batches, arrived "
+              f"{batches[0][0] - due:+.2f} .. {batches[-1][0] - due:+.2f} s; last COMPLETED "
+              f"{gateway_last.get(g, float('nan')) - due:+.2f} s")
     print("peak RSS of the simulators: " + ", ".join(f"{s} {m:.0f} MB" for s, m in sim_rss.items()))
     if not all(alive.values()):
         print("exited early: " + ", ".join(g for g, up in alive.items() if not up))

@@ -438,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     layout = Layout.build(args.ocpp_gateways, args.chargers, args.modbus_gateways, args.batteries,
                           args.charger_processes)
     assets = set(layout.assets)
+    versions: dict[str, str | None] = {a: v for g in range(layout.ocpp_gateways) for a, _, v in layout.chargers(g)}
     size = (f"{len(assets)} assets: {args.ocpp_gateways} OCPP gateways x {args.chargers} chargers "
             f"(1.6 / 2.0.1 alternating, {args.charger_processes} simulator processes), "
             f"{args.modbus_gateways} Modbus gateways x {args.batteries} batteries")
@@ -529,6 +530,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {g}: {sum(n for _, n in batches)} commands in {len(batches)} batches, arrived "
               f"{batches[0][0] - due:+.2f} .. {batches[-1][0] - due:+.2f} s; last COMPLETED "
               f"{gateway_last.get(g, float('nan')) - due:+.2f} s")
+    for kind, version in (("1.6", "1.6"), ("2.0.1", "2.0.1"), ("battery", None)):
+        times = sorted(at - due for a, at in done.items() if versions.get(a) == version)
+        if times:
+            print(f"  {kind:7}: {len(times)} COMPLETED, after the slot's start p10 {times[len(times) // 10]:.2f} s, "
+                  f"p50 {times[len(times) // 2]:.2f} s, p90 {times[len(times) * 9 // 10]:.2f} s, "
+                  f"last {times[-1]:.2f} s")
     print("peak RSS of the simulators: " + ", ".join(f"{s} {m:.0f} MB" for s, m in sim_rss.items()))
     if not all(alive.values()):
         print("exited early: " + ", ".join(g for g, up in alive.items() if not up))

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 MAX_CONTROL_BYTES = 4096
 WILDCARD_HOSTS = ("0.0.0.0", "", "::")
+WAVE, WAVE_TIMEOUT = 200, 5.0
+"""Chargers that connect at once, and how long a wave may take before the next one starts anyway."""
 
 
 def default_url(listen: OcppListenConfig) -> str:
@@ -151,11 +153,13 @@ async def simulate(fleets: Mapping[str, Sequence[SimulatedCharger]], control: bo
             if await asyncio.to_thread(listener.connect):
                 listeners.append(listener)
     chargers = [c for fleet in fleets.values() for c in fleet]
-    tasks = [asyncio.create_task(c.run(), name=c.charge_point_id) for c in chargers]
     for gateway_id, fleet in fleets.items():
         log.info("simulating %d chargers of %s against %s", len(fleet), gateway_id,
                  fleet[0].url.rsplit("/", 1)[0] if fleet else "-")
+    tasks: list[asyncio.Task[None]] = []
+    starting = asyncio.create_task(start_in_waves(chargers, tasks))
     await stop.wait()
+    starting.cancel()
     log.info("stopping: closing %d connections", len(tasks))
     await asyncio.gather(*(c.stop() for c in chargers), return_exceptions=True)  # 1001 going away, each
     for task in tasks:  # a charger between connections (or still closing) is not waited for
@@ -163,6 +167,20 @@ async def simulate(fleets: Mapping[str, Sequence[SimulatedCharger]], control: bo
     await asyncio.gather(*tasks, return_exceptions=True)
     for listener in listeners:
         listener.stop()
+
+
+async def start_in_waves(chargers: Sequence[SimulatedCharger], tasks: list[asyncio.Task[None]],
+                         wave: int = WAVE, wave_timeout: float = WAVE_TIMEOUT) -> None:
+    """Start the chargers ``wave`` at a time, each wave once the one before is online (or
+    ``wave_timeout`` passed): thousands of opening handshakes at once overrun the CSMS's listen
+    backlog and the handshake timeout, and every charger that times out starts over later."""
+    for first in range(0, len(chargers), wave):
+        batch = chargers[first:first + wave]
+        tasks += [asyncio.create_task(c.run(), name=c.charge_point_id) for c in batch]
+        waiting = [asyncio.create_task(c.online.wait()) for c in batch]
+        _, pending = await asyncio.wait(waiting, timeout=wave_timeout)
+        for task in pending:
+            task.cancel()
 
 
 def parse_part(text: str) -> tuple[int, int]:

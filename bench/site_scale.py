@@ -398,6 +398,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_cpu_seconds() -> float:
+    """CPU seconds the whole machine has been busy (every process, every core: /proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def raise_open_files_limit() -> None:
     """Every process started here inherits it: a simulator holds a socket per charger."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -494,11 +501,13 @@ def main(argv: list[str] | None = None) -> int:
         wait_until(lambda: time.time() >= due, args.lead + 1, step=0.01)
         pids = {name: proc.pid for name, proc in procs.procs.items() if proc.poll() is None}
         cpu_at_due = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        machine_at_due = machine_cpu_seconds()
         spies = [py_spy(name, pid, work / "logs", args.py_spy) for name, pid in pids.items()
                  if args.py_spy and name in ("planner", gateways[0], simulators[0])]
         finished = wait_until(lambda: watch.completed_count() >= len(assets),
                               due + args.timeout - time.time())
         cpu = {name: cpu_seconds(pid) - cpu_at_due[name] for name, pid in pids.items()}
+        machine = machine_cpu_seconds() - machine_at_due
         window = time.time() - due
         for spy in spies:
             spy.wait()
@@ -523,7 +532,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"published {due - published:.1f} s before the first slot; {len(done)} of {len(assets)} COMPLETED "
           f"(gateway results; {planner_done} COMMAND_COMPLETED events from the planner), {failed} failed at last "
           f"word, {before_due} before the slot's start; logs in {work / 'logs'}")
-    print(f"CPU seconds in the {window:.1f} s from the slot's start to the end (2 cores: {2 * window:.0f} at most): "
+    cores = os.cpu_count() or 1
+    print(f"CPU seconds in the {window:.1f} s from the slot's start to the end ({cores} cores: {cores * window:.0f} "
+          f"at most): the machine {machine:.1f}, this site's processes {sum(cpu.values()):.1f}: "
           + ", ".join(f"{n} {c:.1f}" for n, c in sorted(cpu.items(), key=lambda x: -x[1])))
     for g in sorted(dispatched):
         batches = dispatched[g]

@@ -253,8 +253,11 @@ def measure_floor(layout: Layout) -> FloorRun:
     peers: list[tuple[str, subprocess.Popen[str]]] = []
     try:
         assert all(wait_for_port("127.0.0.1", p, 20) for p in ports), "echo servers did not start"
-        urls = [f"ws://127.0.0.1:{port}/{cp_id}" for g, port in enumerate(ports) for _, cp_id, _ in layout.chargers(g)]
-        parts = [urls[k::layout.charger_processes] for k in range(layout.charger_processes)]
+        n = layout.charger_processes
+        parts = [[f"ws://127.0.0.1:{port}/{cp_id}" for g, port in enumerate(ports)
+                  for _, cp_id, _ in layout.chargers(g)[k * layout.chargers_per_gateway // n:
+                                                        (k + 1) * layout.chargers_per_gateway // n]]
+                 for k in range(n)]  # as the simulators' --part K/N splits each gateway's chargers
         for kind, targets in ([("ws", part) for part in parts]
                               + [("modbus", [str(p) for p in ps]) for ps in layout.battery_ports.values()]):
             proc = subprocess.Popen([sys.executable, __file__, "--peer", kind], stdin=subprocess.PIPE,

@@ -183,6 +183,12 @@ async def start_in_waves(chargers: Sequence[SimulatedCharger], tasks: list[async
             task.cancel()
 
 
+def part_of(assets: Sequence[AssetConfig], part: int, parts: int) -> list[AssetConfig]:
+    """Part ``part`` of ``parts`` near-equal runs of ``assets``, in their order (runs, not every
+    Nth: a site that alternates something per charger, such as the version, keeps it mixed)."""
+    return list(assets[part * len(assets) // parts:(part + 1) * len(assets) // parts])
+
+
 def parse_part(text: str) -> tuple[int, int]:
     """``"K/N"`` -> (K, N), 0 <= K < N: which of N equal parts of the chargers a process runs."""
     try:
@@ -220,8 +226,8 @@ def main(argv: list[str] | None = None) -> int:
                              "(default: [gateways.ocpp] ca_file of the site config, else the system's CAs)")
     parser.add_argument("--only", action="append", metavar="CP_ID", help="simulate only this charge point (repeatable)")
     parser.add_argument("--part", type=parse_part, metavar="K/N", default=(0, 1),
-                        help="simulate only part K of N (0-based, every Nth charger of each gateway): N processes "
-                             "share a site too large for one (default 0/1, every charger)")
+                        help="simulate only part K of N (0-based; of each gateway's chargers, in site order): N "
+                             "processes share a site too large for one (default 0/1, every charger)")
     parser.add_argument("--meter-interval", type=float, default=5.0, help="seconds between meter values (default 5)")
     parser.add_argument("--no-control", action="store_true", help="do not connect to MQTT for control messages")
     parser.add_argument("--applied-log", metavar="PATH",
@@ -253,8 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(exc))
         if not assets:
             parser.error(f"gateway {gateway_id!r} has no ev_charger with an [assets.ocpp] table")
-        part, parts = args.part
-        assets = assets[part::parts]
+        assets = part_of(assets, *args.part)
         listen = gateway.ocpp or OcppListenConfig()
         url = args.url or default_url(listen)
         context = client_tls_context(args.cafile or listen.ca_file) if url.startswith("wss://") else None

@@ -103,6 +103,13 @@ bench-pipeline: $(STAMP)
 	@mosquitto/ensure-mosquitto.sh
 	$(BIN)/python bench/pipeline.py
 
+# A 5,000-asset site on real protocols: 5 OCPP gateways x 980 chargers, 2 Modbus gateways x 50
+# batteries, a 96-slot schedule; the first slot verified, beside raw protocol round trips (docs/scale-site.md)
+.PHONY: bench-site
+bench-site: $(STAMP)
+	@mosquitto/ensure-mosquitto.sh
+	$(BIN)/python bench/site_scale.py
+
 # Leases: kill -9 the whole coordinator and the broker; time until every simulated device
 # (OCPP chargers, Modbus batteries) is at its safe value, beside the configured lease
 bench-fallback: $(STAMP)

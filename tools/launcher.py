@@ -108,11 +108,30 @@ class ServiceProcesses:
         return self.env | (self.logins(identity) if self.logins is not None else {})
 
     def start(self, name: str, *args: str) -> None:
-        env = self.env_as(identity_of(name))
+        self._spawn(name, SERVICES[name], identity_of(name), args)
+
+    def start_gateway(self, gateway_id: str, protocol: str, *args: str) -> str:
+        """Start gateway ``gateway_id`` of the site (a site may run several of one protocol) as
+        process ``gateway-<id>``, under its own identity; returns that name (for ``wait_online``,
+        ``log``, ``kill``)."""
+        name = f"gateway-{gateway_id}"
+        self._spawn(name, SERVICES[f"gateway-{protocol}"], name, ("--gateway-id", gateway_id, *args))
+        return name
+
+    def start_simulator(self, simulator: str, label: str, *args: str) -> str:
+        """Start one more process of ``simulator`` (one of SIMULATORS) as ``<simulator>-<label>``,
+        e.g. the batteries of a second Modbus gateway; returns that name."""
+        if simulator not in SIMULATORS:
+            raise ValueError(f"{simulator!r} is not one of {SIMULATORS}")
+        name = f"{simulator}-{label}"
+        self._spawn(name, SERVICES[simulator], identity_of(simulator), args)
+        return name
+
+    def _spawn(self, name: str, module: str, identity: str, args: tuple[str, ...]) -> None:
         with open(self.logs / f"{name}.log", "ab") as log:
             self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", SERVICES[name], *args],
-                env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                [sys.executable, "-m", module, *args],
+                env=self.env_as(identity), stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
             )
 
     def start_all(self, names: tuple[str, ...] = CORE, args: dict[str, tuple[str, ...]] | None = None,

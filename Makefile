@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo credentials screenshots lint test compose-check contract bench bench-conversion bench-modbus bench-ocpp bench-estop bench-first-slot bench-fallback chaos clean
+.PHONY: demo credentials screenshots lint test compose-check contract bench bench-conversion bench-modbus bench-ocpp bench-estop bench-first-slot bench-fallback bench-processes chaos clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required, found " + sys.version.split()[0])'
@@ -90,6 +90,12 @@ chaos: $(STAMP)
 bench-first-slot: $(STAMP)
 	@mosquitto/ensure-mosquitto.sh
 	$(BIN)/python bench/first_slot.py
+
+# Every process (ingester, planner, tracker, each gateway kind, JSON mirror, site page) at 1,000 and
+# 5,000 assets: exec -> online, and peak RSS after a small schedule, beside a paho + msgpack floor
+bench-processes: $(STAMP)
+	@mosquitto/ensure-mosquitto.sh
+	$(BIN)/python bench/processes.py
 
 # Leases: kill -9 the whole coordinator and the broker; time until every simulated device
 # (OCPP chargers, Modbus batteries) is at its safe value, beside the configured lease

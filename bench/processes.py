@@ -24,6 +24,7 @@ does); its time to that message, and its VmHWM.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import queue
@@ -59,6 +60,7 @@ GOAL_SIZE = 1000
 SCHEDULED_ASSETS, SCHEDULED_SLOTS = 10, 4
 PASSWORD = "bench-password-0123456789"
 FLOOR_TOPIC = "bench/processes/floor"
+REJECTED = f"{ROOT}/events/SCHEDULE_REJECTED/#"
 
 FLOOR = """
 import os, sys
@@ -114,7 +116,8 @@ class Watcher:
         self.client.on_subscribe = lambda c, u, mid, codes, p: subscribed.put(mid)
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
-        self.client.subscribe([(SERVICES_ALL, 1), (f"{FLOOR_TOPIC}/#", 1), (RESULTS_ALL, 1)])
+        self.rejected: list[str] = []
+        self.client.subscribe([(SERVICES_ALL, 1), (f"{FLOOR_TOPIC}/#", 1), (RESULTS_ALL, 1), (REJECTED, 1)])
         subscribed.get(timeout=10)
 
     def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
@@ -122,7 +125,10 @@ class Watcher:
         if not message.payload:
             return
         body = msgpack.unpackb(message.payload, timestamp=3)
-        if message.topic.startswith(f"{ROOT}/results/"):
+        if message.topic.startswith(REJECTED.removesuffix("#")):
+            with self.lock:
+                self.rejected.append(str(body.get("payload", body)))
+        elif message.topic.startswith(f"{ROOT}/results/"):
             ids = [r.get("command_id") for r in body.get("results", [])] if isinstance(body, dict) else []
             with self.lock:
                 self.results.update(i for i in ids if isinstance(i, str))
@@ -189,8 +195,8 @@ def small_schedule(kind: str) -> tuple[bytes, int]:
     """10 assets x 4 slots from two seconds from now: the bytes, and the first slot's start (epoch s)."""
     start = (datetime.now(UTC) + timedelta(seconds=2)).replace(microsecond=0)
     index = pd.date_range(start, periods=SCHEDULED_SLOTS, freq="15min")
-    key = "battery_{:05d}" if kind == "modbus" else "{:05d}"
-    column = "{}_charge_kw" if kind == "modbus" else "ev_{}_kw"
+    key = "battery_{:05d}" if kind == "modbus" else "ev_{:05d}"
+    column = "{}_charge_kw" if kind == "modbus" else "{}_kw"
     keys = [key.format(i) for i in range(SCHEDULED_ASSETS)]
     df = pd.DataFrame({column.format(k): [5.0 + s for s in range(SCHEDULED_SLOTS)] for k in keys}, index=index)
     amap = {k: f"ast_{i:05d}" for i, k in enumerate(keys)}
@@ -214,7 +220,7 @@ def page_ready(port: int, alive: Callable[[], bool], timeout: float) -> float:
 
 
 def run_site(kind: str, assets: int, measured: tuple[str, ...], support: tuple[str, ...], work: Path,
-             timeout: float) -> SiteRun:
+             timeout: float, handled_timeout: float) -> SiteRun:
     """Start ``support`` (unmeasured) and ``measured`` in turn on a site of ``kind``, send the small
     schedule, and read every measured process's VmHWM once it has been handled."""
     site_dir = work / f"{kind}-{assets}"
@@ -232,10 +238,11 @@ def run_site(kind: str, assets: int, measured: tuple[str, ...], support: tuple[s
             start = time.perf_counter()
             stack.start(name)
             proc = stack.procs[name]
+            alive = functools.partial(stack.alive, name)
             if name == "site-page":
-                ready = page_ready(page_port, lambda: proc.poll() is None, timeout)
+                ready = page_ready(page_port, alive, timeout)
             else:
-                ready = watcher.wait_online(name, proc.pid, lambda: proc.poll() is None, timeout)
+                ready = watcher.wait_online(name, proc.pid, alive, timeout)
             if name in measured:
                 run.processes.append(Measured(name, ready - start, vm_hwm_mb(proc.pid)))
         data, first_slot = small_schedule(kind)
@@ -245,7 +252,8 @@ def run_site(kind: str, assets: int, measured: tuple[str, ...], support: tuple[s
         publisher.publish(SCHEDULES_IN, data, qos=1).wait_for_publish(10)
         publisher.disconnect()
         publisher.loop_stop()
-        note = wait_handled(watcher, first_slot, timeout)
+        note = wait_handled(watcher, first_slot, handled_timeout)
+        print(f"{kind} site, {assets} assets: {note}", flush=True)
         for m in run.processes:
             m.hwm_after_mb = vm_hwm_mb(stack.procs[m.name].pid)
             m.note = note
@@ -263,6 +271,8 @@ def wait_handled(watcher: Watcher, first_slot: int, timeout: float) -> str:
     while time.time() < deadline:
         with watcher.lock:
             answered = len(watcher.results)
+            if watcher.rejected:
+                raise RuntimeError(f"the small schedule was rejected: {watcher.rejected[0]}")
         if answered >= SCHEDULED_ASSETS:
             return f"after the schedule: {answered} results"
         time.sleep(0.05)
@@ -302,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--floor-runs", type=int, default=3)
     parser.add_argument("--sites", default="loopback,ocpp,modbus")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds for one process to be ready")
+    parser.add_argument("--handled-timeout", type=float, default=15.0,
+                        help="seconds after the first slot for its commands' results")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="qubit-bench-processes-"))
     wanted = args.sites.split(",")
@@ -313,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             watcher.close()
             broker.stop()
-        runs = [run_site(kind, assets, measured, support, work, args.timeout)
+        runs = [run_site(kind, assets, measured, support, work, args.timeout, args.handled_timeout)
                 for kind, measured, support in SITES if kind in wanted]
         print(f"{assets} assets: floor {floor_s:.3f} s, {floor_mb:.1f} MB; logs in {work}")
         report(assets, runs, floor_s, floor_mb)

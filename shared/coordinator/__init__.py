@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .lazy_exports import lazy_exports
+from .lazy_imports import lazy_exports
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and readers
     from .adapters import (

@@ -1,7 +1,7 @@
 """Protocol adapters: pure translation of commands into device payloads, and the routing
 table of processes that leave translation to the gateways (see docs/adapters.md).
 
-The names are imported on first use (coordinator/lazy_exports.py): the planner's
+The names are imported on first use (coordinator/lazy_imports.py): the planner's
 ``RoutingTable`` must not bring in the ocpp package, and ``coordinator.protocols.modbus``
 imports ``adapters.base`` while this package would import it back.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from coordinator.lazy_exports import lazy_exports
+from coordinator.lazy_imports import lazy_exports
 
 if TYPE_CHECKING:
     from coordinator.protocols.modbus.adapter import ModbusAdapter

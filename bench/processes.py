@@ -48,7 +48,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from results import Figure, record
 
 from coordinator.contract.codec import encode_schedule
-from coordinator.contract.topics import RESULTS_ALL, ROOT, SCHEDULES_IN, SERVICES_ALL
+from coordinator.contract.topics import ASSET_STATES_ALL, RESULTS_ALL, ROOT, SCHEDULES_IN, SERVICES_ALL
 from tools.broker import LocalMosquitto, free_port
 from tools.bus_access import HARNESS
 from tools.launcher import ServiceProcesses
@@ -117,7 +117,9 @@ class Watcher:
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
         self.rejected: list[str] = []
-        self.client.subscribe([(SERVICES_ALL, 1), (f"{FLOOR_TOPIC}/#", 1), (RESULTS_ALL, 1), (REJECTED, 1)])
+        self.states: set[str] = set()
+        self.client.subscribe([(SERVICES_ALL, 1), (f"{FLOOR_TOPIC}/#", 1), (RESULTS_ALL, 1), (REJECTED, 1),
+                               (ASSET_STATES_ALL, 1)])
         subscribed.get(timeout=10)
 
     def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
@@ -125,7 +127,10 @@ class Watcher:
         if not message.payload:
             return
         body = msgpack.unpackb(message.payload, timestamp=3)
-        if message.topic.startswith(REJECTED.removesuffix("#")):
+        if message.topic.startswith(ASSET_STATES_ALL.removesuffix("+")):
+            with self.lock:
+                self.states.add(message.topic)
+        elif message.topic.startswith(REJECTED.removesuffix("#")):
             with self.lock:
                 self.rejected.append(str(body.get("payload", body)))
         elif message.topic.startswith(f"{ROOT}/results/"):
@@ -148,6 +153,17 @@ class Watcher:
             if status.get("service") == name and status.get("status") == "online" and status.get("pid") == pid:
                 return arrived
         raise RuntimeError(f"{name} not online within {timeout:g} s")
+
+    def wait_states(self, count: int, timeout: float) -> None:
+        """Until ``count`` assets have a retained state (the tracker publishes them 2 s after
+        its start): the processes started after it start into a settled site, not into that burst."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.states) >= count:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"not {count} asset states within {timeout:g} s")
 
     def close(self) -> None:
         self.client.disconnect()
@@ -245,6 +261,8 @@ def run_site(kind: str, assets: int, measured: tuple[str, ...], support: tuple[s
                 ready = watcher.wait_online(name, proc.pid, alive, timeout)
             if name in measured:
                 run.processes.append(Measured(name, ready - start, vm_hwm_mb(proc.pid)))
+            if name == "tracker":
+                watcher.wait_states(assets, timeout)
         data, first_slot = small_schedule(kind)
         publisher = broker.login(HARNESS).apply(paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311))
         publisher.connect(broker.host, broker.port)

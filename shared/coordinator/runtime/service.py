@@ -264,7 +264,7 @@ def without_pyarrow() -> None:
     (deploy/Dockerfile installs no extras); here, services run as they are deployed. Not
     done at import: a test process imports services and reads Parquet too."""
     if "pandas" not in sys.modules:
-        sys.modules.setdefault("pyarrow", None)  # None: `import pyarrow` raises ImportError
+        sys.modules.setdefault("pyarrow", None)  # type: ignore[arg-type]  # None: `import pyarrow` raises ImportError
 
 
 async def serve(name: str, build: Callable[[SiteConfig, Publish], Service], site: SiteConfig) -> int:

@@ -221,17 +221,26 @@ def small_schedule(kind: str) -> tuple[bytes, int]:
 
 
 def page_ready(port: int, alive: Callable[[], bool], timeout: float) -> float:
-    """When (perf_counter) the site page first answered /api/snapshot with its broker connected."""
+    """When (perf_counter) the site page first answered /api/snapshot with its broker connected.
+
+    Its index is asked first, every 10 ms (a static file: cheap); the snapshot, which the page
+    builds from every asset (about 0.1 s at 5,000), only once the page serves, then every 50 ms,
+    so that the probe does not slow down what it measures."""
     deadline = time.monotonic() + timeout
+    path, pause = "/", 0.01
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/snapshot", timeout=2) as answer:
-                if json.loads(answer.read()).get("broker_connected"):
-                    return time.perf_counter()
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
+                body = answer.read()
+            if path == "/":
+                path, pause = "/api/snapshot", 0.05
+                continue
+            if json.loads(body).get("broker_connected"):
+                return time.perf_counter()
         except (urllib.error.URLError, ConnectionError, OSError):
             if not alive():
                 raise RuntimeError("the site page exited before it was ready") from None
-        time.sleep(0.01)  # polling an HTTP server: it has no way to tell us
+        time.sleep(pause)  # polling an HTTP server: it has no way to tell us
     raise RuntimeError(f"site page not ready within {timeout:g} s")
 
 

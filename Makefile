@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo credentials screenshots lint test compose-check contract bench bench-conversion bench-modbus bench-ocpp bench-estop bench-first-slot bench-plan bench-pipeline bench-fallback chaos clean
+.PHONY: demo credentials screenshots lint test compose-check contract bench bench-conversion bench-modbus bench-ocpp bench-estop bench-first-slot bench-plan bench-pipeline bench-fallback chaos clean bench-processes bench-site
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required, found " + sys.version.split()[0])'
@@ -105,10 +105,15 @@ bench-pipeline: $(STAMP)
 
 # A 5,000-asset site on real protocols: 5 OCPP gateways x 980 chargers, 2 Modbus gateways x 50
 # batteries, a 96-slot schedule; the first slot verified, beside raw protocol round trips (docs/scale-site.md)
-.PHONY: bench-site
 bench-site: $(STAMP)
 	@mosquitto/ensure-mosquitto.sh
 	$(BIN)/python bench/site_scale.py
+
+# Every process (ingester, planner, tracker, each gateway kind, JSON mirror, site page) at 1,000 and
+# 5,000 assets: exec -> online, and peak RSS after a small schedule, beside a paho + msgpack floor
+bench-processes: $(STAMP)
+	@mosquitto/ensure-mosquitto.sh
+	$(BIN)/python bench/processes.py
 
 # Leases: kill -9 the whole coordinator and the broker; time until every simulated device
 # (OCPP chargers, Modbus batteries) is at its safe value, beside the configured lease

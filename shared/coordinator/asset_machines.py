@@ -13,7 +13,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from .events import EventBus
-from .statemachine import StateMachine
+from .statemachine import StateMachine, TransitionTable
 
 
 class ChargerState(StrEnum):
@@ -95,11 +95,16 @@ def is_early_departure(from_state: str, trigger: str) -> bool:
     return trigger == ChargerTrigger.UNPLUG and from_state in EARLY_DEPARTURE_STATES
 
 
+_CHARGER_TABLE = TransitionTable(ChargerState, CHARGER_TRANSITIONS)
+_BATTERY_TABLE = TransitionTable(BatteryState, BATTERY_TRANSITIONS)
+"""Shared by every machine of the kind (a machine never changes its table)."""
+
+
 def create_ev_charger_state_machine(asset_id: str, event_bus: EventBus | None = None) -> StateMachine:
     """An EV charger machine: 7 states, 10 triggers, starting in AVAILABLE."""
-    return StateMachine(asset_id, set(ChargerState), ChargerState.AVAILABLE, CHARGER_TRANSITIONS, event_bus)
+    return StateMachine(asset_id, _CHARGER_TABLE.states, ChargerState.AVAILABLE, _CHARGER_TABLE, event_bus)
 
 
 def create_battery_state_machine(asset_id: str, event_bus: EventBus | None = None) -> StateMachine:
     """A battery machine: 5 states, 7 triggers, starting in IDLE, with direct charge <-> discharge."""
-    return StateMachine(asset_id, set(BatteryState), BatteryState.IDLE, BATTERY_TRANSITIONS, event_bus)
+    return StateMachine(asset_id, _BATTERY_TABLE.states, BatteryState.IDLE, _BATTERY_TABLE, event_bus)

@@ -23,9 +23,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from functools import partial
 from operator import attrgetter
-from typing import Any, ClassVar
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import schedule as schedule_conversion
 from .adapters.base import ProtocolAdapter, TranslationError
@@ -40,6 +38,9 @@ from .schedule import ScheduleError
 from .setpoint_order import channel_of
 from .statemachine import StateMachine
 from .timeutil import require_aware, utcnow
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 

@@ -30,13 +30,19 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, TypeAlias
 
 from .base import Command, CommandStatus, CommandType
 from .ids import COMMAND_PREFIX, new_ids
+from .lazy_imports import LazyModule
 from .timeutil import utcnow
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+else:  # imported when a schedule is first converted: most processes import this module, few convert
+    np = LazyModule("numpy", globals(), "np")
+    pd = LazyModule("pandas", globals(), "pd")
 
 EV_COLUMN = re.compile(r"^ev_(?P<vehicle>.+)_kw$")
 BATTERY_COLUMN = re.compile(r"^(?P<key>battery(?:_.+?)?)_(?P<direction>charge|discharge)_kw$")
@@ -248,7 +254,7 @@ def plan_setpoints(df: pd.DataFrame, asset_map: Mapping[str, str]) -> PlannedSet
 SETPOINT_TYPES = (CommandType.SET_CHARGE_RATE, CommandType.SET_DISCHARGE_RATE)
 _CHARGE, _DISCHARGE = 0, 1
 
-_Part = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+_Part: TypeAlias = "tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]"
 
 
 def _plan_ev(df: pd.DataFrame, ev: dict[str, str]) -> _Part:

@@ -8,13 +8,18 @@ must not reach a device either).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from coordinator.contract.codec import MAX_SCHEDULE_BYTES, DecodeError, ScheduleMessage, decode_schedule, unpack
 from coordinator.ids import schedule_content_id
+from coordinator.lazy_imports import LazyModule
 from coordinator.schedule import PlannedSetpoints, ScheduleError, SetpointColumns, classify_columns, plan_setpoints
 from coordinator.site import AssetKind, SiteConfig
+
+if TYPE_CHECKING:
+    import numpy as np
+else:  # imported when a schedule is first reviewed, not when a process starts
+    np = LazyModule("numpy", globals(), "np")
 
 
 @dataclass(frozen=True)

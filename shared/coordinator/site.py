@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import tomllib
+from collections import Counter
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Self
@@ -253,7 +254,7 @@ class SiteConfig(BaseModel):
         gateway_ids = [g.gateway_id for g in self.gateways]
         asset_ids = [a.asset_id for a in self.assets]
         for label, ids in (("gateway_id", gateway_ids), ("asset_id", asset_ids)):
-            dupes = sorted({i for i in ids if ids.count(i) > 1})
+            dupes = sorted(i for i, n in Counter(ids).items() if n > 1)  # not ids.count: 0.5 s at 5,000 assets
             if dupes:
                 raise ValueError(f"duplicated {label}: {', '.join(dupes)}")
         unknown = sorted({a.gateway_id for a in self.assets} - set(gateway_ids))
@@ -263,10 +264,9 @@ class SiteConfig(BaseModel):
         missing = [a.asset_id for a in self.assets if protocols[a.gateway_id] is Protocol.MODBUS and a.modbus is None]
         if missing:
             raise ValueError(f"assets behind a modbus gateway need a [assets.modbus] table: {', '.join(missing)}")
-        by_gateway = {g.gateway_id: g for g in self.gateways}
+        requires_auth = {g.gateway_id: (g.ocpp or OcppListenConfig()).require_auth for g in self.gateways}
         for i, asset in enumerate(self.assets):
-            listen = by_gateway[asset.gateway_id].ocpp or OcppListenConfig()
-            if asset.ocpp is not None and listen.require_auth and not asset.ocpp.has_password:
+            if asset.ocpp is not None and requires_auth[asset.gateway_id] and not asset.ocpp.has_password:
                 raise ValueError(f"assets[{i}].ocpp: {asset.ocpp.charge_point_id} has no password or password_file, "
                                  f"and gateway {asset.gateway_id} requires auth")
         if self.coordinator.site_id != self.site_id:

@@ -21,8 +21,9 @@ object of the library: a process's event loop).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
+from types import MappingProxyType
 from typing import TypedDict
 
 from .contract.events import StateChanged
@@ -55,6 +56,25 @@ class InvalidTransition(Exception):
         )
 
 
+class TransitionTable(Mapping[str, Mapping[str, str]]):
+    """A checked, read-only ``transitions[state][trigger] -> next state`` that many machines
+    share: a site's 5,000 chargers hold one table, not 5,000 copies (about 2 KB each)."""
+
+    def __init__(self, states: Iterable[str], transitions: Mapping[str, Mapping[str, str]]) -> None:
+        self.states = frozenset(states)
+        self.table = {src: dict(by_trigger) for src, by_trigger in transitions.items()}
+        _check_table(self.states, self.table)
+
+    def __getitem__(self, state: str) -> Mapping[str, str]:
+        return MappingProxyType(self.table[state])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.table)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
 class StateMachine:
     """A configurable FSM: ``transitions[state][trigger] -> next state``.
 
@@ -74,12 +94,17 @@ class StateMachine:
         history_limit: int = 1000,
     ) -> None:
         self.asset_id = asset_id
-        self.states = frozenset(states)
-        self._transitions = {src: dict(by_trigger) for src, by_trigger in transitions.items()}
-        _check_config(self.states, initial_state, self._transitions)
+        if isinstance(transitions, TransitionTable):  # checked once for every machine of its kind
+            self.states, self._transitions = transitions.states, transitions.table
+            _check_config(self.states, initial_state, {})
+        else:
+            self.states = frozenset(states)
+            self._transitions = {src: dict(by_trigger) for src, by_trigger in transitions.items()}
+            _check_config(self.states, initial_state, self._transitions)
         self._state = initial_state
         self._event_bus = event_bus
-        self._history: deque[HistoryEntry] = deque(maxlen=history_limit)
+        self._history_limit = history_limit
+        self._history: deque[HistoryEntry] | None = None  # made at the first transition: most never move
         self._listeners: list[TransitionListener] = []
 
     @property
@@ -88,7 +113,7 @@ class StateMachine:
 
     @property
     def history(self) -> list[HistoryEntry]:
-        return list(self._history)
+        return list(self._history or ())
 
     def can_trigger(self, trigger: str) -> bool:
         return trigger in self._transitions.get(self._state, {})
@@ -137,6 +162,8 @@ class StateMachine:
         if to_state is None:
             raise InvalidTransition(self.asset_id, from_state, trigger, self.available_triggers())
         self._state = to_state
+        if self._history is None:
+            self._history = deque(maxlen=self._history_limit)
         self._history.append(
             HistoryEntry(from_state=from_state, to_state=to_state, trigger=trigger, timestamp=utcnow())
         )
@@ -156,6 +183,10 @@ class StateMachine:
 def _check_config(states: frozenset[str], initial: str, transitions: Mapping[str, Mapping[str, str]]) -> None:
     if initial not in states:
         raise ValueError(f"initial_state {initial!r} is not one of the states {sorted(states)}")
+    _check_table(states, transitions)
+
+
+def _check_table(states: frozenset[str], transitions: Mapping[str, Mapping[str, str]]) -> None:
     for source, by_trigger in transitions.items():
         if source not in states:
             raise ValueError(f"transition source {source!r} is not one of the states")

@@ -22,21 +22,25 @@ docs/codec.md.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgpack
-import numpy as np
-import pandas as pd
 import pydantic
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Strict, StrictStr
 
 from coordinator.base import COMMAND_ADAPTER, Command, CommandStatus, CommandType
 from coordinator.contract.events import payload_model
 from coordinator.events import Event, EventType
+
+if TYPE_CHECKING:
+    # Imported where schedules are encoded and decoded, not here: every process imports this
+    # module, and pandas with numpy is about 0.4 s and 40 MB that most of them never use.
+    import pandas as pd
 
 MAX_MESSAGE_BYTES = 1 << 20
 """Largest encoded command or event (or runtime envelope, see ``coordinator.contract.messages``) accepted."""
@@ -134,7 +138,8 @@ def _default(obj: Any) -> Any:
                         fold=obj.fold)
     if isinstance(obj, Enum):
         return obj.value
-    if isinstance(obj, np.generic):
+    numpy = sys.modules.get("numpy")  # a numpy scalar exists only once numpy was imported
+    if numpy is not None and isinstance(obj, numpy.generic):
         return obj.item()
     if isinstance(obj, Mapping):
         return dict(obj)
@@ -333,7 +338,8 @@ class ScheduleFormat(BaseModel):
 _SCHEDULE_REQUIRED = frozenset({"site_id", "asset_map", "index", "columns"})
 _SCHEDULE_OPTIONAL = frozenset({"schedule_id"})
 _NUMBER_TYPES = frozenset({float, int, type(None)})  # bool is not int here: type(), not isinstance
-_NAT = np.iinfo(np.int64).min
+_NAT = -(1 << 63)
+"""numpy.iinfo(numpy.int64).min: pandas' NaT as int64 nanoseconds."""
 
 
 def encode_schedule(
@@ -350,6 +356,9 @@ def encode_schedule(
         >>> msg.frame["ev_1_kw"].tolist(), str(msg.frame.index.tz)
         ([22.0, nan], 'UTC')
     """
+    import numpy as np
+    import pandas as pd
+
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"schedule must be a pandas DataFrame, got {type(df).__name__}")
     if not isinstance(df.index, pd.DatetimeIndex) or df.index.tz is None:
@@ -409,6 +418,9 @@ def decode_schedule(data: bytes, *, max_bytes: int = MAX_SCHEDULE_BYTES) -> Sche
         ...     exc.reason
         'top level must be a map, got array'
     """
+    import numpy as np
+    import pandas as pd
+
     obj = _require_map(
         # timestamp=0: Timestamp objects, turned into int64 nanoseconds without a detour via datetime
         _unpackb(data, max_bytes, timestamp=0, max_str=4 * MAX_COLUMN_NAME_CHARS, max_items=MAX_ROWS,

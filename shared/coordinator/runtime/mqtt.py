@@ -200,7 +200,23 @@ class Publication:
 
 
 def _matching(routes: list[tuple[str, Handler]], topic: str) -> list[Handler]:
-    return [handler for topic_filter, handler in routes if paho.topic_matches_sub(topic_filter, topic)]
+    return [handler for topic_filter, handler in routes if topic_matches(topic_filter, topic)]
+
+
+def topic_matches(topic_filter: str, topic: str) -> bool:
+    """MQTT's filter rule, as paho's ``topic_matches_sub`` (which builds a matcher tree per
+    call: about 20 us, paid per message and subscription, 0.25 s for a site's 5,000 retained
+    states): ``+`` one level, ``#`` the rest (and the parent level), neither at the first
+    level of a ``$`` topic."""
+    levels, wanted = topic.split("/"), topic_filter.split("/")
+    if topic.startswith("$") and wanted[0] in ("+", "#"):
+        return False
+    for i, want in enumerate(wanted):
+        if want == "#":
+            return True
+        if i == len(levels) or (want != "+" and want != levels[i]):
+            return False
+    return len(wanted) == len(levels)
 
 
 def _check_topic(topic: str, qos: int) -> None:

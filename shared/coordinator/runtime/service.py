@@ -247,11 +247,24 @@ def run(name: str, build: Callable[[SiteConfig, Publish], Service], site: SiteCo
     ``build(site, publish)`` makes the service; it is called on the running loop.
     """
     configure_logging(name)
+    without_pyarrow()
     try:
         return asyncio.run(serve(name, build, site))
     except CredentialsRefused as exc:  # logged once by the client; retrying cannot help
         log.critical("%s exits: %s", name, exc)
         return EXIT_CREDENTIALS_REFUSED
+
+
+def without_pyarrow() -> None:
+    """Keep pandas from loading pyarrow in this process, if pandas is not loaded yet.
+
+    pandas 3 imports pyarrow whenever it is installed (a development checkout has it, for
+    `qubit publish` of Parquet files and its tests): about 75 MB and 0.3 s in a process
+    that reads no Parquet. No service does, and the deployed image has no pyarrow at all
+    (deploy/Dockerfile installs no extras); here, services run as they are deployed. Not
+    done at import: a test process imports services and reads Parquet too."""
+    if "pandas" not in sys.modules:
+        sys.modules.setdefault("pyarrow", None)  # type: ignore[arg-type]  # None: `import pyarrow` raises ImportError
 
 
 async def serve(name: str, build: Callable[[SiteConfig, Publish], Service], site: SiteConfig) -> int:

@@ -154,6 +154,11 @@ class LocalMosquitto:
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
+    def pid(self) -> int | None:
+        """The mosquitto process's id while it runs (for its memory and CPU, tools/fleet)."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    @property
     def ca_file(self) -> Path:
         return self.secrets / "ca.crt"
 

@@ -32,7 +32,7 @@ class Observer:
 
     def __init__(self, host: str, port: int, login: BrokerLogin, *topics: str, session: str | None = None) -> None:
         self.seen: list[Seen] = []
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # the predicates of wait_for may take a snapshot
         self._arrived = threading.Condition(self._lock)
         self.client = login.apply(paho.Client(CallbackAPIVersion.VERSION2, client_id=session or "",
                                               clean_session=session is None, protocol=paho.MQTTv311))

@@ -20,9 +20,9 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
-from coordinator.contract.codec import encode_event, encode_schedule
-from coordinator.contract.events import CommandPayload, OperatorCommandAccepted
-from coordinator.contract.messages import Availability, OperatorAction, OperatorCommand
+from coordinator.contract.codec import DecodeError, encode_event, encode_schedule
+from coordinator.contract.events import CommandPayload, EventType, OperatorCommandAccepted
+from coordinator.contract.messages import Availability, OperatorAction, OperatorCommand, decode
 from coordinator.contract.topics import OPERATOR_COMMANDS, ROOT, SCHEDULES_IN
 from coordinator.events import Event
 from coordinator.ids import new_id
@@ -129,8 +129,9 @@ def step_isolation_probe(fleet: Fleet, story: Story) -> Probe:
               f"fleet and forges an event and an operator command into {b.site_id}'s tree")
     login = fleet.central.login(bridge_identity(a.site_id))
     probe = Observer(fleet.central.host, fleet.central.port, login, "#")
-    forged = Event("OPERATOR_COMMAND_ACCEPTED", {"asset_id": CHARGERS[0], "request_id": new_id("req_"),
-                                                 "command_id": new_id("cmd_"), "action": "reset"})
+    forged = Event(EventType.OPERATOR_COMMAND_ACCEPTED,
+                   OperatorCommandAccepted(asset_id=CHARGERS[0], request_id=new_id("req_"),
+                                           command_id=new_id("cmd_"), action="reset"))
     request = new_id("req_")
     for topic, payload in ((central_topic(b.site_id, f"{ROOT}/events/OPERATOR_COMMAND_ACCEPTED/{CHARGERS[0]}"),
                             encode_event(forged)),
@@ -154,21 +155,39 @@ def forge(host: str, port: int, login: BrokerLogin, topic: str, payload: bytes) 
         forger.close()
 
 
-def _order(request_id: str, action: str, *, by: str = FLEET_SCADA) -> OperatorCommand:
-    return OperatorCommand(request_id=request_id, asset_id=CHARGERS[0], action=OperatorAction(action),
-                           availability=Availability.INOPERATIVE if action == "set_availability" else None,
-                           issued_by=by, issued_at=datetime.now(UTC))
+def _order(request_id: str, action: str, *, asset_id: str = CHARGERS[0], availability: Availability | None = None,
+           by: str = FLEET_SCADA) -> OperatorCommand:
+    return OperatorCommand(request_id=request_id, asset_id=asset_id, action=OperatorAction(action),
+                           availability=availability, issued_by=by, issued_at=datetime.now(UTC))
 
 
-def step_operator_command(fleet: Fleet, story: Story) -> None:
+def heard_by(fleet: Fleet, request_id: str) -> list[str]:
+    """The sites whose own broker carried this operator command, or an answer to it."""
+    def carried(seen: Seen) -> bool:
+        try:
+            if seen.topic == OPERATOR_COMMANDS:
+                return decode(OperatorCommand, seen.payload).request_id == request_id
+        except DecodeError:
+            return False
+        return False
+
+    answered = {s.site_id for s in fleet.sites for r in local_events(s)
+                if getattr(r.event.payload, "request_id", None) == request_id}
+    return [s.site_id for s in fleet.sites
+            if s.site_id in answered or (s.local is not None and any(carried(x) for x in s.local.snapshot()))]
+
+
+def step_operator_command(fleet: Fleet, story: Story, target: Site, asset_id: str, availability: Availability,
+                          number: str) -> None:
+    """One operator command from the central SCADA to ``target``: accepted, completed, and
+    carried by no other site's broker."""
     assert fleet.scada is not None
-    target = fleet.sites[0]
     request = new_id("req_")
-    story.say(f"3. {FLEET_SCADA} sends an operator command (set_availability inoperative, {CHARGERS[0]}) to "
-              f"{target.site_id} on {central_topic(target.site_id, OPERATOR_COMMANDS)}")
+    story.say(f"{number} {FLEET_SCADA} sends an operator command (set_availability {availability.value}, "
+              f"{asset_id}) to {target.site_id} on {central_topic(target.site_id, OPERATOR_COMMANDS)}")
     sent = time.monotonic()
     fleet.scada.publish(central_topic(target.site_id, OPERATOR_COMMANDS),
-                        _order(request, "set_availability").encode())
+                        _order(request, "set_availability", asset_id=asset_id, availability=availability).encode())
 
     def accepted() -> OperatorCommandAccepted | None:
         for r in central_events(fleet):
@@ -191,9 +210,9 @@ def step_operator_command(fleet: Fleet, story: Story) -> None:
     done = fleet.scada.wait_for(lambda seen: completed(took.command_id), STEP_TIMEOUT_S)
     story.check(done, f"{target.site_id} completed it (COMMAND_COMPLETED {took.command_id} seen centrally)",
                 f"{time.monotonic() - sent:.2f} s after sending")
-    heard = [s.site_id for s in fleet.sites[1:] if s.local is not None and any(
-        x.topic == OPERATOR_COMMANDS or "/OPERATOR_COMMAND_" in x.topic for x in s.local.snapshot())]
-    story.check(not heard, "no other site heard an operator command", ", ".join(heard) or "none did")
+    heard = heard_by(fleet, request)
+    story.check(heard == [target.site_id], f"only {target.site_id}'s broker carried it or an answer to it",
+                "carried by " + ", ".join(heard))
 
 
 def step_cut_and_catch_up(fleet: Fleet, story: Story) -> None:
@@ -274,22 +293,24 @@ def step_verdicts(fleet: Fleet, story: Story, probe: Probe) -> None:
     for site in fleet.sites:
         ids = [r.event.event_id for r in local_events(site)]
         # Events still crossing when the run ends are waited for, not counted lost.
-        fleet.scada.wait_for(lambda seen, ids=ids, site=site: set(ids) <= {
-            r.event.event_id for r in tally.events(seen) if r.site_id == site.site_id}, STEP_TIMEOUT_S)
+        fleet.scada.wait_for(_all_of(site.site_id, ids), STEP_TIMEOUT_S)
         result = tally.compare(ids, [r.event.event_id for r in central_events(fleet) if r.site_id == site.site_id])
         story.check(result.complete, f"{site.site_id}: {result.expected} events",
                     f"{len(result.lost)} lost, {len(result.duplicated)} delivered twice")
     seen = probe.observer.snapshot()
     outside = sorted({s.topic for s in seen if tally.site_of(s.topic) != a.site_id})
-    story.check(not outside, f"{bridge_identity(a.site_id)} read nothing outside {a.site_id}'s tree",
+    story.check(not outside, f"{bridge_identity(a.site_id)} read nothing outside {a.site_id}'s tree (not the "
+                "other sites' retained states, nor their events, nor the operator command of 3b)",
                 f"{len(seen)} messages received, all {a.site_id}'s" if not outside else ", ".join(outside[:5]))
     forged = [r for r in central_events(fleet) if r.event.event_id == probe.forged_event.event_id]
     story.check(not forged, f"its forged event never reached the central subscriber under {b.site_id}")
     assert b.local is not None
-    orders = [s for s in b.local.snapshot() if s.topic == OPERATOR_COMMANDS]
-    story.check(not orders, f"its forged operator command never reached {b.site_id}",
-                f"{len(orders)} did" if orders else "")
+    story.check(not heard_by(fleet, probe.forged_request), f"its forged operator command never reached {b.site_id}")
     probe.observer.close()
+
+
+def _all_of(site_id: str, ids: list[str]) -> Callable[[list[Seen]], bool]:
+    return lambda seen: set(ids) <= {r.event.event_id for r in tally.events(seen) if r.site_id == site_id}
 
 
 def costs(fleet: Fleet, story: Story) -> dict[str, float]:
@@ -328,7 +349,8 @@ def run(fleet: Fleet) -> Story:
     story = Story()
     step_everyone_seen(fleet, story)
     probe = step_isolation_probe(fleet, story)
-    step_operator_command(fleet, story)
+    step_operator_command(fleet, story, fleet.sites[0], CHARGERS[0], Availability.INOPERATIVE, "3.")
+    step_operator_command(fleet, story, fleet.sites[1], CHARGERS[1], Availability.OPERATIVE, "3b.")
     step_cut_and_catch_up(fleet, story)
     step_verdicts(fleet, story, probe)
     story.say("7. costs")

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,13 +27,16 @@ from coordinator.events import Event
 from coordinator.ids import new_id
 from coordinator.runtime.mqtt import BrokerLogin
 from tools.broker import LocalMosquitto
-from tools.bus_access import BRIDGE_STATE, FLEET_SCADA, bridge_identity, central_topic
+from tools.bus_access import BRIDGE_STATE, FLEET_SCADA, HARNESS, bridge_identity, central_topic
 from tools.fleet import tally
+from tools.fleet.costs import process_cpu_s, process_rss_mb
 from tools.fleet.observer import Observer, Seen
 from tools.fleet.stack import ASSETS, CHARGERS, Fleet, Site
 from tools.launcher import CORE
 
 STEP_TIMEOUT_S = 60.0
+BURST_TOPIC = f"{ROOT}/telemetry/fleet-check/burst"
+"""Under a bridged tree, not under events/: no site process or SCADA reads it as an event."""
 
 
 @dataclass
@@ -47,6 +49,10 @@ class Measured:
     catch_up_s: float = 0.0
     """Link restored -> the last event of the cut received centrally."""
     duplicates: int = 0
+    burst: int = 0
+    """Messages a harness published on the cut site's broker, beyond the site's own events."""
+    burst_catch_up_s: float = 0.0
+    """Link restored -> the last of the burst received centrally."""
     cut_payloads: list[tuple[str, bytes]] = field(default_factory=list)
     """The cut site's events of the cut, as its own broker carried them (topic, bytes)."""
 
@@ -215,7 +221,7 @@ def step_operator_command(fleet: Fleet, story: Story, target: Site, asset_id: st
                 "carried by " + ", ".join(heard))
 
 
-def step_cut_and_catch_up(fleet: Fleet, story: Story) -> None:
+def step_cut_and_catch_up(fleet: Fleet, story: Story, burst: int) -> None:
     assert fleet.scada is not None
     cut = fleet.sites[-1]
     assert cut.local is not None
@@ -260,6 +266,16 @@ def step_cut_and_catch_up(fleet: Fleet, story: Story) -> None:
     story.check(not leaked, f"none of its {len(ids)} events of the cut reached the central broker while cut",
                 f"{len(leaked)} did" if leaked else "")
 
+    counter = None
+    if burst:
+        assert fleet.central is not None
+        counter = Observer(fleet.central.host, fleet.central.port, fleet.central.login(HARNESS),
+                           central_topic(cut.site_id, BURST_TOPIC))
+        publish_burst(cut, burst)
+        story.say(f"   and {burst} numbered QoS 1 messages on {BURST_TOPIC} (more than Mosquitto's default queue "
+                  "of 1,000 per client, which would drop the rest)")
+        story.measured.burst = burst
+
     story.say(f"5. the link of {cut.site_id} is restored")
     mark_central = len(fleet.scada.snapshot())
     restored = time.monotonic()
@@ -284,6 +300,29 @@ def step_cut_and_catch_up(fleet: Fleet, story: Story) -> None:
                 f"the central subscriber got every one of the {comparison.expected} events of the cut",
                 f"{len(comparison.lost)} lost, {len(comparison.duplicated)} delivered twice, last one "
                 f"{story.measured.catch_up_s:.2f} s after the link returned")
+    if counter is not None:
+        counter.wait_for(lambda seen: len({x.payload for x in seen}) >= burst, STEP_TIMEOUT_S)
+        got = counter.snapshot()
+        counter.close()
+        numbers = {int(x.payload) for x in got}
+        story.measured.burst_catch_up_s = max((x.at for x in got), default=restored) - restored
+        story.check(numbers == set(range(burst)), f"every one of the {burst} messages of the burst arrived",
+                    f"{burst - len(numbers & set(range(burst)))} lost, {len(got) - len(numbers)} delivered twice, "
+                    f"last one {story.measured.burst_catch_up_s:.2f} s after the link returned")
+
+
+def publish_burst(site: Site, count: int) -> float:
+    """``count`` numbered QoS 1 messages on the site broker's BURST_TOPIC, all acknowledged;
+    the seconds that took."""
+    publisher = Observer(site.broker.host, site.broker.port, site.broker.login(HARNESS))
+    try:
+        began = time.monotonic()
+        infos = [publisher.client.publish(BURST_TOPIC, str(n).encode(), qos=1) for n in range(count)]
+        for info in infos:
+            info.wait_for_publish(60)
+        return time.monotonic() - began
+    finally:
+        publisher.close()
 
 
 def step_verdicts(fleet: Fleet, story: Story, probe: Probe) -> None:
@@ -327,31 +366,18 @@ def costs(fleet: Fleet, story: Story) -> dict[str, float]:
 
 
 def _process_costs(broker: LocalMosquitto) -> tuple[float, float]:
-    return (process_rss_mb(broker.pid), process_cpu_s(broker.pid)) if broker.pid is not None else (0.0, 0.0)
+    return process_rss_mb(broker.pid), process_cpu_s(broker.pid)
 
 
-def process_rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def process_cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def run(fleet: Fleet) -> Story:
-    """The whole check on a running fleet of at least two sites."""
+def run(fleet: Fleet, burst: int = 2000) -> Story:
+    """The whole check on a running fleet of at least two sites; ``burst`` messages more are
+    published on the cut site while it is cut."""
     story = Story()
     step_everyone_seen(fleet, story)
     probe = step_isolation_probe(fleet, story)
     step_operator_command(fleet, story, fleet.sites[0], CHARGERS[0], Availability.INOPERATIVE, "3.")
     step_operator_command(fleet, story, fleet.sites[1], CHARGERS[1], Availability.OPERATIVE, "3b.")
-    step_cut_and_catch_up(fleet, story)
+    step_cut_and_catch_up(fleet, story, burst)
     step_verdicts(fleet, story, probe)
     story.say("7. costs")
     costs(fleet, story)

@@ -26,6 +26,7 @@ from tools.bus_access import (
     bridge_identity,
     central_identities,
 )
+from tools.fleet.costs import process_rss_mb
 from tools.fleet.link import Link, Links
 from tools.fleet.observer import Observer
 from tools.launcher import CORE, ServiceProcesses
@@ -80,6 +81,8 @@ class Fleet:
     scada: Observer | None = None
     sites: list[Site] = field(default_factory=list)
     started_in_s: float = 0.0
+    central_idle_rss_mb: float = 0.0
+    """The central broker's resident memory before any bridge connected (the per-bridge cost's base)."""
 
     def __enter__(self) -> Fleet:
         try:
@@ -97,6 +100,7 @@ class Fleet:
         ids = [site_id_of(n + 1) for n in range(self.sites_wanted)]
         central = LocalMosquitto(self.folder / "central", gateways=(), accesses=central_identities(ids))
         self.central = central.start()
+        self.central_idle_rss_mb = process_rss_mb(central.pid)
         # Subscribed before any site exists, on a persistent session: nothing a site says is missed.
         self.scada = Observer(central.host, central.port, central.login(FLEET_SCADA), *SCADA_TOPICS,
                               session=SCADA_SESSION)
@@ -138,3 +142,4 @@ class Fleet:
 
     def site(self, site_id: str) -> Site:
         return next(s for s in self.sites if s.site_id == site_id)
+

@@ -359,9 +359,12 @@ def costs(fleet: Fleet, story: Story) -> dict[str, float]:
     sites = [_process_costs(s.broker) for s in fleet.sites]
     out = {"central_rss_mb": central[0], "central_cpu_s": central[1],
            "site_broker_rss_mb": max(s[0] for s in sites), "site_broker_cpu_s": max(s[1] for s in sites)}
+    stacks = [sum(process_rss_mb(p.pid) for p in s.procs.procs.values() if p.poll() is None) for s in fleet.sites]
+    out["site_processes_rss_mb"] = max(stacks)
     story.say(f"   central broker: {central[0]:.1f} MB resident, {central[1]:.2f} s CPU for {len(fleet.sites)} "
               f"bridges; a site broker (with its bridge): at most {out['site_broker_rss_mb']:.1f} MB, "
-              f"{out['site_broker_cpu_s']:.2f} s CPU")
+              f"{out['site_broker_cpu_s']:.2f} s CPU; a site's {len(CORE)} processes: at most "
+              f"{out['site_processes_rss_mb']:.0f} MB resident together")
     return out
 
 

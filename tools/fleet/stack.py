@@ -83,6 +83,8 @@ class Fleet:
     started_in_s: float = 0.0
     central_idle_rss_mb: float = 0.0
     """The central broker's resident memory before any bridge connected (the per-bridge cost's base)."""
+    central_up_rss_mb: float = 0.0
+    """The same once every site is online: every bridge connected, every retained state there."""
 
     def __enter__(self) -> Fleet:
         try:
@@ -125,6 +127,7 @@ class Fleet:
         for site in self.sites:
             site.procs.wait_online(*CORE, timeout=self.online_timeout_s)
         self.started_in_s = time.monotonic() - began
+        self.central_up_rss_mb = process_rss_mb(central.pid)
 
     def stop(self) -> None:
         for site in self.sites:

@@ -27,6 +27,7 @@ class Links:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="fleet-links", daemon=True)
         self._thread.start()
+        self._links: list[Link] = []
 
     def run(self, coro: Any, timeout: float = 10.0) -> Any:
         future: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self.loop)
@@ -36,11 +37,26 @@ class Links:
         """A pass-through to target_host:target_port, listening on a free loopback port."""
         link = Link(self, target_host, target_port)
         link.restore()
+        self._links.append(link)
         return link
 
     def close(self) -> None:
+        """Every link severed and every task of theirs ended before the loop closes (a task
+        left pending would be torn down by the garbage collector, on a closed loop)."""
+        if self.loop.is_closed():
+            return
+        self.run(self._shut())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
+        self.loop.close()
+
+    async def _shut(self) -> None:
+        for link in self._links:
+            await link._sever()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class Link:

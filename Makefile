@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo credentials screenshots lint test compose-check contract bench bench-conversion bench-modbus bench-ocpp bench-estop bench-first-slot bench-plan bench-pipeline bench-fallback chaos clean bench-processes bench-site
+.PHONY: demo credentials screenshots lint test compose-check contract bench bench-conversion bench-modbus bench-ocpp bench-estop bench-first-slot bench-plan bench-pipeline bench-fallback chaos clean bench-processes bench-site fleet bench-fleet
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required, found " + sys.version.split()[0])'
@@ -120,6 +120,19 @@ bench-processes: $(STAMP)
 bench-fallback: $(STAMP)
 	@mosquitto/ensure-mosquitto.sh
 	$(BIN)/python bench/fallback.py
+
+# A fleet on this machine (docs/fleet.md): site stacks bridged to one central broker; central SCADA,
+# isolation of the bridges, an operator command to one site, a cut and the catch-up; PASS or FAIL
+FLEET_SITES ?= 10
+fleet: $(STAMP)
+	@mosquitto/ensure-mosquitto.sh
+	$(BIN)/python -m tools.fleet --sites $(FLEET_SITES)
+
+# The fleet's catch-up after a cut beside the same events crossing a healthy bridge, and the
+# central broker's event throughput through the bridges
+bench-fleet: $(STAMP)
+	@mosquitto/ensure-mosquitto.sh
+	$(BIN)/python bench/fleet.py --sites $(FLEET_SITES)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache .ruff_cache

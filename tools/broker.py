@@ -22,7 +22,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -31,7 +31,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from coordinator.contract.messages import broker_max_packet_size
 from coordinator.runtime.mqtt import BrokerLogin, BrokerSettings
 from coordinator.runtime.settings import settings
-from tools.bus_access import HARNESS
+from tools.bus_access import HARNESS, Access, identities
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +138,14 @@ class LocalMosquitto:
     host = "127.0.0.1"
 
     def __init__(self, data_dir: Path, port: int | None = None, *, gateways: Iterable[str] = TEST_GATEWAYS,
-                 tls_port: int | None = None) -> None:
+                 tls_port: int | None = None, accesses: Sequence[Access] | None = None,
+                 extra_config: Sequence[str] = ()) -> None:
+        """``accesses``: these identities instead of a site's (a fleet's central broker);
+        ``extra_config``: lines appended to the config (a fleet site's bridge connection,
+        tools/bridge_config.py), which may carry a bridge's password: the file is 0600."""
         self.data_dir = Path(data_dir)
+        self.accesses = list(accesses) if accesses is not None else None
+        self.extra_config = list(extra_config)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.tls_port = tls_port or free_port()
@@ -148,13 +154,21 @@ class LocalMosquitto:
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
+    def pid(self) -> int | None:
+        """The mosquitto process's id while it runs (for its memory and CPU, tools/fleet)."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    @property
     def ca_file(self) -> Path:
         return self.secrets / "ca.crt"
 
     def start(self) -> LocalMosquitto:
         self._provision()
         conf = self.data_dir / "mosquitto.conf"
-        conf.write_text(broker_config(self.port, self.data_dir, tls_port=self.tls_port, secrets=self.secrets))
+        text = broker_config(self.port, self.data_dir, tls_port=self.tls_port, secrets=self.secrets)
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text + "".join(line + "\n" for line in self.extra_config))
         self._proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if not (wait_for_port(self.host, self.port, 10) and wait_for_port(self.host, self.tls_port, 10)):
@@ -167,7 +181,10 @@ class LocalMosquitto:
     def _provision(self) -> None:
         from tools.credentials import SiteFacts, provision
 
-        provision(self.secrets, SiteFacts(TEST_SITE_ID, tuple(sorted(self.gateways))), harness=True, ocpp=False)
+        accesses = [*self.accesses, *(a for a in identities((), harness=True) if a.identity == HARNESS)] \
+            if self.accesses is not None else None
+        provision(self.secrets, SiteFacts(TEST_SITE_ID, tuple(sorted(self.gateways))), harness=True, ocpp=False,
+                  accesses=accesses)
 
     # -- identities ------------------------------------------------------------------
 

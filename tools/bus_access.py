@@ -115,3 +115,62 @@ def acl_text(accesses: Iterable[Access]) -> str:
         lines += [f"topic read {t}" for t in access.read if t not in both]
         lines.append("")
     return "\n".join(lines)
+
+
+# -- the fleet: site brokers bridged to one central broker (docs/fleet.md) -----------------
+
+FLEET_ROOT = "fleet"
+"""The central broker's tree: site ``S``'s topic ``qubit/x`` is ``fleet/S/qubit/x`` there."""
+FLEET_SCADA = "fleet-scada"
+"""The operations centre on the central broker: reads every site's trees, sends operator commands."""
+BRIDGED_OUT = ("events/#", "state/#", "services/#", "telemetry/#")
+"""What a site's bridge carries to the central broker, under the site's root: what SCADA reads."""
+BRIDGED_IN = ("operator/commands",)
+"""What a site's bridge carries from the central broker: that site's operator commands only."""
+BRIDGE_STATE = "bridge/state"
+"""Under a site's central prefix: the bridge's own notification (retained 1 up, 0 down, its will)."""
+
+
+def fleet_prefix(site_id: str) -> str:
+    """``fleet/<site_id>/``: where a site's tree starts on the central broker (trailing slash,
+    as a Mosquitto bridge's remote prefix wants it)."""
+    return f"{FLEET_ROOT}/{check_level(site_id)}/"
+
+
+def central_topic(site_id: str, topic: str) -> str:
+    """A site topic (``qubit/events/...``, under any root) as the central broker names it."""
+    return fleet_prefix(site_id) + topic
+
+
+def bridge_identity(site_id: str) -> str:
+    """``bridge-<site_id>``: how that site's bridge logs in to the central broker."""
+    return f"bridge-{check_level(site_id)}"
+
+
+def bridge_access(site_id: str, root: str = ROOT) -> Access:
+    """One site's bridge on the central broker: it writes that site's outbound trees and its
+    own state notification, and reads that site's operator commands. Nothing of another site."""
+    prefix = fleet_prefix(site_id)
+    return Access(bridge_identity(site_id),
+                  publish=(*(f"{prefix}{root}/{t}" for t in BRIDGED_OUT), prefix + BRIDGE_STATE),
+                  read=tuple(f"{prefix}{root}/{t}" for t in BRIDGED_IN),
+                  role=f"the bridge of site {site_id}")
+
+
+def fleet_scada_access(root: str = ROOT) -> Access:
+    """The operations centre: every site's outbound trees and bridge states, and every site's
+    operator commands (the planner of that site checks each one as it checks a local one)."""
+    every = f"{FLEET_ROOT}/+/"
+    return Access(FLEET_SCADA,
+                  publish=tuple(f"{every}{root}/{t}" for t in BRIDGED_IN),
+                  read=(*(f"{every}{root}/{t}" for t in BRIDGED_OUT), every + BRIDGE_STATE),
+                  role="the fleet's operations centre: reads every site, sends operator commands")
+
+
+def central_identities(site_ids: Iterable[str], root: str = ROOT, *, harness: bool = False) -> list[Access]:
+    """Every identity of the central broker: one bridge per site and the operations centre;
+    ``harness`` adds the test-only one."""
+    found = [*(bridge_access(s, root) for s in sorted(set(site_ids))), fleet_scada_access(root)]
+    if harness:
+        found.append(Access(HARNESS, publish=("#",), read=("#",), role="tests only: everything"))
+    return found

@@ -103,13 +103,15 @@ class Written:
 
 
 def provision(out: Path, site: SiteFacts, *, hostnames: Sequence[str] = DEFAULT_HOSTNAMES,
-              harness: bool = False, ocpp: bool = True) -> Written:
+              harness: bool = False, ocpp: bool = True, accesses: Sequence[Access] | None = None) -> Written:
     """Write (or complete) the credentials layout for ``site`` in ``out``.
 
     ``harness``: add the test-only identity (tools/broker.py; never for a site).
-    ``ocpp``: the OCPP gateway's certificate and the chargers' passwords too."""
+    ``ocpp``: the OCPP gateway's certificate and the chargers' passwords too.
+    ``accesses``: these identities instead of the site's (a fleet's central broker,
+    tools/bus_access.py ``central_identities``; ``harness`` is then theirs to include)."""
     out.mkdir(parents=True, exist_ok=True)
-    accesses = identities(site.gateway_ids, harness=harness)
+    accesses = identities(site.gateway_ids, harness=harness) if accesses is None else list(accesses)
     written = Written(out, accesses)
     ca_existed = (out / CA_CERT).exists()
     ca = LocalCA.create(out, site.site_id)

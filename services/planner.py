@@ -25,10 +25,8 @@ import sys
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
-import numpy as np
-import pandas as pd
 import pydantic
 
 from coordinator.adapters import RoutingTable
@@ -75,6 +73,7 @@ from coordinator.contract.topics import (
 )
 from coordinator.dispatch import DispatchEngine
 from coordinator.events import Event, EventBus, EventType
+from coordinator.lazy_imports import LazyModule
 from coordinator.ledger import Ledger, LedgerError, OutboxSender
 from coordinator.ledger.plans import ID_BYTES, Cancellation, Plan, slots_of
 from coordinator.ledger.store import REPLAY_WINDOW, Unit
@@ -97,6 +96,13 @@ from coordinator.schedule_review import Accepted, Rejected, review_schedule
 from coordinator.setpoint_order import CHANNEL
 from coordinator.site import SiteConfig
 from coordinator.timeutil import utcnow
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+else:  # imported when the first schedule is planned, not when the process starts
+    np = LazyModule("numpy", globals(), "np")
+    pd = LazyModule("pandas", globals(), "pd")
 
 log = logging.getLogger(__name__)
 

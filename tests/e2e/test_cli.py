@@ -99,4 +99,7 @@ def test_publish_reads_parquet_too(stack, tmp_path):
     run = qubit(stack, "publish", str(path), "--asset-map", "battery=ast_batt_001", "--schedule-id", "sch_pq",
                 "--follow", "--timeout", "40")
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "sch_pq: 2/2 commands ended (2 completed)" in run.stdout
+    # Both commands end; on a loaded machine the first may still be unconfirmed when the second
+    # falls due two seconds later, and is then cancelled as superseded (never applied after it).
+    ended = [line for line in run.stdout.splitlines() if line.startswith("sch_pq: 2/2 commands ended")]
+    assert ended and "completed)" in ended[-1], run.stdout

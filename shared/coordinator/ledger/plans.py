@@ -21,10 +21,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from coordinator.base import Command, CommandStatus, CommandType
+from coordinator.lazy_imports import LazyModule
+
+if TYPE_CHECKING:
+    import numpy as np
+else:  # imported when a schedule is first planned, not when the process starts
+    np = LazyModule("numpy", globals(), "np")
 
 SETPOINT_TYPES = (CommandType.SET_CHARGE_RATE, CommandType.SET_DISCHARGE_RATE)
 """Command types by code, as coordinator.schedule plans them."""

@@ -20,11 +20,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from coordinator.base import Command, CommandStatus, CommandType
+from coordinator.lazy_imports import LazyModule
 from coordinator.ledger.plans import (
     SETPOINT_TYPES,
     Cancellation,
@@ -34,6 +33,11 @@ from coordinator.ledger.plans import (
     cancelled_from,
     commands_of,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
+else:  # imported when a schedule is first planned, not when the process starts
+    np = LazyModule("numpy", globals(), "np")
 
 SCHEMA_VERSION = 2
 """2: a schedule's commands not yet due are kept compact (plans, planned_slots, cancellations:

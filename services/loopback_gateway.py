@@ -291,9 +291,21 @@ class LoopbackGateway(Service):
 
     @receives(CommandBatch, "command batch")
     def on_commands(self, topic: str, batch: CommandBatch) -> None:
+        # The devices of one batch are touched together, with one commit before and one after
+        # (two per command cost 1.4 ms each). An asset's second command in the batch waits
+        # for the group before it: its ordering check must see the first one in force.
         results: list[CommandResult] = []
+        group: dict[str, Command] = {}
         for cmd in self.intake.accept(batch):
-            results += self._apply(cmd)
+            if cmd.asset_id in group:
+                results += self._apply_all(list(group.values()))
+                group = {}
+            answer = self._answer_instead(cmd)
+            if answer is None:
+                group[cmd.asset_id] = cmd
+            else:
+                results += answer
+        results += self._apply_all(list(group.values()))
         self.intake.send(results)
 
     def resume(self) -> None:
@@ -327,6 +339,11 @@ class LoopbackGateway(Service):
         self.halted = None  # nothing restored here: the planner sends the newest setpoint
 
     def _apply(self, cmd: Command) -> list[CommandResult]:
+        answer = self._answer_instead(cmd)
+        return self._apply_all([cmd]) if answer is None else answer
+
+    def _answer_instead(self, cmd: Command) -> list[CommandResult] | None:
+        """None when the device is to apply ``cmd``; else what to answer instead (maybe nothing)."""
         now = utcnow()
         if cmd.asset_id not in self.assets:
             refusal = f"{cmd.asset_id} is not on gateway {self.gateway_id}"
@@ -343,13 +360,19 @@ class LoopbackGateway(Service):
         if held and not _recovers(state, cmd):
             return [result(cmd.command_id, cmd.asset_id, Outcome.FAILED, f"device is {state}", now)]
         superseded = self.intake.check(cmd)
-        if superseded is not None:
-            return [superseded]
-        self.intake.applying(cmd)
-        self._device_applies(cmd, cmd, now)
-        self.intake.applied(cmd)
-        return [result(cmd.command_id, cmd.asset_id, Outcome.ACKNOWLEDGED, at=now),
-                result(cmd.command_id, cmd.asset_id, Outcome.COMPLETED, at=now)]
+        return None if superseded is None else [superseded]
+
+    def _apply_all(self, cmds: list[Command]) -> list[CommandResult]:
+        """The simulated devices apply ``cmds`` (one per asset), committed before and after."""
+        if not cmds:
+            return []
+        now = utcnow()
+        self.intake.applying_all(cmds)
+        for cmd in cmds:
+            self._device_applies(cmd, cmd, now)
+        self.intake.applied_all(cmds)
+        return [r for cmd in cmds for r in (result(cmd.command_id, cmd.asset_id, Outcome.ACKNOWLEDGED, at=now),
+                                            result(cmd.command_id, cmd.asset_id, Outcome.COMPLETED, at=now))]
 
     def on_simulate(self, topic: str, data: bytes) -> None:
         """A SimulatorRequest (stop answering, answer again) or a StatusReport (force a state)."""

@@ -194,6 +194,14 @@ class CommandIntake:
         """Committed once the device confirmed ``cmd``: it is in force now."""
         self.record.applied(cmd)
 
+    def applying_all(self, cmds: list[Command]) -> None:
+        """``applying`` for many devices touched at once, in one commit."""
+        self.record.applying_all(cmds)
+
+    def applied_all(self, cmds: list[Command]) -> None:
+        """``applied`` for many devices that confirmed at once, in one commit."""
+        self.record.applied_all(cmds)
+
     def settled(self, cmd: Command) -> None:
         """``cmd`` ends without a result of ours (no answer: the planner's timeout decides)."""
         self.record.results([(cmd.command_id, cmd.attempts, [], True)])

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 class ScheduleIngester(Service):
     bus: EventBus
     publishes = (SCHEDULES_ACCEPTED,)
+    warm_imports = ("numpy", "pandas")
 
     def __init__(self, site: SiteConfig, publish: Publish, clock: Callable[[], datetime] = utcnow) -> None:
         self.site = site

@@ -146,6 +146,7 @@ def durable(method: Callable[Concatenate[Planner, P], R]) -> Callable[Concatenat
 class Planner(Service):
     bus: EventBus
     publishes = (commands_topic("{gateway}"), "{query.reply_to}")
+    warm_imports = ("numpy", "pandas")
 
     def __init__(
         self,

@@ -62,3 +62,13 @@ def test_a_service_process_keeps_pyarrow_out_of_pandas() -> None:
              "print(sys.modules.get('pyarrow'), float(frame['ev_1_kw'].sum()))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["None", "1.0"]
+
+
+def test_warm_imports_load_a_module_ahead_and_survive_a_missing_one() -> None:
+    probe = ("import sys; from coordinator.runtime.service import warm\n"
+             "assert 'pandas' not in sys.modules\n"
+             "warm(('no_such_module_here', 'pandas'))\n"
+             "print('pandas' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "True"
+    assert "warm import of no_such_module_here failed" in run.stderr

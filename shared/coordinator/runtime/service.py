@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import importlib
 import logging
 import os
 import signal
@@ -76,6 +77,9 @@ class Service:
     and its status: a declaration for readers, logged at start-up."""
     bus: EventBus | None = None
     """Its own event bus, if it has one: forwarded to qubit/events/# and counted in metrics."""
+    warm_imports: tuple[str, ...] = ()
+    """Modules its first message will need (pandas for a schedule), imported on a thread once
+    the process is online: start-up stays short and the first schedule does not pay for them."""
 
     @property
     def refusals(self) -> Refusals:
@@ -306,6 +310,8 @@ async def serve(name: str, build: Callable[[SiteConfig, Publish], Service], site
     await service.open()
     await client.open()
     supervisor.started()
+    if service.warm_imports:
+        threading.Thread(target=warm, args=(service.warm_imports,), name="warm imports", daemon=True).start()
     log.info("%s running for site %s%s", name, site.site_id,
              f"; publishes {', '.join(service.publishes)}" if service.publishes else "")
     timers = [Every(HOUSEKEEPING_SECONDS, Housekeeping(supervisor, client), "housekeeping")]
@@ -327,6 +333,16 @@ async def serve(name: str, build: Callable[[SiteConfig, Publish], Service], site
     threading.Thread(target=metrics.close, name="metrics shutdown", daemon=True).start()
     log.info("%s offline", name)
     return 0
+
+
+def warm(modules: tuple[str, ...]) -> None:
+    """Import ``modules`` now (their lazy users then find them in sys.modules); a failure is
+    logged, and the import is tried again, and fails loudly, where the module is used."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            log.exception("warm import of %s failed", module)
 
 
 class PublishFailureReport:

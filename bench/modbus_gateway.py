@@ -113,7 +113,10 @@ def main() -> None:
     print(f"gateway due -> write verified by read-back (MQTT in/out): {percentiles(gateway)}")
     print(f"floor   raw pymodbus write+read, all at once (after)  : {percentiles(floor_after)}")
     record(Figure(f"Modbus gateway p99, {BATTERIES} batteries (due -> verified by read-back)", p99(gateway) * 1e3,
-                  p99(floor_before + floor_after) * 1e3, "ms", floor_is="raw pymodbus write + read p99, all at once",
+                  # The faster of the two floors: the other was slowed by something else (a run saw
+                  # 135 ms after beside 51 ms before, which put the gateway below its own floor).
+                  min(p99(floor_before), p99(floor_after)) * 1e3, "ms",
+                  floor_is="raw pymodbus write + read p99, all at once, the faster of before and after",
                   command="make bench-modbus", goal=1.5,
                   detail=f"floor p99 before {p99(floor_before) * 1e3:.0f} ms, after {p99(floor_after) * 1e3:.0f} ms"))
 

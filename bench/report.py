@@ -87,7 +87,8 @@ def table_row(row: dict[str, object]) -> str:
         bounds.append(f"{'≥' if f.higher_is_better else '≤'} {f.absolute:g} {f.unit}")
     verdict = {True: "met", False: "**missed**", None: "-"}[f.met]
     detail = f"<br>{f.detail}" if f.detail else ""
-    return (f"| {f.name}{detail} | {cell(f.value, f.unit)} | {cell(f.floor, f.unit)} ({f.floor_is}) | {ratio} "
+    floor = f"{cell(f.floor, f.unit)} ({f.floor_is})" if f.floor is not None else "-"
+    return (f"| {f.name}{detail} | {cell(f.value, f.unit)} | {floor} | {ratio} "
             f"| {', '.join(bounds) or '-'} | {verdict} | `{f.command}` | {row.get('measured', '')} |")
 
 
@@ -121,7 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("targets", nargs="*", default=list(TARGETS))
     parser.add_argument("--docs", type=Path, default=ROOT / "docs")
+    parser.add_argument("--rewrite", action="store_true", help="only write benchmarks.md again from benchmarks.json")
     args = parser.parse_args(argv)
+    if args.rewrite:
+        args.targets = []
     store = args.docs / "benchmarks.json"
     saved = json.loads(store.read_text()) if store.exists() else {"rows": [], "runs": {}}
     rows: list[dict[str, object]] = saved["rows"]

@@ -17,6 +17,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -44,6 +46,27 @@ def site_toml(assets: int) -> str:
         lines += ["[[assets]]", f'asset_id = "ast_ev_{i:05d}"', 'kind = "ev_charger"', 'gateway_id = "loopback"',
                   "max_power_kw = 50.0", ""]
     return "\n".join(lines)
+
+
+LOOPBACK_STACK = ("ingester", "planner", "tracker", "gateway-loopback")
+
+
+@contextmanager
+def loopback_site(prefix: str, assets: int) -> Iterator[tuple[LocalMosquitto, ServiceProcesses, Path]]:
+    """A private broker and the services of a site of ``assets`` loopback chargers, not started
+    yet (``stack.start_all(LOOPBACK_STACK)``), each with its own data directory; both stopped on
+    exit. Also yields the work directory (logs in ``work / "logs"``)."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    site = work / "site.toml"
+    site.write_text(site_toml(assets))
+    broker = LocalMosquitto(work / "broker").start()
+    stack = ServiceProcesses(broker.host, broker.port, site, work / "logs")
+    stack.env["QUBIT_DATA_DIR"] = str(work / "data")
+    try:
+        yield broker, stack, work
+    finally:
+        stack.stop_all()
+        broker.stop()
 
 
 def frame(assets: int, slots: int, start: datetime) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -122,54 +145,50 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the first slot")
     parser.add_argument("--lead", type=float, default=20.0, help="seconds from publishing to the first slot")
     args = parser.parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="qubit-first-slot-"))
-    site = work / "site.toml"
-    site.write_text(site_toml(args.assets))
-    broker = LocalMosquitto(work / "broker").start()
-    stack = ServiceProcesses(broker.host, broker.port, site, work / "logs")
-    stack.env["QUBIT_DATA_DIR"] = str(work / "data")
-    counter: Counter | None = None
-    try:
-        stack.start_all(("ingester", "planner", "tracker", "gateway-loopback"), timeout=120)
+    with loopback_site("qubit-first-slot-", args.assets) as (broker, stack, work):
+        stack.start_all(LOOPBACK_STACK, timeout=120)
         counter = Counter(broker)
-        start = (datetime.now(UTC) + timedelta(seconds=args.lead)).replace(microsecond=0)
-        df, amap = frame(args.assets, args.slots, start)
-        t = time.perf_counter()
-        commands = schedule_to_commands(df, amap)
-        convert = time.perf_counter() - t
-        data = encode_schedule(df, asset_map=amap, site_id=SITE_ID, schedule_id="sch_bench_first_slot")
-        trip = broker_round_trip(broker, data)
-        first = sum(1 for c in commands if c.scheduled_at == start)
-        print(f"{args.assets} assets x {args.slots} slots: {len(commands)} commands, {first} in the first slot, "
-              f"schedule {len(data) / 1e6:.1f} MB")
-        print(f"floor: schedule_to_commands {convert:.2f} s + broker round trip {trip:.2f} s = {convert + trip:.2f} s")
-        stack_client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
-        broker.login().apply(stack_client)
-        stack_client.connect(broker.host, broker.port)
-        stack_client.loop_start()
-        stack_client.publish(SCHEDULES_IN, data, qos=1).wait_for_publish(60)
-        stack_client.disconnect()
-        stack_client.loop_stop()
-        due = start.timestamp()
-        deadline = due + args.timeout
-        while counter.count() < first and time.time() < deadline:
-            time.sleep(0.2)
-        done, elapsed = counter.count(), time.time() - due
-        detail = "" if done >= first else f"only {done}/{first} completed within {args.timeout:g} s"
-        record(Figure(f"first slot of {args.assets:,} loopback chargers x {args.slots} slots: slot start to the last "
-                      "COMPLETED", elapsed, convert + trip, "s", goal=2.0, command="make bench-first-slot",
-                      floor_is="schedule_to_commands of the same frame + one broker round trip of the schedule",
-                      detail=detail))
-        if done >= first:
-            return 0
-        print(f"first slot: only {done}/{first} COMPLETED within {args.timeout:g} s after the slot started; "
-              f"logs in {work / 'logs'}")
-        return 1
-    finally:
-        if counter is not None:
+        try:
+            return measure(args, broker, counter, work)
+        finally:
             counter.close()
-        stack.stop_all()
-        broker.stop()
+
+
+def measure(args: argparse.Namespace, broker: LocalMosquitto, counter: Counter, work: Path) -> int:
+    """Publish the schedule, wait for the first slot, record the figure; 0 when it all completed."""
+    start = (datetime.now(UTC) + timedelta(seconds=args.lead)).replace(microsecond=0)
+    df, amap = frame(args.assets, args.slots, start)
+    t = time.perf_counter()
+    commands = schedule_to_commands(df, amap)
+    convert = time.perf_counter() - t
+    data = encode_schedule(df, asset_map=amap, site_id=SITE_ID, schedule_id="sch_bench_first_slot")
+    trip = broker_round_trip(broker, data)
+    first = sum(1 for c in commands if c.scheduled_at == start)
+    print(f"{args.assets} assets x {args.slots} slots: {len(commands)} commands, {first} in the first slot, "
+          f"schedule {len(data) / 1e6:.1f} MB")
+    print(f"floor: schedule_to_commands {convert:.2f} s + broker round trip {trip:.2f} s = {convert + trip:.2f} s")
+    stack_client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
+    broker.login().apply(stack_client)
+    stack_client.connect(broker.host, broker.port)
+    stack_client.loop_start()
+    stack_client.publish(SCHEDULES_IN, data, qos=1).wait_for_publish(60)
+    stack_client.disconnect()
+    stack_client.loop_stop()
+    due = start.timestamp()
+    deadline = due + args.timeout
+    while counter.count() < first and time.time() < deadline:
+        time.sleep(0.2)
+    done, elapsed = counter.count(), time.time() - due
+    detail = "" if done >= first else f"only {done}/{first} completed within {args.timeout:g} s"
+    record(Figure(f"first slot of {args.assets:,} loopback chargers x {args.slots} slots: slot start to the last "
+                  "COMPLETED", elapsed, convert + trip, "s", goal=2.0, command="make bench-first-slot",
+                  floor_is="schedule_to_commands of the same frame + one broker round trip of the schedule",
+                  detail=detail))
+    if done >= first:
+        return 0
+    print(f"first slot: only {done}/{first} COMPLETED within {args.timeout:g} s after the slot started; "
+          f"logs in {work / 'logs'}")
+    return 1
 
 
 if __name__ == "__main__":

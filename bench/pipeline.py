@@ -23,7 +23,6 @@ import os
 import queue
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -31,14 +30,13 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 import pandas as pd
-from first_slot import SITE_ID, site_toml
+from first_slot import LOOPBACK_STACK, SITE_ID, loopback_site
 from paho.mqtt.enums import CallbackAPIVersion
 from results import Figure, record
 
 from coordinator.contract.codec import encode_schedule
 from coordinator.contract.topics import ROOT, SCHEDULES_IN
 from tools.broker import HARNESS, LocalMosquitto
-from tools.launcher import ServiceProcesses
 
 FLOOR_MESSAGES = 20_000
 FLOOR_TOPIC = "bench/floor"
@@ -135,61 +133,54 @@ def main(argv: list[str] | None = None) -> int:
     if args.floor_publisher:
         publish_floor()
         return 0
-    work = Path(tempfile.mkdtemp(prefix="qubit-pipeline-"))
-    site = work / "site.toml"
-    site.write_text(site_toml(args.assets))
-    broker = LocalMosquitto(work / "broker").start()
-    stack = ServiceProcesses(broker.host, broker.port, site, work / "logs")
-    stack.env["QUBIT_DATA_DIR"] = str(work / "data")
-    completed, cancelled = f"{ROOT}/events/COMMAND_COMPLETED", f"{ROOT}/events/COMMAND_CANCELLED"
-    tally: Tally | None = None
-    try:
-        floor = floor_rate(broker)
-        print(f"floor: raw paho QoS 1 between two processes: {floor:,.0f} msg/s")
-        stack.start_all(("ingester", "planner", "tracker", "gateway-loopback"), timeout=120)
-        tally = Tally(broker, "bench-pipeline", [completed, cancelled])
-        start = (datetime.now(UTC) + timedelta(seconds=args.lead)).replace(microsecond=0)
-        df, amap = schedule(args.assets, args.slots, args.slot_seconds, start)
-        data = encode_schedule(df, asset_map=amap, site_id=SITE_ID, schedule_id="sch_bench_pipeline")
-        total = args.assets * args.slots
-        client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
-        broker.login().apply(client)
-        client.connect(broker.host, broker.port)
-        client.loop_start()
-        client.publish(SCHEDULES_IN, data, qos=1).wait_for_publish(60)
-        client.disconnect()
-        client.loop_stop()
-        began = time.perf_counter() + (start - datetime.now(UTC)).total_seconds()
-        span = args.slots * args.slot_seconds
-        # Done when every command ended (completed or superseded), or quiet for 10 s after the schedule
-        deadline = time.monotonic() + args.lead + span + 300
-        quiet_since, seen = time.monotonic(), -1
-        while time.monotonic() < deadline:
-            ended = tally.count(completed) + tally.count(cancelled)
-            if ended >= total:
-                break
-            if ended != seen:
-                seen, quiet_since = ended, time.monotonic()
-            elif time.monotonic() - quiet_since > 10 and time.perf_counter() > began + span:
-                break
-            time.sleep(0.2)
-        done, superseded = tally.count(completed), tally.count(cancelled)
-        last = tally.last.get(completed, began)
-        rate = done / max(last - began, 1e-9)
-        offered = args.assets / args.slot_seconds
-        print(f"{args.assets} chargers x {args.slots} slots of {args.slot_seconds:g} s: {total} commands offered "
-              f"({offered:,.0f}/s); {done} COMPLETED, {superseded} CANCELLED (superseded) in {last - began:.1f} s")
-        record(Figure("pipeline: schedule in to COMMAND_COMPLETED out, sustained", rate, floor, "cmd/s",
-                      floor_is="raw paho QoS 1 messages/s between two processes, same broker",
-                      command="make bench-pipeline", goal=1.0, higher_is_better=True,
-                      detail=f"{args.assets:,} loopback chargers, {args.slots} slots of {args.slot_seconds:g} s "
-                             f"({offered:,.0f} cmd/s offered): {done:,} completed, {superseded:,} superseded"))
-        return 0
-    finally:
-        if tally is not None:
-            tally.close()
-        stack.stop_all()
-        broker.stop()
+    with loopback_site("qubit-pipeline-", args.assets) as (broker, stack, _work):
+        completed, cancelled = f"{ROOT}/events/COMMAND_COMPLETED", f"{ROOT}/events/COMMAND_CANCELLED"
+        tally: Tally | None = None
+        try:
+            floor = floor_rate(broker)
+            print(f"floor: raw paho QoS 1 between two processes: {floor:,.0f} msg/s")
+            stack.start_all(LOOPBACK_STACK, timeout=120)
+            tally = Tally(broker, "bench-pipeline", [completed, cancelled])
+            start = (datetime.now(UTC) + timedelta(seconds=args.lead)).replace(microsecond=0)
+            df, amap = schedule(args.assets, args.slots, args.slot_seconds, start)
+            data = encode_schedule(df, asset_map=amap, site_id=SITE_ID, schedule_id="sch_bench_pipeline")
+            total = args.assets * args.slots
+            client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
+            broker.login().apply(client)
+            client.connect(broker.host, broker.port)
+            client.loop_start()
+            client.publish(SCHEDULES_IN, data, qos=1).wait_for_publish(60)
+            client.disconnect()
+            client.loop_stop()
+            began = time.perf_counter() + (start - datetime.now(UTC)).total_seconds()
+            span = args.slots * args.slot_seconds
+            # Done when every command ended (completed or superseded), or quiet for 10 s after the schedule
+            deadline = time.monotonic() + args.lead + span + 300
+            quiet_since, seen = time.monotonic(), -1
+            while time.monotonic() < deadline:
+                ended = tally.count(completed) + tally.count(cancelled)
+                if ended >= total:
+                    break
+                if ended != seen:
+                    seen, quiet_since = ended, time.monotonic()
+                elif time.monotonic() - quiet_since > 10 and time.perf_counter() > began + span:
+                    break
+                time.sleep(0.2)
+            done, superseded = tally.count(completed), tally.count(cancelled)
+            last = tally.last.get(completed, began)
+            rate = done / max(last - began, 1e-9)
+            offered = args.assets / args.slot_seconds
+            print(f"{args.assets} chargers x {args.slots} slots of {args.slot_seconds:g} s: {total} commands offered "
+                  f"({offered:,.0f}/s); {done} COMPLETED, {superseded} CANCELLED (superseded) in {last - began:.1f} s")
+            record(Figure("pipeline: schedule in to COMMAND_COMPLETED out, sustained", rate, floor, "cmd/s",
+                          floor_is="raw paho QoS 1 messages/s between two processes, same broker",
+                          command="make bench-pipeline", goal=1.0, higher_is_better=True,
+                          detail=f"{args.assets:,} loopback chargers, {args.slots} slots of {args.slot_seconds:g} s "
+                                 f"({offered:,.0f} cmd/s offered): {done:,} completed, {superseded:,} superseded"))
+            return 0
+        finally:
+            if tally is not None:
+                tally.close()
 
 
 if __name__ == "__main__":

@@ -23,14 +23,13 @@ import argparse
 import queue
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import paho.mqtt.client as paho
-from first_slot import FIRST_SLOT_KW, SITE_ID, broker_round_trip, frame, site_toml
+from first_slot import FIRST_SLOT_KW, LOOPBACK_STACK, SITE_ID, broker_round_trip, frame, loopback_site
 from paho.mqtt.enums import CallbackAPIVersion
 from results import Figure, record
 
@@ -38,7 +37,6 @@ from coordinator.contract.codec import DecodeError, decode_event, decode_schedul
 from coordinator.contract.events import CommandPayload
 from coordinator.contract.topics import ROOT, SCHEDULES_IN
 from tools.broker import LocalMosquitto
-from tools.launcher import ServiceProcesses
 
 COMMAND = "make bench-plan"
 ROOT_DIR = Path(__file__).resolve().parent.parent
@@ -127,54 +125,47 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lead", type=float, default=15.0, help="seconds from publishing to the first slot")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the first slot")
     args = parser.parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="qubit-plan-scale-"))
-    site = work / "site.toml"
-    site.write_text(site_toml(args.assets))
-    broker = LocalMosquitto(work / "broker").start()
-    stack = ServiceProcesses(broker.host, broker.port, site, work / "logs")
-    stack.env["QUBIT_DATA_DIR"] = str(work / "data")
-    watch: Watch | None = None
-    try:
-        stack.start_all(("ingester", "planner", "tracker", "gateway-loopback"), timeout=120)
-        watch = Watch(broker)
-        start = (datetime.now(UTC) + timedelta(seconds=args.lead)).replace(microsecond=0)
-        df, amap = frame(args.assets, args.slots, start)
-        data = encode_schedule(df, asset_map=amap, site_id=SITE_ID, schedule_id="sch_bench_plan_scale")
-        del df
-        t = time.perf_counter()
-        decode_schedule(data)
-        decode = time.perf_counter() - t
-        trip = broker_round_trip(broker, data)
-        floor = decode + trip
-        cells = args.assets * args.slots
-        print(f"{args.assets} assets x {args.slots} slots: {cells} commands, schedule {len(data) / 1e6:.1f} MB")
-        print(f"floor: decode_schedule {decode:.2f} s + broker round trip {trip:.2f} s = {floor:.2f} s")
-        published = publish(broker, data)
-        planned = watch.planned.get(timeout=120) - published
-        received = watch.received.get(timeout=10) - published
-        print(f"publication to SCHEDULE_RECEIVED (the ingester's checks) {received:.2f} s, "
-              f"to SCHEDULE_PLANNED {planned:.2f} s")
-        deadline = time.monotonic() + args.lead + args.timeout
-        while watch.count() < args.assets and time.monotonic() < deadline:
-            time.sleep(0.2)
-        print(f"first slot: {watch.count()}/{args.assets} COMPLETED")
-        rss = {name: peak_rss_mb(stack.procs[name].pid) for name in ("planner", "tracker", "ingester")}
-        idle = {name: idle_rss_mb(f"services.{name}") for name in ("planner", "tracker")}
-        print(f"ingester peak RSS {rss['ingester']:.0f} MB")
-        size = f"{args.assets:,} assets x {args.slots} slots ({cells:,} commands)"
-        record(Figure(f"plan time, {size}: publication to SCHEDULE_PLANNED", planned, floor, "s",
-                      floor_is="decode_schedule of the same bytes + one broker round trip of them",
-                      command=COMMAND, absolute=2.0))
-        for name in ("planner", "tracker"):
-            record(Figure(f"{name} peak RSS, {size}", rss[name], idle[name], "MB",
-                          floor_is=f"idle python importing services.{name}", command=COMMAND, absolute=200.0,
-                          detail=f"first slot {watch.count()}/{args.assets} completed"))
-        return 0 if watch.count() >= args.assets else 1
-    finally:
-        if watch is not None:
-            watch.close()
-        stack.stop_all()
-        broker.stop()
+    with loopback_site("qubit-plan-scale-", args.assets) as (broker, stack, _work):
+        watch: Watch | None = None
+        try:
+            stack.start_all(LOOPBACK_STACK, timeout=120)
+            watch = Watch(broker)
+            start = (datetime.now(UTC) + timedelta(seconds=args.lead)).replace(microsecond=0)
+            df, amap = frame(args.assets, args.slots, start)
+            data = encode_schedule(df, asset_map=amap, site_id=SITE_ID, schedule_id="sch_bench_plan_scale")
+            del df
+            t = time.perf_counter()
+            decode_schedule(data)
+            decode = time.perf_counter() - t
+            trip = broker_round_trip(broker, data)
+            floor = decode + trip
+            cells = args.assets * args.slots
+            print(f"{args.assets} assets x {args.slots} slots: {cells} commands, schedule {len(data) / 1e6:.1f} MB")
+            print(f"floor: decode_schedule {decode:.2f} s + broker round trip {trip:.2f} s = {floor:.2f} s")
+            published = publish(broker, data)
+            planned = watch.planned.get(timeout=120) - published
+            received = watch.received.get(timeout=10) - published
+            print(f"publication to SCHEDULE_RECEIVED (the ingester's checks) {received:.2f} s, "
+                  f"to SCHEDULE_PLANNED {planned:.2f} s")
+            deadline = time.monotonic() + args.lead + args.timeout
+            while watch.count() < args.assets and time.monotonic() < deadline:
+                time.sleep(0.2)
+            print(f"first slot: {watch.count()}/{args.assets} COMPLETED")
+            rss = {name: peak_rss_mb(stack.procs[name].pid) for name in ("planner", "tracker", "ingester")}
+            idle = {name: idle_rss_mb(f"services.{name}") for name in ("planner", "tracker")}
+            print(f"ingester peak RSS {rss['ingester']:.0f} MB")
+            size = f"{args.assets:,} assets x {args.slots} slots ({cells:,} commands)"
+            record(Figure(f"plan time, {size}: publication to SCHEDULE_PLANNED", planned, floor, "s",
+                          floor_is="decode_schedule of the same bytes + one broker round trip of them",
+                          command=COMMAND, absolute=2.0))
+            for name in ("planner", "tracker"):
+                record(Figure(f"{name} peak RSS, {size}", rss[name], idle[name], "MB",
+                              floor_is=f"idle python importing services.{name}", command=COMMAND, absolute=200.0,
+                              detail=f"first slot {watch.count()}/{args.assets} completed"))
+            return 0 if watch.count() >= args.assets else 1
+        finally:
+            if watch is not None:
+                watch.close()
 
 
 if __name__ == "__main__":

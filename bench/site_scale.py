@@ -34,7 +34,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -45,6 +44,7 @@ from typing import TypeVar
 
 import paho.mqtt.client as paho
 import pandas as pd
+from ocpp_gateway import ECHO_SERVER
 from paho.mqtt.enums import CallbackAPIVersion
 from results import Figure, record
 from websockets.asyncio.client import ClientConnection, connect
@@ -70,18 +70,6 @@ PROOF_MESSAGE = ('[2,"1d54c96c-c53a-44cf-9244-63709c0e45f5","GetCompositeSchedul
                  '"duration":60,"chargingRateUnit":"W"}]')
 
 P = TypeVar("P")
-
-ECHO_SERVER = textwrap.dedent("""
-    import asyncio, sys, websockets
-    async def echo(ws):
-        async for message in ws:
-            await ws.send(message)
-    async def main():
-        async with websockets.serve(echo, "127.0.0.1", int(sys.argv[1]), max_size=None):
-            await asyncio.Future()
-    asyncio.run(main())
-""")
-
 
 @dataclass(frozen=True)
 class Layout:

@@ -18,6 +18,8 @@ from tools.launcher import ServiceProcesses
 
 pytestmark = pytest.mark.timeout(180)
 
+# timeout_seconds 3 (the default is 1): on a loaded 2-core machine running other tests a request
+# waited longer than 1 s for the CPU, and the link was reported down mid-test.
 SITE = """
 site_id = "sit_modbus_test"
 
@@ -42,6 +44,7 @@ max_charge_kw = 50.0
 capacity_kwh = {capacity}
 poll_interval_seconds = 0.2
 verify_window_seconds = 1.0
+timeout_seconds = 3.0
 
 [[assets]]
 asset_id = "ast_batt_b"
@@ -53,6 +56,7 @@ port = {port_b}
 device_id = 7
 poll_interval_seconds = 0.2
 verify_window_seconds = 1.0
+timeout_seconds = 3.0
 [assets.modbus.registers.SET_CHARGE_RATE]
 address = 40201
 data_type = "int32"
@@ -131,12 +135,19 @@ def of(events, kind, asset=None):
             if e.event_type.value == kind and (asset is None or e.payload.get("asset_id") == asset)]
 
 
+def links_up(events):
+    """Both batteries connected: a command sent earlier fails at once (link down) and, with
+    max_retries 0 here, is not tried again; a loaded machine connects late."""
+    events.wait_for(lambda ev: len(of(events, "DEVICE_LINK_UP")) >= 2, timeout=15, what="links up")
+
+
 def states(events, asset):
     return [e.payload["to_state"] for e in of(events, "STATE_CHANGED", asset)]
 
 
 def test_charge_discharge_direct_switch_clamp_and_custom_32bit_map(site_stack, events, plain):
     start(site_stack, *ALL)
+    links_up(events)
     publish_schedule(plain, {
         "battery_a_charge_kw": [80.0, 0.0], "battery_a_discharge_kw": [0.0, 30.0],
         "battery_b_charge_kw": [0.0, 12.34], "battery_b_discharge_kw": [45.67, 0.0],
@@ -168,6 +179,7 @@ def test_charge_discharge_direct_switch_clamp_and_custom_32bit_map(site_stack, e
 @pytest.mark.site(capacity=0.01)
 def test_soc_bounds_stop_the_battery(site_stack, events, plain):
     start(site_stack, *ALL)
+    links_up(events)
     publish_schedule(plain, {"battery_a_charge_kw": [50.0]}, slots=1, asset_map={"battery_a": "ast_batt_a"})
     # 0.01 kWh at 50 kW: full in under a second; at SOC max the battery stops drawing power
     events.wait_for(lambda ev: states(events, "ast_batt_a")[-2:] == ["CHARGING", "IDLE"], timeout=20,
@@ -176,6 +188,7 @@ def test_soc_bounds_stop_the_battery(site_stack, events, plain):
 
 def test_fault_holds_commands_until_reset(site_stack, events, plain):
     start(site_stack, *ALL)
+    links_up(events)
     control(site_stack.ports["port_a"], 1)
     events.wait_for(lambda ev: "FAULTED" in states(events, "ast_batt_a"), timeout=10, what="fault seen")
     publish_schedule(plain, {"battery_a_charge_kw": [20.0]}, slots=1, asset_map={"battery_a": "ast_batt_a"})
@@ -189,6 +202,7 @@ def test_fault_holds_commands_until_reset(site_stack, events, plain):
 
 def test_device_that_ignores_writes_is_caught_by_read_back(site_stack, events, plain):
     start(site_stack, *ALL)
+    links_up(events)
     control(site_stack.ports["port_a"], 3)
     publish_schedule(plain, {"battery_a_charge_kw": [20.0]}, slots=1, asset_map={"battery_a": "ast_batt_a"})
     events.wait_for(lambda ev: of(events, "COMMAND_FAILED", "ast_batt_a"), timeout=15, what="read-back failure")
@@ -199,7 +213,7 @@ def test_device_that_ignores_writes_is_caught_by_read_back(site_stack, events, p
 
 def test_silent_device_times_out_without_delaying_the_other(site_stack, events, plain):
     start(site_stack, *ALL)
-    events.wait_for(lambda ev: len(of(events, "DEVICE_LINK_UP")) >= 2, timeout=15, what="links up")
+    links_up(events)
     control(site_stack.ports["port_a"], 2)  # battery a stops answering
     publish_schedule(plain, {"battery_a_charge_kw": [20.0], "battery_b_charge_kw": [10.0]}, slots=1)
     events.wait_for(lambda ev: of(events, "COMMAND_COMPLETED", "ast_batt_b"), timeout=10, what="b completes")
@@ -213,7 +227,7 @@ def test_silent_device_times_out_without_delaying_the_other(site_stack, events, 
 @pytest.mark.site(retries=5)
 def test_disconnect_and_reconnect(site_stack, events, plain):
     start(site_stack, *ALL)
-    events.wait_for(lambda ev: len(of(events, "DEVICE_LINK_UP")) >= 2, timeout=15, what="links up")
+    links_up(events)
     site_stack.kill("battery-simulator")
     events.wait_for(lambda ev: of(events, "DEVICE_LINK_DOWN", "ast_batt_a"), timeout=15, what="link down")
     publish_schedule(plain, {"battery_a_charge_kw": [20.0]}, slots=1, asset_map={"battery_a": "ast_batt_a"})

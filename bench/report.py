@@ -6,7 +6,7 @@ this runs them in turn on an otherwise idle machine, collects the figures they r
 docs/benchmarks.json keeps the raw figures; a run of some targets only (TARGETS="bench-modbus"
 make bench) replaces those targets' rows and keeps the rest, each row dated.
 
-    make bench                                  (all, about 20 minutes)
+    make bench                                  (all, about 10 minutes)
     make bench TARGETS="bench-ocpp bench-estop"
 """
 

@@ -445,8 +445,12 @@ async def run_against_csms(version: str, scenario, **charger_options: Any) -> di
             csms = await asyncio.wait_for(points.get(), 5)
             await scenario(charger, csms, seen)
         finally:
+            # Powered down as the simulator's process does (stop, then cancel): a bare cancel
+            # during the websocket's closing handshake once left the test waiting for 40 s.
+            await charger.stop()
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            done, _ = await asyncio.wait([task], timeout=5)
+            assert done, "the simulated charger did not stop within 5 s"
     return {"auth": auth, "boot": boot, "subprotocol": negotiated["subprotocol"], "seen": seen}
 
 

@@ -55,15 +55,24 @@ system handed out as ephemeral can be taken again by such a connection between f
 check and the server's bind: "address already in use", seen in a full test run."""
 
 
+_HANDED_OUT: set[int] = set()
+"""Ports this process gave out already: two servers asked for one after the other (a broker's
+plain and TLS listeners) must not get the same port before either binds it."""
+
+
 def free_port() -> int:
-    """A loopback port nothing listens on now, for a server about to start."""
+    """A loopback port nothing listens on now, and not given out before by this process, for a
+    server about to start."""
     for _ in range(200):
         port = random.choice(LISTEN_PORTS)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _HANDED_OUT.add(port)
             return port
     raise RuntimeError(f"no free loopback port in {LISTEN_PORTS.start}-{LISTEN_PORTS.stop - 1}")
 

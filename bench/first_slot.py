@@ -80,15 +80,18 @@ def frame(assets: int, slots: int, start: datetime) -> tuple[pd.DataFrame, dict[
 class Counter:
     """Counts first-slot COMMAND_COMPLETED events (distinct commands) on a persistent session."""
 
-    def __init__(self, broker: LocalMosquitto) -> None:
+    def __init__(self, broker: LocalMosquitto, client_id: str = "bench-first-slot",
+                 more: tuple[str, ...] = ()) -> None:
+        """``more``: further event types to hear (a subclass's ``_on_message`` takes them)."""
         self.completed: set[str] = set()
         self.lock = threading.Lock()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-first-slot", clean_session=False,
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
                                   protocol=paho.MQTTv311)
         self.client.max_queued_messages_set(0)
         subscribed: queue.Queue[int] = queue.Queue()
+        topics = [(f"{ROOT}/events/{kind}/#", 1) for kind in ("COMMAND_COMPLETED", *more)]
         self.client.on_subscribe = lambda c, u, mid, codes, p: subscribed.put(mid)
-        self.client.on_connect = lambda c, u, f, r, p: c.subscribe(f"{ROOT}/events/COMMAND_COMPLETED/#", qos=1)
+        self.client.on_connect = lambda c, u, f, r, p: c.subscribe(topics)
         self.client.on_message = self._on_message
         broker.login().apply(self.client)  # the test-only identity: reads events and results
         self.client.connect(broker.host, broker.port)

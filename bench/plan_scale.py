@@ -23,70 +23,39 @@ import argparse
 import queue
 import subprocess
 import sys
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import paho.mqtt.client as paho
-from first_slot import FIRST_SLOT_KW, LOOPBACK_STACK, SITE_ID, broker_round_trip, frame, loopback_site
+from first_slot import LOOPBACK_STACK, SITE_ID, Counter, broker_round_trip, frame, loopback_site
 from paho.mqtt.enums import CallbackAPIVersion
 from results import Figure, record
 
-from coordinator.contract.codec import DecodeError, decode_event, decode_schedule, encode_schedule
-from coordinator.contract.events import CommandPayload
-from coordinator.contract.topics import ROOT, SCHEDULES_IN
+from coordinator.contract.codec import decode_schedule, encode_schedule
+from coordinator.contract.topics import SCHEDULES_IN
 from tools.broker import LocalMosquitto
 
 COMMAND = "make bench-plan"
 ROOT_DIR = Path(__file__).resolve().parent.parent
 
 
-class Watch:
-    """Arrival times of SCHEDULE_PLANNED and the first slot's COMMAND_COMPLETED events."""
+class Watch(Counter):
+    """Arrival times of SCHEDULE_RECEIVED and SCHEDULE_PLANNED, and the first slot's COMMAND_COMPLETED."""
 
     def __init__(self, broker: LocalMosquitto) -> None:
         self.planned: queue.Queue[float] = queue.Queue()
         self.received: queue.Queue[float] = queue.Queue()
-        self.completed: set[str] = set()
-        self.lock = threading.Lock()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-plan-scale", clean_session=False,
-                                  protocol=paho.MQTTv311)
-        self.client.max_queued_messages_set(0)
-        subscribed: queue.Queue[int] = queue.Queue()
-        self.client.on_subscribe = lambda c, u, mid, codes, p: subscribed.put(mid)
-        self.client.on_connect = lambda c, u, f, r, p: c.subscribe(
-            [(f"{ROOT}/events/SCHEDULE_PLANNED/#", 1), (f"{ROOT}/events/SCHEDULE_RECEIVED/#", 1),
-             (f"{ROOT}/events/COMMAND_COMPLETED/#", 1)])
-        self.client.on_message = self._on_message
-        broker.login().apply(self.client)
-        self.client.connect(broker.host, broker.port)
-        self.client.loop_start()
-        subscribed.get(timeout=10)
+        super().__init__(broker, "bench-plan-scale", ("SCHEDULE_PLANNED", "SCHEDULE_RECEIVED"))
 
     def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
         at = time.perf_counter()
         if "/SCHEDULE_PLANNED/" in message.topic:
             self.planned.put(at)
-            return
-        if "/SCHEDULE_RECEIVED/" in message.topic:
+        elif "/SCHEDULE_RECEIVED/" in message.topic:
             self.received.put(at)
-            return
-        try:
-            p = decode_event(bytes(message.payload)).payload
-        except DecodeError:
-            return
-        if isinstance(p, CommandPayload) and p.parameters.get("power_kw") == FIRST_SLOT_KW:
-            with self.lock:
-                self.completed.add(p.command_id)
-
-    def count(self) -> int:
-        with self.lock:
-            return len(self.completed)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        else:
+            super()._on_message(client, userdata, message)
 
 
 def peak_rss_mb(pid: int) -> float:
